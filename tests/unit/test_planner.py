@@ -1,0 +1,303 @@
+"""The planner applies every vcycle rule and says why, with the numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+import pytest
+from conftest import T0, make_config, rec
+
+from vcycle.config import Config
+from vcycle.model import Action, Backoff, Demand, Plan, SpaceSnapshot
+from vcycle.planner import plan
+from vcycle.states import MachineState
+
+S = MachineState
+NOW = T0 + timedelta(hours=1)
+
+
+def run(config: Config, records=(), demand: Mapping[str, Demand] | None = None, now=NOW,  # type: ignore[no-untyped-def]
+        **snapshot: object) -> Plan:
+    return plan(SpaceSnapshot("sp", tuple(records), **snapshot), demand or {}, config, now)  # type: ignore[arg-type]
+
+
+def created(result: Plan) -> list[str]:
+    return [c.machinetype for c in result.creates]
+
+
+def holds(result: Plan, machinetype: str | None = None) -> list[str]:
+    return [d.reason for d in result.decisions
+            if d.action is Action.HOLD and (machinetype is None or d.machinetype == machinetype)]
+
+
+def deleted(result: Plan) -> dict[str, tuple[int | None, str]]:
+    return {d.machine: (d.code, d.message) for d in result.deletes}
+
+
+# --- creation: limits -------------------------------------------------------------
+
+def test_empty_space_is_filled_up_to_the_per_cycle_cap() -> None:
+    result = run(make_config(limit=100))
+    assert created(result) == ["mt"] * 10  # ceil(0.1 x 100)
+    assert any("creation cap 10/10 processors this cycle" in h for h in holds(result))
+    assert all(d.reason.startswith("lowest weighted count per share") for d in result.decisions
+               if d.action is Action.CREATE)
+
+
+def test_per_cycle_cap_follows_max_create_fraction() -> None:
+    assert len(run(make_config(limit=100, settings={"max_create_fraction": 0.25})).creates) == 25
+    assert len(run(make_config(limit=7, settings={"max_create_fraction": 0.1})).creates) == 1  # ceil(0.7)
+
+
+def test_space_limit_counts_every_state_and_foreign_machines() -> None:
+    records = [rec(f"r{i}", s) for i, s in enumerate([S.RUNNING, S.STOPPED, S.DELETING, S.REQUESTED])]
+    result = run(make_config(limit=10, settings={"max_create_fraction": 1}), records, foreign_processors=4)
+    assert len(result.creates) == 2
+    assert any("processors_limit 10/10 processors in space sp (4 not ours)" in h for h in holds(result))
+
+
+def test_gone_and_create_failed_do_not_count() -> None:
+    records = [rec("a", S.GONE), rec("b", S.CREATE_FAILED)]
+    assert len(run(make_config(limit=2, settings={"max_create_fraction": 1}), records).creates) == 2
+
+
+def test_a_machine_that_would_exceed_the_space_limit_is_not_created() -> None:
+    config = make_config(limit=10, settings={"max_create_fraction": 1}, machinetypes={"mt": {"min_processors": 4}})
+    result = run(config)
+    assert [c.processors for c in result.creates] == [4, 4]
+    assert any("no room for 4 more" in h for h in holds(result))
+
+
+def test_cloud_quota_is_the_limit_when_no_processors_limit_is_set() -> None:
+    result = run(make_config(limit=None, settings={"max_create_fraction": 1}), quota_processors=3)
+    assert len(result.creates) == 3
+    assert any("cloud quota 3/3" in h for h in holds(result))
+
+
+def test_smaller_quota_wins_over_processors_limit() -> None:
+    result = run(make_config(limit=50, settings={"max_create_fraction": 1}), quota_processors=5)
+    assert len(result.creates) == 5
+
+
+def test_no_limit_and_no_quota_creates_nothing_and_says_so() -> None:
+    result = run(make_config(limit=None))
+    assert result.creates == ()
+    assert holds(result) == ["no processors_limit configured and the cloud reports no quota: nothing is created"]
+
+
+def test_machinetype_processors_limit() -> None:
+    config = make_config(limit=100, machinetypes={"mt": {"processors_limit": 3}})
+    result = run(config, [rec("a", S.RUNNING)])
+    assert len(result.creates) == 2
+    assert holds(result, "mt") == ["machinetype processors_limit 3/3"]
+
+
+def test_max_starting_processors() -> None:
+    config = make_config(limit=100, machinetypes={"mt": {"max_starting_processors": 3}})
+    result = run(config, [rec("a", S.STARTING), rec("b", S.REQUESTED), rec("c", S.RUNNING)])
+    assert len(result.creates) == 1
+    assert holds(result, "mt") == ["max_starting_processors 3/3 starting"]
+
+
+def test_zero_share_is_never_created() -> None:
+    config = make_config(machinetypes={"never": {"target_share": 0}})
+    assert run(config).creates == ()
+
+
+# --- creation: shares -------------------------------------------------------------
+
+def test_shares_split_creation_by_target_share() -> None:
+    config = make_config(limit=100, settings={"max_create_fraction": 0.4},
+                         machinetypes={"a": {"target_share": 3}, "b": {"target_share": 1}})
+    result = run(config)
+    assert created(result).count("a") == 30 and created(result).count("b") == 10
+
+
+def test_lowest_weighted_count_goes_first_and_ties_break_by_name() -> None:
+    config = make_config(limit=100, settings={"max_create_fraction": 0.01},
+                         machinetypes={"b": {}, "a": {}})
+    assert created(run(config)) == ["a"]
+    assert created(run(config, [rec("x", S.RUNNING, mt="a")])) == ["b"]
+
+
+def test_shares_are_weighted_by_hs06() -> None:
+    config = make_config(limit=100, settings={"max_create_fraction": 0.01},
+                         machinetypes={"fast": {"hs06_per_processor": 20}, "slow": {"hs06_per_processor": 10}})
+    # one fast machine weighs 20, two slow ones weigh 20: tie, broken by name
+    records = [rec("f", S.RUNNING, mt="fast", hs06=20.0), rec("s1", S.RUNNING, mt="slow", hs06=10.0)]
+    assert created(run(config, records)) == ["slow"]
+    records.append(rec("s2", S.RUNNING, mt="slow", hs06=10.0))
+    assert created(run(config, records)) == ["fast"]
+    assert run(config, records).creates[0].hs06 == 20.0
+
+
+# --- creation: flavors ---------------------------------------------------------------
+
+def test_first_flavor_within_the_processor_range_wins() -> None:
+    config = make_config(machinetypes={"mt": {"flavor_names": "tiny big huge", "min_processors": 2,
+                                              "max_processors": 8}})
+    result = run(config, flavors={"tiny": 1, "big": 4, "huge": 16})
+    assert {(c.flavor, c.processors) for c in result.creates} == {("big", 4)}
+
+
+def test_no_fitting_flavor_is_a_refusal_naming_the_flavors() -> None:
+    config = make_config(machinetypes={"mt": {"flavor_names": "tiny gone", "min_processors": 2}})
+    result = run(config, flavors={"tiny": 1})
+    assert result.creates == ()
+    assert holds(result, "mt") == ["no flavor has 2.. processors (vcpus: tiny=1, gone=not in cloud)"]
+
+
+def test_without_flavor_sizes_the_first_flavor_and_min_processors_are_used() -> None:
+    config = make_config(machinetypes={"mt": {"flavor_names": "a b", "min_processors": 2}})
+    assert {(c.flavor, c.processors) for c in run(config).creates} == {("a", 2)}
+
+
+# --- creation: backoff --------------------------------------------------------------
+
+def test_backoff_blocks_creation_after_abort() -> None:
+    backoff = Backoff("mt", NOW - timedelta(seconds=100), "m1 stopped with '300 No work'")
+    result = run(make_config(), backoffs={"mt": backoff})
+    assert result.creates == ()
+    assert holds(result, "mt") == ["backoff: last abort 100s ago, backoff_seconds 600 (m1 stopped with '300 No work')"]
+
+
+def test_after_backoff_one_machine_probes_then_fizzle_holds_the_rest() -> None:
+    backoff = Backoff("mt", NOW - timedelta(seconds=700), "abort")  # backoff 600 passed, fizzle 300 not
+    result = run(make_config(), backoffs={"mt": backoff})
+    assert len(result.creates) == 1
+    assert "within backoff_seconds + fizzle_seconds 900" in holds(result, "mt")[0]
+
+
+def test_after_backoff_and_fizzle_creation_is_free_again() -> None:
+    backoff = Backoff("mt", NOW - timedelta(seconds=901), "abort")
+    assert len(run(make_config(), backoffs={"mt": backoff}).creates) == 10
+
+
+# --- creation: demand ---------------------------------------------------------------
+
+DEMANDED = {"mt": {"demand": "q", "min_processors": 4}}
+Q = "[demand q]\ntype = file\npath = /dev/null\n"
+
+
+def test_demand_limits_new_machines_to_the_idle_work() -> None:
+    config = make_config(limit=1000, machinetypes=DEMANDED, extra=Q)
+    result = run(config, demand={"mt": Demand(idle_jobs=9)})  # 9 jobs / 4 per machine -> 3 machines
+    assert len(result.creates) == 3
+    assert any(h.startswith("demand satisfied") for h in holds(result, "mt"))
+
+
+def test_demand_counts_machines_still_starting() -> None:
+    config = make_config(limit=1000, machinetypes=DEMANDED, extra=Q)
+    records = [rec("s", S.STARTING, processors=4), rec("r", S.RUNNING, processors=4)]
+    assert len(run(config, records, demand={"mt": Demand(idle_jobs=9)}).creates) == 2
+
+
+def test_jobs_per_machine_overrides_processors() -> None:
+    config = make_config(limit=1000, machinetypes={"mt": {**DEMANDED["mt"], "jobs_per_machine": 1}}, extra=Q)
+    assert len(run(config, demand={"mt": Demand(idle_jobs=9)}).creates) == 9
+
+
+def test_unknown_demand_creates_nothing_but_still_deletes() -> None:
+    config = make_config(limit=1000, machinetypes=DEMANDED, extra=Q)
+    records = [rec("done", S.STOPPED, processors=4)]
+    result = run(config, records, demand={"mt": Demand.unknown("collector unreachable")})
+    assert result.creates == ()
+    assert holds(result, "mt") == ["demand unknown: collector unreachable"]
+    assert list(deleted(result)) == ["done"]
+
+
+def test_missing_demand_report_is_unknown_not_zero() -> None:
+    config = make_config(limit=1000, machinetypes=DEMANDED, extra=Q)
+    result = run(config)
+    assert result.creates == () and "reported nothing" in holds(result, "mt")[0]
+
+
+def test_machinetypes_without_demand_fill_free_capacity() -> None:
+    config = make_config(limit=100, machinetypes={"mt": {}, "dem": {"demand": "q"}}, extra=Q)
+    result = run(config, demand={"dem": Demand(idle_jobs=0)})
+    assert set(created(result)) == {"mt"}
+
+
+# --- creation: drain and shutdown_time ---------------------------------------------------
+
+def test_drained_machinetype_creates_nothing_but_keeps_its_machines() -> None:
+    result = run(make_config(), [rec("a", S.RUNNING, started_at=NOW)], draining=frozenset({"mt"}))
+    assert result.creates == () and result.deletes == ()
+    assert holds(result, "mt") == ["drained by an operator: no new machines"]
+
+
+def test_space_shutdown_time_in_the_past_creates_nothing_and_deletes_running() -> None:
+    past = int((NOW - timedelta(seconds=1)).timestamp())
+    result = run(make_config(space={"shutdown_time": past}), [rec("a", S.RUNNING, started_at=T0)])
+    assert result.creates == ()
+    assert deleted(result) == {"a": (700, "Passed shutdowntime")}
+
+
+def test_new_machines_shutdown_time_is_capped_by_space_shutdown_time() -> None:
+    soon = NOW + timedelta(seconds=60)
+    result = run(make_config(space={"shutdown_time": int(soon.timestamp())}))
+    assert {c.shutdown_at for c in result.creates} == {soon}
+    unlimited = run(make_config())
+    assert {c.shutdown_at for c in unlimited.creates} == {NOW + timedelta(seconds=86400)}
+
+
+# --- deletions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("state", "extra", "expected"), [
+    (S.STOPPED, {"shutdown_code": 200, "shutdown_text": "Success"}, (200, "Success")),
+    (S.FAILED, {}, (None, "")),
+    (S.RUNNING, {"shutdown_at": NOW}, (700, "Exceeded max_wallclock_seconds")),
+    (S.DRAINING, {"shutdown_at": NOW - timedelta(seconds=1)}, (700, "Exceeded max_wallclock_seconds")),
+    (S.STARTING, {"created": NOW - timedelta(seconds=3601)}, (700, "Failed to start")),
+    (S.DELETE_FAILED, {}, (None, "")),
+    (S.DELETE_FAILED, {"last_delete_at": NOW - timedelta(seconds=601)}, (None, "")),
+])
+def test_machines_that_must_go_are_deleted(state: S, extra: dict[str, object],
+                                           expected: tuple[int | None, str]) -> None:
+    record = rec("m", state, **extra)  # type: ignore[arg-type]
+    result = run(make_config(), [record])
+    assert deleted(result) == {"m": expected}
+    (decision,) = [d for d in result.decisions if d.action is Action.DELETE]
+    assert decision.machine == "m" and decision.reason
+
+
+@pytest.mark.parametrize(("state", "extra"), [
+    (S.RUNNING, {"shutdown_at": NOW + timedelta(seconds=1)}),
+    (S.STARTING, {"created": NOW - timedelta(seconds=3599)}),
+    (S.DELETE_FAILED, {"last_delete_at": NOW - timedelta(seconds=599)}),
+    (S.DELETING, {}),
+    (S.REQUESTED, {}),
+    (S.GONE, {}),
+    (S.CREATE_FAILED, {}),
+])
+def test_machines_that_may_stay_are_not_deleted(state: S, extra: dict[str, object]) -> None:
+    assert run(make_config(), [rec("m", state, **extra)]).deletes == ()  # type: ignore[arg-type]
+
+
+HEARTBEAT = {"mt": {"heartbeat_file": "vm-heartbeat", "heartbeat_seconds": 600, "fizzle_seconds": 300}}
+
+
+@pytest.mark.parametrize(("started_ago", "beat_ago", "deleted_"), [
+    (200, None, False),  # still within fizzle_seconds: not checked
+    (400, None, True),  # past fizzle and never a heartbeat
+    (400, 100, False),  # fresh heartbeat
+    (4000, 700, True),  # heartbeat older than heartbeat_seconds
+])
+def test_heartbeat_is_required_after_fizzle(started_ago: int, beat_ago: int | None, deleted_: bool) -> None:
+    beat = None if beat_ago is None else NOW - timedelta(seconds=beat_ago)
+    record = rec("m", S.RUNNING, started_at=NOW - timedelta(seconds=started_ago), heartbeat_at=beat)
+    result = run(make_config(machinetypes=HEARTBEAT), [record])
+    assert deleted(result) == ({"m": (700, "Heartbeat file not updated")} if deleted_ else {})
+
+
+def test_heartbeat_seconds_zero_checks_existence_only() -> None:
+    config = make_config(machinetypes={"mt": {"heartbeat_file": "hb", "heartbeat_seconds": 0}})
+    record = rec("m", S.RUNNING, started_at=T0, heartbeat_at=T0 + timedelta(seconds=1))
+    assert run(config, [record]).deletes == ()
+
+
+def test_plan_is_deterministic() -> None:
+    config = make_config(limit=100, machinetypes={"a": {"target_share": 2}, "b": {"hs06_per_processor": 10}})
+    records = [rec(f"m{i}", S.RUNNING if i % 2 else S.STOPPED, mt="ab"[i % 2]) for i in range(7)]
+    assert run(config, records) == run(config, records)

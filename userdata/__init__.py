@@ -1,0 +1,1 @@
+"""Contextualisation: rendering each machine's user-data (the user-data issue)."""

@@ -1,0 +1,62 @@
+"""Demand sources: how much work waits for each machinetype of a space.
+
+``DemandSource.demand(space)`` returns ``{machinetype: Demand}`` or raises
+DemandError; the caller turns a failure into ``Demand.unknown`` for the
+machinetypes that use the source, so that nothing is created on a guess
+while deletions go on. Sources are made from ``[demand NAME]`` sections by
+``make_source``; htcondor and dirac sources arrive with their own issues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from vcycle.config import DemandConfig
+from vcycle.errors import DemandError
+from vcycle.model import Demand
+
+
+class DemandSource(Protocol):
+    """Required: ``demand(space)``. Raises DemandError when it cannot tell."""
+
+    name: str
+
+    def demand(self, space: str) -> dict[str, Demand]: ...
+
+
+def parse_document(document: Any, where: str) -> dict[str, dict[str, Demand]]:
+    """Validate ``{space: {machinetype: {"idle_jobs": n, "running_jobs": n}}}``."""
+    if not isinstance(document, Mapping):
+        raise DemandError(f"{where}: expected a JSON object of spaces, got {type(document).__name__}")
+    result: dict[str, dict[str, Demand]] = {}
+    for space, machinetypes in document.items():
+        if not isinstance(machinetypes, Mapping):
+            raise DemandError(f"{where}: space {space!r}: expected an object of machinetypes")
+        result[str(space)] = {str(mt): _demand(counts, f"{where}: {space}/{mt}") for mt, counts in machinetypes.items()}
+    return result
+
+
+def _demand(counts: Any, where: str) -> Demand:
+    if not isinstance(counts, Mapping):
+        raise DemandError(f"{where}: expected an object with idle_jobs and running_jobs")
+    values = []
+    for key in ("idle_jobs", "running_jobs"):
+        value = counts.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DemandError(f"{where}: {key} must be a whole number >= 0, got {value!r}")
+        values.append(value)
+    return Demand(idle_jobs=values[0], running_jobs=values[1])
+
+
+def make_source(config: DemandConfig) -> DemandSource:
+    """The source a ``[demand NAME]`` section describes."""
+    if config.type == "file":
+        from vcycle.demand.file import FileDemand
+
+        return FileDemand(config.name, config.values["path"])
+    if config.type == "command":
+        from vcycle.demand.command import CommandDemand
+
+        return CommandDemand(config.name, config.values["command"], config.values["timeout_seconds"])
+    raise DemandError(f"demand {config.name}: type {config.type!r} is not available in this version")

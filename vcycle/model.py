@@ -1,0 +1,278 @@
+"""Value objects shared by the pure core, the store, connectors and the web.
+
+Everything here is a frozen dataclass: what the cloud shows (CloudMachine),
+what vcycle remembers (MachineRecord with its history), what the batch
+system wants (Demand), and what the planner decides (Plan, CreateOrder,
+DeleteOrder, Decision). Times are aware UTC datetimes.
+
+Pure: no clock, no I/O, no randomness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vcycle.states import MachineState, cause
+
+# Ownership tags, in whatever form the cloud has (metadata, tags, labels).
+TAG_SPACE = "vcycle-space"
+TAG_MACHINETYPE = "vcycle-machinetype"
+TAG_MANAGER = "vcycle-manager"
+TAG_REQUEST = "vcycle-request"
+
+
+class CloudStatus(enum.Enum):
+    """A cloud's view of a machine, after the connector's state map."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"  # listed, but already gone (Nova shows DELETED for a moment)
+    UNKNOWN = "unknown"
+
+    __hash__ = object.__hash__  # singletons: identity hashing, done in C
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerTags:
+    """The tags that make a cloud machine ours."""
+
+    space: str
+    machinetype: str
+    manager: str
+    request_id: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            TAG_SPACE: self.space,
+            TAG_MACHINETYPE: self.machinetype,
+            TAG_MANAGER: self.manager,
+            TAG_REQUEST: self.request_id,
+        }
+
+    @classmethod
+    def from_mapping(cls, tags: Mapping[str, str]) -> OwnerTags | None:
+        """The owner tags in a cloud's tag mapping, or None for a foreign machine."""
+        try:
+            return cls(tags[TAG_SPACE], tags[TAG_MACHINETYPE], tags[TAG_MANAGER], tags.get(TAG_REQUEST, ""))
+        except KeyError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class CloudMachine:
+    """One machine as a cloud lists it. ``owner`` is None for machines not ours."""
+
+    id: str
+    name: str
+    status: CloudStatus
+    owner: OwnerTags | None
+    processors: int | None = None
+    created_at: datetime | None = None
+    detail: str = ""  # the cloud's own state words, for reasons and status
+    zone: str | None = None
+    flavor: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One entry of a machine's history."""
+
+    state: MachineState
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRecord:
+    """What vcycle knows of one of its machines; ``history`` holds every state change."""
+
+    name: str
+    space: str
+    machinetype: str
+    state: MachineState
+    processors: int
+    created_at: datetime
+    request_id: str
+    manager: str = ""
+    cloud_id: str | None = None
+    zone: str | None = None
+    flavor: str | None = None
+    hs06: float | None = None
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+    shutdown_at: datetime | None = None  # MJF shutdowntime: deleted after this
+    heartbeat_at: datetime | None = None
+    shutdown_code: int | None = None
+    shutdown_text: str | None = None
+    delete_attempts: int = 0
+    last_delete_at: datetime | None = None
+    history: tuple[StatusChange, ...] = ()
+
+    @property
+    def state_since(self) -> datetime:
+        return self.history[-1].at if self.history else self.created_at
+
+
+def new_record(
+    *,
+    name: str,
+    space: str,
+    machinetype: str,
+    state: MachineState,
+    processors: int,
+    now: datetime,
+    request_id: str,
+    reason: str,
+    **extra: object,
+) -> MachineRecord:
+    """A record born in ``state`` at ``now`` with its first history entry."""
+    return MachineRecord(
+        name=name,
+        space=space,
+        machinetype=machinetype,
+        state=state,
+        processors=processors,
+        created_at=now,
+        request_id=request_id,
+        history=(StatusChange(state, now, reason),),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def transition(
+    record: MachineRecord, target: MachineState, now: datetime, reason: str, **changes: object
+) -> MachineRecord:
+    """The record moved to ``target``; raises InvalidTransition if the table forbids it."""
+    cause(record.state, target)
+    entry = StatusChange(target, now, reason)
+    return dataclasses.replace(record, state=target, history=(*record.history, entry), **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a machine last told vcycle: its heartbeat time and any shutdown message."""
+
+    machine: str
+    at: datetime | None = None
+    shutdown_message: str | None = None
+    shutdown_message_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The last abort of a machinetype: no creation for backoff_seconds after it."""
+
+    machinetype: str
+    last_abort_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Work waiting for a machinetype. ``known`` False means the source failed."""
+
+    idle_jobs: int = 0
+    running_jobs: int = 0
+    known: bool = True
+    reason: str = ""
+
+    @classmethod
+    def unknown(cls, reason: str) -> Demand:
+        return cls(known=False, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceSnapshot:
+    """Everything the planner needs to know about one space at one moment."""
+
+    space: str
+    records: tuple[MachineRecord, ...]
+    foreign_processors: int = 0  # machines in the space that are not ours
+    backoffs: Mapping[str, Backoff] = field(default_factory=dict)
+    quota_processors: int | None = None  # the cloud's own limit, if it tells
+    flavors: Mapping[str, int] = field(default_factory=dict)  # flavor name -> vcpus
+    draining: frozenset[str] = frozenset()  # machinetypes drained by an operator; "*" = all
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    DELETE = "delete"
+    HOLD = "hold"  # a create that was considered and refused
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One thing the planner decided, and why, with the numbers."""
+
+    action: Action
+    space: str
+    machinetype: str
+    reason: str
+    machine: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOrder:
+    """Create one machine of a machinetype. Name and request id come from the executor."""
+
+    space: str
+    machinetype: str
+    processors: int
+    flavor: str | None
+    shutdown_at: datetime
+    hs06: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOrder:
+    """Delete one machine, with the shutdown message vcycle writes for it."""
+
+    space: str
+    machinetype: str
+    machine: str
+    cloud_id: str | None
+    code: int | None
+    message: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one cycle should do in one space."""
+
+    space: str
+    now: datetime
+    creates: tuple[CreateOrder, ...]
+    deletes: tuple[DeleteOrder, ...]
+    decisions: tuple[Decision, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything a connector needs to create one machine."""
+
+    name: str
+    request_id: str
+    space: str
+    machinetype: str
+    manager: str
+    processors: int
+    flavor: str | None
+    zone: str | None
+    image: str | None
+    user_data: bytes
+    shutdown_at: datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def owner(self) -> OwnerTags:
+        return OwnerTags(self.space, self.machinetype, self.manager, self.request_id)

@@ -1,0 +1,189 @@
+"""The vcycle rules: aborts and backoff, deadlines, stuck-state timeouts, flavors.
+
+Each rule is a small function of values and ``now`` that returns its verdict
+with a reason naming the numbers, so that sync and the planner only combine
+them. All the stuck-state timeouts live here.
+
+Pure: no clock, no I/O, no randomness. Configuration objects are only read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from vcycle.model import Backoff, MachineRecord
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from vcycle.config import MachinetypeConfig, Settings, SpaceConfig
+
+# Shutdown codes (HSF-TN-2016-04). 300-699 are aborts; vcycle writes 700s.
+ABORT_CODES = range(300, 700)
+FAILED_TO_START = (700, "Failed to start")
+EXCEEDED_WALLCLOCK = (700, "Exceeded max_wallclock_seconds")
+HEARTBEAT_MISSING = (700, "Heartbeat file not updated")
+PASSED_SHUTDOWNTIME = (700, "Passed shutdowntime")
+
+
+def seconds(delta: timedelta) -> int:
+    """A duration in whole seconds, for messages."""
+    return int(delta.total_seconds())
+
+
+def parse_shutdown_message(message: str) -> tuple[int | None, str]:
+    """``'NNN text'`` -> (NNN, text); a message without a code gives (None, message)."""
+    code, _, text = message.strip().partition(" ")
+    if len(code) == 3 and code.isdigit():
+        return int(code), text.strip()
+    return None, message.strip()
+
+
+def abort_reason(record: MachineRecord, fizzle_seconds: int, stopped_at: datetime) -> str | None:
+    """Why a machine that stopped counts as an abort, or None if it does not.
+
+    An abort is a shutdown code 300-699, or, without a code, a machine that
+    stopped sooner than fizzle_seconds after it started.
+    """
+    if record.shutdown_code is not None:
+        if record.shutdown_code in ABORT_CODES:
+            message = f"{record.shutdown_code} {record.shutdown_text or ''}".strip()
+            return f"{record.name} stopped with '{message}'"
+        return None
+    started = record.started_at or record.created_at
+    lived = stopped_at - started
+    if lived < timedelta(seconds=fizzle_seconds):
+        return f"{record.name} stopped {seconds(lived)}s after start, within fizzle_seconds {fizzle_seconds}"
+    return None
+
+
+def later_backoff(current: Backoff | None, candidate: Backoff) -> Backoff:
+    """The backoff with the later abort."""
+    if current is None or candidate.last_abort_at > current.last_abort_at:
+        return candidate
+    return current
+
+
+def backoff_hold(
+    backoff: Backoff | None, mt: MachinetypeConfig, not_passed_fizzle: int, now: datetime
+) -> str | None:
+    """Why the machinetype may not create now because of its last abort, or None."""
+    if backoff is None:
+        return None
+    since = now - backoff.last_abort_at
+    if since < timedelta(seconds=mt.backoff_seconds):
+        return (f"backoff: last abort {seconds(since)}s ago, backoff_seconds {mt.backoff_seconds} "
+                f"({backoff.reason})")
+    if since < timedelta(seconds=mt.backoff_seconds + mt.fizzle_seconds) and not_passed_fizzle > 0:
+        return (f"backoff: last abort {seconds(since)}s ago, within backoff_seconds + fizzle_seconds "
+                f"{mt.backoff_seconds + mt.fizzle_seconds}, and {not_passed_fizzle} machine(s) not yet past "
+                f"fizzle_seconds {mt.fizzle_seconds}")
+    return None
+
+
+def shutdown_deadline(created_at: datetime, max_wallclock_seconds: int, space_shutdown: datetime | None) -> datetime:
+    """A machine's MJF shutdowntime: its wallclock limit, capped by the space's shutdown_time."""
+    deadline = created_at + timedelta(seconds=max_wallclock_seconds)
+    if space_shutdown is not None and space_shutdown < deadline:
+        return space_shutdown
+    return deadline
+
+
+def creation_cap(limit: int, fraction: float) -> int:
+    """Processors that may be created in one cycle: ceil(fraction x limit)."""
+    return math.ceil(limit * fraction - 1e-9)
+
+
+def space_limit(space: SpaceConfig, quota: int | None) -> tuple[int | None, str]:
+    """The space's processor limit and where it comes from; None if nothing sets one."""
+    configured = space.processors_limit
+    if configured is not None and quota is not None:
+        if quota < configured:
+            return quota, "cloud quota"
+        return configured, "processors_limit"
+    if configured is not None:
+        return configured, "processors_limit"
+    if quota is not None:
+        return quota, "cloud quota"
+    return None, ""
+
+
+def choose_flavor(mt: MachinetypeConfig, flavors: Mapping[str, int]) -> tuple[str | None, int] | str:
+    """(flavor, processors) for a new machine, or the reason none fits.
+
+    The first of flavor_names whose vcpus lie in [min_processors,
+    max_processors] wins; where the cloud does not tell vcpus, the first
+    flavor is taken with min_processors.
+    """
+    names: Sequence[str] = mt.flavor_names
+    if not names:
+        return None, mt.min_processors
+    if not flavors:
+        return names[0], mt.min_processors
+    high = mt.max_processors if mt.max_processors is not None else math.inf
+    for name in names:
+        vcpus = flavors.get(name)
+        if vcpus is not None and mt.min_processors <= vcpus <= high:
+            return name, vcpus
+    seen = ", ".join(f"{n}={flavors[n]}" if n in flavors else f"{n}=not in cloud" for n in names)
+    top = "" if mt.max_processors is None else str(mt.max_processors)
+    return f"no flavor has {mt.min_processors}..{top} processors (vcpus: {seen})"
+
+
+def request_timed_out(record: MachineRecord, settings: Settings, now: datetime) -> str | None:
+    """Why a REQUESTED machine the cloud does not list is given up, or None."""
+    waited = now - record.created_at
+    if waited > timedelta(seconds=settings.request_timeout_seconds):
+        return f"not listed by the cloud {seconds(waited)}s after the request (request_timeout_seconds " \
+               f"{settings.request_timeout_seconds})"
+    return None
+
+
+def delete_timed_out(record: MachineRecord, settings: Settings, now: datetime) -> str | None:
+    """Why a DELETING machine still listed is marked DELETE_FAILED, or None."""
+    waited = now - record.state_since
+    if waited > timedelta(seconds=settings.deleting_timeout_seconds):
+        return f"still listed {seconds(waited)}s after the delete (deleting_timeout_seconds " \
+               f"{settings.deleting_timeout_seconds})"
+    return None
+
+
+def delete_retry_due(record: MachineRecord, settings: Settings, now: datetime) -> bool:
+    """Whether a DELETE_FAILED machine may be deleted again now."""
+    last = record.last_delete_at
+    return last is None or now - last >= timedelta(seconds=settings.delete_retry_seconds)
+
+
+def starting_timed_out(record: MachineRecord, settings: Settings, now: datetime) -> str | None:
+    """Why a machine still starting is deleted, or None."""
+    waited = now - record.created_at
+    if waited > timedelta(seconds=settings.starting_timeout_seconds):
+        return f"still starting {seconds(waited)}s after creation (starting_timeout_seconds " \
+               f"{settings.starting_timeout_seconds})"
+    return None
+
+
+def heartbeat_stale(record: MachineRecord, mt: MachinetypeConfig, now: datetime) -> str | None:
+    """Why a running machine's heartbeat counts as missing, or None.
+
+    Checked only once fizzle_seconds have passed since the machine started;
+    heartbeat_seconds 0 checks only that a heartbeat arrived at all.
+    """
+    if mt.heartbeat_file is None:
+        return None
+    started = record.started_at or record.created_at
+    if now - started <= timedelta(seconds=mt.fizzle_seconds):
+        return None
+    if record.heartbeat_at is None:
+        return f"no {mt.heartbeat_file} heartbeat {seconds(now - started)}s after start " \
+               f"(fizzle_seconds {mt.fizzle_seconds})"
+    age = now - record.heartbeat_at
+    if mt.heartbeat_seconds > 0 and age > timedelta(seconds=mt.heartbeat_seconds):
+        return f"last {mt.heartbeat_file} heartbeat {seconds(age)}s ago (heartbeat_seconds {mt.heartbeat_seconds})"
+    return None
+
+
+def demand_allowance(idle_jobs: int, jobs_per_machine: int, starting: int) -> int:
+    """New machines the idle work asks for beyond those still starting."""
+    return math.ceil(idle_jobs / jobs_per_machine) - starting

@@ -1,0 +1,136 @@
+"""The core keys of each configuration section, and the compatibility table.
+
+Meanings and defaults follow the original vcycle (vcycle.conf(5), see
+docs/vcycle-compat.md). Connector-specific keys are not here: each connector
+declares its own (``vcycle.connectors.<api>.OPTIONS``).
+
+Declarations only: no file reading, no logging.
+"""
+
+from __future__ import annotations
+
+from vcycle.options import (
+    Option,
+    boolean,
+    choice,
+    host_ports,
+    integer,
+    matching,
+    number,
+    options,
+    text,
+    unix_time,
+    words,
+)
+
+SPACE_NAME = r"[a-z0-9.-]+"
+MACHINETYPE_NAME = r"[a-z0-9-]+"
+API_NAME = r"[a-z0-9_]+"
+DEMAND_NAME = r"[a-z0-9._-]+"
+OPTION_SUFFIX = r"[a-z0-9_]+"
+
+SETTINGS = options(
+    Option("state_url", text, "sqlite:////var/lib/vcycle/state.db", secret=True,
+           help="SQLAlchemy URL of the state store"),
+    Option("state_dir", text, "/var/lib/vcycle", help="directory of machinetype files, caches and joboutputs"),
+    Option("cycle_seconds", integer(1), 60, help="seconds between the starts of two cycles"),
+    Option("max_create_fraction", number(0.0, 1.0), 0.1,
+           help="share of a space's processors_limit that may be created in one cycle"),
+    Option("starting_timeout_seconds", integer(1), 3600,
+           help="a machine still starting after this is deleted with '700 Failed to start'"),
+    Option("request_timeout_seconds", integer(1), 900,
+           help="a requested machine the cloud does not list after this is given up"),
+    Option("deleting_timeout_seconds", integer(1), 900,
+           help="a machine still listed this long after its delete is retried"),
+    Option("delete_retry_seconds", integer(1), 600,
+           help="the least time between two delete attempts of one machine"),
+    Option("manager_name", text, None, help="this manager's name in tags; default the host name"),
+)
+
+SPACE = options(
+    Option("api", matching(API_NAME, "an api name (a-z, 0-9, _)"), required=True),
+    Option("api_version", matching(r"[a-z0-9._-]+", "an api version (a-z, 0-9, ., -, _)")),
+    Option("processors_limit", integer(0)),
+    Option("flavor_names", words, ()),
+    Option("volume_gb_per_processor", integer(0), 0),
+    Option("shutdown_time", unix_time),
+    Option("gocdb_sitename", text),
+    Option("vacmon_hostport", host_ports, ()),
+    Option("https_host", text),
+    Option("https_port", integer(1, 65535), 443),
+    Option("cleanup_hours", integer(0), 72),
+)
+
+MACHINETYPE = options(
+    Option("root_image", text),
+    Option("cernvm_signing_dn", text),
+    Option("flavor_names", words),
+    Option("min_processors", integer(1), 1),
+    Option("max_processors", integer(1)),
+    Option("disk_gb_per_processor", integer(0), 40),
+    Option("volume_gb_per_processor", integer(0)),
+    Option("hs06_per_processor", number(0.0)),
+    Option("mb_per_processor", integer(1), 2048),
+    Option("target_share", number(0.0), 0.0),
+    Option("backoff_seconds", integer(0), required=True),
+    Option("fizzle_seconds", integer(0), required=True),
+    Option("processors_limit", integer(0)),
+    Option("max_starting_processors", integer(0)),
+    Option("max_wallclock_seconds", integer(1), 86400),
+    Option("heartbeat_file", matching(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a plain file name")),
+    Option("heartbeat_seconds", integer(0), 0),
+    Option("cvmfs_proxy_machinetype", matching(MACHINETYPE_NAME + r"(:[0-9]+)?", "MACHINETYPE[:PORT]")),
+    Option("https_x509dn", text),
+    Option("accounting_fqan", text),
+    Option("user_data", text, required=True),
+    Option("user_data_proxy", boolean, False),
+    Option("legacy_proxy", boolean, False),
+    Option("root_public_key", text),
+    Option("demand", matching(DEMAND_NAME, "a demand section name")),
+    Option("jobs_per_machine", integer(1)),
+)
+
+VACUUM_PIPE = options(
+    Option("vacuum_pipe_url", text, required=True),
+    Option("target_share", number(0.0), 0.0),
+)
+
+DEMAND_TYPES = ("file", "command", "htcondor", "dirac")
+DEMAND_COMMON = options(Option("type", choice(*DEMAND_TYPES), required=True))
+DEMAND = {
+    "file": options(Option("path", text, required=True)),
+    "command": options(
+        Option("command", text, required=True),
+        Option("timeout_seconds", integer(1), 60),
+    ),
+}
+
+# Old names -> new names, by section kind. One table; each use warns once.
+DEPRECATED: dict[str, dict[str, str]] = {
+    "space": {
+        "max_processors": "processors_limit",
+        "tenancy_name": "project_name",
+    },
+    "machinetype": {
+        "flavor_name": "flavor_names",
+        "processors_per_machine": "min_processors",
+        "cpu_per_machine": "min_processors",
+        "x509dn": "https_x509dn",
+    },
+}
+
+# Keys the old vcycle accepted that no longer have an effect: warn, do not fail.
+NO_EFFECT: dict[str, dict[str, str]] = {
+    "space": {},
+    "machinetype": {
+        "log_joboutputs": "joboutputs are kept by the HTTPS endpoint for cleanup_hours",
+        "log_machineoutputs": "machineoutputs are no longer collected",
+        "machineoutputs_days": "machineoutputs are no longer collected",
+        "joboutputs_days": "use cleanup_hours on the space",
+        "remote_joboutputs_url": "machines write joboutputs to this vcycle's HTTPS endpoint",
+        "remote_joboutputs_cert": "machines write joboutputs to this vcycle's HTTPS endpoint",
+        "remote_joboutputs_key": "machines write joboutputs to this vcycle's HTTPS endpoint",
+        "user_data_proxy_cert": "use user_data_proxy = true with x509cert.pem and x509key.pem",
+        "user_data_proxy_key": "use user_data_proxy = true with x509cert.pem and x509key.pem",
+    },
+}
