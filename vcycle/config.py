@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vcycle import sections
+from vcycle import sections, vacuum_pipe
 from vcycle.errors import ConfigError, ConfigProblem
 from vcycle.options import ApiOptions, Option, RawValue, did_you_mean, looks_secret, parse_section
 
@@ -175,10 +175,12 @@ def _parse_error(exc: configparser.Error) -> str:
 class _Loader:
     """One load of a file set; collects problems and warnings as it goes."""
 
-    def __init__(self, raw: dict[str, Raw], origin: dict[str, str], hostname: str) -> None:
+    def __init__(self, raw: dict[str, Raw], origin: dict[str, str], hostname: str, fetch_pipes: bool) -> None:
         self.raw = raw
         self.origin = origin
         self.hostname = hostname
+        self.fetch_pipes = fetch_pipes
+        self.directories: dict[str, str] = {}  # machinetype section -> its files, where not the default
         self.problems: list[ConfigProblem] = []
         self.warnings: list[ConfigProblem] = []
 
@@ -192,10 +194,10 @@ class _Loader:
         kinds = self._classify()
         settings = self._settings(kinds.get("settings", []))
         demands = {name: self._demand(section, name) for section, (name,) in kinds.get("demand", [])}
-        machinetypes = kinds.get("machinetype", [])
+        machinetypes = kinds.setdefault("machinetype", [])
         pipes = {space for _, (space, _prefix) in kinds.get("vacuum_pipe", [])}
         for section, (space, prefix) in kinds.get("vacuum_pipe", []):
-            self._vacuum_pipe(section, space, prefix)
+            self._vacuum_pipe(section, space, prefix, settings, machinetypes)
         spaces: dict[str, SpaceConfig] = {}
         for section, (name,) in kinds.get("space", []):
             mine = [(s, mt) for s, (sp, mt) in machinetypes if sp == name]
@@ -205,7 +207,7 @@ class _Loader:
             if not mine and name not in pipes:
                 self.problem(self.origin[section], section, "", f"a space needs at least one [machinetype {name} NAME]")
         space_names = {name for _, (name,) in kinds.get("space", [])}
-        for section, (space, _mt) in machinetypes:
+        for section, (space, _mt) in machinetypes + kinds.get("vacuum_pipe", []):
             if space not in space_names:
                 self.problem(self.origin[section], section, "",
                              f"there is no [space {space}] section{did_you_mean(space, space_names)}")
@@ -311,11 +313,38 @@ class _Loader:
         self._unknown(section, set(sections.DEMAND_COMMON) | set(table))
         return DemandConfig(name, kind or "", values, self.origin[section])
 
-    def _vacuum_pipe(self, section: str, space: str, prefix: str) -> None:
+    def _vacuum_pipe(self, section: str, space: str, prefix: str, settings: Settings,
+                     machinetypes: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Expand a pipe into machinetype sections; an unreadable pipe is a warning, not an error."""
         self._compat(section, "machinetype")
-        self._parse(section, sections.VACUUM_PIPE)
-        self.warn(self.origin[section], section, "vacuum_pipe_url",
-                  "vacuum pipes are not expanded by this version yet; its machinetypes are not created")
+        values = self._parse(section, sections.VACUUM_PIPE)
+        self._unknown(section, set(sections.VACUUM_PIPE) | set(sections.MACHINETYPE), user_data=True)
+        url, file = values["vacuum_pipe_url"], self.origin[section]
+        if url is None:
+            return
+        cached = vacuum_pipe.cache_path(settings.state_dir, space, prefix)
+        try:
+            if self.fetch_pipes and url.startswith(("http://", "https://")):
+                vacuum_pipe.fetch(url, cached)
+        except vacuum_pipe.PipeError as exc:
+            self.warn(file, section, "vacuum_pipe_url", f"cannot refresh the pipe, using the cached copy: {exc}")
+        try:
+            document = vacuum_pipe.read(url, cached)
+        except vacuum_pipe.PipeError as exc:
+            self.warn(file, section, "vacuum_pipe_url", f"{exc}: its machinetypes are not created")
+            return
+        expanded, warnings = vacuum_pipe.expand(document, self.raw[section], url, values["target_share"])
+        for warning in warnings:
+            self.warn(file, section, "vacuum_pipe_url", warning)
+        known = {name for name, _ in machinetypes}
+        for suffix, raw in expanded.items():
+            name = f"{prefix}-{suffix}"
+            target = f"machinetype {space} {name}"
+            self.raw[target] = {**raw, **self.raw.get(target, {})}
+            self.origin.setdefault(target, file)
+            self.directories[target] = os.path.dirname(cached)
+            if target not in known:
+                machinetypes.append((target, (space, name)))
 
     def _api(self, section: str) -> tuple[str, ApiOptions | None]:
         import vcycle.connectors as connectors
@@ -387,7 +416,8 @@ class _Loader:
         secrets = _secret_keys({**sections.MACHINETYPE, **api_table}, values) | {k for k in options if looks_secret(k)}
         return MachinetypeConfig(
             space=space, name=name, file=self.origin[section],
-            directory=os.path.join(settings.state_dir, "spaces", space, "machinetypes", name),
+            directory=self.directories.get(section) or os.path.join(settings.state_dir, "spaces", space,
+                                                                    "machinetypes", name),
             cvmfs_proxy_machinetype=proxy or None, cvmfs_proxy_port=int(port) if port else 280,
             user_data_options=options, user_data_files=files, values=shown, secrets=secrets,
             **{k: values[k] for k in _MACHINETYPE_FIELDS},
@@ -417,8 +447,12 @@ def _secret_keys(table: Mapping[str, Option], values: Mapping[str, Any]) -> froz
     return frozenset(k for k, option in table.items() if option.secret and values.get(k) is not None)
 
 
-def load_config(paths: Sequence[str | os.PathLike[str]] | None = None, *, hostname: str | None = None) -> Config:
+def load_config(
+    paths: Sequence[str | os.PathLike[str]] | None = None, *, hostname: str | None = None, fetch_pipes: bool = False
+) -> Config:
     """Read and validate a file set; ``paths`` default to the old vcycle's locations.
+
+    ``fetch_pipes`` refreshes the cached copies of http(s) vacuum pipes first.
 
     Raises ConfigError listing every problem found.
     """
@@ -428,6 +462,6 @@ def load_config(paths: Sequence[str | os.PathLike[str]] | None = None, *, hostna
         searched = ", ".join(map(str, paths or DEFAULT_PATHS))
         problems.append(ConfigProblem(searched, "", "", "no configuration files found"))
     raw, origin = _read_files(files, problems)
-    loader = _Loader(raw, origin, hostname or socket.gethostname())
+    loader = _Loader(raw, origin, hostname or socket.gethostname(), fetch_pipes)
     loader.problems.extend(problems)
     return loader.load(files)
