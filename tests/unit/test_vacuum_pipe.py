@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_missing_pipe_is_a_warning_not_an_error(tmp_path: Path) -> None:
 
 
 class _PipeHandler(http.server.BaseHTTPRequestHandler):
-    hits: list[str | None] = []
+    hits: ClassVar[list[str | None]] = []
 
     def do_GET(self) -> None:
         self.hits.append(self.headers.get("If-Modified-Since"))
