@@ -2,23 +2,37 @@
 
 Every sub-command turns vcycle's own errors into a clear message and an exit
 status; a traceback reaching a user is a bug. Exit statuses: 0 success,
-1 the work failed, 2 bad configuration or usage.
+1 the work failed (a space failed, the store cannot be opened), 2 bad
+configuration or usage, 3 another vcycle holds the lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import logging
+import logging.handlers
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from vcycle import __version__
-from vcycle.config import Config, load_config
-from vcycle.errors import ConfigError, ConfigProblem
+from rich.console import Console
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+from vcycle import __version__, status
+from vcycle.config import Config, load_config
+from vcycle.cycle import observe
+from vcycle.daemon import Daemon, Lock, LockHeld, Manager, lock_path
+from vcycle.errors import ConfigError, ConfigProblem, StaleState, StoreError, VcycleError
+from vcycle.model import MachineRecord
+from vcycle.states import MachineState
+from vcycle.store import SpaceState, Store
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 0, 1, 2, 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MASK = "********"
 _URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@\s]+(@)")
 
@@ -81,21 +95,245 @@ def check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Exit(Exception):
+    """Leave the command with this status (the message is already printed)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        config = load_config(args.config, fetch_pipes=getattr(args, "fetch_pipes", False))
+    except ConfigError as exc:
+        print_problems(exc.problems, "error", sys.stderr)
+        sys.stderr.write(f"configuration invalid: {len(exc.problems)} error(s); see vcycle check-config\n")
+        raise _Exit(EXIT_CONFIG) from exc
+    for warning in config.warnings:
+        logging.getLogger("vcycle.config").warning("%s", warning)
+    return config
+
+
+def _store(config: Config) -> Store:
+    try:
+        return Store.open(config.settings.state_url)
+    except StoreError as exc:
+        sys.stderr.write(f"error: {mask_url(str(exc))}\n")
+        raise _Exit(EXIT_FAILED) from exc
+
+
+def cycle_once(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        with Lock(lock_path(config)):
+            store = _store(config)
+            reports = Manager(config, store).cycle(args.space or ())
+    except LockHeld as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_BUSY
+    except StoreError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    for report in reports:
+        verdict = "ok" if report.ok else "FAILED: " + "; ".join(report.errors)
+        print(f"{report.space}: {report.counts.get('creates', 0)} created, {report.counts.get('deletes', 0)} "
+              f"deleted, {verdict}")
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+
+
+def daemon(args: argparse.Namespace) -> int:
+    if args.log_file:
+        handler: logging.Handler = logging.handlers.WatchedFileHandler(args.log_file)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().handlers[:] = [handler]
+    config = _config(args)
+    try:
+        with Lock(lock_path(config)):
+            runner = Daemon(args.config, config, _store(config), max_cycles=args.cycles)
+            runner.install_signals()
+            return runner.run()
+    except LockHeld as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_BUSY
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    manager = Manager(config, _store(config))
+    failed = False
+    for space in config.spaces.values():
+        if args.space and space.name not in args.space:
+            continue
+        print(f"space {space.name}:")
+        try:
+            seen = observe(manager.context(space), manager.clock())
+        except (VcycleError, ImportError) as exc:
+            print(f"  cannot plan: {mask_url(str(exc))}")
+            failed = True
+            continue
+        print(f"  {len(seen.synced.records)} machine(s) of ours, {seen.synced.foreign_machines} foreign; "
+              f"{len(seen.synced.changes)} state change(s) to record")
+        for change_name, change in seen.synced.changes:
+            print(f"  sync {change_name} -> {change.state.value}: {change.reason}")
+        for decision in seen.plan.decisions:
+            who = decision.machine or decision.machinetype or "space"
+            print(f"  {decision.action.value} {who}: {decision.reason}")
+    print("(dry run: nothing was changed)")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def status_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    collected = status.collect(config, _store(config), datetime.now(UTC))
+    if args.json:
+        json.dump(collected, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        status.show(collected, Console())
+    return EXIT_OK
+
+
+def _one_machine(store: Store, name: str, space: str | None) -> MachineRecord:
+    found = store.find(name, space)
+    if not found:
+        sys.stderr.write(f"no machine named {name}" + (f" in space {space}" if space else "") + "\n")
+        raise _Exit(EXIT_FAILED)
+    if len(found) > 1:
+        sys.stderr.write(f"{name} exists in spaces {', '.join(r.space for r in found)}: give --space\n")
+        raise _Exit(EXIT_FAILED)
+    return found[0]
+
+
+def machines_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    rows = [r for state in store.spaces().values() for r in state.records
+            if (not args.space or r.space == args.space) and (not args.state or r.state.value == args.state)]
+    for r in sorted(rows, key=lambda r: (r.space, r.machinetype, r.name)):
+        print(f"{r.space}\t{r.machinetype}\t{r.name}\t{r.state.value}\tsince {r.state_since.isoformat()}\t"
+              f"{r.history[-1].reason}")
+    return EXIT_OK
+
+
+def machines_history(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    record = _one_machine(store, args.name, args.space)
+    print(f"{record.name} ({record.machinetype} in {record.space}), now {record.state.value}")
+    for change in store.history(record.space, record.name):
+        print(f"  {change.at.isoformat()}  {change.state.value:<13}  {change.reason}")
+    return EXIT_OK
+
+
+def _update_space(store: Store, space: str, change: Callable[[SpaceState], dict[str, Any]]) -> None:
+    """A read-modify-write of one space, retried when another writer got there first."""
+    for _ in range(10):
+        state = store.load(space)
+        try:
+            store.write(space, state.version, **change(state))
+            return
+        except StaleState:
+            time.sleep(0.2)
+    sys.stderr.write(f"space {space} is too busy to update; try again\n")
+    raise _Exit(EXIT_FAILED)
+
+
+def machines_delete(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    record = _one_machine(store, args.name, args.space)
+    reason = f"operator: {args.reason}"
+
+    def change(state: SpaceState) -> dict[str, Any]:
+        current = next((r for r in state.records if r.name == record.name), None)
+        if current is None:
+            sys.stderr.write(f"{record.name} is already gone\n")
+            raise _Exit(EXIT_FAILED)
+        return {"records": [dataclasses.replace(current, delete_requested=reason)]}
+
+    _update_space(store, record.space, change)
+    print(f"{record.name} will be deleted by the next cycle ({reason})")
+    return EXIT_OK
+
+
+def drain(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.space not in config.spaces:
+        sys.stderr.write(f"no space {args.space} in the configuration\n")
+        return EXIT_CONFIG
+    if args.machinetype and args.machinetype not in config.spaces[args.space].machinetypes:
+        sys.stderr.write(f"no machinetype {args.machinetype} in space {args.space}\n")
+        return EXIT_CONFIG
+    store = _store(config)
+    target = args.machinetype or "*"
+
+    def change(state: SpaceState) -> dict[str, Any]:
+        draining = state.draining - {target} if args.undo else state.draining | {target}
+        return {"draining": frozenset(draining)}
+
+    _update_space(store, args.space, change)
+    what = f"machinetype {args.machinetype}" if args.machinetype else "every machinetype"
+    print(f"space {args.space}: {what} " + ("no longer drained" if args.undo else
+                                            "drained: no new machines, running ones finish"))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vcycle", description="Keeps cloud spaces filled with pilot machines.")
     parser.add_argument("--version", action="version", version=f"vcycle {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log decisions (INFO) to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = commands.add_parser("check-config", help="validate the configuration and print it, secrets masked")
-    check.add_argument("--config", action="append", metavar="PATH",
-                       help="a file or a directory of *.conf (repeatable); default: the old vcycle's locations")
-    check.set_defaults(run=check_config)
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--config", action="append", metavar="PATH",
+                         help="a file or a directory of *.conf (repeatable); default: the old vcycle's locations")
+        sub.set_defaults(run=run)
+        return sub
+
+    command("check-config", check_config, "validate the configuration and print it, secrets masked")
+    once = command("cycle", cycle_once, "run one cycle of every space and exit (cron mode)")
+    once.add_argument("--once", action="store_true", default=True, help="one cycle (the only mode; for clarity)")
+    once.add_argument("--space", action="append", help="only this space (repeatable)")
+    once.add_argument("--fetch-pipes", action="store_true", help="refresh http(s) vacuum pipes first")
+    run = command("daemon", daemon, "cycle every cycle_seconds until SIGTERM; SIGHUP reloads the configuration")
+    run.add_argument("--log-file", help="log here instead of stderr (reopened after logrotate)")
+    run.add_argument("--cycles", type=int, help="stop after this many cycles")
+    run.add_argument("--fetch-pipes", action="store_true", help="refresh http(s) vacuum pipes first")
+    planning = command("plan", plan_command, "dry run: what the next cycle would do and why; changes nothing")
+    planning.add_argument("--space", action="append", help="only this space (repeatable)")
+    show = command("status", status_command, "spaces, machines by state, backoffs, the last cycle")
+    show.add_argument("--json", action="store_true", help="JSON instead of tables")
+    machines = commands.add_parser("machines", help="list, explain or delete machines")
+    verbs = machines.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, run_verb, text in (("list", machines_list, "machines the store holds, live ones"),
+                                 ("history", machines_history, "every state change of one machine"),
+                                 ("delete", machines_delete, "delete one machine at the next cycle")):
+        sub = verbs.add_parser(name, help=text, description=text)
+        sub.add_argument("--config", action="append", metavar="PATH")
+        sub.add_argument("--space")
+        sub.set_defaults(run=run_verb)
+        if name == "list":
+            sub.add_argument("--state", choices=[s.value for s in MachineState])
+        else:
+            sub.add_argument("name")
+        if name == "delete":
+            sub.add_argument("--reason", default="deleted on request", help="recorded in the history")
+    draining = command("drain", drain, "no new machines in a space or machinetype; running ones finish")
+    draining.add_argument("space")
+    draining.add_argument("machinetype", nargs="?")
+    draining.add_argument("--undo", action="store_true", help="end the drain")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "daemon" else logging.WARNING,
+                        format=LOG_FORMAT, stream=sys.stderr)
     try:
         result: int = args.run(args)
+    except _Exit as done:
+        return done.status
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_FAILED

@@ -45,6 +45,8 @@ class Settings:
     deleting_timeout_seconds: int
     delete_retry_seconds: int
     manager_name: str
+    space_workers: int
+    create_workers: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ with ``raise ... from``::
      |    +-- InvalidTransition   a move the machine state table forbids
      |    +-- StaleState          a concurrent writer got there first
      +-- DemandError          a demand source failed: demand is unknown
+     +-- StoreError           the state store cannot be opened or used
      +-- ConnectorError
           +-- CloudUnavailable    skip this space this cycle
           +-- QuotaExceeded       back off the machinetype
@@ -69,6 +70,10 @@ class StaleState(StateError):
 
 class DemandError(VcycleError):
     """A demand source could not tell the demand; it is unknown, not zero."""
+
+
+class StoreError(VcycleError):
+    """The state store cannot be opened, migrated or used."""
 
 
 class ConnectorError(VcycleError):

@@ -114,6 +114,7 @@ class MachineRecord:
     shutdown_text: str | None = None
     delete_attempts: int = 0
     last_delete_at: datetime | None = None
+    delete_requested: str | None = None  # an operator asked for the delete; the reason
     history: tuple[StatusChange, ...] = ()
 
     @property
@@ -276,3 +277,29 @@ class LaunchSpec:
     @property
     def owner(self) -> OwnerTags:
         return OwnerTags(self.space, self.machinetype, self.manager, self.request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one cycle did in one space: counts, decisions, errors and timings."""
+
+    space: str
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    counts: Mapping[str, int] = field(default_factory=dict)
+    decisions: tuple[Decision, ...] = ()
+    errors: tuple[str, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready summary (decisions as dicts)."""
+        return {
+            "counts": dict(self.counts),
+            "decisions": [
+                {"action": d.action.value, "machinetype": d.machinetype, "machine": d.machine, "reason": d.reason}
+                for d in self.decisions
+            ],
+            "errors": list(self.errors),
+            "timings": dict(self.timings),
+        }

@@ -112,7 +112,7 @@ class _Look:
     def fine(self, record: MachineRecord, started: datetime, space_shutdown: datetime | None, now: datetime) -> bool:
         """True if a running machine surely needs no delete (the rules decide otherwise)."""
         deadline = record.shutdown_at
-        if deadline is not None and now >= deadline:
+        if (deadline is not None and now >= deadline) or record.delete_requested:
             return False
         if space_shutdown is not None and now >= space_shutdown:
             return False
@@ -137,6 +137,8 @@ def _delete_verdict(
         return None
     if state not in _ALIVE:
         return None
+    if record.delete_requested:
+        return (*rules.DELETED_BY_OPERATOR, record.delete_requested)
     deadline = record.shutdown_at
     if deadline is not None and now >= deadline:
         return (*rules.EXCEEDED_WALLCLOCK, f"past its shutdowntime {deadline.isoformat()}")

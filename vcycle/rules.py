@@ -25,6 +25,7 @@ FAILED_TO_START = (700, "Failed to start")
 EXCEEDED_WALLCLOCK = (700, "Exceeded max_wallclock_seconds")
 HEARTBEAT_MISSING = (700, "Heartbeat file not updated")
 PASSED_SHUTDOWNTIME = (700, "Passed shutdowntime")
+DELETED_BY_OPERATOR = (700, "Deleted by operator")
 
 
 def seconds(delta: timedelta) -> int:

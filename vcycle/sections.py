@@ -45,6 +45,8 @@ SETTINGS = options(
     Option("delete_retry_seconds", integer(1), 600,
            help="the least time between two delete attempts of one machine"),
     Option("manager_name", text, None, help="this manager's name in tags; default the host name"),
+    Option("space_workers", integer(1, 256), 16, help="spaces cycled at once"),
+    Option("create_workers", integer(1, 256), 8, help="cloud calls made at once within one space"),
 )
 
 SPACE = options(

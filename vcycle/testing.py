@@ -1,24 +1,59 @@
 """Test helpers that are part of vcycle's public surface.
 
 ``FakeClock`` gives the time to code that asks for it, and moves only when
-told. The ``fake`` api's options model lives here too, so that
-configurations for simulations and tests validate like any other. Anyone
-writing a connector or a simulation may use these.
-
-No I/O, no real clock.
+told. ``FakeConnector`` is a cloud in memory (or in a JSON file, so that it
+outlives a killed process) with boot delays, quotas, injected failures,
+vanishing machines and per-call latency; it passes the same connector
+contract suite as every real connector. ``api = fake`` spaces use it, so
+configurations for simulations, demos and tests validate and run like any
+other. Anyone writing a connector or a simulation may use these.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from vcycle.options import ApiOptions, Option, integer, options
+from vcycle.errors import ConnectorError, LaunchRejected, QuotaExceeded
+from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.options import ApiOptions, Option, integer, number, options, text, words
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from vcycle.config import Settings, SpaceConfig
+
+Clock = Callable[[], datetime]
+
+
+def _flavors(value: str) -> dict[str, int]:
+    result = {}
+    for item in words(value):
+        name, _, vcpus = item.partition(":")
+        result[name] = integer(1)(vcpus) if vcpus else 1
+    return result
+
 
 OPTIONS = ApiOptions(
     space=options(
-        Option("quota_processors", integer(0), help="the processors quota the fake cloud reports"),
+        Option("quota_processors", integer(0), help="the processors quota the fake cloud reports and enforces"),
+        Option("state_file", text, help="keep the fake cloud in this JSON file, so it outlives the process"),
+        Option("boot_seconds", number(0.0), 0.0, help="seconds a new machine stays starting"),
+        Option("latency_seconds", number(0.0), 0.0, help="seconds every API call takes"),
+        Option("flavors", _flavors, {}, help="NAME:VCPUS ... the fake cloud offers"),
     ),
 )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class FakeClock:
@@ -38,3 +73,196 @@ class FakeClock:
     def advance(self, seconds: float) -> datetime:
         self._now += timedelta(seconds=seconds)
         return self._now
+
+
+@dataclasses.dataclass
+class FakeMachine:
+    """A machine of the fake cloud."""
+
+    id: str
+    name: str
+    processors: int
+    created_at: datetime
+    status: CloudStatus = CloudStatus.STARTING
+    owner: OwnerTags | None = None
+    running_at: datetime | None = None  # becomes RUNNING at this time, if still STARTING
+    flavor: str | None = None
+    detail: str = ""
+    user_data: bytes = b""
+
+    def view(self, now: datetime) -> CloudMachine:
+        status = self.status
+        if status is CloudStatus.STARTING and self.running_at is not None and now >= self.running_at:
+            status = CloudStatus.RUNNING
+        return CloudMachine(self.id, self.name, status, self.owner, self.processors, self.created_at,
+                            self.detail or status.value.upper(), flavor=self.flavor)
+
+
+class FakeConnector:
+    """A cloud in memory, or in ``state_file``, with the knobs tests need.
+
+    - ``boot_seconds``: machines are STARTING this long after creation, then RUNNING.
+    - ``quota_processors``: creates beyond it raise QuotaExceeded; ``capacity()`` reports it.
+    - ``latency_seconds``: every call sleeps this long (outside the lock, so calls overlap).
+    - ``inject(op, error, times)``: the next ``times`` calls of ``op`` raise ``error``.
+    - ``set_status``, ``vanish``, ``add_foreign``: change the cloud behind vcycle's back.
+    - ``calls``: every call made, as (operation, argument), in order.
+    """
+
+    api = "fake"
+    max_user_data_bytes = 64 * 1024
+
+    def __init__(self, *, clock: Clock = utc_now, boot_seconds: float = 0.0, quota_processors: int | None = None,
+                 latency_seconds: float = 0.0, sleep: Callable[[float], None] = time.sleep,
+                 state_file: str | None = None, flavors: Mapping[str, int] | None = None) -> None:
+        self.clock = clock
+        self.boot_seconds = boot_seconds
+        self.quota_processors = quota_processors
+        self.latency_seconds = latency_seconds
+        self.sleep = sleep
+        self.state_file = state_file
+        self.flavor_sizes = dict(flavors or {})
+        self.machines: dict[str, FakeMachine] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.failures: dict[str, list[ConnectorError]] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    # --- the connector protocol ------------------------------------------------------
+
+    def list_machines(self) -> list[CloudMachine]:
+        with self._call("list", ""):
+            now = self.clock()
+            return [m.view(now) for m in self.machines.values()]
+
+    def create_machine(self, spec: LaunchSpec) -> CloudMachine:
+        with self._call("create", spec.name):
+            now = self.clock()
+            existing = self.machines.get(spec.name)
+            if existing is not None:
+                return existing.view(now)
+            used = sum(m.processors for m in self.machines.values())
+            if self.quota_processors is not None and used + spec.processors > self.quota_processors:
+                raise QuotaExceeded(f"quota exceeded for cores: requested {spec.processors}, "
+                                    f"used {used} of {self.quota_processors}")
+            if len(spec.user_data) > self.max_user_data_bytes:
+                raise LaunchRejected(f"user-data of {len(spec.user_data)} bytes is over {self.max_user_data_bytes}")
+            self._counter += 1
+            machine = FakeMachine(f"fake-{self._counter:06d}-{spec.name}", spec.name, spec.processors, now,
+                                  owner=spec.owner, running_at=now + timedelta(seconds=self.boot_seconds),
+                                  flavor=spec.flavor, user_data=spec.user_data)
+            self.machines[spec.name] = machine
+            return machine.view(now)
+
+    def delete_machine(self, machine_id: str) -> None:
+        with self._call("delete", machine_id):
+            for name, machine in list(self.machines.items()):
+                if machine.id == machine_id or name == machine_id:
+                    del self.machines[name]
+
+    def capacity(self) -> int | None:
+        with self._call("capacity", ""):
+            return self.quota_processors
+
+    def flavors(self) -> Mapping[str, int]:
+        with self._call("flavors", ""):
+            return dict(self.flavor_sizes)
+
+    # --- knobs for tests ----------------------------------------------------------------
+
+    def inject(self, op: str, error: ConnectorError, times: int = 1) -> None:
+        """The next ``times`` calls of ``op`` (list, create, delete, capacity, flavors) raise ``error``."""
+        with self._state():
+            self.failures.setdefault(op, []).extend([error] * times)
+
+    def set_status(self, name: str, status: CloudStatus, detail: str = "") -> None:
+        with self._state():
+            machine = self.machines[name]
+            machine.status, machine.detail, machine.running_at = status, detail, None
+
+    def vanish(self, name: str) -> None:
+        """The machine disappears without vcycle deleting it."""
+        with self._state():
+            self.machines.pop(name, None)
+
+    def add_foreign(self, name: str, processors: int = 1) -> None:
+        """A machine in the space that vcycle did not create."""
+        with self._state():
+            self.machines[name] = FakeMachine(f"foreign-{name}", name, processors, self.clock(),
+                                              status=CloudStatus.RUNNING)
+
+    def ours(self) -> list[CloudMachine]:
+        """The machines tagged by any vcycle (a test's view, not a counted call)."""
+        with self._state():
+            now = self.clock()
+            return [m.view(now) for m in self.machines.values() if m.owner is not None]
+
+    # --- machinery ------------------------------------------------------------------
+
+    @contextmanager
+    def _call(self, op: str, argument: str) -> Iterator[None]:
+        if self.latency_seconds:
+            self.sleep(self.latency_seconds)
+        with self._state():
+            self.calls.append((op, argument))
+            pending = self.failures.get(op)
+            if pending:
+                raise pending.pop(0)
+            yield
+
+    @contextmanager
+    def _state(self) -> Iterator[None]:
+        with self._lock:
+            if self.state_file is None:
+                yield
+                return
+            with open(self.state_file + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._load()
+                try:
+                    yield
+                finally:
+                    self._save()
+
+    def _load(self) -> None:
+        assert self.state_file is not None
+        try:
+            with open(self.state_file) as stream:
+                data = json.load(stream)
+        except FileNotFoundError:
+            return
+        self._counter = data["counter"]
+        self.failures = {}
+        self.machines = {m["name"]: _machine_from(m) for m in data["machines"]}
+
+    def _save(self) -> None:
+        assert self.state_file is not None
+        data = {"counter": self._counter, "machines": [_machine_to(m) for m in self.machines.values()]}
+        directory = os.path.dirname(os.path.abspath(self.state_file))
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".fake-cloud-")
+        with os.fdopen(fd, "w") as stream:
+            json.dump(data, stream)
+        os.replace(temporary, self.state_file)
+
+
+def _machine_to(m: FakeMachine) -> dict[str, Any]:
+    return {"id": m.id, "name": m.name, "processors": m.processors, "created_at": m.created_at.isoformat(),
+            "status": m.status.value, "owner": dataclasses.asdict(m.owner) if m.owner else None,
+            "running_at": m.running_at.isoformat() if m.running_at else None, "flavor": m.flavor,
+            "detail": m.detail, "user_data": m.user_data.decode("utf-8", "replace")}
+
+
+def _machine_from(d: dict[str, Any]) -> FakeMachine:
+    return FakeMachine(d["id"], d["name"], d["processors"], datetime.fromisoformat(d["created_at"]),
+                       CloudStatus(d["status"]), OwnerTags(**d["owner"]) if d["owner"] else None,
+                       datetime.fromisoformat(d["running_at"]) if d["running_at"] else None, d["flavor"],
+                       d["detail"], d["user_data"].encode())
+
+
+def make_connector(space: SpaceConfig, settings: Settings) -> FakeConnector:
+    """The connector of an ``api = fake`` space."""
+    values = space.values
+    return FakeConnector(boot_seconds=values["boot_seconds"], quota_processors=values["quota_processors"],
+                         latency_seconds=values["latency_seconds"], state_file=values["state_file"],
+                         flavors=values["flavors"])
+

@@ -301,3 +301,14 @@ def test_plan_is_deterministic() -> None:
     config = make_config(limit=100, machinetypes={"a": {"target_share": 2}, "b": {"hs06_per_processor": 10}})
     records = [rec(f"m{i}", S.RUNNING if i % 2 else S.STOPPED, mt="ab"[i % 2]) for i in range(7)]
     assert run(config, records) == run(config, records)
+
+
+@pytest.mark.parametrize("state", [S.STARTING, S.RUNNING, S.DRAINING])
+def test_operator_delete_request_is_carried_out(state: S) -> None:
+    result = run(make_config(), [rec("m", state, started_at=NOW, delete_requested="operator: broken disk")])
+    assert deleted(result) == {"m": (700, "Deleted by operator")}
+    assert [d.reason for d in result.decisions if d.action is Action.DELETE] == ["operator: broken disk"]
+
+
+def test_operator_delete_waits_for_a_requested_machine_to_be_listed() -> None:
+    assert run(make_config(), [rec("m", S.REQUESTED, delete_requested="operator")]).deletes == ()

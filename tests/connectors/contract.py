@@ -1,0 +1,76 @@
+"""The connector contract: every connector, fake or real, passes these tests.
+
+A test module subclasses ``ConnectorContract`` and provides the fixtures
+``connector`` (a fresh, empty space) and ``cloud_tweak`` (how to make the
+cloud show each of the connector's own states), plus ``STATE_ROWS``:
+(raw state words, the CloudStatus the connector must map them to).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from vcycle.connectors.base import Connector
+
+from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+
+
+def spec(name: str = "vcycle-mt-contract01", request: str = "req-contract-01", processors: int = 1,
+         user_data: bytes = b"#!/bin/sh\necho contract\n", **extra: Any) -> LaunchSpec:
+    return LaunchSpec(name=name, request_id=request, space="contract", machinetype="mt", manager="mgr",
+                      processors=processors, flavor=extra.pop("flavor", None), zone=None,
+                      image=extra.pop("image", None), user_data=user_data,
+                      shutdown_at=datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=1), **extra)
+
+
+def by_name(connector: Connector) -> dict[str, CloudMachine]:
+    return {m.name: m for m in connector.list_machines()}
+
+
+class ConnectorContract:
+    """Subclass me with the fixtures described above."""
+
+    def test_created_machine_is_listed_with_its_owner_tags(self, connector: Connector) -> None:
+        made = connector.create_machine(spec())
+        listed = by_name(connector)["vcycle-mt-contract01"]
+        assert listed.id == made.id
+        assert listed.owner == OwnerTags("contract", "mt", "mgr", "req-contract-01")
+        assert listed.status in (CloudStatus.STARTING, CloudStatus.RUNNING)
+
+    def test_create_is_idempotent_on_name_and_request_id(self, connector: Connector) -> None:
+        first = connector.create_machine(spec())
+        second = connector.create_machine(spec())
+        assert first.id == second.id
+        assert [m.name for m in connector.list_machines()].count("vcycle-mt-contract01") == 1
+
+    def test_deleted_machine_is_gone(self, connector: Connector) -> None:
+        made = connector.create_machine(spec())
+        connector.delete_machine(made.id)
+        listed = by_name(connector).get("vcycle-mt-contract01")
+        assert listed is None or listed.status in (CloudStatus.DELETING, CloudStatus.DELETED)
+
+    def test_deleting_twice_or_an_unknown_machine_is_fine(self, connector: Connector) -> None:
+        made = connector.create_machine(spec())
+        connector.delete_machine(made.id)
+        connector.delete_machine(made.id)
+        connector.delete_machine("no-such-machine-id")
+
+    def test_several_machines_are_listed_in_one_call(self, connector: Connector) -> None:
+        for i in range(3):
+            connector.create_machine(spec(name=f"vcycle-mt-many{i}", request=f"req-many-{i}"))
+        assert {f"vcycle-mt-many{i}" for i in range(3)} <= set(by_name(connector))
+
+    def test_user_data_too_large_is_refused_before_any_cloud_call(self, connector: Connector) -> None:
+        from vcycle.errors import LaunchRejected
+
+        with pytest.raises(LaunchRejected):
+            connector.create_machine(spec(user_data=b"x" * (connector.max_user_data_bytes + 1)))
+        assert "vcycle-mt-contract01" not in by_name(connector)
+
+    def test_state_map(self, connector: Connector, cloud_tweak: Any, state_row: tuple[str, CloudStatus]) -> None:
+        raw, expected = state_row
+        made = connector.create_machine(spec())
+        cloud_tweak(made, raw)
+        assert by_name(connector)["vcycle-mt-contract01"].status is expected

@@ -1,0 +1,174 @@
+"""The store contract, on SQLite and on the real PostgreSQL server of this machine."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine
+
+from vcycle.errors import StaleState, StoreError
+from vcycle.model import Action, Backoff, CycleReport, Decision, Heartbeat, MachineRecord, new_record, transition
+from vcycle.states import MachineState
+from vcycle.store import Store
+
+S = MachineState
+T0 = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
+
+
+def full_record(name: str = "m1", state: MachineState = S.RUNNING) -> MachineRecord:
+    record = new_record(name=name, space="sp", machinetype="mt", state=S.REQUESTED, processors=4, now=T0,
+                        request_id="req-" + name, reason="intent: lowest weighted count", manager="mgr",
+                        cloud_id="id-" + name, zone="az1", flavor="m1.large", hs06=42.5,
+                        shutdown_at=T0 + timedelta(days=1))
+    if state is not S.REQUESTED:
+        record = transition(record, S.STARTING, T0 + timedelta(seconds=5), "cloud reports starting")
+    if state is S.RUNNING:
+        record = transition(record, S.RUNNING, T0 + timedelta(seconds=65), "cloud reports running",
+                            started_at=T0 + timedelta(seconds=65), heartbeat_at=T0 + timedelta(seconds=99),
+                            shutdown_code=300, shutdown_text="Nothing to do", delete_attempts=2,
+                            last_delete_at=T0 + timedelta(seconds=70), delete_requested="operator",
+                            stopped_at=T0 + timedelta(seconds=80))
+    return record
+
+
+def test_unknown_space_starts_empty_at_version_0(store: Store) -> None:
+    state = store.load("nowhere")
+    assert (state.version, state.records, dict(state.backoffs), state.draining) == (0, (), {}, frozenset())
+
+
+def test_records_round_trip_with_every_field(store: Store) -> None:
+    record = full_record()
+    store.write("sp", 0, [record], [("m1", h) for h in record.history])
+    (loaded,) = store.load("sp").records
+    assert loaded.history == (record.history[-1],)  # the current state; the rest is in history()
+    for field in MachineRecord.__slots__:
+        if field != "history":
+            assert getattr(loaded, field) == getattr(record, field), field
+    assert loaded.created_at.tzinfo is not None
+
+
+def test_write_bumps_the_version_and_a_stale_write_changes_nothing(store: Store) -> None:
+    assert store.write("sp", store.load("sp").version, [full_record("a")]) == 1
+    with pytest.raises(StaleState, match="another writer committed after version 0"):
+        store.write("sp", 0, [full_record("b")])
+    assert [r.name for r in store.load("sp").records] == ["a"]
+    assert store.load("sp").version == 1
+
+
+def test_of_two_concurrent_writers_exactly_one_wins(store: Store) -> None:
+    version = store.load("sp").version
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def writer(name: str) -> None:
+        barrier.wait()
+        try:
+            store.write("sp", version, [full_record(name)])
+            outcomes.append("won")
+        except StaleState:
+            outcomes.append("stale")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["stale", "won"]
+    assert len(store.load("sp").records) == 1
+
+
+def test_history_keeps_every_change_in_order(store: Store) -> None:
+    record = full_record()
+    store.write("sp", 0, [record], [("m1", h) for h in record.history])
+    gone = transition(transition(record, S.STOPPED, T0 + timedelta(hours=1), "cloud reports stopped"),
+                      S.GONE, T0 + timedelta(hours=2), "no longer listed by the cloud")
+    store.write("sp", 1, [gone], [("m1", h) for h in gone.history[-2:]])
+    assert [(h.state, h.reason) for h in store.history("sp", "m1")] == [
+        (S.REQUESTED, "intent: lowest weighted count"), (S.STARTING, "cloud reports starting"),
+        (S.RUNNING, "cloud reports running"), (S.STOPPED, "cloud reports stopped"),
+        (S.GONE, "no longer listed by the cloud")]
+    assert store.load("sp").records == ()  # GONE is not loaded for cycles
+    assert [r.state for r in store.find("m1")] == [S.GONE]  # but can be found
+
+
+def test_purge_forgets_old_gone_machines_only(store: Store) -> None:
+    old = transition(full_record("old"), S.GONE, T0, "vanished")
+    young = transition(full_record("young"), S.GONE, T0 + timedelta(hours=80), "vanished")
+    alive = full_record("alive")
+    store.write("sp", 0, [old, young, alive], [("old", old.history[-1]), ("young", young.history[-1])])
+    store.put_heartbeats([("sp", Heartbeat("old", T0))])
+    assert store.purge("sp", T0 + timedelta(hours=72)) == 1
+    assert store.find("old") == [] and store.history("sp", "old") == []
+    assert "old" not in store.heartbeats("sp")
+    assert [r.name for r in store.find("young")] == ["young"]
+
+
+def test_backoffs_round_trip_and_later_ones_replace_earlier(store: Store) -> None:
+    store.write("sp", 0, backoffs={"mt": Backoff("mt", T0, "m1 stopped with '300 No work'")})
+    store.write("sp", 1, backoffs={"mt": Backoff("mt", T0 + timedelta(minutes=5), "m2 fizzled")})
+    assert store.load("sp").backoffs == {"mt": Backoff("mt", T0 + timedelta(minutes=5), "m2 fizzled")}
+
+
+def test_heartbeats_are_written_in_batches_later_values_winning(store: Store) -> None:
+    store.put_heartbeats([("sp", Heartbeat("a", T0)), ("sp", Heartbeat("b", T0)),
+                          ("sp", Heartbeat("a", T0 + timedelta(seconds=60), "200 Success", T0))])
+    beats = store.heartbeats("sp")
+    assert beats["a"] == Heartbeat("a", T0 + timedelta(seconds=60), "200 Success", T0)
+    assert beats["b"].at == T0
+    assert store.heartbeats("other") == {}
+
+
+def test_last_report_per_space(store: Store) -> None:
+    for minute in range(3):
+        store.add_report(CycleReport("sp", T0 + timedelta(minutes=minute), T0 + timedelta(minutes=minute, seconds=2),
+                                     ok=minute != 2, counts={"creates": minute},
+                                     decisions=(Decision(Action.HOLD, "sp", "mt", f"reason {minute}"),),
+                                     errors=("cloud down",) if minute == 2 else ()))
+    store.add_report(CycleReport("other", T0, T0, ok=True))
+    reports = store.last_reports()
+    assert reports["sp"]["counts"] == {"creates": 2} and reports["sp"]["ok"] is False
+    assert reports["sp"]["decisions"][0]["reason"] == "reason 2"
+    assert reports["sp"]["errors"] == ["cloud down"]
+    assert set(reports) == {"sp", "other"}
+
+
+def test_draining_is_part_of_the_versioned_space(store: Store) -> None:
+    store.write("sp", 0, draining=frozenset({"mt"}))
+    assert store.load("sp").draining == {"mt"}
+    store.write("sp", 1, draining=frozenset())
+    assert store.load("sp").draining == frozenset()
+    assert set(store.spaces()) == {"sp"}
+
+
+def test_reopening_a_migrated_store_is_harmless(store_url: str) -> None:
+    Store.open(store_url).close()
+    again = Store.open(store_url)
+    assert again.load("sp").version == 0
+    again.close()
+
+
+def test_migrations_create_exactly_the_schema(store_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from vcycle.store.schema import metadata
+
+    Store.open(store_url).close()
+    engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store.open("not a url")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(StoreError, match="cannot create the state directory"):
+        Store.open(f"sqlite:///{blocked}/sub/state.db")
+    with pytest.raises(StoreError, match="cannot open the state store"):
+        Store.open("postgresql://nobody:secret@127.0.0.1:1/none")

@@ -1,0 +1,200 @@
+"""Running cycles: once under a lock (cron mode), or forever (the daemon).
+
+The daemon cycles every ``cycle_seconds`` with a little jitter; SIGTERM (or
+SIGINT) lets the current cycle finish and exits; SIGHUP re-reads the
+configuration between cycles, keeping the old one if the new one is
+invalid. Cron runs and the daemon take the same lock, so two of them never
+act on the same state at once. With ``NOTIFY_SOCKET`` set (systemd
+``Type=notify``), readiness, status and watchdog pings are sent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import FrameType
+from typing import IO
+
+from vcycle.config import Config, SpaceConfig, load_config
+from vcycle.connectors.base import Connector, make_connector
+from vcycle.cycle import SpaceContext, run_all
+from vcycle.demand import DemandSource, make_source
+from vcycle.errors import CloudUnavailable, ConfigError, DemandError, StoreError, VcycleError
+from vcycle.model import CycleReport
+from vcycle.store import Store
+from vcycle.userdata.render import render_user_data
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LockHeld(VcycleError):
+    """Another vcycle process holds the lock."""
+
+
+class Lock:
+    """An exclusive, non-blocking flock on a file; released when the process ends, even by SIGKILL."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stream: IO[str] | None = None
+
+    def __enter__(self) -> Lock:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            stream = open(self.path, "a+")  # held for the life of the process
+        except OSError as exc:
+            raise StoreError(f"cannot open the lock file {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stream.close()
+            raise LockHeld(f"another vcycle holds {self.path}; not acting twice") from None
+        stream.seek(0)
+        stream.truncate()
+        stream.write(f"{os.getpid()}\n")
+        stream.flush()
+        self.stream = stream
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stream is not None:
+            fcntl.flock(self.stream, fcntl.LOCK_UN)
+            self.stream.close()
+            self.stream = None
+
+
+def lock_path(config: Config) -> str:
+    return os.path.join(config.settings.state_dir, "vcycle.lock")
+
+
+class Manager:
+    """The spaces of one configuration, ready to cycle."""
+
+    def __init__(self, config: Config, store: Store, *, clock: Clock = utc_now,
+                 connector_factory: Callable[[SpaceConfig, Config], Connector] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.connector_factory = connector_factory or (lambda space, cfg: make_connector(space, cfg.settings))
+        self.sources: dict[str, DemandSource] = {}
+        for name, demand in config.demands.items():
+            try:
+                self.sources[name] = make_source(demand)
+            except DemandError as exc:
+                log.error("demand=%s cannot be used: %s", name, exc)
+        self.contexts: dict[str, SpaceContext] = {}
+
+    def context(self, space: SpaceConfig) -> SpaceContext:
+        """The space's context, its connector made on first use (and again after a failure)."""
+        found = self.contexts.get(space.name)
+        if found is None:
+            render = functools.partial(render_user_data, manager=self.config.settings.manager_name)
+            found = SpaceContext(self.config, space, self.connector_factory(space, self.config), self.store,
+                                 self.sources, render, self.clock)
+            self.contexts[space.name] = found
+        return found
+
+    def cycle(self, only: Sequence[str] = ()) -> list[CycleReport]:
+        """One cycle of every space (or of ``only``)."""
+        contexts, reports = [], []
+        for space in self.config.spaces.values():
+            if only and space.name not in only:
+                continue
+            try:
+                contexts.append(self.context(space))
+            except (CloudUnavailable, ImportError) as exc:
+                log.error("space=%s skipped this cycle: connector unavailable: %s", space.name, exc)
+                now = self.clock()
+                report = CycleReport(space.name, now, now, ok=False, errors=(f"connector unavailable: {exc}",))
+                self.store.add_report(report)
+                reports.append(report)
+        return reports + run_all(contexts, self.config.settings.space_workers)
+
+
+def notify(message: str) -> None:
+    """Tell systemd (``NOTIFY_SOCKET``), if it listens."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        log.warning("cannot notify systemd: %s", exc)
+
+
+class Daemon:
+    """Cycles until told to stop; SIGHUP reloads the configuration."""
+
+    def __init__(self, paths: Sequence[str] | None, config: Config, store: Store, *, max_cycles: int | None = None,
+                 clock: Clock = utc_now) -> None:
+        self.paths = paths
+        self.manager = Manager(config, store, clock=clock)
+        self.store = store
+        self.max_cycles = max_cycles
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reload_wanted = False
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the current cycle, then stopping", signal.Signals(signum).name)
+        self.stopping = True
+        self.wake.set()
+
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_wanted = True
+        self.wake.set()
+
+    def reload(self) -> None:
+        self.reload_wanted = False
+        try:
+            config = load_config(self.paths)
+        except ConfigError as exc:
+            log.error("configuration not reloaded, keeping the old one: %s", str(exc).replace("\n", " "))
+            return
+        for warning in config.warnings:
+            log.warning("configuration: %s", warning)
+        self.manager = Manager(config, self.store, clock=self.manager.clock)
+        log.info("configuration reloaded: %d space(s)", len(config.spaces))
+
+    def run(self) -> int:
+        notify("READY=1")
+        done = 0
+        while not self.stopping:
+            started = time.monotonic()
+            reports = self.manager.cycle()
+            failed = sum(1 for r in reports if not r.ok)
+            done += 1
+            notify(f"WATCHDOG=1\nSTATUS=cycle {done}: {len(reports)} space(s), {failed} with errors")
+            if self.max_cycles is not None and done >= self.max_cycles:
+                break
+            period = self.manager.config.settings.cycle_seconds
+            jitter = random.uniform(0, min(5.0, period * 0.1))
+            self.wake.wait(max(0.0, period - (time.monotonic() - started)) + jitter)
+            self.wake.clear()
+            if self.reload_wanted and not self.stopping:
+                self.reload()
+        notify("STOPPING=1")
+        log.info("stopped after %d cycle(s)", done)
+        return 0

@@ -1,0 +1,219 @@
+"""The executor: applies a Plan through a connector, recording intent before acting.
+
+For every create it names the machine, renders its user-data and commits a
+REQUESTED record with the request id before the cloud is called; for every
+delete it commits DELETING first. Only then are the cloud calls made,
+concurrently and bounded, and their outcomes committed. A crash anywhere
+leaves records that the next sync resolves: a requested machine appears and
+is adopted, or its request times out; a delete that did not happen is
+retried. Connector errors become behaviour: QuotaExceeded and LaunchRejected
+back off the machinetype, CloudUnavailable leaves the request to sync,
+NotFound on delete is success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import string
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vcycle.config import MachinetypeConfig, SpaceConfig
+from vcycle.connectors.base import Connector
+from vcycle.errors import CloudUnavailable, LaunchRejected, NotFound, QuotaExceeded, StaleState
+from vcycle.model import (
+    Backoff,
+    CloudMachine,
+    CreateOrder,
+    DeleteOrder,
+    LaunchSpec,
+    MachineRecord,
+    Plan,
+    StatusChange,
+    new_record,
+    transition,
+)
+from vcycle.states import MachineState
+from vcycle.store import Store
+from vcycle.userdata.render import RenderError
+
+log = logging.getLogger(__name__)
+S = MachineState
+_NAME_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_machine_name(machinetype: str) -> str:
+    """``vcycle-MACHINETYPE-xxxxxxxxxx``, as the original vcycle named machines."""
+    return f"vcycle-{machinetype}-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(10))
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+# (space, machinetype, machine name, create order, request id) -> user-data bytes
+Renderer = Callable[[SpaceConfig, MachinetypeConfig, str, CreateOrder, str], bytes]
+
+
+@dataclass
+class Applied:
+    """What applying one plan did."""
+
+    version: int
+    created: int = 0
+    deleted: int = 0
+    create_failures: int = 0
+    delete_failures: int = 0
+    errors: list[str] = field(default_factory=list)
+    records: dict[str, MachineRecord] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Records and history to commit together."""
+
+    records: dict[str, MachineRecord] = field(default_factory=dict)
+    history: list[tuple[str, StatusChange]] = field(default_factory=list)
+    backoffs: dict[str, Backoff] = field(default_factory=dict)
+
+    def put(self, record: MachineRecord, new_entries: int = 1) -> MachineRecord:
+        self.records[record.name] = record
+        self.history.extend((record.name, h) for h in record.history[-new_entries:] if new_entries)
+        return record
+
+
+class Executor:
+    """Applies plans for one space through one connector."""
+
+    def __init__(self, space: SpaceConfig, connector: Connector, store: Store, *, manager: str, render: Renderer,
+                 workers: int = 8, name_factory: Callable[[str], str] = new_machine_name,
+                 request_factory: Callable[[], str] = new_request_id,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.space = space
+        self.connector = connector
+        self.store = store
+        self.manager = manager
+        self.render = render
+        self.workers = max(1, workers)
+        self.name_factory = name_factory
+        self.request_factory = request_factory
+        self.clock = clock
+
+    def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
+              backoffs: Mapping[str, Backoff] | None = None) -> Applied:
+        """Commit intent (with ``first``, sync's changes), act, commit outcomes. StaleState before acting."""
+        now = plan.now
+        intent = first or Batch()
+        applied = Applied(version)
+        errors = applied.errors
+        launches = self._intents(plan, now, intent, errors)
+        deletes = [self._deleting(order, records[order.machine], now, intent) for order in plan.deletes
+                   if order.machine in records]
+        version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
+                                   backoffs=dict(backoffs or {}))
+        outcome = Batch()
+        now = self.clock() if self.clock is not None else now  # outcomes carry the time they happened
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            creating = [pool.submit(self._create, record, spec, now, outcome, errors) for record, spec in launches]
+            deleting = [pool.submit(self._delete, record, now, outcome, errors) for record in deletes]
+            created = [f.result() for f in creating]
+            removed = [f.result() for f in deleting]
+        applied.created, applied.create_failures = created.count(True), created.count(False)
+        applied.deleted, applied.delete_failures = removed.count(True), removed.count(False)
+        try:
+            applied.version = self.store.write(self.space.name, version, outcome.records.values(), outcome.history,
+                                               backoffs=outcome.backoffs or None)
+        except StaleState as exc:
+            applied.version = version
+            applied.errors.append(f"outcomes not recorded ({exc}); the next sync reconciles them")
+        applied.records = {**intent.records, **outcome.records}
+        return applied
+
+    # --- intent ------------------------------------------------------------------------
+
+    def _intents(self, plan: Plan, now: datetime, batch: Batch,
+                 errors: list[str]) -> list[tuple[MachineRecord, LaunchSpec]]:
+        refused: set[str] = set()
+        launches = []
+        for order in plan.creates:
+            if order.machinetype in refused:
+                continue
+            mt = self.space.machinetypes[order.machinetype]
+            name = self.name_factory(order.machinetype)
+            request = self.request_factory()
+            try:
+                user_data = self.render(self.space, mt, name, order, request)
+            except (RenderError, OSError) as exc:
+                refused.add(order.machinetype)
+                message = f"space={self.space.name} machinetype={mt.name}: user-data not rendered, no machines " \
+                          f"created: {exc}"
+                log.error(message)
+                errors.append(message)
+                continue
+            record = new_record(name=name, space=self.space.name, machinetype=mt.name, state=S.REQUESTED,
+                                processors=order.processors, now=now, request_id=request,
+                                reason="intent: " + order.reason, manager=self.manager, flavor=order.flavor,
+                                hs06=order.hs06, shutdown_at=order.shutdown_at)
+            spec = LaunchSpec(name, request, self.space.name, mt.name, self.manager, order.processors, order.flavor,
+                              None, mt.root_image, user_data, order.shutdown_at)
+            launches.append((batch.put(record), spec))
+        return launches
+
+    def _deleting(self, order: DeleteOrder, record: MachineRecord, now: datetime, batch: Batch) -> MachineRecord:
+        changes: dict[str, object] = {"delete_attempts": record.delete_attempts + 1, "last_delete_at": now}
+        if record.shutdown_code is None and order.code is not None:
+            changes.update(shutdown_code=order.code, shutdown_text=order.message)
+        moved = transition(record, S.DELETING, now, "delete: " + order.reason, **changes)
+        log.info("space=%s machinetype=%s machine=%s delete: %s", self.space.name, record.machinetype, record.name,
+                 order.reason)
+        return batch.put(moved)
+
+    # --- cloud calls ----------------------------------------------------------------------
+
+    def _create(self, record: MachineRecord, spec: LaunchSpec, now: datetime, batch: Batch,
+                errors: list[str]) -> bool:
+        where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
+        try:
+            machine: CloudMachine = self.connector.create_machine(spec)
+        except (QuotaExceeded, LaunchRejected) as exc:
+            kind = "quota" if isinstance(exc, QuotaExceeded) else "rejected"
+            log.error("%s create refused (%s): %s", where, kind, exc)
+            batch.put(transition(record, S.CREATE_FAILED, now, f"create refused ({kind}): {exc}"))
+            batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"create refused ({kind}): {exc}")
+            errors.append(f"{where}: create refused ({kind}): {exc}")
+            return False
+        except CloudUnavailable as exc:
+            log.warning("%s create not confirmed, left to the next sync: %s", where, exc)
+            errors.append(f"{where}: create not confirmed: {exc}")
+            return False
+        except Exception as exc:  # the per-action boundary: a connector bug must not stop the cycle
+            log.exception("%s create failed unexpectedly", where)
+            errors.append(f"{where}: create failed unexpectedly: {exc!r}")
+            return False
+        log.info("%s created (cloud id %s)", where, machine.id)
+        moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors)
+        batch.put(transition(moved, S.STARTING, now, f"create accepted by the cloud (id {machine.id})"))
+        return True
+
+    def _delete(self, record: MachineRecord, now: datetime, batch: Batch, errors: list[str]) -> bool:
+        where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
+        try:
+            self.connector.delete_machine(record.cloud_id or record.name)
+        except NotFound:
+            return True
+        except CloudUnavailable as exc:
+            log.warning("%s delete failed, retried later: %s", where, exc)
+            batch.put(transition(record, S.DELETE_FAILED, now, f"delete failed: {exc}"))
+            errors.append(f"{where}: delete failed: {exc}")
+            return False
+        except Exception as exc:  # the per-action boundary
+            log.exception("%s delete failed unexpectedly", where)
+            batch.put(transition(record, S.DELETE_FAILED, now, f"delete failed unexpectedly: {exc!r}"))
+            errors.append(f"{where}: delete failed unexpectedly: {exc!r}")
+            return False
+        return True

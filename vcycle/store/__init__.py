@@ -1,0 +1,20 @@
+"""The state store: machines with their history, backoffs, heartbeats, cycle reports.
+
+SQLAlchemy Core over SQLite (WAL; the embedded default) or PostgreSQL
+(psycopg 3; for sites with several managers). The schema is migrated with
+Alembic when a store is opened. Writes for one space are atomic and
+versioned: ``write`` names the version it read and raises StaleState if
+another writer got there first, so nothing is ever overwritten blindly.
+
+    Store.open(url)          -> Store (migrated)
+    store.load(space)        -> SpaceState(version, records, backoffs, draining)
+    store.write(space, version, records, history, backoffs) -> new version
+
+This package is the only place that speaks SQL.
+"""
+
+from __future__ import annotations
+
+from vcycle.store.sql import SpaceState, Store
+
+__all__ = ["SpaceState", "Store"]

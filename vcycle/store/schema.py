@@ -1,0 +1,120 @@
+"""The state store's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Times are stored as ISO 8601 UTC text so that they sort, compare and read
+the same on every database. The Alembic migrations in ``migrations/`` create
+exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as ISO 8601 text in UTC."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+
+metadata = MetaData()
+
+spaces = Table(
+    "spaces", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("draining", Text, nullable=False, default="[]"),  # JSON list of machinetypes, "*" = all
+    Column("updated_at", UTCDateTime),
+)
+
+machines = Table(
+    "machines", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("machinetype", String(255), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("state_since", UTCDateTime, nullable=False),
+    Column("state_reason", Text, nullable=False),
+    Column("processors", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("manager", String(255), nullable=False),
+    Column("cloud_id", String(255)),
+    Column("zone", String(255)),
+    Column("flavor", String(255)),
+    Column("hs06", Float),
+    Column("started_at", UTCDateTime),
+    Column("stopped_at", UTCDateTime),
+    Column("shutdown_at", UTCDateTime),
+    Column("heartbeat_at", UTCDateTime),
+    Column("shutdown_code", Integer),
+    Column("shutdown_text", Text),
+    Column("delete_attempts", Integer, nullable=False),
+    Column("last_delete_at", UTCDateTime),
+    Column("delete_requested", Text),
+    Index("ix_machines_space_state", "space", "state"),
+    Index("ix_machines_name", "name"),
+)
+
+history = Table(
+    "machine_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("space", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_history_space_name", "space", "name"),
+)
+
+backoffs = Table(
+    "backoffs", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("machinetype", String(255), primary_key=True),
+    Column("last_abort_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("at", UTCDateTime),
+    Column("shutdown_message", Text),
+    Column("shutdown_message_at", UTCDateTime),
+)
+
+reports = Table(
+    "cycle_reports", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("space", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),  # JSON: counts, decisions, errors, timings
+    Index("ix_reports_space_id", "space", "id"),
+)
