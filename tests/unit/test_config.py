@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import config_text, load_text
+from vctest import config_text, load_text
 
 from vcycle.config import load_config
 from vcycle.errors import ConfigError

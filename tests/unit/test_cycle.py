@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import config_text, load_text
+from vctest import config_text, load_text
 from vcycle.userdata.render import RenderError
 
 from vcycle.config import Config

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import T0, cloud, config_text, load_text, rec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vctest import T0, cloud, config_text, load_text, rec
 
 from vcycle.model import Backoff, CloudStatus, Demand, SpaceSnapshot
 from vcycle.planner import plan

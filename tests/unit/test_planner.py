@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
-from conftest import T0, make_config, rec
+from vctest import T0, make_config, rec
 
 from vcycle.config import Config
 from vcycle.model import Action, Backoff, Demand, Plan, SpaceSnapshot

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_config
+from vctest import make_config
 
 from vcycle import rules
 

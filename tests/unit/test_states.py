@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import T0
+from vctest import T0
 
 from vcycle.errors import InvalidTransition
 from vcycle.model import new_record, transition

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import T0, cloud, make_config, rec
+from vctest import T0, cloud, make_config, rec
 
 from vcycle.model import Backoff, CloudStatus, Heartbeat
 from vcycle.states import MachineState

@@ -1,4 +1,4 @@
-"""Shared helpers for vcycle's tests."""
+"""Shared helpers for vcycle's tests (imported as vctest)."""
 
 from __future__ import annotations
 
