@@ -10,6 +10,7 @@ a relative path (as before), or from the templates shipped in this package.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -57,24 +58,35 @@ def resolve(path: str, mt: MachinetypeConfig) -> str:
     return path if os.path.isabs(path) else os.path.join(files_directory(mt), path)
 
 
+@functools.lru_cache(maxsize=256)
+def _read_cached(path: str, mtime_ns: int) -> str:
+    with open(path, encoding="utf-8") as stream:
+        return stream.read()
+
+
 def read_template(mt: MachinetypeConfig) -> str:
-    """The machinetype's template text; RenderError if it cannot be read."""
+    """The machinetype's template text (re-read when the file changes); RenderError if it cannot be read."""
     source = mt.user_data
     if source.startswith(("http://", "https://")):
         raise RenderError(f"user_data {source}: templates fetched over http(s) arrive with the user-data issue")
     local = resolve(source, mt)
     if os.path.exists(local) or os.path.isabs(source):
         try:
-            with open(local, encoding="utf-8") as stream:
-                return stream.read()
+            return _read_cached(local, os.stat(local).st_mtime_ns)
         except OSError as exc:
             raise RenderError(f"user_data {local}: {exc.strerror}") from exc
         except UnicodeDecodeError:
             raise RenderError(f"user_data {local}: not UTF-8 text") from None
-    shipped = resources.files("vcycle.userdata").joinpath("templates", source)
-    if shipped.is_file():
-        return shipped.read_text(encoding="utf-8")
+    shipped = _shipped(source)
+    if shipped is not None:
+        return shipped
     raise RenderError(f"user_data {source!r}: no such file {local} and no shipped template of that name")
+
+
+@functools.lru_cache(maxsize=64)
+def _shipped(name: str) -> str | None:
+    found = resources.files("vcycle.userdata").joinpath("templates", name)
+    return found.read_text(encoding="utf-8") if found.is_file() else None
 
 
 def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:

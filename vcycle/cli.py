@@ -127,7 +127,11 @@ def cycle_once(args: argparse.Namespace) -> int:
     try:
         with Lock(lock_path(config)):
             store = _store(config)
-            reports = Manager(config, store).cycle(args.space or ())
+            manager = Manager(config, store)
+            try:
+                reports = manager.cycle(args.space or ())
+            finally:
+                manager.close()
     except LockHeld as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_BUSY
@@ -159,7 +163,7 @@ def daemon(args: argparse.Namespace) -> int:
 
 def plan_command(args: argparse.Namespace) -> int:
     config = _config(args)
-    manager = Manager(config, _store(config))
+    manager = Manager(config, _store(config), processes=1)
     failed = False
     for space in config.spaces.values():
         if args.space and space.name not in args.space:

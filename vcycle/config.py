@@ -47,6 +47,7 @@ class Settings:
     manager_name: str
     space_workers: int
     create_workers: int
+    space_processes: int
 
 
 @dataclass(frozen=True, slots=True)

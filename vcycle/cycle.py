@@ -30,6 +30,7 @@ from vcycle.sync import SyncResult, sync
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+HOUSEKEEPING_SECONDS = 600
 
 
 @dataclass
@@ -43,6 +44,14 @@ class SpaceContext:
     demand_sources: Mapping[str, DemandSource]
     render: Renderer
     clock: Clock
+    last_housekeeping: datetime | None = None
+    pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
+
+    def calls(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.config.settings.create_workers,
+                                           thread_name_prefix=f"vcycle-{self.space.name}")
+        return self.pool
 
     @property
     def name(self) -> str:
@@ -78,23 +87,30 @@ def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
 
 
 def observe(ctx: SpaceContext, now: datetime) -> Observation:
-    """Read the store and the cloud, sync and plan, changing nothing. Raises CloudUnavailable, StoreError."""
+    """Read the store and the cloud, sync and plan, changing nothing. Raises CloudUnavailable, StoreError.
+
+    The store is read before the cloud is listed, so that the listing is never
+    older than the records it is compared with. While each cloud call is in
+    flight, the work that does not need its answer goes on.
+    """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     state = ctx.store.load(ctx.name)
+    listing = ctx.calls().submit(ctx.connector.list_machines)
     heartbeats = ctx.store.heartbeats(ctx.name)
+    manager = ctx.config.settings.manager_name
+    mine = [r for r in state.records if r.manager in (manager, "")]  # other managers' records are theirs
     timings["store_read_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    machines = ctx.connector.list_machines()
-    quota = ctx.connector.capacity()
+    machines = listing.result()
     needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
-    flavors = ctx.connector.flavors() if needs_flavors else {}
-    timings["cloud_read_s"] = time.perf_counter() - started
-    synced = sync(state.records, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
+    limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else {}))
+    synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
                   backoffs=state.backoffs)
     started = time.perf_counter()
     demand = gather_demand(ctx)
     timings["demand_s"] = time.perf_counter() - started
+    quota, flavors = limits.result()
+    timings["cloud_read_s"] = time.perf_counter() - started
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining)
     started = time.perf_counter()
@@ -103,20 +119,21 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     return Observation(state, synced, result, timings)
 
 
-def run_cycle(ctx: SpaceContext) -> CycleReport:
+def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
     """One full cycle of one space; never raises for a cloud, store or demand failure."""
     now = ctx.clock()
     started = time.perf_counter()
     try:
         seen = observe(ctx, now)
-        before = {r.name: r for r in seen.state.records}
-        changed = {r.name: r for r in seen.synced.records if before.get(r.name) is not r}
-        first = Batch(records=changed, history=list(seen.synced.changes))
+        first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes))
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
-                            render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock)
-        records = {r.name: r for r in seen.synced.records}
-        applied = executor.apply(seen.plan, seen.state.version, records, first, seen.synced.backoffs)
-        ctx.store.purge(ctx.name, now - timedelta(hours=ctx.space.cleanup_hours))
+                            render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
+                            pool=ctx.calls())
+        doomed = {order.machine for order in seen.plan.deletes}
+        records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
+        changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
+        applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs)
+        _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState, Exception) as exc:  # the per-space boundary
         if isinstance(exc, CloudUnavailable | StoreError | StaleState):
             log.error("space=%s skipped this cycle: %s", ctx.name, exc)
@@ -124,11 +141,18 @@ def run_cycle(ctx: SpaceContext) -> CycleReport:
             log.exception("space=%s skipped this cycle: unexpected error", ctx.name)
         report = CycleReport(ctx.name, now, ctx.clock(), ok=False, errors=(f"skipped: {exc}",),
                              timings={"total_s": time.perf_counter() - started})
-        _save_report(ctx, report)
+        if save_report:
+            _save_reports(ctx.store, [report])
         return report
-    records.update(applied.records)
-    states = collections.Counter(r.state.value for r in records.values() if r.state is not MachineState.GONE)
-    counts = {**{f"state_{k}": v for k, v in sorted(states.items())}, "creates": applied.created,
+    states = collections.Counter(r.state for r in seen.synced.records)
+    if applied.records:  # what the executor changed replaces what sync left
+        for record in seen.synced.records:
+            if record.name in applied.records:
+                states[record.state] -= 1
+        states.update(r.state for r in applied.records.values())
+    states.pop(MachineState.GONE, None)
+    counts = {**{f"state_{k.value}": v for k, v in sorted(states.items(), key=lambda i: i[0].value) if v},
+              "creates": applied.created,
               "create_failures": applied.create_failures, "deletes": applied.deleted,
               "delete_failures": applied.delete_failures, "foreign_machines": seen.synced.foreign_machines}
     timings = {**seen.timings, "total_s": time.perf_counter() - started}
@@ -136,20 +160,50 @@ def run_cycle(ctx: SpaceContext) -> CycleReport:
                          decisions=seen.plan.decisions, errors=tuple(applied.errors), timings=timings)
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
-    _save_report(ctx, report)
+    if save_report:
+        _save_reports(ctx.store, [report])
     return report
 
 
-def _save_report(ctx: SpaceContext, report: CycleReport) -> None:
+def _housekeeping(ctx: SpaceContext, now: datetime) -> None:
+    """Forget machines gone for longer than cleanup_hours, at most every HOUSEKEEPING_SECONDS."""
+    if ctx.last_housekeeping is not None and now - ctx.last_housekeeping < timedelta(seconds=HOUSEKEEPING_SECONDS):
+        return
+    ctx.last_housekeeping = now
+    purged = ctx.store.purge(ctx.name, now - timedelta(hours=ctx.space.cleanup_hours))
+    if purged:
+        log.info("space=%s forgot %d machine(s) gone for more than %d hours", ctx.name, purged,
+                 ctx.space.cleanup_hours)
+
+
+def _save_reports(store: Store, reports: Sequence[CycleReport]) -> None:
     try:
-        ctx.store.add_report(report)
+        store.add_reports(reports)
     except StoreError as exc:
-        log.error("space=%s cycle report not saved: %s", ctx.name, exc)
+        log.error("cycle reports of %s not saved: %s", " ".join(r.space for r in reports), exc)
 
 
-def run_all(contexts: Sequence[SpaceContext], workers: int) -> list[CycleReport]:
-    """One cycle of every space, concurrently in a bounded pool; reports in the order given."""
+def run_all(contexts: Sequence[SpaceContext], workers: int, *, save_reports: bool = True,
+            pool: ThreadPoolExecutor | None = None) -> list[CycleReport]:
+    """One cycle of every space, concurrently in a bounded pool; reports in the order given.
+
+    A long-lived ``pool`` (the daemon keeps one) saves starting threads every cycle.
+    """
     if not contexts:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(contexts)))) as pool:
-        return list(pool.map(run_cycle, contexts))
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=max(1, min(workers, len(contexts))))
+    try:
+        reports = list(pool.map(lambda ctx: run_cycle(ctx, save_report=False), contexts))
+    finally:
+        if own:
+            pool.shutdown()
+    if save_reports:
+        _save_reports(contexts[0].store, reports)  # one transaction for all spaces
+    return reports
+
+
+def save_reports(store: Store, reports: Sequence[CycleReport]) -> None:
+    """Keep reports gathered elsewhere (from worker processes), in one transaction."""
+    if reports:
+        _save_reports(store, reports)

@@ -20,16 +20,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import FrameType
 from typing import IO
 
 from vcycle.config import Config, SpaceConfig, load_config
 from vcycle.connectors.base import Connector, make_connector
-from vcycle.cycle import SpaceContext, run_all
+from vcycle.cycle import SpaceContext, run_all, save_reports
 from vcycle.demand import DemandSource, make_source
 from vcycle.errors import CloudUnavailable, ConfigError, DemandError, StoreError, VcycleError
 from vcycle.model import CycleReport
+from vcycle.shards import Shards
 from vcycle.store import Store
 from vcycle.userdata.render import render_user_data
 
@@ -82,10 +84,11 @@ def lock_path(config: Config) -> str:
 
 
 class Manager:
-    """The spaces of one configuration, ready to cycle."""
+    """The spaces of one configuration, ready to cycle (in this process, or spread over workers)."""
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = utc_now,
-                 connector_factory: Callable[[SpaceConfig, Config], Connector] | None = None) -> None:
+                 connector_factory: Callable[[SpaceConfig, Config], Connector] | None = None,
+                 processes: int | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -97,6 +100,16 @@ class Manager:
             except DemandError as exc:
                 log.error("demand=%s cannot be used: %s", name, exc)
         self.contexts: dict[str, SpaceContext] = {}
+        self.pool: ThreadPoolExecutor | None = None  # the spaces' threads, kept from cycle to cycle
+        count = config.settings.space_processes if processes is None else processes
+        self.shards = Shards(count, list(config.spaces), self._worker, clock) if count > 1 and len(
+            config.spaces) > 1 else None
+
+    def _worker(self) -> Callable[[Sequence[str]], list[CycleReport]]:
+        """Runs inside a forked worker: its own store connections, connectors and threads."""
+        store = Store.open(self.store.engine.url.render_as_string(hide_password=False))
+        local = Manager(self.config, store, clock=self.clock, connector_factory=self.connector_factory, processes=1)
+        return lambda names: local.cycle(names, save=False)
 
     def context(self, space: SpaceConfig) -> SpaceContext:
         """The space's context, its connector made on first use (and again after a failure)."""
@@ -108,21 +121,38 @@ class Manager:
             self.contexts[space.name] = found
         return found
 
-    def cycle(self, only: Sequence[str] = ()) -> list[CycleReport]:
+    def cycle(self, only: Sequence[str] = (), *, save: bool = True) -> list[CycleReport]:
         """One cycle of every space (or of ``only``)."""
-        contexts, reports = [], []
-        for space in self.config.spaces.values():
-            if only and space.name not in only:
-                continue
+        names = [name for name in self.config.spaces if not only or name in only]
+        if self.shards is not None:
+            reports = self.shards.cycle(names)
+            if save:
+                save_reports(self.store, reports)
+            return reports
+        contexts, failed = [], []
+        for name in names:
+            space = self.config.spaces[name]
             try:
                 contexts.append(self.context(space))
             except (CloudUnavailable, ImportError) as exc:
                 log.error("space=%s skipped this cycle: connector unavailable: %s", space.name, exc)
                 now = self.clock()
-                report = CycleReport(space.name, now, now, ok=False, errors=(f"connector unavailable: {exc}",))
-                self.store.add_report(report)
-                reports.append(report)
-        return reports + run_all(contexts, self.config.settings.space_workers)
+                failed.append(CycleReport(space.name, now, now, ok=False, errors=(f"connector unavailable: {exc}",)))
+        if save:
+            save_reports(self.store, failed)
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.config.settings.space_workers,
+                                           thread_name_prefix="vcycle-space")
+        return failed + run_all(contexts, self.config.settings.space_workers, save_reports=save, pool=self.pool)
+
+    def close(self) -> None:
+        if self.shards is not None:
+            self.shards.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+        for context in self.contexts.values():
+            if context.pool is not None:
+                context.pool.shutdown()
 
 
 def notify(message: str) -> None:
@@ -175,6 +205,7 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
+        self.manager.close()
         self.manager = Manager(config, self.store, clock=self.manager.clock)
         log.info("configuration reloaded: %d space(s)", len(config.spaces))
 
@@ -196,5 +227,6 @@ class Daemon:
             if self.reload_wanted and not self.stopping:
                 self.reload()
         notify("STOPPING=1")
+        self.manager.close()
         log.info("stopped after %d cycle(s)", done)
         return 0

@@ -49,7 +49,11 @@ _NAME_ALPHABET = string.ascii_lowercase + string.digits
 
 def new_machine_name(machinetype: str) -> str:
     """``vcycle-MACHINETYPE-xxxxxxxxxx``, as the original vcycle named machines."""
-    return f"vcycle-{machinetype}-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(10))
+    randomness = secrets.token_bytes(10)  # one system call; 252 = 7 x 36 keeps every character equally likely
+    chosen = [b % 36 for b in randomness if b < 252]
+    while len(chosen) < 10:
+        chosen += [b % 36 for b in secrets.token_bytes(10) if b < 252]
+    return f"vcycle-{machinetype}-" + "".join(_NAME_ALPHABET[i] for i in chosen[:10])
 
 
 def new_request_id() -> str:
@@ -93,7 +97,7 @@ class Executor:
     def __init__(self, space: SpaceConfig, connector: Connector, store: Store, *, manager: str, render: Renderer,
                  workers: int = 8, name_factory: Callable[[str], str] = new_machine_name,
                  request_factory: Callable[[], str] = new_request_id,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None) -> None:
         self.space = space
         self.connector = connector
         self.store = store
@@ -103,6 +107,7 @@ class Executor:
         self.name_factory = name_factory
         self.request_factory = request_factory
         self.clock = clock
+        self.pool = pool  # shared between cycles; one is made per apply if not given
 
     def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
               backoffs: Mapping[str, Backoff] | None = None) -> Applied:
@@ -114,23 +119,32 @@ class Executor:
         launches = self._intents(plan, now, intent, errors)
         deletes = [self._deleting(order, records[order.machine], now, intent) for order in plan.deletes
                    if order.machine in records]
-        version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
-                                   backoffs=dict(backoffs or {}))
+        if intent.records or intent.history or backoffs:
+            version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
+                                       backoffs=dict(backoffs or {}))
+        applied.version = version
+        if not launches and not deletes:
+            applied.records = dict(intent.records)
+            return applied  # nothing to do in the cloud, nothing more to record
         outcome = Batch()
         now = self.clock() if self.clock is not None else now  # outcomes carry the time they happened
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        pool = self.pool or ThreadPoolExecutor(max_workers=self.workers)
+        try:
             creating = [pool.submit(self._create, record, spec, now, outcome, errors) for record, spec in launches]
             deleting = [pool.submit(self._delete, record, now, outcome, errors) for record in deletes]
             created = [f.result() for f in creating]
             removed = [f.result() for f in deleting]
+        finally:
+            if pool is not self.pool:
+                pool.shutdown()
         applied.created, applied.create_failures = created.count(True), created.count(False)
         applied.deleted, applied.delete_failures = removed.count(True), removed.count(False)
-        try:
-            applied.version = self.store.write(self.space.name, version, outcome.records.values(), outcome.history,
-                                               backoffs=outcome.backoffs or None)
-        except StaleState as exc:
-            applied.version = version
-            applied.errors.append(f"outcomes not recorded ({exc}); the next sync reconciles them")
+        if outcome.records or outcome.backoffs:
+            try:
+                applied.version = self.store.write(self.space.name, version, outcome.records.values(),
+                                                   outcome.history, backoffs=outcome.backoffs or None)
+            except StaleState as exc:
+                applied.errors.append(f"outcomes not recorded ({exc}); the next sync reconciles them")
         applied.records = {**intent.records, **outcome.records}
         return applied
 

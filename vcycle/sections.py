@@ -47,6 +47,8 @@ SETTINGS = options(
     Option("manager_name", text, None, help="this manager's name in tags; default the host name"),
     Option("space_workers", integer(1, 256), 16, help="spaces cycled at once"),
     Option("create_workers", integer(1, 256), 8, help="cloud calls made at once within one space"),
+    Option("space_processes", integer(1, 64), 1,
+           help="worker processes the spaces are spread over (for many spaces on several cores)"),
 )
 
 SPACE = options(

@@ -55,13 +55,14 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
 
 def show(status: dict[str, Any], console: Console) -> None:
     """Print ``status`` as tables."""
-    console.print(f"[bold]vcycle[/bold] manager {status['manager']} at {status['time']}")
+    console.print(f"vcycle manager {status['manager']} at {status['time']}", soft_wrap=True, markup=False)
     for name, space in status["spaces"].items():
         limit = space["processors_limit"] if space["processors_limit"] is not None else "quota"
         title = f"space {name} ({space['api'] or 'not configured'}): {space['processors_held']}/{limit} processors"
         if space["draining"]:
             title += f", draining {' '.join(space['draining'])}"
-        table = Table(title=title, title_justify="left")
+        console.print(title, soft_wrap=True, markup=False)
+        table = Table()
         states = sorted({s for counts in space["machinetypes"].values() for s in counts})
         table.add_column("machinetype")
         for state in states:
@@ -70,7 +71,8 @@ def show(status: dict[str, Any], console: Console) -> None:
             table.add_row(mt, *(str(counts.get(s, 0)) for s in states))
         console.print(table)
         for backoff in space["backoffs"]:
-            console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}")
+            console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",
+                          soft_wrap=True, markup=False)
         _show_cycle(space["last_cycle"], console)
 
 
@@ -80,7 +82,7 @@ def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:
         return
     verdict = "ok" if report["ok"] else "with errors"
     console.print(f"  last cycle {report['finished_at']} {verdict}: {report['counts'].get('creates', 0)} created, "
-                  f"{report['counts'].get('deletes', 0)} deleted")
+                  f"{report['counts'].get('deletes', 0)} deleted", soft_wrap=True, markup=False)
     seen = set()
     for decision in report["decisions"]:
         key = (decision["action"], decision["machinetype"], decision["reason"])
@@ -88,6 +90,6 @@ def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:
             continue
         seen.add(key)
         who = decision["machine"] or decision["machinetype"] or "space"
-        console.print(f"    {decision['action']} {who}: {decision['reason']}", markup=False)
+        console.print(f"    {decision['action']} {who}: {decision['reason']}", markup=False, soft_wrap=True)
     for error in report["errors"]:
-        console.print(f"    error: {error}", markup=False, style="red")
+        console.print(f"    error: {error}", markup=False, style="red", soft_wrap=True)

@@ -56,6 +56,7 @@ class SyncResult:
     backoffs: Mapping[str, Backoff]
     foreign_processors: int
     foreign_machines: int
+    updated: tuple[MachineRecord, ...] = ()  # the records that differ from those given (new ones included)
 
 
 def is_ours(machine: CloudMachine, space: str, manager: str) -> bool:
@@ -86,10 +87,25 @@ def sync(
             foreign_machines += 1
             foreign_processors += machine.processors or 1
     work = _Sync(space, settings, now, dict(backoffs or {}))
-    result = [work.one(record, ours.pop(record.name, None), heartbeats.get(record.name)) for record in records]
+    result: list[MachineRecord] = []
+    updated: list[MachineRecord] = []
+    for record in records:
+        listed = ours.pop(record.name) if record.name in ours else None
+        beat = heartbeats.get(record.name)
+        if (listed is not None and OBSERVED[listed.status] is record.state and listed.id == record.cloud_id
+                and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None))
+                and (not listed.processors or listed.processors == record.processors)):
+            result.append(record)  # the common case: nothing new about this machine
+        else:
+            synced = work.one(record, listed, beat)
+            result.append(synced)
+            if synced is not record:
+                updated.append(synced)
     for name in sorted(ours):
         result.append(work.adopt(ours[name], heartbeats.get(name)))
-    return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines)
+        updated.append(result[-1])
+    return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines,
+                      tuple(updated))
 
 
 class _Sync:

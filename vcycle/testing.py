@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from vcycle.errors import ConnectorError, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, ConnectorError, LaunchRejected, QuotaExceeded
 from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.options import ApiOptions, Option, integer, number, options, text, words
 
@@ -94,8 +94,13 @@ class FakeMachine:
         status = self.status
         if status is CloudStatus.STARTING and self.running_at is not None and now >= self.running_at:
             status = CloudStatus.RUNNING
-        return CloudMachine(self.id, self.name, status, self.owner, self.processors, self.created_at,
+        cached: CloudMachine | None = self.__dict__.get("_view")
+        if cached is not None and cached.status is status and self.__dict__.get("_detail") is self.detail:
+            return cached
+        view = CloudMachine(self.id, self.name, status, self.owner, self.processors, self.created_at,
                             self.detail or status.value.upper(), flavor=self.flavor)
+        self.__dict__["_view"], self.__dict__["_detail"] = view, self.detail
+        return view
 
 
 class FakeConnector:
@@ -231,6 +236,8 @@ class FakeConnector:
                 data = json.load(stream)
         except FileNotFoundError:
             return
+        except ValueError as exc:
+            raise CloudUnavailable(f"fake cloud {self.state_file} is corrupt: {exc}") from exc
         self._counter = data["counter"]
         self.failures = {}
         self.machines = {m["name"]: _machine_from(m) for m in data["machines"]}

@@ -172,3 +172,22 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path) -> None:  # ty
         Store.open(f"sqlite:///{blocked}/sub/state.db")
     with pytest.raises(StoreError, match="cannot open the state store"):
         Store.open("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_another_writer_invalidates_what_this_store_remembers(store: Store, store_url: str) -> None:
+    store.write("sp", store.load("sp").version, [full_record("mine")])
+    assert [r.name for r in store.load("sp").records] == ["mine"]  # now served from memory
+    other = Store.open(store_url)  # a second manager, or the CLI
+    other.write("sp", other.load("sp").version, [full_record("theirs")])
+    other.close()
+    assert sorted(r.name for r in store.load("sp").records) == ["mine", "theirs"]
+
+
+def test_heartbeats_are_read_incrementally_and_completely(store: Store, store_url: str) -> None:
+    store.put_heartbeats([("sp", Heartbeat("a", T0))])
+    assert set(store.heartbeats("sp")) == {"a"}
+    other = Store.open(store_url)  # the HTTPS endpoint writes from another process
+    other.put_heartbeats([("sp", Heartbeat("b", T0)), ("sp", Heartbeat("a", T0 + timedelta(seconds=60)))])
+    other.close()
+    beats = store.heartbeats("sp")
+    assert set(beats) == {"a", "b"} and beats["a"].at == T0 + timedelta(seconds=60)

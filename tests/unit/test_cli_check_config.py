@@ -57,3 +57,20 @@ def test_console_script_runs_without_traceback_on_missing_file() -> None:
     assert done.returncode == 2
     assert "/no/such/file: no such file or directory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_shipped_systemd_unit_and_cron_line_run_real_commands() -> None:
+    import shlex
+
+    from vcycle.cli import build_parser
+
+    unit = (REPO / "etc" / "systemd" / "vcycle.service").read_text()
+    commands = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(("ExecStart=", "ExecStartPre="))]
+    cron = [line for line in (REPO / "etc" / "cron.d" / "vcycle").read_text().splitlines()
+            if line and not line.startswith("#")]
+    commands += [line.split(None, 6)[6].split(">>")[0] for line in cron]
+    assert len(commands) == 3
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "/usr/bin/vcycle"
+        build_parser().parse_args(argv[1:])  # exits with status 2 if the command line were wrong

@@ -106,6 +106,8 @@ heartbeats = Table(
     Column("at", UTCDateTime),
     Column("shutdown_message", Text),
     Column("shutdown_message_at", UTCDateTime),
+    Column("written_at", UTCDateTime, nullable=False),  # when the store got it: for incremental reads
+    Index("ix_heartbeats_space_written", "space", "written_at"),
 )
 
 reports = Table(

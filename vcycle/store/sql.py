@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -19,7 +21,21 @@ from vcycle.model import Backoff, CycleReport, Heartbeat, MachineRecord, StatusC
 from vcycle.states import MachineState
 from vcycle.store import schema
 
-_MACHINE_COLUMNS = [c.name for c in schema.machines.columns]
+# Statements run every cycle, built once (building them costs more than running them).
+_SPACE: Any = bindparam("space")
+_VERSION_OF = select(schema.spaces.c.version, schema.spaces.c.draining).where(schema.spaces.c.name == _SPACE)
+_LIVE_MACHINES = select(schema.machines).where(schema.machines.c.space == _SPACE,
+                                               schema.machines.c.state != MachineState.GONE.value)
+_BACKOFFS_OF = select(schema.backoffs).where(schema.backoffs.c.space == _SPACE)
+_BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
+                                    schema.spaces.c.version == bindparam("expected"))
+_BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
+_ADD_HISTORY = insert(schema.history)
+_BEATS_OF = select(schema.heartbeats).where(schema.heartbeats.c.space == _SPACE)
+_BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("since", type_=schema.UTCDateTime))
+
+# Heartbeats written by other processes with clocks this far behind are still read.
+HEARTBEAT_SKEW = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +57,7 @@ def _engine(url: str) -> Engine:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, pool_size=16, max_overflow=64)
     if parsed.database in (None, "", ":memory:"):
         engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
@@ -50,7 +66,8 @@ def _engine(url: str) -> Engine:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the state directory {directory}: {exc.strerror}") from exc
-        engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=32,
+                               max_overflow=128)
 
     @event.listens_for(engine, "connect")
     def _pragmas(connection: Any, _record: Any) -> None:
@@ -85,12 +102,20 @@ def _dialect_insert(connection: Connection, table: Any) -> Any:
     return sqlite.insert(table)
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
 def _upsert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE of every non-key column; the statement is built once per table."""
     if not rows:
         return
-    statement = _dialect_insert(connection, table)
-    updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
-    connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updates), list(rows))
+    cache_key = (connection.dialect.name, table.name)
+    statement = _UPSERTS.get(cache_key)
+    if statement is None:
+        insert_ = _dialect_insert(connection, table)
+        updates = {c.name: insert_.excluded[c.name] for c in table.columns if c.name not in keys}
+        statement = _UPSERTS[cache_key] = insert_.on_conflict_do_update(index_elements=list(keys), set_=updates)
+    connection.execute(statement, list(rows))
 
 
 def _row(space: str, record: MachineRecord) -> dict[str, Any]:
@@ -124,6 +149,10 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._cache: dict[str, SpaceState] = {}
+        self._known_spaces: set[str] = set()
+        self._write_lock = _WriteLock(engine.url.database) if engine.dialect.name == "sqlite" else None
+        self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -143,63 +172,104 @@ class Store:
     # --- one space, versioned -----------------------------------------------------------
 
     def load(self, space: str) -> SpaceState:
-        """The space's live records (every state but GONE), backoffs and version."""
-        with self._begin() as c:
+        """The space's live records (every state but GONE), backoffs and version.
+
+        What this Store last read or wrote is kept in memory; while the version
+        in the database is unchanged (no other writer), only the version is read.
+        """
+        with self._begin(write=space not in self._known_spaces) as c:
             self._ensure_space(c, space)
-            version, draining = c.execute(
-                select(schema.spaces.c.version, schema.spaces.c.draining).where(schema.spaces.c.name == space)).one()
-            rows = c.execute(select(schema.machines).where(
-                schema.machines.c.space == space, schema.machines.c.state != MachineState.GONE.value)).all()
-            backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason) for r in c.execute(
-                select(schema.backoffs).where(schema.backoffs.c.space == space))}
-        return SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)))
+            version, draining = c.execute(_VERSION_OF, {"space": space}).one()
+            cached = self._cache.get(space)
+            if cached is not None and cached.version == version:
+                return cached
+            rows = c.execute(_LIVE_MACHINES, {"space": space}).all()
+            backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason)
+                        for r in c.execute(_BACKOFFS_OF, {"space": space})}
+        state = SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)))
+        self._cache[space] = state
+        return state
 
     def write(self, space: str, version: int, records: Iterable[MachineRecord] = (),
               history: Iterable[tuple[str, StatusChange]] = (), backoffs: Mapping[str, Backoff] | None = None,
               draining: frozenset[str] | None = None) -> int:
         """Commit changes read at ``version`` atomically; the new version. Raises StaleState."""
-        with self._begin() as c:
+        records = list(records)
+        with self._begin(write=True) as c:
             self._ensure_space(c, space)
             values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC)}
             if draining is not None:
                 values["draining"] = json.dumps(sorted(draining))
-            done = c.execute(update(schema.spaces).where(
-                schema.spaces.c.name == space, schema.spaces.c.version == version).values(**values))
+            done = c.execute(_BUMP.values(**values) if draining is not None else _BUMP_VERSION,
+                             {"space": space, "expected": version, **({} if draining is not None else values)})
             if done.rowcount != 1:
                 raise StaleState(f"space {space}: another writer committed after version {version}")
             _upsert(c, schema.machines, [_row(space, r) for r in records], ("space", "name"))
             entries = [{"space": space, "name": n, "state": h.state.value, "at": h.at, "reason": h.reason}
                        for n, h in history]
             if entries:
-                c.execute(insert(schema.history), entries)
-            if backoffs is not None:
+                c.execute(_ADD_HISTORY, entries)
+            if backoffs:
                 _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
                                               "last_abort_at": b.last_abort_at, "reason": b.reason}
                                              for b in backoffs.values()], ("space", "machinetype"))
+        self._remember(space, version, records, backoffs, draining)
         return version + 1
+
+    def _remember(self, space: str, version: int, records: Iterable[MachineRecord],
+                  backoffs: Mapping[str, Backoff] | None, draining: frozenset[str] | None) -> None:
+        """Keep the cache true after our own write (or drop it if it was not current)."""
+        cached = self._cache.pop(space, None)
+        if cached is None or cached.version != version:
+            return
+        merged = {r.name: r for r in cached.records}
+        for record in records:
+            if record.state is MachineState.GONE:
+                merged.pop(record.name, None)
+            else:
+                merged[record.name] = record
+        self._cache[space] = SpaceState(space, version + 1, tuple(merged.values()),
+                                        {**cached.backoffs, **(backoffs or {})},
+                                        cached.draining if draining is None else frozenset(draining))
 
     # --- unversioned: machine signals and reports ----------------------------------------
 
     def heartbeats(self, space: str) -> dict[str, Heartbeat]:
+        """Every machine's latest heartbeat; after the first call only what changed is read."""
+        seen, since = self._beats.get(space, ({}, None))
         with self._begin() as c:
-            rows = c.execute(select(schema.heartbeats).where(schema.heartbeats.c.space == space)).all()
-        return {r.name: Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at) for r in rows}
+            if since is None:
+                rows = c.execute(_BEATS_OF, {"space": space}).all()
+            else:
+                rows = c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
+        beats = dict(seen)
+        for r in rows:
+            beats[r.name] = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at)
+            since = r.written_at if since is None or r.written_at > since else since
+        self._beats[space] = (beats, since)
+        return dict(beats)
 
     def put_heartbeats(self, items: Iterable[tuple[str, Heartbeat]]) -> None:
         """Record heartbeats and shutdown messages in one batch (later values win)."""
+        now = datetime.now(UTC)
         rows = {}
         for space, beat in items:
             rows[(space, beat.machine)] = {"space": space, "name": beat.machine, "at": beat.at,
                                            "shutdown_message": beat.shutdown_message,
-                                           "shutdown_message_at": beat.shutdown_message_at}
-        with self._begin() as c:
+                                           "shutdown_message_at": beat.shutdown_message_at, "written_at": now}
+        with self._begin(write=True) as c:
             _upsert(c, schema.heartbeats, list(rows.values()), ("space", "name"))
 
     def add_report(self, report: CycleReport) -> None:
-        with self._begin() as c:
-            c.execute(insert(schema.reports).values(space=report.space, started_at=report.started_at,
-                                                    finished_at=report.finished_at, ok=report.ok,
-                                                    summary=json.dumps(report.summary())))
+        self.add_reports([report])
+
+    def add_reports(self, reports: Sequence[CycleReport]) -> None:
+        """Keep cycle reports, all in one transaction."""
+        rows = [{"space": r.space, "started_at": r.started_at, "finished_at": r.finished_at, "ok": r.ok,
+                 "summary": json.dumps(r.summary())} for r in reports]
+        if rows:
+            with self._begin(write=True) as c:
+                c.execute(insert(schema.reports), rows)
 
     def last_reports(self) -> dict[str, dict[str, Any]]:
         """The newest cycle report of every space, as dicts."""
@@ -234,11 +304,14 @@ class Store:
 
     def purge(self, space: str, before: datetime) -> int:
         """Forget machines GONE before ``before``, their history and heartbeats; how many."""
-        with self._begin() as c:
+        with self._begin(write=True) as c:
             old = select(schema.machines.c.name).where(
                 schema.machines.c.space == space, schema.machines.c.state == MachineState.GONE.value,
                 schema.machines.c.state_since < before)
             names = c.execute(old).scalars().all()
+            seen = self._beats.get(space, ({}, None))[0]
+            for name in names:
+                seen.pop(name, None)
             for table in (schema.history, schema.heartbeats, schema.machines):
                 c.execute(delete(table).where(table.c.space == space, table.c.name.in_(names)))
             c.execute(delete(schema.reports).where(schema.reports.c.space == space,
@@ -247,28 +320,62 @@ class Store:
 
     # --- machinery ----------------------------------------------------------------
 
-    def _begin(self) -> _Transaction:
-        return _Transaction(self.engine)
+    def _begin(self, write: bool = False) -> _Transaction:
+        """A transaction; on SQLite, writers queue here rather than in SQLite's sleeping busy handler."""
+        return _Transaction(self.engine, self._write_lock if write else None)
 
-    @staticmethod
-    def _ensure_space(c: Connection, space: str) -> None:
-        exists = c.execute(select(schema.spaces.c.name).where(schema.spaces.c.name == space)).first()
-        if exists is None:
-            row = {"name": space, "version": 0, "draining": "[]", "updated_at": datetime.now(UTC)}
-            c.execute(_dialect_insert(c, schema.spaces).values(**row).on_conflict_do_nothing())
+    def _ensure_space(self, c: Connection, space: str) -> None:
+        if space in self._known_spaces:
+            return
+        row = {"name": space, "version": 0, "draining": "[]", "updated_at": datetime.now(UTC)}
+        c.execute(_dialect_insert(c, schema.spaces).values(**row).on_conflict_do_nothing())
+        self._known_spaces.add(space)
+
+
+class _WriteLock:
+    """One SQLite writer at a time: a thread lock, and a file lock against other processes."""
+
+    def __init__(self, database: str | None) -> None:
+        self.threads = threading.Lock()
+        self.path = f"{database}.writelock" if database and database != ":memory:" else None
+        self.file: Any = None
+
+    def acquire(self) -> None:
+        self.threads.acquire()
+        if self.path is not None:
+            try:
+                if self.file is None:
+                    self.file = open(self.path, "a")  # kept open for the life of the store
+                fcntl.flock(self.file, fcntl.LOCK_EX)
+            except OSError:
+                self.threads.release()
+                raise
+
+    def release(self) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.threads.release()
 
 
 class _Transaction:
     """engine.begin() that turns database failures into StoreError (StaleState passes through)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock: _WriteLock | None) -> None:
         self.engine = engine
+        self.lock = lock
 
     def __enter__(self) -> Connection:
+        if self.lock is not None:
+            try:
+                self.lock.acquire()
+            except OSError as exc:
+                self.lock = None
+                raise StoreError(f"cannot lock the state store: {exc.strerror}") from exc
         try:
             self.context = self.engine.begin()
             return self.context.__enter__()
         except SQLAlchemyError as exc:
+            self._release()
             raise StoreError(f"state store unavailable: {_reason(exc)}") from exc
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
@@ -276,8 +383,15 @@ class _Transaction:
             self.context.__exit__(kind, error, trace)
         except SQLAlchemyError as exc:
             raise StoreError(f"state store write failed: {_reason(exc)}") from exc
+        finally:
+            self._release()
         if isinstance(error, SQLAlchemyError):
             raise StoreError(f"state store error: {_reason(error)}") from error
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _reason(exc: BaseException) -> str:

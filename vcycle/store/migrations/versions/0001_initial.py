@@ -77,7 +77,9 @@ def upgrade() -> None:
         sa.Column("at", UTCDateTime),
         sa.Column("shutdown_message", sa.Text),
         sa.Column("shutdown_message_at", UTCDateTime),
+        sa.Column("written_at", UTCDateTime, nullable=False),
     )
+    op.create_index("ix_heartbeats_space_written", "heartbeats", ["space", "written_at"])
     op.create_table(
         "cycle_reports",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -92,6 +94,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for index, table in (("ix_reports_space_id", "cycle_reports"), ("ix_history_space_name", "machine_history"),
+                         ("ix_heartbeats_space_written", "heartbeats"),
                          ("ix_machines_name", "machines"), ("ix_machines_space_state", "machines")):
         op.drop_index(index, table_name=table)
     for table in ("cycle_reports", "heartbeats", "backoffs", "machine_history", "machines", "spaces"):

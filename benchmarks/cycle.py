@@ -1,0 +1,160 @@
+"""One cycle over 100 spaces of 500 machines each, every cloud call taking 100 ms.
+
+Each space is a FakeConnector with 100 ms of latency per API call and a
+store (SQLite, WAL) already holding its 500 machines; in every space a few
+machines have stopped (to be deleted) and there is room for a few more (to
+be created). The floor is the slowest space's chain of calls: list, quota,
+then its creates and deletes in rounds of ``create_workers``. The script
+times several steady-state cycles of the daemon's own code path
+(Manager.cycle), prints the median next to the floor, and the resident
+memory of the daemon's processes (parent and workers) holding all 50,000 machines.
+
+    .venv/bin/python benchmarks/cycle.py [--spaces 100] [--machines 500] [--cycles 5]
+
+Ends with ``RESULT floor_ratio=... rss_mb=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from vcycle.config import SpaceConfig, load_config
+from vcycle.daemon import Manager
+from vcycle.model import CloudMachine, CloudStatus, OwnerTags, StatusChange
+from vcycle.model import MachineRecord as Record
+from vcycle.states import MachineState
+from vcycle.store import Store
+from vcycle.testing import FakeConnector, FakeMachine
+
+LATENCY = float(os.environ.get("BENCH_LATENCY", "0.1"))
+STOPPED_PER_SPACE = 1
+CHURN_EVERY = int(os.environ.get("BENCH_CHURN_EVERY", "3"))
+ROOM_PER_SPACE = STOPPED_PER_SPACE
+
+
+def write_config(directory: str, spaces: int, machines: int, workers: int, processes: int) -> str:
+    lines = ["[settings]", f"state_url = sqlite:///{directory}/state.db", f"state_dir = {directory}",
+             "manager_name = bench", f"space_workers = {workers}", f"space_processes = {processes}",
+             "create_workers = " + os.environ.get("BENCH_CREATE_WORKERS", "8")]
+    for s in range(spaces):
+        lines += [f"[space bench{s:03d}]", "api = fake", f"latency_seconds = {LATENCY}",
+                  f"processors_limit = {machines + ROOM_PER_SPACE}",
+                  f"[machinetype bench{s:03d} pilot]", "user_data = pilot-container", "target_share = 1",
+                  "backoff_seconds = 600", "fizzle_seconds = 600", "max_wallclock_seconds = 172800"]
+    path = os.path.join(directory, "bench.conf")
+    with open(path, "w") as stream:
+        stream.write("\n".join(lines) + "\n")
+    return path
+
+
+class ChurningCloud(FakeConnector):
+    """A fake cloud in which, every CHURN_EVERY listings, a running machine finishes.
+
+    500 machines living about a day finish at about one every three minutes:
+    with the default CHURN_EVERY = 3 each space deletes and replaces one
+    machine every third cycle, the spaces taking turns.
+    """
+
+    def __init__(self, offset: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.listings = offset
+
+    def list_machines(self) -> list[CloudMachine]:
+        self.listings += 1
+        if self.listings % CHURN_EVERY == 0:
+            running = [m for m in self.machines.values() if m.status is CloudStatus.RUNNING and m.owner is not None]
+            for machine in running[:STOPPED_PER_SPACE]:
+                machine.status = CloudStatus.STOPPED
+        return super().list_machines()
+
+
+def populate(store: Store, space: SpaceConfig, machines: int, now: datetime, offset: int) -> FakeConnector:
+    cloud = ChurningCloud(offset, latency_seconds=LATENCY)
+    records = []
+    for i in range(machines):
+        name = f"vcycle-pilot-{space.name}-{i:05d}"
+        created = now - timedelta(seconds=3600 + i)
+        state = MachineState.RUNNING
+        records.append(Record(name=name, space=space.name, machinetype="pilot", state=state, processors=1,
+                              created_at=created, request_id=f"r{i}", manager="bench", cloud_id=f"id-{name}",
+                              started_at=created, shutdown_at=created + timedelta(days=2),
+                              history=(StatusChange(state, created, "bench"),)))
+        cloud.machines[name] = FakeMachine(f"id-{name}", name, 1, created, CloudStatus.RUNNING,
+                                           OwnerTags(space.name, "pilot", "bench", f"r{i}"))
+    store.write(space.name, store.load(space.name).version, records)
+    return cloud
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process, in MB."""
+    with open(f"/proc/{pid}/status") as stream:
+        for line in stream:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spaces", type=int, default=100)
+    parser.add_argument("--machines", type=int, default=500)
+    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--space-workers", type=int, default=100)
+    parser.add_argument("--space-processes", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        config = load_config([write_config(directory, args.spaces, args.machines, args.space_workers,
+                                           args.space_processes)], hostname="bench")
+        store = Store.open(config.settings.state_url)
+        now = datetime.now(UTC)
+        clouds: dict[str, FakeConnector] = {}
+        order = {name: i for i, name in enumerate(config.spaces)}
+
+        def factory(space: SpaceConfig, cfg: object) -> FakeConnector:
+            """Each space's cloud and records, made in the process that cycles it (a worker, or this one)."""
+            if space.name not in clouds:
+                local = Store.open(config.settings.state_url)
+                clouds[space.name] = populate(local, space, args.machines, now, order[space.name])
+                local.close()
+            return clouds[space.name]
+
+        manager = Manager(config, store, connector_factory=factory)
+        # the floor: list + quota, then creates and deletes in rounds of create_workers
+        rounds = math.ceil((STOPPED_PER_SPACE + ROOM_PER_SPACE) / config.settings.create_workers)
+        floor = (2 + rounds) * LATENCY
+        times = []
+        for cycle in range(args.cycles + 2):
+            started = time.perf_counter()
+            reports = manager.cycle()
+            elapsed = time.perf_counter() - started
+            if cycle > 1:  # the first cycles set up the spaces and read every row once; then the steady state
+                times.append(elapsed)
+            failed = [r for r in reports if not r.ok]
+            if failed:
+                print("errors:", failed[0].errors)
+            print(f"cycle {cycle}: {elapsed:.2f} s, {sum(r.counts.get('creates', 0) for r in reports)} creates, "
+                  f"{sum(r.counts.get('deletes', 0) for r in reports)} deletes, {len(failed)} failed spaces")
+        total = sum(len(store.load(name).records) for name in config.spaces)
+        workers = [w[0].pid for w in (manager.shards.workers if manager.shards else []) if w is not None]
+        memory = rss_mb() + sum(rss_mb(pid) for pid in workers if pid is not None)
+        manager.close()
+        store.close()
+    median = statistics.median(times)
+    print(f"spaces={args.spaces} machines={total} latency={LATENCY * 1000:.0f}ms space_workers={args.space_workers} "
+          f"space_processes={args.space_processes} churn: one machine per space every {CHURN_EVERY} cycle(s)")
+    print(f"steady cycle: median {median:.3f} s (min {min(times):.3f} s); floor {floor:.3f} s")
+    print(f"RESULT floor_ratio={median / floor:.2f} rss_mb={memory:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
