@@ -1,0 +1,35 @@
+"""Session-wide fixtures: a real moto server over HTTP for the EC2 tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's server on a free loopback port, validating AMIs and instance types as EC2 does."""
+    os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
+    os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_ami(moto_url: str) -> str:
+    """An AMI that moto's EC2 knows (one of its stock images)."""
+    import boto3
+
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    images = client.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"]
+    return str((images or client.describe_images()["Images"])[0]["ImageId"])

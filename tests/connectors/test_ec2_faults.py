@@ -1,0 +1,143 @@
+"""EC2: the state map and error map row by row, and faults injected between boto3 and moto's server.
+
+Faults are injected with botocore's own event hooks (``before-send``), so
+every request still goes through botocore's retry logic exactly as against
+AWS; requests that are not faulted go over HTTP to the moto server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+from vctest import load_text
+from vcycle.connectors.ec2 import STATE_MAP, EC2Connector, map_error, map_state
+
+from vcycle.cycle import SpaceContext, run_cycle
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.model import CloudStatus
+from vcycle.store import Store
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("pending", CloudStatus.STARTING), ("running", CloudStatus.RUNNING), ("stopping", CloudStatus.STOPPED),
+    ("stopped", CloudStatus.STOPPED), ("shutting-down", CloudStatus.DELETING), ("terminated", CloudStatus.DELETED),
+    ("rebooting", CloudStatus.UNKNOWN), ("", CloudStatus.UNKNOWN),
+])
+def test_state_map_row(raw: str, expected: CloudStatus) -> None:
+    assert map_state(raw) is expected
+
+
+def test_state_map_has_a_test_for_every_row() -> None:
+    assert set(STATE_MAP) == {"pending", "running", "stopping", "stopped", "shutting-down", "terminated"}
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"{code} happened"},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "RunInstances")
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    ("InsufficientInstanceCapacity", QuotaExceeded), ("InstanceLimitExceeded", QuotaExceeded),
+    ("VcpuLimitExceeded", QuotaExceeded), ("MaxSpotInstanceCountExceeded", QuotaExceeded),
+    ("SpotMaxPriceTooLow", QuotaExceeded), ("InvalidAMIID.NotFound", LaunchRejected),
+    ("InvalidAMIID.Malformed", LaunchRejected), ("InvalidInstanceType.NotFound", LaunchRejected),
+    ("InvalidParameterValue", LaunchRejected), ("InvalidUserData.Malformed", LaunchRejected),
+    ("Unsupported", LaunchRejected), ("RequestLimitExceeded", CloudUnavailable), ("Throttling", CloudUnavailable),
+    ("InternalError", CloudUnavailable), ("AuthFailure", CloudUnavailable), ("UnauthorizedOperation", CloudUnavailable),
+])
+def test_error_map_row(code: str, kind: type[Exception]) -> None:
+    mapped = map_error(client_error(code), "RunInstances x")
+    assert isinstance(mapped, kind) and code in str(mapped)
+
+
+def test_timeouts_are_cloud_unavailable() -> None:
+    assert isinstance(map_error(ReadTimeoutError(endpoint_url="http://x"), "call"), CloudUnavailable)
+    assert isinstance(map_error(ConnectTimeoutError(endpoint_url="http://x"), "call"), CloudUnavailable)
+
+
+class Faults:
+    """before-send hooks that answer some requests themselves, as a broken EC2 would."""
+
+    def __init__(self) -> None:
+        self.plan: list[str] = []  # one of: "500", "throttle", "timeout" per request to fault
+        self.seen: list[str] = []
+
+    def __call__(self, request: Any, **kwargs: Any) -> Any:
+        operation = kwargs.get("event_name", "").rsplit(".", 1)[-1]
+        self.seen.append(operation)
+        if not self.plan:
+            return None
+        fault = self.plan.pop(0)
+        if fault == "timeout":
+            raise ReadTimeoutError(endpoint_url=request.url)
+        if fault == "throttle":
+            body = (b"<Response><Errors><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+                    b"</Errors><RequestID>x</RequestID></Response>")
+            return AWSResponse(request.url, 400, {}, _Raw(body))
+        return AWSResponse(request.url, 500, {}, _Raw(b"<Response><Errors><Error><Code>InternalError</Code>"
+                                                     b"</Error></Errors></Response>"))
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **kwargs: Any) -> Any:
+        yield self.body
+
+    def read(self, *args: Any) -> bytes:
+        return self.body
+
+
+def faulty_connector(moto_url: str, attempts: int) -> tuple[EC2Connector, Faults]:
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(retries={"mode": "standard", "total_max_attempts": attempts}))
+    faults = Faults()
+    client.meta.events.register("before-send.ec2.*", faults)
+    return EC2Connector(client, f"faults-{uuid.uuid4().hex[:8]}"), faults
+
+
+@pytest.mark.parametrize("fault", ["500", "throttle", "timeout"])
+def test_botocore_retries_pass_over_a_short_fault(moto_url: str, fault: str) -> None:
+    connector, faults = faulty_connector(moto_url, attempts=3)
+    faults.plan = [fault, fault]
+    assert connector.list_machines() == []
+    assert faults.seen.count("DescribeInstances") == 3  # two faulted tries, then the real answer
+
+
+def test_a_lasting_fault_is_cloud_unavailable(moto_url: str) -> None:
+    connector, faults = faulty_connector(moto_url, attempts=3)
+    faults.plan = ["500"] * 3
+    with pytest.raises(CloudUnavailable, match="DescribeInstances"):
+        connector.list_machines()
+
+
+def test_cycles_carry_on_through_faults_and_limits_hold(moto_url: str, moto_ami: str, tmp_path: Path) -> None:
+    connector, faults = faulty_connector(moto_url, attempts=2)
+    config = load_text(f"[settings]\nmanager_name = mgr\nmax_create_fraction = 0.5\n[space {connector.space}]\n"
+                       "api = ec2\nprocessors_limit = 8\n"
+                       f"[machinetype {connector.space} mt]\nuser_data = ud\ntarget_share = 1\n"
+                       f"backoff_seconds = 0\nfizzle_seconds = 0\nroot_image = image:{moto_ami}\n"
+                       "flavor_names = t3.micro\nmin_processors = 2\n")
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    from datetime import UTC, datetime
+
+    ctx = SpaceContext(config, config.spaces[connector.space], connector, store, {}, lambda *a: b"#!/bin/sh\n",
+                       lambda: datetime.now(UTC))
+    outcomes = []
+    for round_ in range(6):
+        faults.plan = [["500", "500"], ["throttle"], ["timeout", "timeout"], [], ["500"], []][round_]
+        outcomes.append(run_cycle(ctx).ok)
+        listed = connector.list_machines()
+        assert sum(m.processors or 0 for m in listed) <= 8
+    assert False in outcomes and True in outcomes  # some cycles failed, and the later ones went on
+    assert sum(m.processors or 0 for m in connector.list_machines()) == 8  # filled to the limit in the end
+    store.close()
