@@ -134,16 +134,12 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs)
         _housekeeping(ctx, now)
-    except (CloudUnavailable, StoreError, StaleState, Exception) as exc:  # the per-space boundary
-        if isinstance(exc, CloudUnavailable | StoreError | StaleState):
-            log.error("space=%s skipped this cycle: %s", ctx.name, exc)
-        else:
-            log.exception("space=%s skipped this cycle: unexpected error", ctx.name)
-        report = CycleReport(ctx.name, now, ctx.clock(), ok=False, errors=(f"skipped: {exc}",),
-                             timings={"total_s": time.perf_counter() - started})
-        if save_report:
-            _save_reports(ctx.store, [report])
-        return report
+    except (CloudUnavailable, StoreError, StaleState) as exc:
+        log.error("space=%s skipped this cycle: %s", ctx.name, exc)
+        return _skipped(ctx, now, started, str(exc), save_report)
+    except Exception as exc:  # the per-space boundary: a bug in one space must not stop the others
+        log.exception("space=%s skipped this cycle: unexpected error", ctx.name)
+        return _skipped(ctx, now, started, f"unexpected error: {exc!r}", save_report)
     states = collections.Counter(r.state for r in seen.synced.records)
     if applied.records:  # what the executor changed replaces what sync left
         for record in seen.synced.records:
@@ -161,6 +157,14 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
     if save_report:
+        _save_reports(ctx.store, [report])
+    return report
+
+
+def _skipped(ctx: SpaceContext, now: datetime, started: float, why: str, save: bool) -> CycleReport:
+    report = CycleReport(ctx.name, now, ctx.clock(), ok=False, errors=(f"skipped: {why}",),
+                         timings={"total_s": time.perf_counter() - started})
+    if save:
         _save_reports(ctx.store, [report])
     return report
 
