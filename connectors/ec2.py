@@ -84,6 +84,7 @@ REJECT_PREFIXES = (
 )
 GONE_CODES = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 MAX_USER_DATA = 16 * 1024  # before base64
+MAX_USER_DATA_BYTES = MAX_USER_DATA
 QUOTA_SECONDS = 3600  # the vCPU quota is asked at most hourly
 ON_DEMAND_VCPU_QUOTA = "L-1216C47A"  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances
 

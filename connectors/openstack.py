@@ -46,6 +46,8 @@ def _check(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+MAX_USER_DATA_BYTES = 65535  # Nova
+
 OPTIONS = ApiOptions(
     space=options(
         Option("url", text),

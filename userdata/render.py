@@ -1,33 +1,38 @@
-"""Render a machine's user-data from its machinetype's template.
+"""Render a machine's user-data from its machinetype's templates.
 
-Old vcycle templates (``##user_data_...##`` patterns) are rendered exactly
+Two kinds of template, chosen by the file name: jinja2 templates
+(``*.j2``, StrictUndefined, so a missing value is an error naming it), and
+old vcycle templates with ``##user_data_...##`` patterns, rendered exactly
 as the original vcycle did: every built-in substitution, the deprecated
 names, ``user_data_option_XXX`` values and ``user_data_file_XXX`` file
-contents, then any ``##user_data_...##`` left over is removed. Templates are
-read from an absolute path, from the machinetype's ``files`` directory for
-a relative path (as before), or from the templates shipped in this package.
+contents, then whatever ``##user_data_...##`` is left removed.
+
+``user_data`` may name several templates (separated by spaces): each is a
+part of one MIME multipart document, as cloud-init expects it.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
+from typing import Any
+
+import jinja2
 
 from vcycle import __version__
 from vcycle.config import MachinetypeConfig, SpaceConfig
-from vcycle.errors import VcycleError
+from vcycle.errors import RenderError
 from vcycle.model import CreateOrder
 
+from .multipart import combine
+from .sources import Fetcher, Template, load, resolve
+
 LEFTOVER = re.compile(r"##user_data_[A-Za-z0-9_]*##")
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
-
-class RenderError(VcycleError):
-    """The machinetype's user-data cannot be rendered; no machine of it is created."""
+__all__ = ["MachineContext", "RenderError", "render_user_data"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,50 +48,23 @@ class MachineContext:
     shutdown_at: datetime
     request_id: str
     base_url: str  # https://HOST:PORT of vcycle's endpoint
+    token: str | None = None  # the machine's one-time token for the HTTPS endpoint, once there is one
 
     @property
     def machine_url(self) -> str:
         return f"{self.base_url}/machines/{self.space}/{self.machine}"
 
 
-def files_directory(mt: MachinetypeConfig) -> str:
-    return os.path.join(mt.directory, "files")
-
-
-def resolve(path: str, mt: MachinetypeConfig) -> str:
-    """An absolute path as given; a relative one inside the machinetype's files directory."""
-    return path if os.path.isabs(path) else os.path.join(files_directory(mt), path)
-
-
-@functools.lru_cache(maxsize=256)
-def _read_cached(path: str, mtime_ns: int) -> str:
-    with open(path, encoding="utf-8") as stream:
-        return stream.read()
-
-
-def read_template(mt: MachinetypeConfig) -> str:
-    """The machinetype's template text (re-read when the file changes); RenderError if it cannot be read."""
-    source = mt.user_data
-    if source.startswith(("http://", "https://")):
-        raise RenderError(f"user_data {source}: templates fetched over http(s) arrive with the user-data issue")
-    local = resolve(source, mt)
-    if os.path.exists(local) or os.path.isabs(source):
-        try:
-            return _read_cached(local, os.stat(local).st_mtime_ns)
-        except OSError as exc:
-            raise RenderError(f"user_data {local}: {exc.strerror}") from exc
-        except UnicodeDecodeError:
-            raise RenderError(f"user_data {local}: not UTF-8 text") from None
-    shipped = _shipped(source)
-    if shipped is not None:
-        return shipped
-    raise RenderError(f"user_data {source!r}: no such file {local} and no shipped template of that name")
-
-
-@functools.lru_cache(maxsize=64)
-def _shipped(name: str) -> str | None:
-    found = resources.files("vcycle.userdata").joinpath("templates", name)
-    return found.read_text(encoding="utf-8") if found.is_file() else None
+def _urls(ctx: MachineContext) -> dict[str, str]:
+    api = f"{ctx.base_url}/api/v1/machines/{ctx.space}/{ctx.machine}"
+    return {
+        "machinefeatures_url": ctx.machine_url + "/machinefeatures",
+        "jobfeatures_url": ctx.machine_url + "/jobfeatures",
+        "joboutputs_url": ctx.machine_url + "/joboutputs",
+        "heartbeat_machines_url": f"{ctx.base_url}/heartbeatmachines/{ctx.space}",
+        "heartbeat_url": api + "/heartbeat",
+        "user_data_api_url": api + "/user-data",
+    }
 
 
 def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:
@@ -96,30 +74,26 @@ def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:
     values = {
         "space": ctx.space, "site": ctx.site, "machinetype": ctx.machinetype, "machine_hostname": ctx.machine,
         "manager_version": version, "manager_hostname": ctx.manager,
-        "machinefeatures_url": ctx.machine_url + "/machinefeatures",
-        "jobfeatures_url": ctx.machine_url + "/jobfeatures", "joboutputs_url": ctx.machine_url + "/joboutputs",
-        "heartbeat_machines_url": f"{ctx.base_url}/heartbeatmachines/{ctx.space}",
         "root_image_url": root_image if root_image.startswith(("http://", "https://")) else "",
         "url": mt.user_data if mt.user_data.startswith(("http://", "https://")) else "",
         "uuid": ctx.request_id,
         # deprecated names, kept for old templates
-        "vmtype": ctx.machinetype, "vm_hostname": ctx.machine, "vmlm_version": version,
-        "vmlm_hostname": ctx.manager,
+        "vmtype": ctx.machinetype, "vm_hostname": ctx.machine, "vmlm_version": version, "vmlm_hostname": ctx.manager,
+        **{k: v for k, v in _urls(ctx).items() if k in ("machinefeatures_url", "jobfeatures_url", "joboutputs_url",
+                                                        "heartbeat_machines_url")},
     }
     return {f"##user_data_{k}##": v for k, v in values.items()}
 
 
 def option_values(mt: MachinetypeConfig) -> dict[str, str]:
-    """``##user_data_option_XXX##`` -> value, from options and (deprecated) files."""
-    result = {f"##{key}##": value for key, value in mt.user_data_options.items()}
+    """Option name (XXX of user_data_option_XXX) -> value, from options and (deprecated) files."""
+    result = {key[len("user_data_option_"):]: value for key, value in mt.user_data_options.items()}
     for key, path in mt.user_data_files.items():
-        name = "##user_data_option_" + key[len("user_data_file_"):] + "##"
         try:
             with open(resolve(path, mt), encoding="utf-8") as stream:
-                result[name] = stream.read()
+                result[key[len("user_data_file_"):]] = stream.read()
         except OSError as exc:
             raise RenderError(f"{key} = {path}: {exc.strerror}") from exc
-        result["##" + key + "##"] = result[name]
     return result
 
 
@@ -130,13 +104,42 @@ def render_old_style(template: str, values: Mapping[str, str]) -> str:
     return LEFTOVER.sub("", template)
 
 
+def jinja_context(ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[str, str]) -> dict[str, Any]:
+    """The names a jinja2 template may use."""
+    context: dict[str, Any] = {
+        "space": ctx.space, "site": ctx.site, "machinetype": ctx.machinetype, "machine": ctx.machine,
+        "manager": ctx.manager, "manager_version": __version__, "processors": ctx.processors,
+        "shutdown_time": int(ctx.shutdown_at.timestamp()), "request_id": ctx.request_id,
+        "root_image": mt.root_image or "", "options": dict(options), **_urls(ctx),
+    }
+    if ctx.token is not None:
+        context["token"] = ctx.token
+    return context
+
+
+def render_part(template: Template, ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[str, str]) -> str:
+    if not template.is_jinja:
+        values = {**substitutions(ctx, mt), **{f"##user_data_option_{k}##": v for k, v in options.items()},
+                  **{f"##user_data_file_{k}##": v for k, v in options.items()}}
+        return render_old_style(template.text, values)
+    try:
+        return _JINJA.from_string(template.text).render(jinja_context(ctx, mt, options))
+    except jinja2.UndefinedError as exc:
+        raise RenderError(f"template {template.source}: {exc.message}") from exc
+    except jinja2.TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" line {line}" if line else ""
+        raise RenderError(f"template {template.source}{where}: {exc.message}") from exc
+
+
 def render_user_data(space: SpaceConfig, mt: MachinetypeConfig, name: str, order: CreateOrder, request_id: str,
-                     *, manager: str) -> bytes:
+                     *, manager: str, fetcher: Fetcher | None = None, token: str | None = None) -> bytes:
     """The user-data of a new machine ``name`` of ``mt`` in ``space``."""
     if mt.values.get("user_data_proxy"):
-        raise RenderError("user_data_proxy = true: X.509 proxies arrive with the user-data issue")
+        raise RenderError("user_data_proxy = true: X.509 proxies are not built by this version yet")
     ctx = MachineContext(space.name, mt.name, name, manager, space.values.get("gocdb_sitename") or space.name,
                          order.processors, order.shutdown_at, request_id,
-                         f"https://{space.https_host}:{space.https_port}")
-    values = {**substitutions(ctx, mt), **option_values(mt)}
-    return render_old_style(read_template(mt), values).encode("utf-8")
+                         f"https://{space.https_host}:{space.https_port}", token)
+    options = option_values(mt)
+    parts = [render_part(load(source, mt, fetcher), ctx, mt, options) for source in mt.user_data.split()]
+    return combine(parts)

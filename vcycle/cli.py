@@ -282,6 +282,52 @@ def drain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def render_command(args: argparse.Namespace) -> int:
+    """What a new machine of SPACE MACHINETYPE would get, with its size."""
+    import gzip
+    import os
+
+    from vcycle import rules
+    from vcycle.connectors import load_api
+    from vcycle.executor import new_machine_name, new_request_id
+    from vcycle.model import CreateOrder
+    from vcycle.options import looks_secret
+    from vcycle.userdata.render import render_user_data
+    from vcycle.userdata.sources import Fetcher
+
+    config = _config(args)
+    space = config.spaces.get(args.space)
+    mt = space.machinetypes.get(args.machinetype) if space else None
+    if space is None or mt is None:
+        sys.stderr.write(f"no machinetype {args.machinetype} in space {args.space}\n")
+        return EXIT_CONFIG
+    now = datetime.now(UTC)
+    order = CreateOrder(space.name, mt.name, mt.min_processors, mt.flavor_names[0] if mt.flavor_names else None,
+                        rules.shutdown_deadline(now, mt.max_wallclock_seconds, space.shutdown_time), None, "render")
+    fetcher = Fetcher(os.path.join(config.settings.state_dir, "cache", "user_data"))
+    try:
+        data = render_user_data(space, mt, new_machine_name(mt.name), order, new_request_id(),
+                                manager=config.settings.manager_name, fetcher=fetcher)
+    except VcycleError as exc:
+        sys.stderr.write(f"cannot render: {exc}\n")
+        return EXIT_FAILED
+    text = data.decode("utf-8", "replace")
+    if not args.show_secrets:
+        for key, value in mt.user_data_options.items():
+            if looks_secret(key) and value:
+                text = text.replace(value, MASK)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+    limit = getattr(load_api(space.api), "MAX_USER_DATA_BYTES", None)
+    packed = len(gzip.compress(data, mtime=0))
+    verdict = ""
+    if limit is not None:
+        verdict = "fits" if len(data) <= limit else ("fits gzipped" if packed <= limit else "TOO LARGE")
+        verdict = f"; {space.api} takes {limit} bytes: {verdict}"
+    sys.stderr.write(f"# {len(data)} bytes ({packed} gzipped){verdict}\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vcycle", description="Keeps cloud spaces filled with pilot machines.")
     parser.add_argument("--version", action="version", version=f"vcycle {__version__}")
@@ -323,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("name")
         if name == "delete":
             sub.add_argument("--reason", default="deleted on request", help="recorded in the history")
+    rendering = command("render", render_command, "the user-data a new machine of a machinetype would get")
+    rendering.add_argument("space")
+    rendering.add_argument("machinetype")
+    rendering.add_argument("--show-secrets", action="store_true", help="do not mask secret options")
     draining = command("drain", drain, "no new machines in a space or machinetype; running ones finish")
     draining.add_argument("space")
     draining.add_argument("machinetype", nargs="?")

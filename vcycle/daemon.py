@@ -34,6 +34,7 @@ from vcycle.model import CycleReport
 from vcycle.shards import Shards
 from vcycle.store import Store
 from vcycle.userdata.render import render_user_data
+from vcycle.userdata.sources import Fetcher
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -100,6 +101,7 @@ class Manager:
             except DemandError as exc:
                 log.error("demand=%s cannot be used: %s", name, exc)
         self.contexts: dict[str, SpaceContext] = {}
+        self.fetcher = Fetcher(os.path.join(config.settings.state_dir, "cache", "user_data"))
         self.pool: ThreadPoolExecutor | None = None  # the spaces' threads, kept from cycle to cycle
         count = config.settings.space_processes if processes is None else processes
         self.shards = Shards(count, list(config.spaces), self._worker, clock) if count > 1 and len(
@@ -115,7 +117,8 @@ class Manager:
         """The space's context, its connector made on first use (and again after a failure)."""
         found = self.contexts.get(space.name)
         if found is None:
-            render = functools.partial(render_user_data, manager=self.config.settings.manager_name)
+            render = functools.partial(render_user_data, manager=self.config.settings.manager_name,
+                                       fetcher=self.fetcher)
             found = SpaceContext(self.config, space, self.connector_factory(space, self.config), self.store,
                                  self.sources, render, self.clock)
             self.contexts[space.name] = found

@@ -11,6 +11,7 @@ with ``raise ... from``::
      |    +-- StaleState          a concurrent writer got there first
      +-- DemandError          a demand source failed: demand is unknown
      +-- StoreError           the state store cannot be opened or used
+     +-- RenderError          a machinetype's user-data cannot be rendered: none of it is created
      +-- ConnectorError
           +-- CloudUnavailable    skip this space this cycle
           +-- QuotaExceeded       back off the machinetype
@@ -74,6 +75,10 @@ class DemandError(VcycleError):
 
 class StoreError(VcycleError):
     """The state store cannot be opened, migrated or used."""
+
+
+class RenderError(VcycleError):
+    """A machinetype's user-data cannot be rendered; no machine of it is created this cycle."""
 
 
 class ConnectorError(VcycleError):

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from vcycle.config import MachinetypeConfig, SpaceConfig
 from vcycle.connectors.base import Connector
-from vcycle.errors import CloudUnavailable, LaunchRejected, NotFound, QuotaExceeded, StaleState
+from vcycle.errors import CloudUnavailable, LaunchRejected, NotFound, QuotaExceeded, RenderError, StaleState
 from vcycle.model import (
     Backoff,
     CloudMachine,
@@ -40,7 +40,6 @@ from vcycle.model import (
 )
 from vcycle.states import MachineState
 from vcycle.store import Store
-from vcycle.userdata.render import RenderError
 
 log = logging.getLogger(__name__)
 S = MachineState

@@ -41,6 +41,8 @@ def _flavors(value: str) -> dict[str, int]:
     return result
 
 
+MAX_USER_DATA_BYTES = 64 * 1024
+
 OPTIONS = ApiOptions(
     space=options(
         Option("quota_processors", integer(0), help="the processors quota the fake cloud reports and enforces"),
@@ -115,7 +117,7 @@ class FakeConnector:
     """
 
     api = "fake"
-    max_user_data_bytes = 64 * 1024
+    max_user_data_bytes = MAX_USER_DATA_BYTES
 
     def __init__(self, *, clock: Clock = utc_now, boot_seconds: float = 0.0, quota_processors: int | None = None,
                  latency_seconds: float = 0.0, sleep: Callable[[float], None] = time.sleep,
