@@ -14,6 +14,7 @@ part of one MIME multipart document, as cloud-init expects it.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,9 @@ from .multipart import combine
 from .sources import Fetcher, Template, load, resolve
 
 LEFTOVER = re.compile(r"##user_data_[A-Za-z0-9_]*##")
-_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                            loader=jinja2.PackageLoader("vcycle.userdata", "templates"))
+_JINJA.filters["shquote"] = lambda value: shlex.quote(str(value))  # for values put into shell scripts
 
 __all__ = ["MachineContext", "RenderError", "render_user_data"]
 

@@ -60,12 +60,15 @@ def _read_cached(path: str, mtime_ns: int) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def shipped(name: str) -> str | None:
-    """A template shipped with vcycle, by name (or None)."""
+def shipped(name: str) -> Template | None:
+    """A template shipped with vcycle, by name, with or without its ``.j2`` (or None)."""
     if "/" in name or name.startswith("."):
         return None
-    found = resources.files("vcycle.userdata").joinpath("templates", name)
-    return found.read_text(encoding="utf-8") if found.is_file() else None
+    for candidate in (name, name + ".j2"):
+        found = resources.files("vcycle.userdata").joinpath("templates", candidate)
+        if found.is_file():
+            return Template(candidate, found.read_text(encoding="utf-8"))
+    return None
 
 
 def read_local(source: str, mt: MachinetypeConfig) -> str:
@@ -144,7 +147,7 @@ def load(source: str, mt: MachinetypeConfig, fetcher: Fetcher | None) -> Templat
             raise RenderError(f"user_data {source}: no cache directory to fetch templates into")
         return Template(source, fetcher.get(source))
     if not os.path.isabs(source) and not os.path.exists(resolve(source, mt)):
-        text = shipped(source)
-        if text is not None:
-            return Template(source, text)
+        found = shipped(source)
+        if found is not None:
+            return found
     return Template(source, read_local(source, mt))
