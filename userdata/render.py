@@ -28,6 +28,7 @@ from vcycle.errors import RenderError
 from vcycle.model import CreateOrder
 
 from .multipart import combine
+from .proxy import proxy_for
 from .sources import Fetcher, Template, load, resolve
 
 LEFTOVER = re.compile(r"##user_data_[A-Za-z0-9_]*##")
@@ -138,11 +139,11 @@ def render_part(template: Template, ctx: MachineContext, mt: MachinetypeConfig, 
 def render_user_data(space: SpaceConfig, mt: MachinetypeConfig, name: str, order: CreateOrder, request_id: str,
                      *, manager: str, fetcher: Fetcher | None = None, token: str | None = None) -> bytes:
     """The user-data of a new machine ``name`` of ``mt`` in ``space``."""
-    if mt.values.get("user_data_proxy"):
-        raise RenderError("user_data_proxy = true: X.509 proxies are not built by this version yet")
     ctx = MachineContext(space.name, mt.name, name, manager, space.values.get("gocdb_sitename") or space.name,
                          order.processors, order.shutdown_at, request_id,
                          f"https://{space.https_host}:{space.https_port}", token)
     options = option_values(mt)
+    if mt.values.get("user_data_proxy"):  # ##user_data_option_x509_proxy## and {{ options.x509_proxy }}
+        options["x509_proxy"] = proxy_for(mt, order.shutdown_at)
     parts = [render_part(load(source, mt, fetcher), ctx, mt, options) for source in mt.user_data.split()]
     return combine(parts)
