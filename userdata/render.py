@@ -137,7 +137,7 @@ def render_part(template: Template, ctx: MachineContext, mt: MachinetypeConfig, 
 
 
 def render_user_data(space: SpaceConfig, mt: MachinetypeConfig, name: str, order: CreateOrder, request_id: str,
-                     *, manager: str, fetcher: Fetcher | None = None, token: str | None = None) -> bytes:
+                     token: str | None = None, *, manager: str, fetcher: Fetcher | None = None) -> bytes:
     """The user-data of a new machine ``name`` of ``mt`` in ``space``."""
     ctx = MachineContext(space.name, mt.name, name, manager, space.values.get("gocdb_sitename") or space.name,
                          order.processors, order.shutdown_at, request_id,

@@ -14,6 +14,8 @@ NotFound on delete is success.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import secrets
 import string
@@ -23,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from vcycle import mjf
 from vcycle.config import MachinetypeConfig, SpaceConfig
 from vcycle.connectors.base import Connector
 from vcycle.errors import CloudUnavailable, LaunchRejected, NotFound, QuotaExceeded, RenderError, StaleState
@@ -59,8 +62,18 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-# (space, machinetype, machine name, create order, request id) -> user-data bytes
-Renderer = Callable[[SpaceConfig, MachinetypeConfig, str, CreateOrder, str], bytes]
+# (space, machinetype, machine name, create order, request id, machine token) -> user-data bytes
+Renderer = Callable[[SpaceConfig, MachinetypeConfig, str, CreateOrder, str, str], bytes]
+
+
+def new_token() -> tuple[str, str]:
+    """A machine's one-time token for the HTTPS endpoint, and the hash that alone is stored."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -159,8 +172,9 @@ class Executor:
             mt = self.space.machinetypes[order.machinetype]
             name = self.name_factory(order.machinetype)
             request = self.request_factory()
+            token, token_hash = new_token()
             try:
-                user_data = self.render(self.space, mt, name, order, request)
+                user_data = self.render(self.space, mt, name, order, request, token)
             except (RenderError, OSError) as exc:
                 refused.add(order.machinetype)
                 message = f"space={self.space.name} machinetype={mt.name}: user-data not rendered, no machines " \
@@ -171,7 +185,9 @@ class Executor:
             record = new_record(name=name, space=self.space.name, machinetype=mt.name, state=S.REQUESTED,
                                 processors=order.processors, now=now, request_id=request,
                                 reason="intent: " + order.reason, manager=self.manager, flavor=order.flavor,
-                                hs06=order.hs06, shutdown_at=order.shutdown_at)
+                                hs06=order.hs06, shutdown_at=order.shutdown_at, token_hash=token_hash,
+                                features=json.dumps(mjf.features(mt, order.processors, now, order.shutdown_at,
+                                                                 self.space.shutdown_time), sort_keys=True))
             spec = LaunchSpec(name, request, self.space.name, mt.name, self.manager, order.processors, order.flavor,
                               None, mt.root_image, user_data, order.shutdown_at)
             launches.append((batch.put(record), spec))

@@ -115,6 +115,8 @@ class MachineRecord:
     delete_attempts: int = 0
     last_delete_at: datetime | None = None
     delete_requested: str | None = None  # an operator asked for the delete; the reason
+    token_hash: str | None = None  # sha256 of the machine's token for the HTTPS endpoint
+    features: str | None = None  # its Machine/Job Features, as JSON
     history: tuple[StatusChange, ...] = ()
 
     @property

@@ -23,7 +23,7 @@ from vcycle.testing import FakeClock, FakeConnector
 S = MachineState
 
 
-def plain_render(space: Any, mt: Any, name: str, order: Any, request: str) -> bytes:
+def plain_render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
     return f"#!/bin/sh\necho {name}\n".encode()
 
 
@@ -194,7 +194,7 @@ def test_unrenderable_user_data_stops_that_machinetype_only(store: Store) -> Non
     clock = FakeClock()
     cloud = FakeConnector(clock=clock)
 
-    def render(space: Any, mt: Any, name: str, order: Any, request: str) -> bytes:
+    def render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
         if mt.name == "bad":
             raise RenderError("template missing")
         return b"ok"
@@ -249,3 +249,37 @@ def test_stale_state_skips_the_cycle_without_cloud_calls(store: Store) -> None:
     report = run_cycle(ctx)
     assert not report.ok and "another writer" in report.errors[0]
     assert [c for c in ctx.connector.calls if c[0] == "create"] == []  # type: ignore[attr-defined]
+
+
+def test_each_machine_gets_a_token_in_its_user_data_and_only_the_hash_is_stored(store: Store) -> None:
+    import hashlib
+    import json
+
+    clock = FakeClock()
+    seen: dict[str, str] = {}
+
+    def render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
+        seen[name] = token
+        return f"#!/bin/sh\nTOKEN={token}\n".encode()
+
+    cloud = FakeConnector(clock=clock)
+    config = load_text(config_text(limit=2, settings={"max_create_fraction": 1},
+                                   machinetypes={"mt": {"hs06_per_processor": 10, "max_wallclock_seconds": 7200}}))
+    run_cycle(context(config, store, cloud, clock, render=render))
+    records = store.load("sp").records
+    assert len(records) == 2 and len(set(seen.values())) == 2
+    for record in records:
+        token = seen[record.name]
+        assert record.token_hash == hashlib.sha256(token.encode()).hexdigest()
+        assert token.encode() in cloud.machines[record.name].user_data
+        features = json.loads(record.features or "{}")
+        start = int(clock().timestamp())
+        assert features["machinefeatures"] == {"jobslots": "1", "total_cpu": "1", "phys_cores": "1",
+                                               "log_cores": "1", "hs06": "10", "shutdowntime": str(start + 7200)}
+        assert features["jobfeatures"]["jobstart_secs"] == str(start)
+        assert features["jobfeatures"]["max_rss_bytes"] == str(2048 * 1024 * 1024)
+    with store.engine.connect() as c:
+        from sqlalchemy import text
+
+        dump = " ".join(str(row) for row in c.execute(text("select * from machines")))
+    assert not any(token in dump for token in seen.values())  # the token itself is never stored

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PURE = ("model", "states", "rules", "sync", "planner")
+PURE = ("model", "states", "rules", "sync", "planner", "mjf")
 ALLOWED = {
     "__future__", "dataclasses", "enum", "typing", "collections.abc", "datetime", "math",
     "vcycle", "vcycle.model", "vcycle.states", "vcycle.rules", "vcycle.errors",

@@ -76,6 +76,8 @@ machines = Table(
     Column("delete_attempts", Integer, nullable=False),
     Column("last_delete_at", UTCDateTime),
     Column("delete_requested", Text),
+    Column("token_hash", String(64)),
+    Column("features", Text),
     Index("ix_machines_space_state", "space", "state"),
     Index("ix_machines_name", "name"),
 )

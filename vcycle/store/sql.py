@@ -129,6 +129,7 @@ def _row(space: str, record: MachineRecord) -> dict[str, Any]:
         "heartbeat_at": record.heartbeat_at, "shutdown_code": record.shutdown_code,
         "shutdown_text": record.shutdown_text, "delete_attempts": record.delete_attempts,
         "last_delete_at": record.last_delete_at, "delete_requested": record.delete_requested,
+        "token_hash": record.token_hash, "features": record.features,
     }
 
 
@@ -140,7 +141,8 @@ def _record(row: Any) -> MachineRecord:
         zone=row.zone, flavor=row.flavor, hs06=row.hs06, started_at=row.started_at, stopped_at=row.stopped_at,
         shutdown_at=row.shutdown_at, heartbeat_at=row.heartbeat_at, shutdown_code=row.shutdown_code,
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
-        delete_requested=row.delete_requested, history=(StatusChange(state, row.state_since, row.state_reason),),
+        delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
+        history=(StatusChange(state, row.state_since, row.state_reason),),
     )
 
 
