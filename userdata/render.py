@@ -13,6 +13,7 @@ part of one MIME multipart document, as cloud-init expects it.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Mapping
@@ -121,13 +122,19 @@ def jinja_context(ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[s
     return context
 
 
+@functools.lru_cache(maxsize=128)
+def _compiled(text: str) -> jinja2.Template:
+    """A template compiled once (compiling costs far more than rendering)."""
+    return _JINJA.from_string(text)
+
+
 def render_part(template: Template, ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[str, str]) -> str:
     if not template.is_jinja:
         values = {**substitutions(ctx, mt), **{f"##user_data_option_{k}##": v for k, v in options.items()},
                   **{f"##user_data_file_{k}##": v for k, v in options.items()}}
         return render_old_style(template.text, values)
     try:
-        return _JINJA.from_string(template.text).render(jinja_context(ctx, mt, options))
+        return _compiled(template.text).render(jinja_context(ctx, mt, options))
     except jinja2.UndefinedError as exc:
         raise RenderError(f"template {template.source}: {exc.message}") from exc
     except jinja2.TemplateError as exc:
