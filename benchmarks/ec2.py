@@ -100,7 +100,7 @@ def run_vcycle(url: str, ami: str, spaces: list[str], per_space: int) -> tuple[f
 def run_loop(url: str, ami: str, spaces: list[str], per_space: int) -> tuple[float, int]:
     """The calls vcycle makes in its two cycles, made one after the other by plain boto3."""
     ec2 = client(url)
-    user_data = open(os.path.join(os.path.dirname(__file__), "..", "userdata", "templates", "pilot-container"),
+    user_data = open(os.path.join(os.path.dirname(__file__), "..", "userdata", "templates", "pilot-container.j2"),
                      "rb").read()
 
     def listing(space: str) -> list[str]:
