@@ -191,3 +191,10 @@ def test_heartbeats_are_read_incrementally_and_completely(store: Store, store_ur
     other.close()
     beats = store.heartbeats("sp")
     assert set(beats) == {"a", "b"} and beats["a"].at == T0 + timedelta(seconds=60)
+
+
+def test_records_lists_every_state_of_a_space(store: Store) -> None:
+    old = transition(full_record("old"), S.GONE, T0 + timedelta(hours=1), "vanished")
+    store.write("sp", 0, [full_record("new"), old])
+    assert {(r.name, r.state) for r in store.records("sp")} == {("new", S.RUNNING), ("old", S.GONE)}
+    assert store.records("elsewhere") == []

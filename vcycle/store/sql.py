@@ -297,6 +297,13 @@ class Store:
         with self._begin() as c:
             return [_record(r) for r in c.execute(query)]
 
+    def records(self, space: str) -> list[MachineRecord]:
+        """Every record of a space, GONE ones included (until purged)."""
+        with self._begin() as c:
+            rows = c.execute(select(schema.machines).where(schema.machines.c.space == space)
+                             .order_by(schema.machines.c.created_at)).all()
+        return [_record(r) for r in rows]
+
     def history(self, space: str, name: str) -> list[StatusChange]:
         with self._begin() as c:
             rows = c.execute(select(schema.history).where(schema.history.c.space == space,
