@@ -44,6 +44,11 @@ class Template:
         return self.source.split("?", 1)[0].endswith(".j2")
 
 
+def template_cache(state_dir: str) -> str:
+    """Where fetched templates are kept."""
+    return os.path.join(state_dir, "cache", "user_data")
+
+
 def files_directory(mt: MachinetypeConfig) -> str:
     return os.path.join(mt.directory, "files")
 

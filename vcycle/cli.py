@@ -285,7 +285,6 @@ def drain(args: argparse.Namespace) -> int:
 def render_command(args: argparse.Namespace) -> int:
     """What a new machine of SPACE MACHINETYPE would get, with its size."""
     import gzip
-    import os
 
     from vcycle import rules
     from vcycle.connectors import load_api
@@ -293,7 +292,7 @@ def render_command(args: argparse.Namespace) -> int:
     from vcycle.model import CreateOrder
     from vcycle.options import looks_secret
     from vcycle.userdata.render import render_user_data
-    from vcycle.userdata.sources import Fetcher
+    from vcycle.userdata.sources import Fetcher, template_cache
 
     config = _config(args)
     space = config.spaces.get(args.space)
@@ -304,7 +303,7 @@ def render_command(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     order = CreateOrder(space.name, mt.name, mt.min_processors, mt.flavor_names[0] if mt.flavor_names else None,
                         rules.shutdown_deadline(now, mt.max_wallclock_seconds, space.shutdown_time), None, "render")
-    fetcher = Fetcher(os.path.join(config.settings.state_dir, "cache", "user_data"))
+    fetcher = Fetcher(template_cache(config.settings.state_dir))
     try:
         data = render_user_data(space, mt, new_machine_name(mt.name), order, new_request_id(),
                                 manager=config.settings.manager_name, fetcher=fetcher)

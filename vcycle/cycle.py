@@ -12,12 +12,13 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from vcycle import planner
+from vcycle.clock import Clock
 from vcycle.config import Config, SpaceConfig
 from vcycle.connectors.base import Connector
 from vcycle.demand import DemandSource
@@ -29,7 +30,6 @@ from vcycle.store import SpaceState, Store
 from vcycle.sync import SyncResult, sync
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 HOUSEKEEPING_SECONDS = 600
 
 
@@ -101,7 +101,9 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     manager = ctx.config.settings.manager_name
     mine = [r for r in state.records if r.manager in (manager, "")]  # other managers' records are theirs
     timings["store_read_s"] = time.perf_counter() - started
+    waited = time.perf_counter()
     machines = listing.result()
+    waiting = time.perf_counter() - waited
     needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
     limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else {}))
     synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
@@ -109,8 +111,9 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     started = time.perf_counter()
     demand = gather_demand(ctx)
     timings["demand_s"] = time.perf_counter() - started
+    waited = time.perf_counter()
     quota, flavors = limits.result()
-    timings["cloud_read_s"] = time.perf_counter() - started
+    timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining)
     started = time.perf_counter()

@@ -21,10 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from types import FrameType
 from typing import IO
 
+from vcycle.clock import Clock, utc_now
 from vcycle.config import Config, SpaceConfig, load_config
 from vcycle.connectors.base import Connector, make_connector
 from vcycle.cycle import SpaceContext, run_all, save_reports
@@ -34,14 +34,9 @@ from vcycle.model import CycleReport
 from vcycle.shards import Shards
 from vcycle.store import Store
 from vcycle.userdata.render import render_user_data
-from vcycle.userdata.sources import Fetcher
+from vcycle.userdata.sources import Fetcher, template_cache
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LockHeld(VcycleError):
@@ -101,7 +96,7 @@ class Manager:
             except DemandError as exc:
                 log.error("demand=%s cannot be used: %s", name, exc)
         self.contexts: dict[str, SpaceContext] = {}
-        self.fetcher = Fetcher(os.path.join(config.settings.state_dir, "cache", "user_data"))
+        self.fetcher = Fetcher(template_cache(config.settings.state_dir))
         self.pool: ThreadPoolExecutor | None = None  # the spaces' threads, kept from cycle to cycle
         count = config.settings.space_processes if processes is None else processes
         self.shards = Shards(count, list(config.spaces), self._worker, clock) if count > 1 and len(

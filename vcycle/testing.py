@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from vcycle.clock import Clock, utc_now
 from vcycle.errors import CloudUnavailable, ConnectorError, LaunchRejected, QuotaExceeded
 from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.options import ApiOptions, Option, integer, number, options, text, words
@@ -30,7 +31,6 @@ from vcycle.options import ApiOptions, Option, integer, number, options, text, w
 if TYPE_CHECKING:  # pragma: no cover - types only
     from vcycle.config import Settings, SpaceConfig
 
-Clock = Callable[[], datetime]
 
 
 def _flavors(value: str) -> dict[str, int]:
@@ -52,10 +52,6 @@ OPTIONS = ApiOptions(
         Option("flavors", _flavors, {}, help="NAME:VCPUS ... the fake cloud offers"),
     ),
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class FakeClock:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from vcycle.config import load_config
 from vcycle.daemon import Manager
@@ -24,11 +27,21 @@ def write(tmp_path: Path, spaces: int) -> Path:
     return conf
 
 
-def test_spaces_cycle_in_worker_processes(tmp_path: Path) -> None:
-    config = load_config([write(tmp_path, 6)], hostname="h")
+@contextmanager
+def sharded(tmp_path: Path, spaces: int, factory: Any = None) -> Iterator[tuple[Manager, Store]]:
+    """A Manager spreading ``spaces`` fake spaces over two worker processes, closed afterwards."""
+    config = load_config([write(tmp_path, spaces)], hostname="h")
     store = Store.open(config.settings.state_url)
-    manager = Manager(config, store)
+    manager = Manager(config, store, connector_factory=factory)
     try:
+        yield manager, store
+    finally:
+        manager.close()
+        store.close()
+
+
+def test_spaces_cycle_in_worker_processes(tmp_path: Path) -> None:
+    with sharded(tmp_path, 6) as (manager, store):
         assert manager.shards is not None
         reports = manager.cycle()
         assert [r.space for r in reports] == [f"s{i}" for i in range(6)]
@@ -40,16 +53,10 @@ def test_spaces_cycle_in_worker_processes(tmp_path: Path) -> None:
         assert set(store.last_reports()) == {f"s{i}" for i in range(6)}  # the parent saved every report
         second = manager.cycle()
         assert all(r.ok and r.counts.get("creates", 0) == 0 for r in second)
-    finally:
-        manager.close()
-        store.close()
 
 
 def test_a_dead_worker_is_replaced_before_the_next_cycle(tmp_path: Path) -> None:
-    config = load_config([write(tmp_path, 4)], hostname="h")
-    store = Store.open(config.settings.state_url)
-    manager = Manager(config, store)
-    try:
+    with sharded(tmp_path, 4) as (manager, _):
         assert manager.shards is not None
         manager.cycle()
         victim = manager.shards.workers[0]
@@ -59,9 +66,6 @@ def test_a_dead_worker_is_replaced_before_the_next_cycle(tmp_path: Path) -> None
         assert all(r.ok for r in manager.cycle())
         replaced = manager.shards.workers[0]
         assert replaced is not None and replaced[0].pid != victim[0].pid
-    finally:
-        manager.close()
-        store.close()
 
 
 class DiesOnce(FakeConnector):
@@ -77,20 +81,14 @@ class DiesOnce(FakeConnector):
 
 
 def test_a_worker_dying_mid_cycle_fails_its_spaces_only(tmp_path: Path) -> None:
-    config = load_config([write(tmp_path, 4)], hostname="h")
-    store = Store.open(config.settings.state_url)
     DiesOnce.marker = tmp_path / "died"
 
     def factory(space, cfg):  # type: ignore[no-untyped-def]
         kind = DiesOnce if space.name == "s0" else FakeConnector
         return kind(state_file=str(tmp_path / f"cloud{space.name[1:]}.json"))
 
-    manager = Manager(config, store, connector_factory=factory)
-    try:
+    with sharded(tmp_path, 4, factory) as (manager, _):
         reports = {r.space: r for r in manager.cycle()}
         assert not reports["s0"].ok and "worker process died" in reports["s0"].errors[0]
         assert any(r.ok for r in reports.values())  # the other worker's spaces went on
         assert all(r.ok for r in manager.cycle())  # replaced, and the space works again
-    finally:
-        manager.close()
-        store.close()
