@@ -22,14 +22,16 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from vcycle import __version__, status
+from vcycle import __version__, sections, status
 from vcycle.config import Config, load_config
 from vcycle.cycle import observe
 from vcycle.daemon import Daemon, Lock, LockHeld, Manager, lock_path
 from vcycle.errors import ConfigError, ConfigProblem, StaleState, StoreError, VcycleError
 from vcycle.model import MachineRecord
+from vcycle.options import host_port
 from vcycle.states import MachineState
 from vcycle.store import SpaceState, Store
+from vcycle.userdata.sources import Fetcher, template_cache
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 0, 1, 2, 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,8 +70,8 @@ def describe(config: Config, out: TextIO) -> None:
     out.write(f"# {len(config.files)} file(s): {', '.join(config.files)}\n")
     out.write(f"# {len(config.spaces)} space(s), {machinetypes} machinetype(s), "
               f"{len(config.demands)} demand source(s)\n")
-    settings = {name: getattr(config.settings, name) for name in config.settings.__slots__}
-    _section(out, "settings", settings)
+    settings = {name: getattr(config.settings, name) for name in config.settings.__slots__ if name != "file"}
+    _section(out, "settings", settings, (name for name, option in sections.SETTINGS.items() if option.secret))
     for demand in config.demands.values():
         _section(out, f"demand {demand.name}", {"type": demand.type, **demand.values})
     for space in config.spaces.values():
@@ -153,12 +155,60 @@ def daemon(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         with Lock(lock_path(config)):
-            runner = Daemon(args.config, config, _store(config), max_cycles=args.cycles)
+            store = _store(config)
+            runner = Daemon(args.config, config, store, max_cycles=args.cycles)
+            background = None
+            if config.settings.https_listen is not None:
+                background = _endpoint_thread(config, store, runner)
             runner.install_signals()
-            return runner.run()
+            try:
+                return runner.run()
+            finally:
+                if background is not None:
+                    background.stop()
     except LockHeld as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_BUSY
+
+
+def _endpoint(config: Config, store: Store, fetcher: Fetcher | None = None) -> tuple[Any, Any]:
+    """The endpoint's state and its server, or _Exit with the configuration problem printed."""
+    from vcycle.web import app, server
+
+    endpoint = app.build(config, store, render=app.user_data_renderer(fetcher))
+    try:
+        return endpoint, server.make_server(app.create_app(endpoint), config.settings)
+    except ConfigError as exc:
+        print_problems(exc.problems, "error", sys.stderr)
+        raise _Exit(EXIT_CONFIG) from exc
+
+
+def _endpoint_thread(config: Config, store: Store, runner: Daemon) -> Any:
+    from vcycle.web import server
+
+    endpoint, uvicorn_server = _endpoint(config, store, runner.manager.fetcher)
+    background = server.Background(uvicorn_server)
+    try:
+        background.start()
+    except OSError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise _Exit(EXIT_FAILED) from exc
+    runner.on_reload.append(lambda new: setattr(endpoint, "config", new))
+    logging.getLogger("vcycle.web").info("HTTPS endpoint on %s", server.describe(config))
+    return background
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.listen:
+        config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, https_listen=args.listen))
+    store = _store(config)
+    _, uvicorn_server = _endpoint(config, store, Fetcher(template_cache(config.settings.state_dir)))
+    from vcycle.web import server
+
+    logging.getLogger("vcycle.web").info("HTTPS endpoint on %s", server.describe(config))
+    uvicorn_server.run()  # until SIGTERM or SIGINT
+    return EXIT_OK if uvicorn_server.started else EXIT_FAILED
 
 
 def plan_command(args: argparse.Namespace) -> int:
@@ -292,7 +342,6 @@ def render_command(args: argparse.Namespace) -> int:
     from vcycle.model import CreateOrder
     from vcycle.options import looks_secret
     from vcycle.userdata.render import render_user_data
-    from vcycle.userdata.sources import Fetcher, template_cache
 
     config = _config(args)
     space = config.spaces.get(args.space)
@@ -327,6 +376,13 @@ def render_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _host_port(value: str) -> tuple[str, int]:
+    try:
+        return host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vcycle", description="Keeps cloud spaces filled with pilot machines.")
     parser.add_argument("--version", action="version", version=f"vcycle {__version__}")
@@ -349,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-file", help="log here instead of stderr (reopened after logrotate)")
     run.add_argument("--cycles", type=int, help="stop after this many cycles")
     run.add_argument("--fetch-pipes", action="store_true", help="refresh http(s) vacuum pipes first")
+    serving = command("serve", serve, "serve the HTTPS endpoint alone (the daemon serves it when https_listen is "
+                                      "set)")
+    serving.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="instead of [settings] https_listen")
     planning = command("plan", plan_command, "dry run: what the next cycle would do and why; changes nothing")
     planning.add_argument("--space", action="append", help="only this space (repeatable)")
     show = command("status", status_command, "spaces, machines by state, backoffs, the last cycle")

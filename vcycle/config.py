@@ -48,6 +48,19 @@ class Settings:
     space_workers: int
     create_workers: int
     space_processes: int
+    https_listen: tuple[str, int] | None = None
+    https_cert: str | None = None
+    https_key: str | None = None
+    https_client_ca: str | None = None
+    operator_token: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxy_dn_header: str = "X-SSL-Client-S-DN"
+    joboutputs_dir: str = ""
+    joboutputs_max_file_bytes: int = 10 * 1024 * 1024
+    joboutputs_max_machine_bytes: int = 100 * 1024 * 1024
+    machine_requests_per_minute: int = 600
+    heartbeat_flush_seconds: float = 1.0
+    file: str = ""  # where [settings] is, for messages about its keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +316,12 @@ class _Loader:
             values = self._parse(section, sections.SETTINGS)
             self._unknown(section, set(sections.SETTINGS))
         values["manager_name"] = values["manager_name"] or self.hostname
+        values["file"] = self.origin[found[0][0]] if found else ""
+        values["joboutputs_dir"] = values["joboutputs_dir"] or os.path.join(values["state_dir"], "joboutputs")
+        if values["https_listen"] is not None and found:
+            for key in ("https_cert", "https_key"):
+                if values[key] is None:
+                    self.problem(self.origin[found[0][0]], found[0][0], key, "needed when https_listen is set")
         return Settings(**values)
 
     def _demand(self, section: str, name: str) -> DemandConfig:

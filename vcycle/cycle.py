@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from vcycle import planner
+from vcycle.calls import Timed, report_fields
 from vcycle.clock import Clock
 from vcycle.config import Config, SpaceConfig
 from vcycle.connectors.base import Connector
@@ -155,6 +156,10 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
               "create_failures": applied.create_failures, "deletes": applied.deleted,
               "delete_failures": applied.delete_failures, "foreign_machines": seen.synced.foreign_machines}
     timings = {**seen.timings, "total_s": time.perf_counter() - started}
+    if isinstance(ctx.connector, Timed):
+        api_counts, api_timings = report_fields(ctx.connector.take())
+        counts.update(api_counts)
+        timings.update(api_timings)
     report = CycleReport(ctx.name, now, ctx.clock(), ok=not applied.errors, counts=counts,
                          decisions=seen.plan.decisions, errors=tuple(applied.errors), timings=timings)
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import IO
 
+from vcycle.calls import Timed
 from vcycle.clock import Clock, utc_now
 from vcycle.config import Config, SpaceConfig, load_config
 from vcycle.connectors.base import Connector, make_connector
@@ -114,7 +115,7 @@ class Manager:
         if found is None:
             render = functools.partial(render_user_data, manager=self.config.settings.manager_name,
                                        fetcher=self.fetcher)
-            found = SpaceContext(self.config, space, self.connector_factory(space, self.config), self.store,
+            found = SpaceContext(self.config, space, Timed(self.connector_factory(space, self.config)), self.store,
                                  self.sources, render, self.clock)
             self.contexts[space.name] = found
         return found
@@ -179,6 +180,7 @@ class Daemon:
         self.wake = threading.Event()
         self.stopping = False
         self.reload_wanted = False
+        self.on_reload: list[Callable[[Config], None]] = []  # told of each new configuration (the endpoint)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -205,6 +207,8 @@ class Daemon:
             log.warning("configuration: %s", warning)
         self.manager.close()
         self.manager = Manager(config, self.store, clock=self.manager.clock)
+        for tell in self.on_reload:
+            tell(config)
         log.info("configuration reloaded: %d space(s)", len(config.spaces))
 
     def run(self) -> int:

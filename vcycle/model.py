@@ -167,6 +167,8 @@ class Heartbeat:
     at: datetime | None = None
     shutdown_message: str | None = None
     shutdown_message_at: datetime | None = None
+    address: str | None = None  # where its last report came from (heartbeat lists give it to other machines)
+    detail: str | None = None  # JSON of its last heartbeat body (load, running jobs, text), if it sent one
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from vcycle.options import (
     Option,
     boolean,
     choice,
+    host_port,
     host_ports,
     integer,
     matching,
@@ -49,6 +50,25 @@ SETTINGS = options(
     Option("create_workers", integer(1, 256), 8, help="cloud calls made at once within one space"),
     Option("space_processes", integer(1, 64), 1,
            help="worker processes the spaces are spread over (for many spaces on several cores)"),
+    # The HTTPS endpoint (vcycle serve, or inside vcycle daemon when https_listen is set).
+    Option("https_listen", host_port, None, help="HOST:PORT the HTTPS endpoint listens on; unset = no endpoint"),
+    Option("https_cert", text, None, help="PEM file of the endpoint's certificate (and chain)"),
+    Option("https_key", text, None, help="PEM file of the endpoint's private key"),
+    Option("https_client_ca", text, None,
+           help="CA file or directory (e.g. /etc/grid-security/certificates) for X.509 client certificates"),
+    Option("operator_token", text, None, secret=True,
+           help="bearer token for the operator API; needed unless the endpoint listens on loopback only"),
+    Option("trusted_proxies", words, (), help="addresses of reverse proxies whose client-DN header is trusted"),
+    Option("trusted_proxy_dn_header", text, "X-SSL-Client-S-DN",
+           help="header in which a trusted reverse proxy passes the verified client certificate's DN"),
+    Option("joboutputs_dir", text, None, help="where machines' joboutputs are kept; default STATE_DIR/joboutputs"),
+    Option("joboutputs_max_file_bytes", integer(1), 10 * 1024 * 1024, help="largest joboutputs file accepted"),
+    Option("joboutputs_max_machine_bytes", integer(1), 100 * 1024 * 1024,
+           help="most joboutputs bytes kept for one machine"),
+    Option("machine_requests_per_minute", integer(1), 600,
+           help="requests one machine may make to the endpoint per minute (bursts of a tenth of it allowed)"),
+    Option("heartbeat_flush_seconds", number(0.05, 60.0), 1.0,
+           help="heartbeats received are written to the store in one batch this often"),
 )
 
 SPACE = options(

@@ -108,6 +108,8 @@ heartbeats = Table(
     Column("at", UTCDateTime),
     Column("shutdown_message", Text),
     Column("shutdown_message_at", UTCDateTime),
+    Column("address", String(255)),
+    Column("detail", Text),
     Column("written_at", UTCDateTime, nullable=False),  # when the store got it: for incremental reads
     Index("ix_heartbeats_space_written", "space", "written_at"),
 )

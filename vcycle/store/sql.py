@@ -118,6 +118,23 @@ def _upsert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], 
     connection.execute(statement, list(rows))
 
 
+_MERGES: dict[str, Any] = {}
+
+
+def _merge_heartbeats(connection: Connection) -> Any:
+    """The heartbeat upsert: new values win, None keeps the stored one."""
+    statement = _MERGES.get(connection.dialect.name)
+    if statement is None:
+        table = schema.heartbeats
+        insert_ = _dialect_insert(connection, table)
+        updates = {c.name: func.coalesce(insert_.excluded[c.name], c) for c in table.columns
+                   if c.name not in ("space", "name", "written_at")}
+        updates["written_at"] = insert_.excluded.written_at
+        statement = _MERGES[connection.dialect.name] = insert_.on_conflict_do_update(
+            index_elements=["space", "name"], set_=updates)
+    return statement
+
+
 def _row(space: str, record: MachineRecord) -> dict[str, Any]:
     last = record.history[-1] if record.history else StatusChange(record.state, record.created_at, "")
     return {
@@ -246,21 +263,31 @@ class Store:
                 rows = c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
         beats = dict(seen)
         for r in rows:
-            beats[r.name] = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at)
+            beats[r.name] = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at, r.address, r.detail)
             since = r.written_at if since is None or r.written_at > since else since
         self._beats[space] = (beats, since)
         return dict(beats)
 
     def put_heartbeats(self, items: Iterable[tuple[str, Heartbeat]]) -> None:
-        """Record heartbeats and shutdown messages in one batch (later values win)."""
+        """Record heartbeats and shutdown messages in one batch.
+
+        A value left None keeps what the store has: a heartbeat without a
+        shutdown message does not erase an earlier message.
+        """
         now = datetime.now(UTC)
-        rows = {}
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
         for space, beat in items:
-            rows[(space, beat.machine)] = {"space": space, "name": beat.machine, "at": beat.at,
-                                           "shutdown_message": beat.shutdown_message,
-                                           "shutdown_message_at": beat.shutdown_message_at, "written_at": now}
+            row = {"space": space, "name": beat.machine, "at": beat.at, "shutdown_message": beat.shutdown_message,
+                   "shutdown_message_at": beat.shutdown_message_at, "address": beat.address, "detail": beat.detail,
+                   "written_at": now}
+            earlier = rows.get((space, beat.machine))
+            if earlier is not None:
+                row = {**earlier, **{k: v for k, v in row.items() if v is not None}}
+            rows[(space, beat.machine)] = row
+        if not rows:
+            return
         with self._begin(write=True) as c:
-            _upsert(c, schema.heartbeats, list(rows.values()), ("space", "name"))
+            c.execute(_merge_heartbeats(c), list(rows.values()))
 
     def add_report(self, report: CycleReport) -> None:
         self.add_reports([report])

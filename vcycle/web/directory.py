@@ -1,0 +1,66 @@
+"""The live machines the endpoint answers for, kept in memory and refreshed from the store.
+
+Requests are authenticated against this index, never against the database,
+so a flood of requests (forged or not) costs no queries. A machine's record
+is committed before its create call and the machine boots long after, so a
+refresh every couple of seconds always knows a machine before it first
+calls. GONE machines are not here: their tokens stop working.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from vcycle.errors import StoreError
+from vcycle.model import MachineRecord
+from vcycle.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Directory:
+    """(space, name) -> the machine's live record, as the store last showed it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._records: dict[tuple[str, str], MachineRecord] = {}
+        self._by_name: dict[str, list[MachineRecord]] = {}
+        self._spaces: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self.refreshed = False
+
+    def refresh(self) -> bool:
+        """Read every space's live records (cheaply: unchanged spaces come from the store's cache)."""
+        try:
+            states = self.store.spaces()
+        except StoreError as exc:
+            log.warning("endpoint: machines not refreshed from the store: %s", exc)
+            return False
+        records: dict[tuple[str, str], MachineRecord] = {}
+        by_name: dict[str, list[MachineRecord]] = {}
+        for space, state in states.items():
+            for record in state.records:
+                records[(space, record.name)] = record
+                by_name.setdefault(record.name, []).append(record)
+        with self._lock:
+            self._records, self._by_name, self._spaces = records, by_name, frozenset(states)
+            self.refreshed = True
+        return True
+
+    def get(self, space: str, name: str) -> MachineRecord | None:
+        return self._records.get((space, name))
+
+    def named(self, name: str) -> MachineRecord | None:
+        """The one live machine of that name in any space (the old vcycle's paths had no space)."""
+        found = self._by_name.get(name, [])
+        return found[0] if len(found) == 1 else None
+
+    def records(self) -> list[MachineRecord]:
+        return list(self._records.values())
+
+    def spaces(self) -> frozenset[str]:
+        return self._spaces
+
+    def live(self) -> set[tuple[str, str]]:
+        return set(self._records)

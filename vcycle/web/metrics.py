@@ -1,0 +1,148 @@
+"""Prometheus metrics of the endpoint and of the cycles, as ``GET /metrics`` serves them.
+
+Gauges (machines by state, heartbeat age) are read from the endpoint's
+directory of live machines at each scrape. Counters of the cycles' work
+(creates, deletes and errors by reason, API calls by operation, cycle
+duration) are fed from the cycle reports in the store, so ``vcycle serve``
+in its own process shows the daemon's work as well as the daemon itself
+does. A report is counted once: by its space and finish time.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vcycle.calls import OPERATIONS
+from vcycle.states import MachineState
+from vcycle.web.directory import Directory
+
+# Error texts of the cycle reports -> a small set of reasons (labels must stay few).
+_ERROR_REASONS = (
+    (re.compile(r"create refused \((\w+)\)"), "create_refused_{0}"),
+    (re.compile(r"create not confirmed"), "create_not_confirmed"),
+    (re.compile(r"create failed unexpectedly"), "create_bug"),
+    (re.compile(r"delete failed unexpectedly"), "delete_bug"),
+    (re.compile(r"delete failed"), "delete_failed"),
+    (re.compile(r"user-data not rendered"), "user_data"),
+    (re.compile(r"outcomes not recorded"), "store"),
+    (re.compile(r"connector unavailable"), "connector_unavailable"),
+    (re.compile(r"skipped: unexpected error"), "space_bug"),
+    (re.compile(r"skipped"), "space_skipped"),
+)
+_WORDS = re.compile(r"[a-z][a-z_ ]*")
+
+
+def error_reason(text: str) -> str:
+    for pattern, label in _ERROR_REASONS:
+        found = pattern.search(text)
+        if found:
+            return label.format(*found.groups())
+    return "other"
+
+
+def delete_reason(text: str) -> str:
+    """The leading words of a delete decision's reason (its numbers and names left out)."""
+    found = _WORDS.match(text.lower())
+    words = found.group(0).strip() if found else ""
+    return re.sub(r"\s+", "_", words)[:40] or "other"
+
+
+class _Machines(Collector):
+    def __init__(self, directory: Directory, now: Callable[[], datetime]) -> None:
+        self.directory = directory
+        self.now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        machines = GaugeMetricFamily("vcycle_machines", "Machines known to vcycle, by state",
+                                     labels=["space", "machinetype", "state"])
+        ages = GaugeMetricFamily("vcycle_heartbeat_age_seconds",
+                                 "Age of the oldest heartbeat among running machines that sent one",
+                                 labels=["space", "machinetype"])
+        counts: dict[tuple[str, str, str], int] = {}
+        oldest: dict[tuple[str, str], float] = {}
+        now = self.now()
+        for record in self.directory.records():
+            key = (record.space, record.machinetype, record.state.value)
+            counts[key] = counts.get(key, 0) + 1
+            if record.state is MachineState.RUNNING and record.heartbeat_at is not None:
+                age = (now - record.heartbeat_at).total_seconds()
+                where = (record.space, record.machinetype)
+                oldest[where] = max(age, oldest.get(where, 0.0))
+        for labels, count in sorted(counts.items()):
+            machines.add_metric(list(labels), count)
+        for where, age in sorted(oldest.items()):
+            ages.add_metric(list(where), age)
+        yield machines
+        yield ages
+
+
+class Metrics:
+    """One registry: the endpoint's own counters, the cycles' counters, the machines' gauges."""
+
+    def __init__(self, directory: Directory, now: Callable[[], datetime]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("vcycle_http_requests", "Requests answered by the endpoint",
+                                ["route", "status"], registry=r)
+        self.heartbeats = Counter("vcycle_heartbeats_received", "Heartbeats received from machines", registry=r)
+        self.pending = Gauge("vcycle_heartbeats_pending", "Heartbeats received, not yet written to the store",
+                             registry=r)
+        self.creates = Counter("vcycle_creates", "Machines created", ["space"], registry=r)
+        self.create_decisions = Counter("vcycle_create_decisions", "Creates decided by the planner",
+                                        ["space", "machinetype"], registry=r)
+        self.deletes = Counter("vcycle_deletes", "Deletes decided by the planner, by reason",
+                               ["space", "machinetype", "reason"], registry=r)
+        self.errors = Counter("vcycle_errors", "Errors in cycles, by reason", ["space", "reason"], registry=r)
+        self.cycle_seconds = Histogram("vcycle_cycle_duration_seconds", "Wall time of one space's cycle",
+                                       ["space"], registry=r,
+                                       buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+        self.api_calls = Counter("vcycle_api_calls", "Cloud API calls", ["connector", "operation"], registry=r)
+        self.api_seconds = Counter("vcycle_api_call_seconds",
+                                   "Time spent in cloud API calls (divide by vcycle_api_calls_total for the mean)",
+                                   ["connector", "operation"], registry=r)
+        r.register(_Machines(directory, now))
+        self._seen: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def observe_reports(self, reports: Mapping[str, Mapping[str, Any]], apis: Mapping[str, str]) -> int:
+        """Count each space's newest report once; ``apis`` maps space -> connector name. How many were new."""
+        new = 0
+        with self._lock:
+            for space, report in reports.items():
+                if self._seen.get(space) == report["finished_at"]:
+                    continue
+                self._seen[space] = report["finished_at"]
+                self._count(space, report, apis.get(space, "unknown"))
+                new += 1
+        return new
+
+    def _count(self, space: str, report: Mapping[str, Any], api: str) -> None:
+        counts = report.get("counts", {})
+        timings = report.get("timings", {})
+        if counts.get("creates"):
+            self.creates.labels(space).inc(counts["creates"])
+        for decision in report.get("decisions", []):
+            if decision["action"] == "create":
+                self.create_decisions.labels(space, decision["machinetype"]).inc()
+            elif decision["action"] == "delete":
+                self.deletes.labels(space, decision["machinetype"], delete_reason(decision["reason"])).inc()
+        for error in report.get("errors", []):
+            self.errors.labels(space, error_reason(error)).inc()
+        if "total_s" in timings:
+            self.cycle_seconds.labels(space).observe(timings["total_s"])
+        for operation in OPERATIONS:
+            calls = counts.get(f"api_{operation}_calls")
+            if calls:
+                self.api_calls.labels(api, operation).inc(calls)
+                self.api_seconds.labels(api, operation).inc(timings.get(f"api_{operation}_s", 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
