@@ -214,3 +214,20 @@ def test_heartbeat_lists_show_running_machines_with_a_current_heartbeat(site: Si
     site.clock.advance(601)  # past heartbeat_seconds
     assert site.client.get("/heartbeatlists/sp/squid").text == ""
     assert site.client.get("/heartbeatlists/sp/nothing").status_code == 404
+
+
+def test_a_machine_created_since_the_last_refresh_is_found_in_the_store(site: Site) -> None:
+    site.machine("fresh", refresh=False)
+    assert site.endpoint.directory.get("sp", "fresh") is None
+    answer = site.client.put("/machines/sp/fresh/joboutputs/log", content=b"x", headers=site.auth("fresh"))
+    assert answer.status_code == 204
+
+
+def test_lookups_of_unknown_machines_are_bounded(site: Site) -> None:
+    calls = []
+    site.endpoint.monotonic = lambda: 100.0  # all within one second
+    real = site.store.find
+    site.store.find = lambda name, space=None: calls.append(name) or real(name, space)  # type: ignore[method-assign]
+    for n in range(80):
+        assert site.client.get(f"/machines/sp/ghost{n}/machinefeatures/total_cpu").status_code == 404
+    assert len(calls) == 50  # the rest were answered from memory: MISSES_PER_SECOND

@@ -54,6 +54,7 @@ class Site:
 
 def make_site(tmp_path: Path, settings: dict[str, object] | None = None, listen: str = "127.0.0.1",
               machinetypes: dict[str, dict[str, object]] | None = None) -> Site:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     template = tmp_path / "ud.sh.j2"
     template.write_text("#!/bin/sh\necho {{ machine }} {{ token }} {{ joboutputs_url }}\n")
     text = config_text(machinetypes=machinetypes or {

@@ -2,9 +2,10 @@
 
 Requests are authenticated against this index, never against the database,
 so a flood of requests (forged or not) costs no queries. A machine's record
-is committed before its create call and the machine boots long after, so a
-refresh every couple of seconds always knows a machine before it first
-calls. GONE machines are not here: their tokens stop working.
+is committed before its create call; one that calls before the next refresh
+(a local machine starts at once) is looked up in the store, within a bound
+on such lookups a second. GONE machines are not here: their tokens stop
+working.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import threading
 
 from vcycle.errors import StoreError
 from vcycle.model import MachineRecord
+from vcycle.states import MachineState
 from vcycle.store import Store
 
 log = logging.getLogger(__name__)
+MISSES_PER_SECOND = 50
 
 
 class Directory:
@@ -29,6 +32,8 @@ class Directory:
         self._spaces: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self.refreshed = False
+        self._miss_window = 0.0
+        self._misses = 0
 
     def refresh(self) -> bool:
         """Read every space's live records (cheaply: unchanged spaces come from the store's cache)."""
@@ -55,6 +60,31 @@ class Directory:
         """The one live machine of that name in any space (the old vcycle's paths had no space)."""
         found = self._by_name.get(name, [])
         return found[0] if len(found) == 1 else None
+
+    def lookup(self, name: str, space: str | None, now: float) -> MachineRecord | None:
+        """Ask the store for a machine not (yet) in memory: one created since the last refresh.
+
+        At most ``MISSES_PER_SECOND`` such queries are made, so requests for
+        unknown machines (forged or stale) cannot load the database.
+        """
+        with self._lock:
+            if now - self._miss_window >= 1.0:
+                self._miss_window, self._misses = now, 0
+            if self._misses >= MISSES_PER_SECOND:
+                return None
+            self._misses += 1
+        try:
+            found = [r for r in self.store.find(name, space) if r.state is not MachineState.GONE]
+        except StoreError as exc:
+            log.warning("endpoint: machine %s not looked up: %s", name, exc)
+            return None
+        if len(found) != 1:
+            return None
+        record = found[0]
+        with self._lock:
+            self._records[(record.space, record.name)] = record
+            self._by_name.setdefault(record.name, []).append(record)
+        return record
 
     def records(self) -> list[MachineRecord]:
         return list(self._records.values())

@@ -129,8 +129,10 @@ def authenticate_operator(request: Request, endpoint: Endpoint) -> None:
     wanted = endpoint.config.settings.operator_token
     token = bearer(request)
     if wanted is None:
-        if endpoint.operator_open:
+        if endpoint.operator_open and token is None:
             return
+        if endpoint.operator_open:
+            raise Refused(403, "no operator token is configured; send none on this loopback-only endpoint")
         raise Refused(403, "the operator API needs [settings] operator_token when the endpoint listens beyond "
                            "loopback")
     if token is None:

@@ -34,14 +34,23 @@ def endpoint_of(request: Request) -> Endpoint:
     return found
 
 
-def resolve(endpoint: Endpoint, path: str) -> tuple[MachineRecord, str, str | None]:
+async def find(endpoint: Endpoint, name: str, space: str | None) -> MachineRecord | None:
+    """A live machine: from memory, or else (just created) from the store."""
+    directory = endpoint.directory
+    found = directory.named(name) if space is None else directory.get(space, name)
+    if found is None:
+        found = await run_in_threadpool(directory.lookup, name, space, endpoint.monotonic())
+    return found
+
+
+async def resolve(endpoint: Endpoint, path: str) -> tuple[MachineRecord, str, str | None]:
     """``SPACE/NAME/KIND[/KEY]`` or the old ``NAME/KIND[/KEY]`` -> (record, kind, key)."""
     parts = path.split("/")
     candidates = []
     if len(parts) >= 3 and parts[2] in KINDS:
-        candidates.append((endpoint.directory.get(parts[0], parts[1]), parts[2], parts[3:], f"{parts[0]}/{parts[1]}"))
+        candidates.append((await find(endpoint, parts[1], parts[0]), parts[2], parts[3:], f"{parts[0]}/{parts[1]}"))
     if len(parts) >= 2 and parts[1] in KINDS:
-        candidates.append((endpoint.directory.named(parts[0]), parts[1], parts[2:], parts[0]))
+        candidates.append((await find(endpoint, parts[0], None), parts[1], parts[2:], parts[0]))
     if not candidates:
         raise Refused(404, "expected /machines/SPACE/MACHINE/{machinefeatures,jobfeatures,joboutputs}[/NAME]")
     for record, kind, rest, _ in candidates:
@@ -55,7 +64,7 @@ def resolve(endpoint: Endpoint, path: str) -> tuple[MachineRecord, str, str | No
 
 async def machine_get(request: Request) -> Response:
     endpoint = endpoint_of(request)
-    record, kind, key = resolve(endpoint, request.path_params["path"])
+    record, kind, key = await resolve(endpoint, request.path_params["path"])
     authenticate_machine(request, endpoint, record, required=False)
     if kind == "joboutputs":
         raise Refused(405, "joboutputs are written with PUT, not read", {"Allow": "PUT"})
@@ -99,7 +108,7 @@ def _address(request: Request) -> str | None:
 
 async def machine_put(request: Request) -> Response:
     endpoint = endpoint_of(request)
-    record, kind, name = resolve(endpoint, request.path_params["path"])
+    record, kind, name = await resolve(endpoint, request.path_params["path"])
     if kind != "joboutputs" or name is None:
         raise Refused(405, "only joboutputs/NAME can be written", {"Allow": "GET"})
     authenticate_machine(request, endpoint, record, required=True)
@@ -144,9 +153,9 @@ def _heartbeat_detail(data: bytes) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _api_record(request: Request, endpoint: Endpoint) -> MachineRecord:
+async def _api_record(request: Request, endpoint: Endpoint) -> MachineRecord:
     space, name = request.path_params["space"], request.path_params["machine"]
-    record = endpoint.directory.get(space, name)
+    record = await find(endpoint, name, space)
     if record is None:
         raise Refused(404, f"no live machine {space}/{name}")
     return record
@@ -154,7 +163,7 @@ def _api_record(request: Request, endpoint: Endpoint) -> MachineRecord:
 
 async def api_heartbeat(request: Request) -> Response:
     endpoint = endpoint_of(request)
-    record = _api_record(request, endpoint)
+    record = await _api_record(request, endpoint)
     authenticate_machine(request, endpoint, record, required=True)
     rate_limit(endpoint, record)
     detail = _heartbeat_detail(await read_body(request, HEARTBEAT_BODY_BYTES, "the heartbeat body"))
@@ -167,7 +176,7 @@ async def api_heartbeat(request: Request) -> Response:
 
 async def api_user_data(request: Request) -> Response:
     endpoint = endpoint_of(request)
-    record = _api_record(request, endpoint)
+    record = await _api_record(request, endpoint)
     how = authenticate_machine(request, endpoint, record, required=True)
     rate_limit(endpoint, record)
     if endpoint.render is None or endpoint.machinetype(record) is None:
