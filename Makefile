@@ -10,7 +10,10 @@ PYTEST_ARGS ?=
 # Debian packages some tests use: cloud-init's schema validator, shellcheck, curl.
 TOOLS := cloud-init shellcheck curl
 
-.PHONY: all install tools demo test lint bench check-config clean
+# Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
+BENCH_TOOLS := wrk nginx
+
+.PHONY: all install tools bench-tools demo test lint bench openapi check-config clean
 
 all: test
 
@@ -41,7 +44,19 @@ tools:
 test: lint tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench-tools:
+	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (Debian packages) for the benchmarks"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null; \
+	  else echo "note:$$missing not installed; benchmarks/web.py needs them"; fi; fi
+
+openapi: $(STAMP)
+	$(BIN)/python scripts/openapi.py
+
+bench: $(STAMP) bench-tools
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 check-config: $(STAMP)

@@ -49,6 +49,8 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, datetime):
         return f"{int(value.timestamp())}  # {value.isoformat()}"
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return f"{value[0]}:{value[1]}"  # one HOST:PORT
     if isinstance(value, tuple):
         return " ".join(":".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value)
     return mask_url(str(value))
