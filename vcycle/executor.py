@@ -66,6 +66,12 @@ def new_request_id() -> str:
 Renderer = Callable[[SpaceConfig, MachinetypeConfig, str, CreateOrder, str, str], bytes]
 
 
+def machine_urls(space: SpaceConfig, name: str) -> dict[str, str]:
+    """The machine's MJF and joboutputs URLs on vcycle's endpoint (metadata on clouds, as the old vcycle set)."""
+    base = f"https://{space.https_host}:{space.https_port}/machines/{space.name}/{name}"
+    return {kind: f"{base}/{kind}" for kind in ("machinefeatures", "jobfeatures", "joboutputs")}
+
+
 def new_token() -> tuple[str, str]:
     """A machine's one-time token for the HTTPS endpoint, and the hash that alone is stored."""
     token = secrets.token_urlsafe(32)
@@ -189,7 +195,7 @@ class Executor:
                                 features=json.dumps(mjf.features(mt, order.processors, now, order.shutdown_at,
                                                                  self.space.shutdown_time), sort_keys=True))
             spec = LaunchSpec(name, request, self.space.name, mt.name, self.manager, order.processors, order.flavor,
-                              None, mt.root_image, user_data, order.shutdown_at)
+                              None, mt.root_image, user_data, order.shutdown_at, machine_urls(self.space, name))
             launches.append((batch.put(record), spec))
         return launches
 

@@ -19,11 +19,12 @@ from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 
 
 def spec(name: str = "vcycle-mt-contract01", request: str = "req-contract-01", processors: int = 1,
-         user_data: bytes = b"#!/bin/sh\necho contract\n", **extra: Any) -> LaunchSpec:
+         user_data: bytes = b"#!/bin/sh\nsleep 60\n", **extra: Any) -> LaunchSpec:
     return LaunchSpec(name=name, request_id=request, space="contract", machinetype="mt", manager="mgr",
                       processors=processors, flavor=extra.pop("flavor", None), zone=None,
                       image=extra.pop("image", None), user_data=user_data,
-                      shutdown_at=datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=1), **extra)
+                      shutdown_at=extra.pop("shutdown_at", datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=1)),
+                      **extra)
 
 
 def by_name(connector: Connector) -> dict[str, CloudMachine]:

@@ -16,8 +16,8 @@ vcycle_heartbeats() {  # in the background until vcycle_stop_heartbeats: refresh
     local sleeper=""
     trap 'if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null; fi; exit 0' TERM
     while true; do
-        date +%s > /tmp/vcycle-heartbeat
-        vcycle_put "$HEARTBEAT_FILE" /tmp/vcycle-heartbeat || true
+        date +%s > "${TMPDIR:-/tmp}/vcycle-heartbeat"
+        vcycle_put "$HEARTBEAT_FILE" "${TMPDIR:-/tmp}/vcycle-heartbeat" || true
         sleep "$HEARTBEAT_SECONDS" &
         sleeper=$!
         wait "$sleeper"
@@ -30,8 +30,8 @@ vcycle_stop_heartbeats() {  # vcycle_stop_heartbeats PID
 }
 
 vcycle_finish() {  # vcycle_finish CODE TEXT [LOG...]: say why this machine stops, and upload its logs
-    echo "$1 $2" > /tmp/vcycle-shutdown-message
-    vcycle_put shutdown_message /tmp/vcycle-shutdown-message || true
+    echo "$1 $2" > "${TMPDIR:-/tmp}/vcycle-shutdown-message"
+    vcycle_put shutdown_message "${TMPDIR:-/tmp}/vcycle-shutdown-message" || true
     shift 2
     for log in "$@"; do
         if [ -f "$log" ]; then vcycle_put "$(basename "$log")" "$log" || true; fi

@@ -1,0 +1,144 @@
+"""The local connector: machines as real process sessions on this host, through the connector contract."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from contract import ConnectorContract, spec
+from vcycle.connectors.local import LocalConnector, session_members
+
+from vcycle.errors import LaunchRejected, QuotaExceeded
+from vcycle.model import CloudMachine, CloudStatus
+
+STATE_ROWS = [("running", CloudStatus.RUNNING), ("exited", CloudStatus.STOPPED), ("killed", CloudStatus.FAILED),
+              ("deleting", CloudStatus.DELETING)]
+
+
+def wait_for(predicate: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def _pid(connector: LocalConnector, name: str) -> int:
+    import json
+
+    return int(json.loads((Path(connector.workdir) / name / "machine.json").read_text())["pid"])
+
+
+@pytest.fixture
+def connector(tmp_path: Path) -> Iterator[LocalConnector]:
+    local = LocalConnector("contract", str(tmp_path / "machines"), processors_limit=64, grace_seconds=2)
+    yield local
+    for machine in local.list_machines():  # no process outlives a test
+        local.delete_machine(machine.id)
+
+
+@pytest.fixture
+def cloud_tweak(connector: LocalConnector) -> Any:
+    def tweak(machine: CloudMachine, raw: str) -> None:
+        pid = _pid(connector, machine.name)
+        directory = Path(connector.workdir) / machine.name
+        wait_for(lambda: len(session_members(pid)) >= 4)  # the wrapper, timeout, the script's shell, its sleep
+        if raw == "exited":
+            for member in session_members(pid):
+                if member != pid:
+                    os.kill(member, signal.SIGTERM)  # the entrypoint ends; the wrapper records its status
+            wait_for(lambda: (directory / "exit-status").exists())
+        elif raw == "killed":
+            for member in session_members(pid):
+                os.kill(member, signal.SIGKILL)
+            wait_for(lambda: not session_members(pid))
+            connector.list_machines()  # reaps
+        elif raw == "deleting":
+            (directory / "deleting").touch()
+
+    return tweak
+
+
+@pytest.fixture(params=STATE_ROWS, ids=[row[0] for row in STATE_ROWS])
+def state_row(request: pytest.FixtureRequest) -> tuple[str, CloudStatus]:
+    return request.param  # type: ignore[no-any-return]
+
+
+class TestLocalConnector(ConnectorContract):
+    pass
+
+
+def test_a_machine_runs_its_script_in_its_own_directory_and_session(connector: LocalConnector) -> None:
+    script = b"#!/bin/sh\necho \"$VCYCLE_MACHINE $VCYCLE_PROCESSORS $JOBOUTPUTS $PWD $TMPDIR\"\n"
+    made = connector.create_machine(spec(user_data=script, processors=2,
+                                         metadata={"joboutputs": "https://h:1/machines/contract/m/joboutputs"}))
+    directory = Path(connector.workdir) / made.name
+    wait_for(lambda: (directory / "exit-status").exists())
+    assert (directory / "console.log").read_text() == (
+        f"{made.name} 2 https://h:1/machines/contract/m/joboutputs {directory} {directory}/tmp\n")
+    listed = {m.name: m for m in connector.list_machines()}[made.name]
+    assert listed.status is CloudStatus.STOPPED and listed.detail == "exited 0"
+
+
+def test_the_script_part_of_a_multipart_user_data_is_run(connector: LocalConnector) -> None:
+    from vcycle.userdata.multipart import combine
+
+    data = combine(["#cloud-config\nruncmd: []\n", "#!/bin/sh\necho from the script part\n"])
+    made = connector.create_machine(spec(user_data=data))
+    directory = Path(connector.workdir) / made.name
+    wait_for(lambda: (directory / "exit-status").exists())
+    assert (directory / "console.log").read_text() == "from the script part\n"
+    with pytest.raises(LaunchRejected, match="no part starting with"):
+        connector.create_machine(spec(name="vcycle-mt-yaml", request="r-yaml", user_data=b"#cloud-config\n{}\n"))
+
+
+def test_a_machine_cannot_outlive_its_shutdown_time(connector: LocalConnector) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    made = connector.create_machine(spec(user_data=b"#!/bin/sh\nsleep 600\n", shutdown_at=soon))
+    pid = _pid(connector, made.name)
+    wait_for(lambda: {m.name: m for m in connector.list_machines()}[made.name].status is CloudStatus.STOPPED, 20)
+    listed = {m.name: m for m in connector.list_machines()}[made.name]
+    assert listed.detail == "timed out at its shutdown time"
+    assert session_members(pid) == []
+
+
+def test_delete_stops_every_process_of_the_machine(connector: LocalConnector) -> None:
+    made = connector.create_machine(spec(user_data=b"#!/bin/sh\nsleep 300 &\nsleep 300 &\nwait\n"))
+    pid = _pid(connector, made.name)
+    wait_for(lambda: len(session_members(pid)) >= 4)  # wrapper, timeout, the script, two sleeps
+    connector.delete_machine(made.id)
+    assert session_members(pid) == []
+    assert not (Path(connector.workdir) / made.name).exists()
+
+
+def test_machines_are_found_again_by_a_new_connector_and_not_started_twice(tmp_path: Path) -> None:
+    first = LocalConnector("contract", str(tmp_path / "m"), processors_limit=4, grace_seconds=1)
+    made = first.create_machine(spec())
+    pid = _pid(first, made.name)
+    again = LocalConnector("contract", str(tmp_path / "m"), processors_limit=4, grace_seconds=1)
+    assert [(m.name, m.status, m.owner) for m in again.list_machines()] == [(made.name, CloudStatus.RUNNING,
+                                                                              made.owner)]
+    assert again.create_machine(spec()).id == made.id  # the same request: the same machine
+    assert _pid(again, made.name) == pid
+    again.delete_machine(made.id)
+    assert session_members(pid) == []
+
+
+def test_processors_limit_defaults_to_this_hosts_cores(tmp_path: Path) -> None:
+    local = LocalConnector("contract", str(tmp_path / "m"), grace_seconds=1)
+    assert local.capacity() == os.cpu_count()
+    small = LocalConnector("contract", str(tmp_path / "s"), processors_limit=2, grace_seconds=1)
+    small.create_machine(spec(processors=2))
+    try:
+        with pytest.raises(QuotaExceeded, match="uses 2 of 2"):
+            small.create_machine(spec(name="vcycle-mt-more", request="r-more"))
+    finally:
+        for machine in small.list_machines():
+            small.delete_machine(machine.id)
