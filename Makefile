@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-# Debian packages some tests use: cloud-init's schema validator, shellcheck, curl.
+# Debian packages some tests and the demo use: cloud-init's schema validator, shellcheck, curl (pilots' uploads).
 TOOLS := cloud-init shellcheck curl
 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) tools
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)

@@ -1,143 +1,350 @@
-"""A first look at vcycle: its daemon's cycles on a simulated cloud, one simulated minute each.
+"""A first look at vcycle doing its whole job on this host: ``make demo``.
 
-One space with a limit of 16 processors and two machinetypes: ``alpha``
-(target_share 3) whose pilots work for a while and finish with
-'200 Success', and ``beta`` (target_share 1) whose pilots find no work and
-stop at once with '300 No matching jobs', so its backoff shows. Each cycle
-is vcycle's real code path (the store in SQLite, intent recorded before
-every create, user-data rendered from the shipped ``pilot-container``
-template, decisions with their reasons); only the cloud (the FakeConnector)
-and the clock are simulated, and a small script plays the pilots. At the end
-the status table and one machine's history are printed, as ``vcycle status``
-and ``vcycle machines history`` show them.
+It writes a configuration into a new directory and runs the real daemon with
+its HTTPS endpoint (on loopback, with a certificate made for the demo) and
+one ``api = local`` space: machines are process sessions on this host that
+run the shipped ``pilot-container`` user-data. A small batch system plays
+along: it queues jobs as files and publishes how many wait in a ``file``
+demand source. ``alpha`` pilots take jobs one by one, heartbeat over HTTPS
+while they work and stop with '200 Success' when the queue is empty;
+``beta`` pilots find their environment broken and stop at once with
+'500 Pilot failed', so beta's backoff shows. Later more alpha jobs arrive,
+beta's jobs are cancelled, the queue drains and so do the machines.
 
-    make demo        (or: .venv/bin/python scripts/demo.py --cycles 25)
+A live table shows the machines by state (read from the endpoint's API);
+then a summary and where to look next. Every process started is stopped at
+the end, also on Ctrl-C.
+
+    make demo        (or: .venv/bin/python scripts/demo.py [--seconds 60] [--keep DIR])
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
+import ipaddress
+import json
 import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
+import time
+import urllib.request
+from typing import Any
 
-from rich.console import Console
-
-from vcycle import status
-from vcycle.config import load_config
-from vcycle.daemon import Manager
-from vcycle.model import CloudStatus, CycleReport, Heartbeat
-from vcycle.store import Store
-from vcycle.testing import FakeClock, FakeConnector
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 SPACE = "demo.example.org"
-CONFIG = """
-[settings]
-state_url = sqlite:///{directory}/state.db
-state_dir = {directory}
+CONFIG = """[settings]
+state_url = sqlite:///{dir}/state.db
+state_dir = {dir}
 manager_name = demo-manager
-max_create_fraction = 0.25
+cycle_seconds = {cycle}
+max_create_fraction = 0.5
+starting_timeout_seconds = 120
+https_listen = 127.0.0.1:{port}
+https_cert = {dir}/pki/server.pem
+https_key = {dir}/pki/server.key
+heartbeat_flush_seconds = 0.5
+
+[demand batch]
+type = file
+path = {dir}/demand.json
 
 [space {space}]
-api = fake
-processors_limit = 16
-https_host = vcycle.example.org
+api = local
+processors_limit = 6
+https_host = 127.0.0.1
+https_port = {port}
+ca_bundle = {dir}/pki/ca.pem
+cleanup_hours = 24
 
 [machinetype {space} alpha]
 user_data = pilot-container
-user_data_option_pilot_command = run-some-jobs
+user_data_option_pilot_command = for job in {dir}/queue/alpha/*; do mv "$job" . 2>/dev/null || continue; \
+echo "running $(basename "$job")"; sleep {job}; done
+user_data_option_heartbeat_seconds = 2
+heartbeat_file = vm-heartbeat
+heartbeat_seconds = 60
+demand = batch
+jobs_per_machine = 2
 target_share = 3
-backoff_seconds = 300
-fizzle_seconds = 120
-max_wallclock_seconds = 1200
+backoff_seconds = 30
+fizzle_seconds = 2
+max_wallclock_seconds = 300
 
 [machinetype {space} beta]
 user_data = pilot-container
+user_data_option_pilot_command = echo "cannot mount the experiment software"; exit 1
+heartbeat_file = vm-heartbeat
+demand = batch
 target_share = 1
-backoff_seconds = 300
-fizzle_seconds = 120
+backoff_seconds = {backoff}
+fizzle_seconds = 2
+max_wallclock_seconds = 300
 """
 
 
-def play_pilots(cloud: FakeConnector, store: Store, now: datetime, started: dict[str, datetime]) -> None:
-    """The pilots between two cycles: alpha works about eight minutes, beta gives up at once."""
-    beats = []
-    for machine in cloud.ours():
-        if machine.status is not CloudStatus.RUNNING or machine.owner is None:
-            continue
-        since = started.setdefault(machine.name, now)
-        minutes = (now - since).total_seconds() / 60
-        message = None
-        if machine.owner.machinetype == "beta" and minutes >= 1:
-            message = "300 No matching jobs"
-        elif machine.owner.machinetype == "alpha" and minutes >= 8 + len(machine.name) % 3:
-            message = "200 Success"
-        beats.append((SPACE, Heartbeat(machine.name, now, message, now if message else None)))
-        if message:
-            cloud.set_status(machine.name, CloudStatus.STOPPED, "SHUTOFF")
-    store.put_heartbeats(beats)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def show_cycle(number: int, now: datetime, store: Store, report: CycleReport) -> None:
-    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for record in store.load(SPACE).records:
-        if record.state.value != "gone":
-            counts[record.machinetype][record.state.value] += 1
-    states = "  ".join(f"{mt}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
-                       for mt, c in sorted(counts.items()))
-    print(f"\ncycle {number:2d}  {now:%H:%M}  {states or 'no machines'}")
-    made = collections.Counter(d.machinetype for d in report.decisions if d.action.value == "create")
-    for machinetype, n in sorted(made.items()):
-        print(f"   + create {n} {machinetype}")
-    for decision in report.decisions:
-        if decision.action.value == "delete":
-            print(f"   - delete {decision.machine}: {decision.reason}")
-        elif decision.action.value == "hold":
-            print(f"   = hold {decision.machinetype or 'space'}: {decision.reason}")
-    for error in report.errors:
-        print(f"   ! {error}")
+def make_pki(directory: str) -> None:
+    """A CA and a certificate for 127.0.0.1 signed by it, for the demo's endpoint."""
+    os.makedirs(directory, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcycle demo CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+              .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    for name, data in (("ca.pem", ca.public_bytes(pem)), ("server.pem", server.public_bytes(pem)),
+                       ("server.key", key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))):
+        with open(os.path.join(directory, name), "wb") as stream:
+            stream.write(data)
+    os.chmod(os.path.join(directory, "server.key"), 0o600)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="vcycle's cycles on a simulated cloud")
-    parser.add_argument("--cycles", type=int, default=25)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="vcycle-demo-") as directory:
-        path = os.path.join(directory, "vcycle.conf")
-        with open(path, "w") as stream:
-            stream.write(CONFIG.format(directory=directory, space=SPACE))
-        config = load_config([path])
-        clock = FakeClock(datetime(2026, 1, 1, 9, 0, tzinfo=UTC))
-        cloud = FakeConnector(clock=clock, boot_seconds=30)
-        store = Store.open(config.settings.state_url)
-        manager = Manager(config, store, clock=clock, connector_factory=lambda space, cfg: cloud)
-        print(f"vcycle demo: space {SPACE}, processors_limit 16, alpha (share 3, works) and beta (share 1, aborts)")
-        started: dict[str, datetime] = {}
-        totals: collections.Counter[str] = collections.Counter()
+class Batch:
+    """The batch system: jobs as files in queue/MACHINETYPE, their count published as demand."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.submitted: collections.Counter[str] = collections.Counter()
+
+    def submit(self, machinetype: str, count: int) -> None:
+        queue = os.path.join(self.directory, "queue", machinetype)
+        os.makedirs(queue, exist_ok=True)
+        for _ in range(count):
+            self.submitted[machinetype] += 1
+            open(os.path.join(queue, f"job-{self.submitted[machinetype]:03d}"), "w").close()
+
+    def cancel(self, machinetype: str) -> None:
+        queue = os.path.join(self.directory, "queue", machinetype)
+        for name in os.listdir(queue):
+            os.unlink(os.path.join(queue, name))
+
+    def idle(self, machinetype: str) -> int:
         try:
-            for number in range(1, args.cycles + 1):
-                (report,) = manager.cycle()
-                show_cycle(number, clock(), store, report)
-                totals.update(d.action.value for d in report.decisions)
-                clock.advance(60)
-                play_pilots(cloud, store, clock(), started)
-            print()
-            status.show(status.collect(config, store, clock()), Console())
-            finished = [r for r in store.records(SPACE) if r.shutdown_code == 200]
-            if finished:
-                example = finished[0]
-                print(f"\nhistory of {example.name} ({example.machinetype}), as `vcycle machines history` shows it:")
-                for change in store.history(SPACE, example.name):
-                    print(f"  {change.at:%H:%M:%S}  {change.state.value:<13}  {change.reason}")
-            print(f"\nsummary: {totals['create']} creates, {totals['delete']} deletes, {totals['hold']} refusals")
-            print("next: `vcycle check-config --config etc/vcycle.conf.example` shows a real configuration;"
-                  " `vcycle render` shows a machine's user-data")
-        finally:
-            manager.close()
-            store.close()
-    return 0
+            return len(os.listdir(os.path.join(self.directory, "queue", machinetype)))
+        except FileNotFoundError:
+            return 0
+
+    def publish(self) -> None:
+        document = {SPACE: {mt: {"idle_jobs": self.idle(mt), "running_jobs": 0} for mt in ("alpha", "beta")}}
+        temporary = os.path.join(self.directory, "demand.json.new")
+        with open(temporary, "w") as stream:
+            json.dump(document, stream)
+        os.replace(temporary, os.path.join(self.directory, "demand.json"))
+
+
+class Api:
+    """The endpoint's operator API, as an operator's script would read it."""
+
+    def __init__(self, port: int, ca: str) -> None:
+        self.base = f"https://127.0.0.1:{port}"
+        self.context = ssl.create_default_context(cafile=ca)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.base + path, context=self.context, timeout=5) as answer:
+            body = answer.read().decode()
+        return json.loads(body) if path.startswith("/api/") else body
+
+
+def table(status: dict[str, Any], batch: Batch, heartbeats: int, elapsed: float, notes: list[str]) -> Group:
+    space = status["spaces"].get(SPACE, {})
+    counts = space.get("machinetypes", {})
+    states = ["requested", "starting", "running", "stopped", "deleting"]
+    grid = Table(title=f"vcycle demo, {elapsed:4.0f}s: space {SPACE} ({space.get('processors_held', 0)}/6 processors)")
+    grid.add_column("machinetype", no_wrap=True)
+    for state in states:
+        grid.add_column(state, justify="right")
+    grid.add_column("jobs queued", justify="right")
+    for mt in ("alpha", "beta"):
+        grid.add_row(mt, *(str(counts.get(mt, {}).get(s, 0)) for s in states), str(batch.idle(mt)))
+    lines = [f"heartbeats received over HTTPS: {heartbeats}"]
+    lines += [f"backoff {b['machinetype']} until {b['until'][11:19]}: {b['reason']}" for b in space.get("backoffs", [])]
+    return Group(grid, Text("\n".join(lines + notes[-4:])))
+
+
+def heartbeats_received(api: Api) -> int:
+    found = re.search(r"^vcycle_heartbeats_received_total ([0-9.e+]+)$", api.get("/metrics"), re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def stray_processes(directory: str) -> list[int]:
+    """Processes still running from the demo's machine directories."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry.name}/cwd").startswith(os.path.join(directory, "local")):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def cleanup(directory: str, daemon: subprocess.Popen[bytes] | None, console: Console) -> None:
+    """Stop the daemon, then any machine still running (as vcycle would delete it)."""
+    if daemon is not None and daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+    from vcycle.connectors.local import LocalConnector
+
+    local = LocalConnector(SPACE, os.path.join(directory, "local", SPACE), grace_seconds=3)
+    left = local.list_machines()
+    for machine in left:
+        local.delete_machine(machine.id)
+    if left:
+        console.print(f"stopped {len(left)} machine(s) still running")
+
+
+def summary(api: Api, heartbeats: int, reasons: collections.Counter[str], console: Console, directory: str,
+            port: int) -> None:
+    machines = api.get(f"/api/v1/machines?space={SPACE}")["machines"]
+    by_type: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for m in machines:
+        code = m["shutdown_code"]
+        outcome = ("finished" if code is not None and code < 300 else "aborted" if code is not None and code < 700
+                   else m["state"])
+        by_type[m["machinetype"]][outcome] += 1
+    console.rule("summary")
+    for mt, counts in sorted(by_type.items()):
+        console.print(f"{mt}: {sum(counts.values())} machines created: " +
+                      ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))
+    console.print(f"heartbeats received over HTTPS: {heartbeats}")
+    console.print("decisions and their reasons (how often):")
+    for reason, count in reasons.most_common(12):
+        console.print(f"  {count:3d} x {reason}", markup=False, soft_wrap=True)
+    aborted = next((m for m in machines if m["machinetype"] == "beta" and m["shutdown_code"]), None)
+    if aborted is not None:
+        console.print(f"one machine's history ({aborted['name']}):")
+        for change in api.get(f"/api/v1/machines/{SPACE}/{aborted['name']}/history")["history"]:
+            console.print(f"  {change['at'][11:19]} {change['state']:<10} {change['reason']}", markup=False,
+                          soft_wrap=True)
+    console.rule("where to look next")
+    vcycle = os.path.join(os.path.dirname(sys.executable), "vcycle")
+    console.print(f"  {vcycle} status --config {directory}/vcycle.conf", markup=False, soft_wrap=True)
+    console.print(f"  {vcycle} machines list --config {directory}/vcycle.conf", markup=False, soft_wrap=True)
+    console.print(f"  {vcycle} serve --config {directory}/vcycle.conf   then https://127.0.0.1:{port}/api/v1/status "
+                  f"(CA: {directory}/pki/ca.pem)", markup=False, soft_wrap=True)
+    console.print(f"  state: {directory}/state.db  log: {directory}/vcycle.log  joboutputs: {directory}/joboutputs",
+                  markup=False, soft_wrap=True)
+
+
+def _reason_key(decision: dict[str, Any]) -> str:
+    who = decision["machinetype"] or "space"
+    reason = re.sub(r"vcycle-[a-z0-9-]+", "MACHINE", decision["reason"])
+    reason = re.sub(r"\d+(\.\d+)?", "N", reason)
+    return f"{decision['action']} {who}: {reason}"
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    directory = args.keep or tempfile.mkdtemp(prefix="vcycle-demo-")
+    os.makedirs(directory, exist_ok=True)
+    port = free_port()
+    make_pki(os.path.join(directory, "pki"))
+    with open(os.path.join(directory, "vcycle.conf"), "w") as stream:
+        stream.write(CONFIG.format(dir=directory, port=port, space=SPACE, cycle=args.cycle_seconds,
+                                   job=args.job_seconds, backoff=max(10, int(args.seconds * 0.4))))
+    batch = Batch(directory)
+    batch.submit("alpha", 12)
+    batch.submit("beta", 4)
+    batch.publish()
+    console.print(f"demo directory {directory}; the daemon's endpoint: https://127.0.0.1:{port}")
+    daemon = subprocess.Popen([sys.executable, "-m", "vcycle.cli", "daemon", "--config",
+                               os.path.join(directory, "vcycle.conf"), "--log-file",
+                               os.path.join(directory, "vcycle.log")], stdout=subprocess.DEVNULL)
+    api = Api(port, os.path.join(directory, "pki", "ca.pem"))
+    reasons: collections.Counter[str] = collections.Counter()
+    seen_reports: set[str] = set()
+    notes: list[str] = []
+    heartbeats = 0
+    started = time.monotonic()
+    phases = [(0.35, "the batch system submits 8 more alpha jobs", lambda: batch.submit("alpha", 8)),
+              (0.6, "beta's jobs are cancelled: its demand falls to 0", lambda: batch.cancel("beta"))]
+    try:
+        with Live(console=console, refresh_per_second=4, transient=not args.live) as live:
+            while True:
+                elapsed = time.monotonic() - started
+                while phases and elapsed >= phases[0][0] * args.seconds:
+                    _, note, act = phases.pop(0)
+                    act()
+                    notes.append(f"{elapsed:4.0f}s {note}")
+                batch.publish()
+                if daemon.poll() is not None:
+                    console.print(f"the daemon stopped unexpectedly; see {directory}/vcycle.log")
+                    return 1
+                try:
+                    status = api.get("/api/v1/status")
+                    heartbeats = heartbeats_received(api)
+                except OSError:
+                    time.sleep(0.5)
+                    continue
+                report = status["spaces"].get(SPACE, {}).get("last_cycle")
+                if report and report["finished_at"] not in seen_reports:
+                    seen_reports.add(report["finished_at"])
+                    reasons.update(_reason_key(d) for d in report["decisions"])
+                if args.live:
+                    live.update(table(status, batch, heartbeats, elapsed, notes))
+                counts = status["spaces"].get(SPACE, {}).get("machinetypes", {})
+                live_machines = sum(n for c in counts.values() for s, n in c.items() if s not in ("gone",))
+                if not phases and batch.idle("alpha") == 0 and live_machines == 0 and seen_reports:
+                    break  # the queue drained and every machine is gone
+                if elapsed > args.seconds * 3:
+                    notes.append("time is up")
+                    break
+                time.sleep(0.5)
+        summary(api, heartbeats, reasons, console, directory, port)
+        return 0
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping everything the demo started")
+        return 130
+    finally:
+        cleanup(directory, daemon, console)
+        left = stray_processes(directory)
+        if left:
+            console.print(f"warning: processes still running from the demo: {left}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="vcycle's demo: a local space, the daemon and its HTTPS endpoint")
+    parser.add_argument("--seconds", type=float, default=60, help="the length of the scripted scenario")
+    parser.add_argument("--cycle-seconds", type=int, default=3)
+    parser.add_argument("--job-seconds", type=int, default=4, help="how long each simulated job runs")
+    parser.add_argument("--keep", metavar="DIR", help="put the demo's files here (default: a new temporary dir)")
+    parser.add_argument("--no-live", dest="live", action="store_false", help="no live table (for logs and tests)")
+    args = parser.parse_args(argv)
+    return run(args, Console())
 
 
 if __name__ == "__main__":

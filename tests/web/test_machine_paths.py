@@ -85,7 +85,7 @@ def test_a_shutdown_message_reaches_sync_and_is_not_erased_by_a_later_heartbeat(
     headers = site.auth("m1")
     assert site.client.put("/machines/sp/m1/joboutputs/shutdown_message", content=b"300 Nothing to do\n",
                            headers=headers).status_code == 204
-    site.endpoint.beats.flush()
+    assert site.store.heartbeats("sp")["m1"].shutdown_message == "300 Nothing to do"  # written at once
     site.clock.advance(60)
     site.client.put("/machines/sp/m1/joboutputs/vm-heartbeat", content=b"x", headers=headers)
     site.endpoint.beats.flush()

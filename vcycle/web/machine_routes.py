@@ -128,8 +128,11 @@ async def machine_put(request: Request) -> Response:
     if name == SHUTDOWN_MESSAGE:
         text = data.decode("utf-8", "replace").strip().splitlines()
         message = (text[0] if text else "")[:1000]
-        endpoint.beats.add(record.space, Heartbeat(record.name, shutdown_message=message, shutdown_message_at=now,
-                                                   address=_address(request)))
+        beat = Heartbeat(record.name, shutdown_message=message, shutdown_message_at=now, address=_address(request))
+        try:  # at once, not batched: the machine stops right after, and sync must not see it stop without it
+            await run_in_threadpool(endpoint.store.put_heartbeats, [(record.space, beat)])
+        except StoreError:
+            endpoint.beats.add(record.space, beat)
     return Response(status_code=204)
 
 
