@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 # Debian packages some tests and the demo use: cloud-init's schema validator, shellcheck, curl (pilots' uploads).
-TOOLS := cloud-init shellcheck curl
+TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap  # command:package
 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
 BENCH_TOOLS := wrk nginx
@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 tools:
-	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing (Debian packages) for the user-data tests"; \

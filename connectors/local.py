@@ -6,7 +6,8 @@ rendered user-data, run as its entrypoint), ``console.log`` and, once it
 ends, ``exit-status``. It runs in its own session (stopped as a whole), with
 its directory as working directory, ``HOME`` and ``TMPDIR``, an environment
 that names it (``VCYCLE_MACHINE``, ``VCYCLE_PROCESSORS``: its CPU budget,
-``MACHINEFEATURES``, ``JOBFEATURES``, ``JOBOUTPUTS``) and coreutils'
+``MACHINEFEATURES``, ``JOBFEATURES``, ``JOBOUTPUTS``, its token as
+``VCYCLE_TOKEN``) and coreutils'
 ``timeout`` ending it at its shutdown time. Machines do not depend on the
 daemon: they outlive its restart and are found again from their
 directories, never started twice.
@@ -223,6 +224,8 @@ class LocalConnector:
         for key in ("machinefeatures", "jobfeatures", "joboutputs"):
             if key in spec.metadata:
                 env[key.upper()] = spec.metadata[key]
+        if spec.token is not None:
+            env["VCYCLE_TOKEN"] = spec.token
         if self.ca_bundle:
             env["CURL_CA_BUNDLE"] = env["SSL_CERT_FILE"] = self.ca_bundle
         return env

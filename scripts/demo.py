@@ -237,6 +237,7 @@ def summary(api: Api, heartbeats: int, reasons: collections.Counter[str], consol
         outcome = ("finished" if code is not None and code < 300 else "aborted" if code is not None and code < 700
                    else m["state"])
         by_type[m["machinetype"]][outcome] += 1
+    console.print()
     console.rule("summary")
     for mt, counts in sorted(by_type.items()):
         console.print(f"{mt}: {sum(counts.values())} machines created: " +

@@ -195,7 +195,8 @@ class Executor:
                                 features=json.dumps(mjf.features(mt, order.processors, now, order.shutdown_at,
                                                                  self.space.shutdown_time), sort_keys=True))
             spec = LaunchSpec(name, request, self.space.name, mt.name, self.manager, order.processors, order.flavor,
-                              None, mt.root_image, user_data, order.shutdown_at, machine_urls(self.space, name))
+                              None, mt.root_image, user_data, order.shutdown_at, machine_urls(self.space, name),
+                              token)
             launches.append((batch.put(record), spec))
         return launches
 

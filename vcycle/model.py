@@ -277,6 +277,7 @@ class LaunchSpec:
     user_data: bytes
     shutdown_at: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
+    token: str | None = field(default=None, repr=False)  # the machine's endpoint token: never a tag or metadata
 
     @property
     def owner(self) -> OwnerTags:

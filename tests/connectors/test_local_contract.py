@@ -142,3 +142,20 @@ def test_processors_limit_defaults_to_this_hosts_cores(tmp_path: Path) -> None:
     finally:
         for machine in small.list_machines():
             small.delete_machine(machine.id)
+
+
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap is not installed")
+def test_bwrap_isolation_leaves_only_the_machines_directory_writable(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    local = LocalConnector("contract", str(tmp_path / "m"), processors_limit=4, isolation="bwrap", grace_seconds=1)
+    script = (f"#!/bin/sh\necho pid $$\ntouch {outside}/x 2>/dev/null && echo wrote outside || echo outside is "
+              "read-only\ntouch ./mine && echo wrote its own directory\necho \"token $VCYCLE_TOKEN\"\n").encode()
+    made = local.create_machine(spec(user_data=script, token="tok-123"))
+    directory = Path(local.workdir) / made.name
+    wait_for(lambda: (directory / "exit-status").exists())
+    lines = (directory / "console.log").read_text().splitlines()
+    assert lines[0] in ("pid 1", "pid 2")  # its own PID namespace
+    assert lines[1:] == ["outside is read-only", "wrote its own directory", "token tok-123"]
+    assert not (outside / "x").exists()
+    local.delete_machine(made.id)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -231,3 +234,47 @@ def test_lookups_of_unknown_machines_are_bounded(site: Site) -> None:
     for n in range(80):
         assert site.client.get(f"/machines/sp/ghost{n}/machinefeatures/total_cpu").status_code == 404
     assert len(calls) == 50  # the rest were answered from memory: MISSES_PER_SECOND
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KB tmpfs (needs root and mount), so that a write really meets a full disk."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_a_full_disk_is_answered_507_and_nothing_half_written_stays(tmp_path: Path, small_disk: Path) -> None:
+    site = make_site(tmp_path / "site", settings={"joboutputs_dir": small_disk})
+    site.machine("m1")
+    headers = site.auth("m1")
+    assert site.client.put("/machines/sp/m1/joboutputs/first", content=b"x" * 40_000,
+                           headers=headers).status_code == 204
+    full = site.client.put("/machines/sp/m1/joboutputs/second", content=b"y" * 40_000, headers=headers)
+    assert full.status_code == 507 and "nothing was kept" in full.text
+    assert sorted(os.listdir(small_disk / "sp" / "m1")) == ["first"]  # no temporary file left behind
+    assert (small_disk / "sp" / "m1" / "first").read_bytes() == b"x" * 40_000
+
+
+def test_joboutputs_of_machines_gone_longer_than_cleanup_hours_are_removed(tmp_path: Path) -> None:
+    from vcycle.web.joboutputs import Joboutputs
+
+    store = Joboutputs(str(tmp_path / "jo"), 1000, 10000)
+    for machine in ("live", "recent", "old"):
+        store.write("sp", machine, "log", b"x")
+    old = tmp_path / "jo" / "sp" / "old"
+    os.utime(old, (1_000_000, 1_000_000))
+    now = 1_000_000 + 3 * 3600.0
+    os.utime(tmp_path / "jo" / "sp" / "recent", (now - 3600, now - 3600))
+    os.utime(tmp_path / "jo" / "sp" / "live", (1_000_000, 1_000_000))
+    removed = store.cleanup({("sp", "live")}, lambda space: 2 * 3600.0, now)
+    assert removed == 1
+    assert sorted(os.listdir(tmp_path / "jo" / "sp")) == ["live", "recent"]
