@@ -13,7 +13,13 @@ TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
 BENCH_TOOLS := wrk nginx
 
-.PHONY: all install tools bench-tools demo test lint bench openapi check-config clean
+# A real OpenStack for the tests (scripts/openstack_testbed.py), in a virtualenv of its own.
+OPENSTACK_VENV := .openstack/venv
+OPENSTACK_STAMP := $(OPENSTACK_VENV)/.installed-1
+OPENSTACK_PACKAGES := nova==34.0.0 keystone==30.0.0 glance==33.0.0 openstack-placement==16.0.0 neutron==29.0.0 \
+	openstacksdk==4.22.0 gunicorn==27.0.1
+
+.PHONY: all install tools bench-tools openstack-testbed demo test lint bench openapi check-config clean
 
 all: test
 
@@ -41,7 +47,14 @@ tools:
 	      $$missing >/dev/null; \
 	  else echo "note:$$missing not installed; the tests that need them skip"; fi; fi
 
-test: lint tools
+$(OPENSTACK_STAMP):
+	$(PYTHON) -m venv $(OPENSTACK_VENV)
+	$(OPENSTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(OPENSTACK_PACKAGES)
+	touch $@
+
+openstack-testbed: $(OPENSTACK_STAMP)
+
+test: lint tools openstack-testbed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-tools:
@@ -63,4 +76,4 @@ check-config: $(STAMP)
 	@for f in etc/*.example etc/vcycle.d/*.example; do echo "== $$f"; $(BIN)/vcycle check-config --config $$f >/dev/null || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .openstack .pytest_cache .mypy_cache .ruff_cache .hypothesis

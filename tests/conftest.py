@@ -33,3 +33,26 @@ def moto_ami(moto_url: str) -> str:
                           aws_secret_access_key="testing")
     images = client.describe_images(Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"]
     return str((images or client.describe_images()["Images"])[0]["ImageId"])
+
+
+@pytest.fixture(scope="session")
+def openstack_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real OpenStack on this machine (scripts/openstack_testbed.py), started once per test session.
+
+    Where it cannot start (not installed: make openstack-testbed; no RabbitMQ), the tests using it skip and
+    say why, except under CI=true, where they fail.
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import openstack_testbed
+
+    reason = openstack_testbed.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the OpenStack testbed must run under CI: {reason}")
+        pytest.skip(f"no real OpenStack here: {reason}")
+    testbed = openstack_testbed.start(tmp_path_factory.mktemp("openstack"))
+    yield testbed
+    testbed.stop()

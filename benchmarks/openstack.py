@@ -1,0 +1,150 @@
+"""Create and then delete 50 servers in a real Nova: vcycle next to a plain openstacksdk loop.
+
+The cloud is the project's OpenStack testbed (scripts/openstack_testbed.py:
+Keystone, Glance, Placement, the Neutron API and Nova with its fake virt
+driver, on this machine). vcycle runs its daemon's code path
+(Manager.cycle): one cycle creates 50 servers (user-data rendered from the
+shipped ``pilot-container`` template, intent recorded in SQLite first), then,
+with the space's shutdown_time moved into the past, one cycle deletes them.
+The plain loop makes the same calls one after the other: list servers, list
+flavors, find the image, 50 creates with the same metadata and user-data;
+then list servers and 50 deletes. Between rounds Nova is left to finish
+building and deleting, so that neither side meets the other's work.
+
+vcycle makes its cloud calls one at a time here (``create_workers = 1``,
+``BENCH_CREATE_WORKERS`` changes it), as the loop does: the testbed's Nova
+keeps its state in SQLite, where concurrent writers wait for each other's
+locks, so concurrent creates measure that database rather than vcycle (seen:
+8 at once took as long as 50 one by one, and some failed).
+
+    .venv/bin/python benchmarks/openstack.py [--servers 50] [--rounds 3]
+
+Ends with ``RESULT sdk_ratio=...``: the median over the rounds of vcycle's time / the loop's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+# This file's own name would shadow openstacksdk's package: take its directory off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import openstack_testbed  # noqa: E402
+
+from vcycle.config import load_config  # noqa: E402
+from vcycle.daemon import Manager  # noqa: E402
+from vcycle.store import Store  # noqa: E402
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "userdata" / "templates" / "pilot-container.j2"
+
+
+def write_config(directory: str, testbed: Any, servers: int, shutdown: int | None) -> list[str]:
+    keys = [f"{k} = {v}" for k, v in testbed.space_keys().items()]
+    lines = ["[settings]", f"state_url = sqlite:///{directory}/state.db", f"state_dir = {directory}",
+             "manager_name = bench", "max_create_fraction = 1",
+             "create_workers = " + os.environ.get("BENCH_CREATE_WORKERS", "1"), "[space bench]", "api = openstack",
+             *keys, f"processors_limit = {servers}"]
+    if shutdown is not None:
+        lines.append(f"shutdown_time = {shutdown}")
+    lines += ["[machinetype bench pilot]", "root_image = image:cernvm-test", "flavor_names = m1.tiny",
+              "target_share = 1", "backoff_seconds = 0", "fizzle_seconds = 0", "user_data = pilot-container"]
+    path = os.path.join(directory, "bench.conf")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return [path]
+
+
+def clear(admin: Any) -> None:
+    for server in admin.compute.servers(all_projects=True):
+        admin.compute.delete_server(server.id, ignore_missing=True)
+    deadline = time.monotonic() + 300
+    while list(admin.compute.servers(all_projects=True)):  # not even listed as DELETED any more
+        if time.monotonic() > deadline:
+            raise SystemExit("servers not deleted within 300 s")
+        time.sleep(0.5)
+
+
+def run_vcycle(testbed: Any, servers: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as directory:
+        config = load_config(write_config(directory, testbed, servers, None), hostname="bench")
+        store = Store.open(config.settings.state_url)
+        started = time.perf_counter()
+        reports = Manager(config, store, processes=1).cycle()
+        created = sum(r.counts.get("creates", 0) for r in reports)
+        for error in [e for r in reports for e in r.errors][:5]:
+            print(f"  vcycle's create cycle: {error}")
+        config = load_config(write_config(directory, testbed, servers, int(time.time()) - 1), hostname="bench")
+        deleted = sum(r.counts.get("deletes", 0) for r in Manager(config, store, processes=1).cycle())
+        elapsed = time.perf_counter() - started
+        store.close()
+    if created != servers or deleted != created:
+        raise SystemExit(f"vcycle created {created} and deleted {deleted} of {servers}")
+    return elapsed, created
+
+
+def run_loop(testbed: Any, servers: int) -> tuple[float, int]:
+    """The calls of vcycle's two cycles, made one after the other with openstacksdk."""
+    conn = testbed.connection()
+    user_data = base64.b64encode(TEMPLATE.read_bytes()).decode()
+    started = time.perf_counter()
+    list(conn.compute.servers(details=True))
+    flavors = {f.name: f.id for f in conn.compute.flavors()}
+    image = conn.image.find_image("cernvm-test")
+    for n in range(servers):
+        metadata = {"vcycle-space": "plain", "vcycle-machinetype": "pilot", "vcycle-manager": "plain",
+                    "vcycle-request": uuid.uuid4().hex, "name": f"plain-{n}", "machinetype": "pilot"}
+        conn.compute.create_server(name=f"plain-{n}", flavor_id=flavors["m1.tiny"], image_id=image.id,
+                                   metadata=metadata, user_data=user_data, networks="none")
+    deleted = 0
+    for server in conn.compute.servers(details=True):
+        conn.compute.delete_server(server.id, ignore_missing=True)
+        deleted += 1
+    elapsed = time.perf_counter() - started
+    if deleted != servers:
+        raise SystemExit(f"the loop created {servers} and deleted {deleted}")
+    return elapsed, servers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    reason = openstack_testbed.unavailable_reason()
+    if reason is not None:
+        raise SystemExit(f"cannot start the OpenStack testbed: {reason}")
+    started = time.monotonic()
+    testbed = openstack_testbed.start(Path(tempfile.mkdtemp(prefix="vcycle-bench-openstack-")))
+    print(f"OpenStack testbed up in {time.monotonic() - started:.0f}s")
+    try:
+        admin = testbed.connection(admin=True)
+        project = admin.identity.find_project("vcycle")
+        admin.set_compute_quotas(project.id, instances=args.servers * 4, cores=args.servers * 8,
+                                 ram=args.servers * 8 * 4096)
+        ratios = []
+        for round_ in range(1, args.rounds + 1):
+            clear(admin)
+            ours, n = run_vcycle(testbed, args.servers)
+            clear(admin)
+            theirs, _ = run_loop(testbed, args.servers)
+            ratios.append(ours / theirs)
+            print(f"round {round_}: vcycle {ours:.2f} s, openstacksdk loop {theirs:.2f} s for {n} creates and "
+                  f"{n} deletes: ratio {ours / theirs:.2f}")
+        clear(admin)
+    finally:
+        testbed.stop()
+    print(f"RESULT sdk_ratio={statistics.median(ratios):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

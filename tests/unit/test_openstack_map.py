@@ -1,0 +1,76 @@
+"""The OpenStack connector's state map (one test per row) and error map, without a cloud.
+
+The errors are openstacksdk's and keystoneauth's own exception classes, built
+as openstacksdk builds them from Nova's answers (status and message as Nova
+sends them for quota, a bad image, an outage).
+"""
+
+from __future__ import annotations
+
+import pytest
+from keystoneauth1 import exceptions as ksa
+from openstack import exceptions as sdk
+from vcycle.connectors.openstack import _mapped, cloud_status
+
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.model import CloudStatus
+
+ROWS = [
+    ("BUILD", None, 0, CloudStatus.STARTING),
+    ("BUILD", "spawning", 0, CloudStatus.STARTING),
+    ("ACTIVE", None, 1, CloudStatus.RUNNING),
+    ("ACTIVE", None, 4, CloudStatus.STOPPED),  # powered off from inside, Nova not yet told
+    ("ACTIVE", None, None, CloudStatus.RUNNING),  # power state hidden
+    ("SHUTOFF", None, 4, CloudStatus.STOPPED),
+    ("ERROR", None, 0, CloudStatus.FAILED),
+    ("DELETED", None, 0, CloudStatus.DELETED),
+    ("SOFT_DELETED", None, 4, CloudStatus.DELETED),
+    ("ACTIVE", "deleting", 1, CloudStatus.DELETING),
+    ("ERROR", "deleting", 0, CloudStatus.DELETING),
+    ("REBOOT", "rebooting", 1, CloudStatus.RUNNING),
+    ("SUSPENDED", None, 7, CloudStatus.STOPPED),
+    ("UNHEARD_OF", None, 1, CloudStatus.UNKNOWN),
+    (None, None, None, CloudStatus.UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("status", "task", "power", "expected"), ROWS,
+                         ids=[f"{s}-{t}-{p}" for s, t, p, _ in ROWS])
+def test_state_map(status: str | None, task: str | None, power: int | None, expected: CloudStatus) -> None:
+    assert cloud_status(status, task, power) is expected
+
+
+def http_error(status: int, details: str) -> sdk.HttpException:
+    """What openstacksdk raises for Nova's JSON error answer."""
+    import json
+
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    response.url = "http://127.0.0.1:8774/v2.1/servers"
+    response.headers["Content-Type"] = "application/json"
+    response._content = json.dumps({"error": {"message": details, "code": status}}).encode()
+    try:
+        sdk.raise_from_response(response)
+    except sdk.HttpException as exc:
+        return exc
+    raise AssertionError("no exception for an error answer")
+
+
+@pytest.mark.parametrize(("error", "expected", "words"), [
+    (http_error(403, "Quota exceeded for cores: Requested 2, but already used 20 of 20 cores"), QuotaExceeded,
+     "Quota exceeded for cores"),
+    (http_error(400, "Image 1234 could not be found."), LaunchRejected, "could not be found"),
+    (http_error(404, "Flavor m9 could not be found."), LaunchRejected, "404"),
+    (http_error(403, "Policy doesn't allow os_compute_api:servers:create to be performed."), CloudUnavailable,
+     "Policy"),
+    (http_error(503, "Service Unavailable"), CloudUnavailable, "503"),
+    (ksa.ConnectFailure("Unable to establish connection to http://keystone:5000/v3/auth/tokens"),
+     CloudUnavailable, "Unable to establish connection"),
+    (sdk.SDKException("Cloud mycloud was not found."), CloudUnavailable, "was not found"),
+])
+def test_errors_map_to_behaviour(error: Exception, expected: type[Exception], words: str) -> None:
+    with pytest.raises(expected, match=words) as caught, _mapped("create server vcycle-mt-x"):
+        raise error
+    assert str(caught.value).startswith("create server vcycle-mt-x")
