@@ -36,12 +36,7 @@ import boto3
 from vcycle.config import load_config
 from vcycle.daemon import Manager
 from vcycle.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from vcycle.testing import free_port
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:

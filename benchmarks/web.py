@@ -46,12 +46,7 @@ from vcycle.executor import new_token
 from vcycle.model import new_record
 from vcycle.states import MachineState
 from vcycle.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from vcycle.testing import free_port
 
 
 def certificate(directory: str) -> tuple[str, str]:

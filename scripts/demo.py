@@ -28,7 +28,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from vcycle.testing import free_port
 
 SPACE = "demo.example.org"
 CONFIG = """[settings]
@@ -95,12 +96,6 @@ backoff_seconds = {backoff}
 fizzle_seconds = 2
 max_wallclock_seconds = 300
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_pki(directory: str) -> None:

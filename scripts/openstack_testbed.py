@@ -38,6 +38,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vcycle.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".openstack" / "venv"
 BROKER = ("127.0.0.1", 5672)
@@ -79,12 +81,6 @@ _begin_immediate()
 
 class TestbedUnavailable(Exception):
     """The testbed cannot run here; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unavailable_reason() -> str | None:

@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -271,3 +272,19 @@ def make_connector(space: SpaceConfig, settings: Settings) -> FakeConnector:
                          latency_seconds=values["latency_seconds"], state_file=values["state_file"],
                          flavors=values["flavors"])
 
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for test servers and the demo)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], object], seconds: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {seconds:.0f}s")

@@ -3,7 +3,6 @@ virt driver, started on this machine by scripts/openstack_testbed.py), through t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,17 +12,9 @@ from vcycle.connectors.openstack import OpenStackConnector
 
 from vcycle.errors import LaunchRejected
 from vcycle.model import CloudMachine, CloudStatus
+from vcycle.testing import wait_for
 
 STATE_ROWS = [("ACTIVE", CloudStatus.RUNNING), ("SHUTOFF", CloudStatus.STOPPED), ("ERROR", CloudStatus.FAILED)]
-
-
-def wait_for(predicate: Any, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError("condition not met in time")
 
 
 def clean(testbed: Any) -> None:

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from vcycle.model import CloudStatus
-from vcycle.testing import FakeConnector
+from vcycle.testing import FakeConnector, wait_for
 
 
 def vcycle(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -125,31 +124,22 @@ def _start_daemon(conf: Path, log: Path) -> subprocess.Popen[bytes]:
                              "--log-file", str(log)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait_for(predicate, seconds: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_daemon_cycles_reloads_on_sighup_and_stops_on_sigterm(conf: Path, tmp_path: Path) -> None:
     log = tmp_path / "vcycle.log"
     daemon = _start_daemon(conf, log)
     try:
-        _wait_for(lambda: len(cloud(conf).ours()) == 3)
+        wait_for(lambda: len(cloud(conf).ours()) == 3)
         good = conf.read_text()
         conf.write_text(good + "\n[machinetype ops broken]\ntarget_share = lots\n")
         daemon.send_signal(signal.SIGHUP)
-        _wait_for(lambda: "configuration not reloaded, keeping the old one" in log.read_text())
+        wait_for(lambda: "configuration not reloaded, keeping the old one" in log.read_text())
         conf.write_text(good.replace("processors_limit = 3", "processors_limit = 4"))
         daemon.send_signal(signal.SIGHUP)
-        _wait_for(lambda: "configuration reloaded" in log.read_text())
-        _wait_for(lambda: len(cloud(conf).ours()) == 4)
+        wait_for(lambda: "configuration reloaded" in log.read_text())
+        wait_for(lambda: len(cloud(conf).ours()) == 4)
         running = cloud(conf)
         running.set_status(running.ours()[0].name, CloudStatus.STOPPED)
-        _wait_for(lambda: len(cloud(conf).ours()) == 4 and all(
+        wait_for(lambda: len(cloud(conf).ours()) == 4 and all(
             m.status is not CloudStatus.STOPPED for m in cloud(conf).ours()))
     finally:
         daemon.send_signal(signal.SIGTERM)

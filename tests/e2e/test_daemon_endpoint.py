@@ -17,38 +17,22 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from pki import PKI, grid_name
 
-from vcycle.testing import FakeConnector
+from vcycle.testing import FakeConnector, free_port, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None,
                                 reason="the pilot script needs bash and curl (make tools installs curl)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(predicate, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_a_pilot_heartbeats_and_reports_through_the_daemons_endpoint(tmp_path: Path) -> None:
     pki = PKI.create(tmp_path / "pki")
     cert, key = pki.issue("server", grid_name(("DC", "org"), ("DC", "example"), ("CN", "localhost")), server=True)
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "v.conf"
     conf.write_text(f"""[settings]
 state_url = sqlite:///{tmp_path}/state.db
@@ -82,7 +66,7 @@ fizzle_seconds = 0
                                str(log)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cloud = FakeConnector(state_file=str(tmp_path / "cloud.json"))
     try:
-        _wait_for(lambda: (tmp_path / "cloud.json").exists() and len(cloud.ours()) == 1)
+        wait_for(lambda: (tmp_path / "cloud.json").exists() and len(cloud.ours()) == 1)
         machine = cloud.ours()[0].name
         saved = json.loads((tmp_path / "cloud.json").read_text())["machines"]
         user_data = next(m["user_data"] for m in saved if m["name"] == machine)
@@ -103,7 +87,7 @@ fizzle_seconds = 0
                 found = http.get("/api/v1/machines", params={"space": "e2e"}).json()["machines"]
                 return any(m["name"] == machine and m["shutdown_code"] == 200 and m["heartbeat_at"] for m in found)
 
-            _wait_for(reported)
+            wait_for(reported)
             metrics = http.get("/metrics").text
             assert 'vcycle_machines{machinetype="pilot",space="e2e",state="running"} 1.0' in metrics
             assert "vcycle_heartbeats_received_total" in metrics

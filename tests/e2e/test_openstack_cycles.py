@@ -13,21 +13,14 @@ from typing import Any
 
 import pytest
 
+from vcycle.testing import wait_for
+
 
 def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
                           text=True, timeout=120)
     assert "Traceback" not in done.stderr, done.stderr
     return done
-
-
-def wait_for(predicate: Any, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

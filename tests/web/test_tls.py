@@ -20,17 +20,12 @@ import pytest
 from pki import PKI, grid_name
 from webtest import Site, make_site
 
+from vcycle.testing import free_port
 from vcycle.web import machine_routes
 from vcycle.web.app import create_app
 from vcycle.web.server import Background, make_server
 
 ROBOT = (("DC", "org"), ("DC", "example"), ("OU", "robots"), ("CN", "pilot robot"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
