@@ -35,34 +35,13 @@ import sys
 import tempfile
 import time
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from vcycle import mjf
 from vcycle.config import load_config
 from vcycle.executor import new_token
 from vcycle.model import new_record
 from vcycle.states import MachineState
 from vcycle.store import Store
-from vcycle.testing import free_port
-
-
-def certificate(directory: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=2)).sign(key, hashes.SHA256()))
-    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as stream:
-        stream.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as stream:
-        stream.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return cert_path, key_path
+from vcycle.testing import free_port, make_server_pki
 
 
 def wait_port(port: int, seconds: float = 30.0) -> None:
@@ -150,7 +129,8 @@ def main() -> None:
     if missing:
         raise SystemExit(f"this benchmark needs {' and '.join(missing)} (Debian: apt-get install wrk nginx)")
     directory = tempfile.mkdtemp(prefix="vcycle-bench-web-")
-    cert, key = certificate(directory)
+    make_server_pki(directory)
+    cert, key = os.path.join(directory, "server.pem"), os.path.join(directory, "server.key")
     port = free_port()
     conf = os.path.join(directory, "vcycle.conf")
     with open(conf, "w") as stream:

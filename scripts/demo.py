@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
-import ipaddress
 import json
 import os
 import re
@@ -36,16 +34,12 @@ import time
 import urllib.request
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vcycle.testing import free_port
+from vcycle.testing import free_port, make_server_pki
 
 SPACE = "demo.example.org"
 CONFIG = """[settings]
@@ -96,33 +90,6 @@ backoff_seconds = {backoff}
 fizzle_seconds = 2
 max_wallclock_seconds = 300
 """
-
-
-def make_pki(directory: str) -> None:
-    """A CA and a certificate for 127.0.0.1 signed by it, for the demo's endpoint."""
-    os.makedirs(directory, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcycle demo CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-              .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
-              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    for name, data in (("ca.pem", ca.public_bytes(pem)), ("server.pem", server.public_bytes(pem)),
-                       ("server.key", key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))):
-        with open(os.path.join(directory, name), "wb") as stream:
-            stream.write(data)
-    os.chmod(os.path.join(directory, "server.key"), 0o600)
 
 
 class Batch:
@@ -268,7 +235,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     directory = args.keep or tempfile.mkdtemp(prefix="vcycle-demo-")
     os.makedirs(directory, exist_ok=True)
     port = free_port()
-    make_pki(os.path.join(directory, "pki"))
+    make_server_pki(os.path.join(directory, "pki"))
     with open(os.path.join(directory, "vcycle.conf"), "w") as stream:
         stream.write(CONFIG.format(dir=directory, port=port, space=SPACE, cycle=args.cycle_seconds,
                                    job=args.job_seconds, backoff=max(10, int(args.seconds * 0.4))))

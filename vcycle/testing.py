@@ -288,3 +288,39 @@ def wait_for(predicate: Callable[[], object], seconds: float = 30.0, what: str =
             return
         time.sleep(0.1)
     raise AssertionError(f"{what} not met within {seconds:.0f}s")
+
+
+def make_server_pki(directory: str) -> None:
+    """``ca.pem``, and ``server.pem`` with ``server.key`` for 127.0.0.1 signed by it: a throwaway CA for
+    an endpoint on loopback (the demo, benchmarks, tests)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    os.makedirs(directory, exist_ok=True)
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcycle throwaway CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+          .not_valid_after(now + timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    server = (x509.CertificateBuilder().subject_name(server_name).issuer_name(ca_name).public_key(key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+              .not_valid_after(now + timedelta(days=2))
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    for name, data in (("ca.pem", ca.public_bytes(pem)), ("server.pem", server.public_bytes(pem)),
+                       ("server.key", key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))):
+        with open(os.path.join(directory, name), "wb") as stream:
+            stream.write(data)
+    os.chmod(os.path.join(directory, "server.key"), 0o600)

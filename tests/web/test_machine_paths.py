@@ -15,11 +15,6 @@ from webtest import DN, Site, make_site
 from vcycle.states import MachineState
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return make_site(tmp_path)
-
-
 def test_machinefeatures_and_jobfeatures_as_the_old_vcycle_served_them(site: Site) -> None:
     site.machine("m1")
     listing = site.client.get("/machines/sp/m1/machinefeatures/")

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from webtest import Site, make_site
 
 from vcycle import status
@@ -14,11 +13,6 @@ from vcycle.model import Action, CycleReport, Decision, transition
 from vcycle.states import MachineState
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return make_site(tmp_path)
 
 
 def test_on_a_loopback_listener_without_a_token_the_api_is_open(site: Site) -> None:

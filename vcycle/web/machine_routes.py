@@ -21,7 +21,7 @@ from vcycle.errors import RenderError, StoreError
 from vcycle.model import Heartbeat, MachineRecord
 from vcycle.states import MachineState
 from vcycle.web.endpoint import Endpoint, Refused, authenticate_machine, rate_limit
-from vcycle.web.joboutputs import JoboutputsError, check_name
+from vcycle.web.joboutputs import check_name
 
 KINDS = ("machinefeatures", "jobfeatures", "joboutputs")
 BODY_SECONDS = 30.0  # a client slower than this with its body is cut off
@@ -121,10 +121,7 @@ async def machine_put(request: Request) -> Response:
         endpoint.beats.add(record.space, Heartbeat(record.name, at=now, address=_address(request)), (name, data))
         endpoint.metrics.heartbeats.inc()
         return Response(status_code=204)
-    try:
-        await run_in_threadpool(endpoint.joboutputs.write, record.space, record.name, name, data)
-    except JoboutputsError as exc:
-        raise Refused(exc.status, str(exc)) from exc
+    await run_in_threadpool(endpoint.joboutputs.write, record.space, record.name, name, data)  # errors: 4xx/5xx
     if name == SHUTDOWN_MESSAGE:
         text = data.decode("utf-8", "replace").strip().splitlines()
         message = (text[0] if text else "")[:1000]
