@@ -15,9 +15,9 @@ BENCH_TOOLS := wrk nginx
 
 # A real OpenStack for the tests (scripts/openstack_testbed.py), in a virtualenv of its own.
 OPENSTACK_VENV := .openstack/venv
-OPENSTACK_STAMP := $(OPENSTACK_VENV)/.installed-1
+OPENSTACK_STAMP := $(OPENSTACK_VENV)/.installed-2
 OPENSTACK_PACKAGES := nova==34.0.0 keystone==30.0.0 glance==33.0.0 openstack-placement==16.0.0 neutron==29.0.0 \
-	openstacksdk==4.22.0 gunicorn==27.0.1
+	openstacksdk==4.22.0 gunicorn==27.0.1 PyMySQL==1.1.2
 
 .PHONY: all install tools bench-tools openstack-testbed demo test lint bench openapi check-config clean
 

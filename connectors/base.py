@@ -49,6 +49,9 @@ class Connector(Protocol):
         """Optional (return {}). Flavor name -> vcpus, looked up at most once per cycle."""
         ...
 
+    # Optional, looked up with getattr: ``notices(now) -> list[str]``, warnings for the cycle report
+    # and ``vcycle status`` (an expiring credential); cheap, as it is called every cycle.
+
 
 class ConnectorFactory(Protocol):
     def __call__(self, space: SpaceConfig, settings: Settings) -> Connector: ...

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vcycle.connectors import images
 from vcycle.userdata.size import fit_user_data
 
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
 from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.options import ApiOptions, Option, choice, integer, options, text, words
+
+log = logging.getLogger(__name__)
 
 
 def _base64(value: str) -> str:
@@ -77,7 +85,11 @@ OPTIONS = ApiOptions(
         Option("cred_id", text),
         Option("cred_secret", text, secret=True),
         Option("credential_warning_days", integer(0), 14),
-        Option("key_name", text, help="an existing Nova keypair for the machines"),
+        Option("key_name", text, help="an existing Nova keypair for the machines (root_public_key makes one)"),
+        Option("signing_ca_dir", text, images.CA_DIR,
+               help="CA directory the CernVM image signing certificate must chain to (cernvm_signing_dn)"),
+        Option("image_url_ca", text, help="CA file or hashed directory for https root_image URLs; default the "
+                                          "system's"),
     ),
     check=_check,
 )
@@ -130,6 +142,19 @@ def _mapped(what: str) -> Iterator[None]:
         raise CloudUnavailable(f"{what}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class MachinetypeOptions:
+    """What the connector needs of one machinetype beyond the LaunchSpec."""
+
+    cernvm_signing_dn: str | None = None
+    root_public_key: str | None = None  # a path to an ssh public key file
+    volume_gb_per_processor: int = 0
+
+
+DEFAULT_PUBLIC_KEY = "/root/.ssh/id_rsa.pub"
+EXPIRY_CHECK = timedelta(hours=1)
+
+
 class OpenStackConnector:
     """One project of one OpenStack cloud, through one openstacksdk connection (its token reused)."""
 
@@ -137,18 +162,32 @@ class OpenStackConnector:
     max_user_data_bytes = MAX_USER_DATA_BYTES
 
     def __init__(self, connection: Any, space: str, *, zones: tuple[str, ...] = (), network: str | None = None,
-                 security_groups: tuple[str, ...] = (), key_name: str | None = None) -> None:
+                 security_groups: tuple[str, ...] = (), key_name: str | None = None,
+                 machinetypes: Mapping[str, MachinetypeOptions] | None = None, image_cache: Path | None = None,
+                 signing_ca_dir: str = images.CA_DIR, image_url_ca: str | None = None,
+                 credential_warning_days: int = 14) -> None:
         self.connection = connection
         self.space = space
         self.zones = zones
         self.network = network
         self.security_groups = security_groups
         self.key_name = key_name
+        self.machinetypes = dict(machinetypes or {})
+        self.image_cache = image_cache or Path("/var/lib/vcycle/imagecache")
+        self.signing_ca_dir = signing_ca_dir
+        self.image_url_ca = image_url_ca
+        self.credential_warning_days = credential_warning_days
         self._lock = threading.Lock()
         self._created: dict[str, CloudMachine] = {}  # name -> machine, for retried creates
         self._flavors: dict[str, tuple[str, int]] | None = None  # name -> (id, vcpus), once per cycle
-        self._images: dict[str, str] = {}
+        self._images: dict[str, str] = {}  # image:NAME or id -> Glance id
+        self._uploads: dict[tuple[str, str], str] = {}  # (source, version) -> Glance id
+        self._fresh: dict[str, str] = {}  # file or URL source -> Glance id, checked this cycle
+        self._verified: set[tuple[str, str, str]] = set()  # (source, version, cernvm_signing_dn)
+        self._source_locks: dict[str, threading.Lock] = {}
+        self._keypairs: set[str] = set()  # keypairs seen or made this cycle
         self._zone_counts: dict[str, int] = dict.fromkeys(zones, 0)
+        self._expiry: tuple[datetime, datetime | None] | None = None  # (checked at, credential expires at)
 
     def list_machines(self) -> list[CloudMachine]:
         with _mapped("list servers"):
@@ -157,6 +196,8 @@ class OpenStackConnector:
         with self._lock:
             self._flavors = None  # listed again at most once per cycle, when needed
             self._created.clear()
+            self._fresh.clear()  # files and URLs checked for a new version once a cycle
+            self._keypairs.clear()
             counts = dict.fromkeys(self.zones, 0)
             for m in machines:
                 if m.owner is not None and m.owner.space == self.space and m.zone in counts:
@@ -181,21 +222,29 @@ class OpenStackConnector:
             done = self._created.get(spec.name)
         if done is not None and done.owner is not None and done.owner.request_id == spec.request_id:
             return done
+        options = self.machinetypes.get(spec.machinetype, MachinetypeOptions())
         flavor_id, vcpus = self._flavor(spec)
-        image_id = self._image(spec.image)
+        image_id = self._image(spec.image, options)
+        key_name = self._keypair(options) or self.key_name
         zone = self._zone()
         metadata = {**spec.owner.as_dict(), "name": spec.name, "machinetype": spec.machinetype, **spec.metadata}
         request: dict[str, Any] = {
-            "name": spec.name, "flavor_id": flavor_id, "image_id": image_id, "metadata": metadata,
+            "name": spec.name, "flavor_id": flavor_id, "metadata": metadata,
             "user_data": base64.b64encode(user_data).decode(),
             "networks": [{"uuid": self.network}] if self.network else "none",
         }
+        if options.volume_gb_per_processor:  # boot from a new volume, deleted with the server
+            request["block_device_mapping"] = [{
+                "boot_index": 0, "uuid": image_id, "source_type": "image", "destination_type": "volume",
+                "volume_size": options.volume_gb_per_processor * vcpus, "delete_on_termination": True}]
+        else:
+            request["image_id"] = image_id
         if zone is not None:
             request["availability_zone"] = zone
         if self.security_groups:
             request["security_groups"] = [{"name": g} for g in self.security_groups]
-        if self.key_name:
-            request["key_name"] = self.key_name
+        if key_name:
+            request["key_name"] = key_name
         with _mapped(f"create server {spec.name}"):
             server = self.connection.compute.create_server(**request)
         machine = CloudMachine(id=server.id, name=spec.name, status=CloudStatus.STARTING, owner=spec.owner,
@@ -226,21 +275,107 @@ class OpenStackConnector:
                 self._flavors = table
         return table
 
-    def _image(self, image: str | None) -> str:
+    # --- images ----------------------------------------------------------------------------
+
+    def _image(self, image: str | None, options: MachinetypeOptions) -> str:
         if not image:
             raise LaunchRejected("the machinetype has no root_image")
+        if images.is_file_or_url(image):
+            return self._uploaded(image, options)
         name = image[len("image:"):] if image.startswith("image:") else image
         with self._lock:
             found = self._images.get(name)
         if found is None:
-            with _mapped(f"find image {name}"):
-                match = self.connection.image.find_image(name, ignore_missing=True)
+            match = self._find(self.connection.image.find_image, name, f"find image {name}")
             if match is None:
                 raise LaunchRejected(f"image {name!r} not found (root_image = image:NAME or an image id)")
             found = match.id
             with self._lock:
                 self._images[name] = found
         return found
+
+    def _uploaded(self, source: str, options: MachinetypeOptions) -> str:
+        """The Glance image of a file or URL at its current version: found, or uploaded once."""
+        with self._lock:
+            lock = self._source_locks.setdefault(source, threading.Lock())
+        with lock:  # one fetch and one upload per source, however many creates wait on it
+            with self._lock:
+                fresh = self._fresh.get(source)
+            local = None
+            if fresh is None or options.cernvm_signing_dn:
+                local = images.local_image(source, self.image_cache, verify=self.image_url_ca or True)
+            if local is not None and options.cernvm_signing_dn:
+                key = (source, local.version, options.cernvm_signing_dn)
+                if key not in self._verified:
+                    images.check_signed(local, options.cernvm_signing_dn, self.signing_ca_dir, datetime.now(UTC))
+                    self._verified.add(key)
+            if fresh is not None:
+                return fresh
+            assert local is not None
+            found = self._uploads.get((source, local.version)) or self._glance_image(local)
+            with self._lock:
+                self._uploads[(source, local.version)] = found
+                self._fresh[source] = found
+            return found
+
+    def _glance_image(self, local: images.ImageFile) -> str:
+        name = f"vcycle-{local.version}"
+        try:
+            with _mapped(f"list images named {name}"):
+                for candidate in self.connection.image.images(name=name):
+                    if candidate.status == "active":
+                        return str(candidate.id)
+            log.info("space=%s uploading root image %s (%d bytes, version %s) to Glance as %s", self.space,
+                     local.source, local.path.stat().st_size, local.last_modified, name)
+            with _mapped(f"upload image {name}"):
+                made = self.connection.image.create_image(
+                    name, filename=str(local.path), disk_format=local.disk_format, container_format="bare",
+                    visibility="private", allow_duplicates=True, wait=True, timeout=3600,
+                    vcycle_source=local.source, vcycle_last_modified=str(local.last_modified),
+                    architecture="x86_64")
+        except (CloudUnavailable, LaunchRejected) as exc:  # nothing was created: back off, do not wait on sync
+            raise LaunchRejected(f"root image {local.source} not available in Glance: {exc}") from exc
+        log.info("space=%s root image %s is Glance image %s", self.space, local.source, made.id)
+        return str(made.id)
+
+    # --- keypairs, zones --------------------------------------------------------------------
+
+    def _keypair(self, options: MachinetypeOptions) -> str | None:
+        """The Nova keypair holding the machinetype's root_public_key (made if missing), or None."""
+        path = options.root_public_key
+        if path is None:
+            if not os.path.exists(DEFAULT_PUBLIC_KEY):
+                return None
+            path = DEFAULT_PUBLIC_KEY
+        try:
+            line = Path(path).read_text().strip()
+            blob = base64.b64decode(line.split()[1], validate=True)
+        except OSError as exc:
+            raise LaunchRejected(f"root_public_key {path}: {exc.strerror or exc}") from exc
+        except (IndexError, ValueError, binascii.Error):
+            raise LaunchRejected(f"root_public_key {path}: not an ssh public key line") from None
+        name = "vcycle-" + hashlib.md5(blob, usedforsecurity=False).hexdigest()  # the key's old fingerprint
+        with self._lock:
+            if name in self._keypairs:
+                return name
+        with _mapped(f"keypair {name}"):
+            if self._find(self.connection.compute.find_keypair, name, f"find keypair {name}") is None:
+                self.connection.compute.create_keypair(name=name, public_key=line)
+                log.info("space=%s keypair %s made from %s", self.space, name, path)
+        with self._lock:
+            self._keypairs.add(name)
+        return name
+
+    @staticmethod
+    def _find(finder: Any, name: str, what: str) -> Any:
+        """openstacksdk's find_*, None when missing (its ignore_missing is deprecated)."""
+        from openstack import exceptions as sdk
+
+        with _mapped(what):
+            try:
+                return finder(name, ignore_missing=False)
+            except sdk.NotFoundException:  # ResourceNotFound too: "no such name" is an answer, not an error
+                return None
 
     def _zone(self) -> str | None:
         if not self.zones:
@@ -264,6 +399,50 @@ class OpenStackConnector:
 
     def flavors(self) -> Mapping[str, int]:
         return {name: vcpus for name, (_, vcpus) in self._flavor_table().items()}
+
+    # --- credential expiry --------------------------------------------------------------------
+
+    def notices(self, now: datetime) -> list[str]:
+        """Warnings for the cycle report: the credential expires within credential_warning_days."""
+        if self.credential_warning_days <= 0:
+            return []
+        if self._expiry is None or now - self._expiry[0] >= EXPIRY_CHECK:
+            self._expiry = (now, self._credential_expiry())
+        expires = self._expiry[1]
+        if expires is None or expires - now > timedelta(days=self.credential_warning_days):
+            return []
+        what = "application credential" if self._credential_id() else "password"
+        if expires <= now:
+            text = f"the OpenStack {what} of this space expired at {expires:%Y-%m-%d %H:%M} UTC"
+        else:
+            left = expires - now
+            text = (f"the OpenStack {what} of this space expires at {expires:%Y-%m-%d %H:%M} UTC, in "
+                    f"{left.days} days {left.seconds // 3600} hours: renew it")
+        if self._expiry[0] == now:  # logged once per check, shown in every report
+            log.warning("space=%s %s", self.space, text)
+        return [text]
+
+    def _credential_id(self) -> str | None:
+        auth = getattr(getattr(self.connection, "config", None), "auth", None) or {}
+        return auth.get("application_credential_id")
+
+    def _credential_expiry(self) -> datetime | None:
+        """When the space's application credential (or the user's password) expires; None if never or unknown."""
+        try:
+            with _mapped("read credential expiry"):
+                user = self.connection.current_user_id
+                cred = self._credential_id()
+                if cred:
+                    stamp = self.connection.identity.get_application_credential(user, cred).expires_at
+                else:
+                    stamp = self.connection.identity.get_user(user).password_expires_at
+        except (CloudUnavailable, LaunchRejected, QuotaExceeded) as exc:
+            log.info("space=%s credential expiry not known: %s", self.space, exc)
+            return None
+        if not stamp:
+            return None
+        when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def make_connection(values: Mapping[str, Any]) -> Any:
@@ -290,7 +469,15 @@ def make_connection(values: Mapping[str, Any]) -> Any:
 def make_connector(space: SpaceConfig, settings: Settings) -> OpenStackConnector:
     """The connector of an ``api = openstack`` space."""
     values = space.values
+    machinetypes = {name: MachinetypeOptions(cernvm_signing_dn=mt.values.get("cernvm_signing_dn"),
+                                             root_public_key=mt.values.get("root_public_key"),
+                                             volume_gb_per_processor=mt.volume_gb_per_processor)
+                    for name, mt in space.machinetypes.items()}
     return OpenStackConnector(make_connection(values), space.name, zones=tuple(values.get("zones") or ()),
                               network=values.get("network_uuid"),
                               security_groups=tuple(values.get("security_groups") or ()),
-                              key_name=values.get("key_name"))
+                              key_name=values.get("key_name"), machinetypes=machinetypes,
+                              image_cache=Path(settings.state_dir) / "imagecache",
+                              signing_ca_dir=values.get("signing_ca_dir") or images.CA_DIR,
+                              image_url_ca=values.get("image_url_ca"),
+                              credential_warning_days=values.get("credential_warning_days", 14))

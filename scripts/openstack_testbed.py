@@ -1,7 +1,8 @@
 """A real, small OpenStack on this machine for vcycle's tests and benchmarks.
 
 Keystone, Placement, Glance, the Neutron API and Nova (api, conductor,
-scheduler, and compute with Nova's fake virt driver), installed from PyPI into
+scheduler, and two compute hosts with Nova's fake virt driver, one in the
+zone ``nova`` and one in ``zone-b``), installed from PyPI into
 their own virtualenv (``make openstack-testbed``, in ``.openstack/venv``), all
 on SQLite, all on loopback ports chosen free at start, talking over the
 RabbitMQ broker already running on 127.0.0.1:5672 (exchanges of their own, so
@@ -43,6 +44,7 @@ from vcycle.testing import free_port
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".openstack" / "venv"
 BROKER = ("127.0.0.1", 5672)
+SECOND_ZONE = "zone-b"
 SERVICE_PASSWORD = "testbed-service"
 ADMIN_PASSWORD = "testbed-admin"
 USER_PASSWORD = "testbed-user"
@@ -99,6 +101,7 @@ class Testbed:
     ports: dict[str, int]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     image_id: str = ""
+    mysql: str | None = None  # USER@HOST:PORT of the MariaDB holding Nova's and Placement's databases
 
     @property
     def keystone(self) -> str:
@@ -123,7 +126,13 @@ class Testbed:
         return openstack.connection.Connection(config=loader.get_one(cloud="testbed-admin" if admin else "testbed"))
 
     def stop(self) -> None:
-        """Stop what start() started: SIGTERM, then SIGKILL (nova-compute sometimes ignores SIGTERM)."""
+        """Stop what start() started: SIGTERM, then SIGKILL (nova-compute sometimes ignores SIGTERM); drop the
+        MariaDB databases it made."""
+        self._stop_processes()
+        if self.mysql:
+            _mysql(self, ";".join(f"DROP DATABASE IF EXISTS {_mysql_name(self.ports, n)}" for n in MYSQL_DATABASES))
+
+    def _stop_processes(self) -> None:
         for name in reversed(list(self.processes)):  # the Nova services first, Keystone last
             process = self.processes.pop(name)
             for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -176,7 +185,14 @@ def _client(keystone: str, user: str) -> str:
         """
 
 
-def _configure(d: Path, ports: dict[str, int]) -> None:
+MYSQL_DATABASES = ("placement", "nova", "nova_api", "nova_cell0")
+
+
+def _mysql_name(ports: dict[str, int], name: str) -> str:
+    return f"testbed{ports['nova']}_{name}"
+
+
+def _configure(d: Path, ports: dict[str, int], mysql: str | None = None) -> None:
     data, logs = d / "data", d / "logs"
     for sub in ("nova/instances", "nova/locks", "glance/images", "glance/staging", "glance/tasks", "glance/locks",
                 "neutron/locks"):
@@ -188,6 +204,9 @@ def _configure(d: Path, ports: dict[str, int]) -> None:
     rabbit = f"rabbit://guest:guest@{BROKER[0]}:{BROKER[1]}/"
     db = {name: f"sqlite:///{data}/{name}.sqlite?timeout=60" for name in (
         "keystone", "placement", "glance", "nova", "nova_api", "nova_cell0", "neutron")}
+    if mysql:  # Nova's and Placement's many writers on a real database server instead of SQLite's one lock
+        db.update({name: f"mysql+pymysql://{mysql}/{_mysql_name(ports, name)}?charset=utf8"
+                   for name in MYSQL_DATABASES})
     _write(d / "etc/keystone/keystone.conf", f"""
         [DEFAULT]
         log_file = {logs}/keystone.log
@@ -276,6 +295,14 @@ def _configure(d: Path, ports: dict[str, int]) -> None:
         [service_user]
         send_service_user_token = true
         """ + _client(keystone, "nova") + _authtoken(keystone, "nova"))
+    (data / "nova-b/instances").mkdir(parents=True, exist_ok=True)
+    _write(d / "etc/nova/compute-b.conf", f"""
+        [DEFAULT]
+        host = testbed-{ports['nova']}-b
+        log_file = {logs}/nova-compute-b.log
+        state_path = {data}/nova-b
+        instances_path = {data}/nova-b/instances
+        """)  # a second compute host (its own node identity), put in availability zone SECOND_ZONE
     shutil.copy(VENV / "etc/neutron/api-paste.ini", d / "etc/neutron/api-paste.ini")
     _write(d / "etc/neutron/neutron.conf", f"""
         [DEFAULT]
@@ -334,7 +361,16 @@ def _run(d: Path, *command: str, env: dict[str, str] | None = None) -> None:
         raise TestbedUnavailable(f"{' '.join(command[:3])} failed; see {d}/logs/setup.log")
 
 
-def _databases(d: Path) -> None:
+def _mysql(testbed: Testbed, statement: str) -> None:
+    assert testbed.mysql is not None
+    user, _, where = testbed.mysql.partition("@")
+    host, _, port = where.partition(":")
+    _run(testbed.directory, "python", "-c", "import pymysql, sys\n"
+         "c = pymysql.connect(host=sys.argv[1], port=int(sys.argv[2]), user=sys.argv[3])\n"
+         "[c.cursor().execute(s) for s in sys.argv[4].split(';') if s]", host, port or "3306", user, statement)
+
+
+def _databases(d: Path, cell0: str) -> None:
     etc, data = d / "etc", d / "data"
     keystone = ["--config-file", str(etc / "keystone/keystone.conf")]
     _run(d, "keystone-manage", *keystone, "db_sync")
@@ -344,8 +380,7 @@ def _databases(d: Path) -> None:
     _run(d, "glance-manage", "--config-file", str(etc / "glance/glance-api.conf"), "db_sync")
     nova = ["--config-file", str(etc / "nova/nova.conf")]
     _run(d, "nova-manage", *nova, "api_db", "sync")
-    _run(d, "nova-manage", *nova, "cell_v2", "map_cell0", "--database_connection",
-         f"sqlite:///{data}/nova_cell0.sqlite?timeout=60")
+    _run(d, "nova-manage", *nova, "cell_v2", "map_cell0", "--database_connection", cell0)
     _run(d, "nova-manage", *nova, "cell_v2", "create_cell", "--name", "cell1")
     _run(d, "nova-manage", *nova, "db", "sync")
     _run(d, "python", "-c", "import sqlalchemy, sys\nfrom neutron.db.migration.models import head\n"
@@ -432,7 +467,7 @@ image = c.image.create_image(name="cernvm-test", data=b"\\0" * 65536, disk_forma
 started = time.monotonic()
 while time.monotonic() - started < 240:
     up = [s for s in c.compute.services() if s.binary == "nova-compute" and s.state == "up"]
-    if up and list(c.compute.hypervisors()) and list(c.placement.resource_providers()):
+    if len(up) == 2 and len(list(c.compute.hypervisors())) == 2 and len(list(c.placement.resource_providers())) == 2:
         break
     time.sleep(1)
 else:
@@ -449,24 +484,40 @@ print(json.dumps({"image": image.id}))
     testbed.image_id = json.loads(out.read_text())["image"]
     _run(testbed.directory, "nova-manage", "--config-file", str(testbed.directory / "etc/nova/nova.conf"),
          "cell_v2", "discover_hosts")
+    zone = f"""
+import openstack
+c = openstack.connect(cloud="testbed-admin")
+aggregate = c.compute.create_aggregate(name="{SECOND_ZONE}", availability_zone="{SECOND_ZONE}")
+c.compute.add_host_to_aggregate(aggregate, "testbed-{testbed.ports['nova']}-b")
+"""
+    _run(testbed.directory, "python", "-c", zone)
 
 
-def start(directory: Path) -> Testbed:
-    """Start the testbed in ``directory`` (made empty first). TestbedUnavailable says why it cannot."""
+def start(directory: Path, mysql: str | None = None) -> Testbed:
+    """Start the testbed in ``directory`` (made empty first). TestbedUnavailable says why it cannot.
+
+    ``mysql`` (USER@HOST:PORT, no password) puts Nova's and Placement's databases on that MariaDB.
+    """
     reason = unavailable_reason()
     if reason is not None:
         raise TestbedUnavailable(reason)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     ports = {name: free_port() for name in ("keystone", "placement", "glance", "nova", "neutron")}
-    testbed = Testbed(directory, ports)
+    testbed = Testbed(directory, ports, mysql=mysql)
     purelib = subprocess.run([str(VENV / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
                               "['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, "vcycle_testbed_sqlite.py").write_text(HOOK)
     Path(purelib, "vcycle_testbed_sqlite.pth").write_text("import vcycle_testbed_sqlite\n")
-    _configure(directory, ports)
+    _configure(directory, ports, mysql)
     try:
-        _databases(directory)
+        if mysql:
+            _mysql(testbed, ";".join(f"CREATE DATABASE {_mysql_name(ports, n)} CHARACTER SET utf8"
+                                     for n in MYSQL_DATABASES))
+            cell0 = f"mysql+pymysql://{mysql}/{_mysql_name(ports, 'nova_cell0')}?charset=utf8"
+        else:
+            cell0 = f"sqlite:///{directory}/data/nova_cell0.sqlite?timeout=60"
+        _databases(directory, cell0)
         _bootstrap(testbed)
         etc = directory / "etc"
         _gunicorn(testbed, "placement", "placement_app", {"OS_PLACEMENT_CONFIG_DIR": str(etc / "placement")})
@@ -475,13 +526,24 @@ def start(directory: Path) -> Testbed:
         _gunicorn(testbed, "neutron", "neutron_app")
         for service in ("nova-conductor", "nova-scheduler", "nova-compute"):
             _start(testbed, service, [str(VENV / "bin" / service), "--config-file", str(etc / "nova/nova.conf")])
+        _start(testbed, "nova-compute-b", [str(VENV / "bin/nova-compute"), "--config-file", str(etc / "nova/nova.conf"),
+                                           "--config-file", str(etc / "nova/compute-b.conf")])
         for name in ("placement", "glance", "nova", "neutron"):
             _wait_http(f"http://127.0.0.1:{ports[name]}/")
         _finish(testbed)
     except BaseException:
         testbed.stop()
         raise
+    (directory / "testbed.json").write_text(json.dumps({"ports": ports, "image_id": testbed.image_id,
+                                                       "mysql": mysql}))
     return testbed
+
+
+def attach(directory: Path) -> Testbed:
+    """A testbed already running in ``directory`` (started by ``main``), to test against while developing:
+    VCYCLE_OPENSTACK_TESTBED=DIR makes the test session use it instead of starting its own."""
+    found = json.loads((directory / "testbed.json").read_text())
+    return Testbed(directory, found["ports"], image_id=found["image_id"], mysql=found.get("mysql"))
 
 
 def main() -> None:
@@ -489,6 +551,8 @@ def main() -> None:
     started = time.monotonic()
     testbed = start(directory)
     print(f"OpenStack up in {time.monotonic() - started:.0f}s: {testbed.keystone}, clouds.yaml {testbed.clouds_yaml}")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops it cleanly too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     try:
         signal.pause()
     except KeyboardInterrupt:

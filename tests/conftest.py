@@ -53,6 +53,10 @@ def openstack_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obje
         if os.environ.get("CI") == "true":
             pytest.fail(f"the OpenStack testbed must run under CI: {reason}")
         pytest.skip(f"no real OpenStack here: {reason}")
+    running = os.environ.get("VCYCLE_OPENSTACK_TESTBED")
+    if running:  # one started by hand (scripts/openstack_testbed.py DIR): used, never stopped
+        yield openstack_testbed.attach(Path(running))
+        return
     testbed = openstack_testbed.start(tmp_path_factory.mktemp("openstack"))
     yield testbed
     testbed.stop()

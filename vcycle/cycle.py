@@ -161,12 +161,25 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         counts.update(api_counts)
         timings.update(api_timings)
     report = CycleReport(ctx.name, now, ctx.clock(), ok=not applied.errors, counts=counts,
-                         decisions=seen.plan.decisions, errors=tuple(applied.errors), timings=timings)
+                         decisions=seen.plan.decisions, errors=tuple(applied.errors), timings=timings,
+                         warnings=_notices(ctx, now))
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
     if save_report:
         _save_reports(ctx.store, [report])
     return report
+
+
+def _notices(ctx: SpaceContext, now: datetime) -> tuple[str, ...]:
+    """The connector's warnings (optional method ``notices``); a failure there never fails the cycle."""
+    notices = getattr(ctx.connector, "notices", None)
+    if notices is None:
+        return ()
+    try:
+        return tuple(notices(now))
+    except Exception:  # the boundary of an optional, advisory call
+        log.exception("space=%s connector notices failed", ctx.name)
+        return ()
 
 
 def _skipped(ctx: SpaceContext, now: datetime, started: float, why: str, save: bool) -> CycleReport:

@@ -296,6 +296,7 @@ class CycleReport:
     decisions: tuple[Decision, ...] = ()
     errors: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # from the connector: things an admin must act on soon (an expiring credential)
 
     def summary(self) -> dict[str, object]:
         """A JSON-ready summary (decisions as dicts)."""
@@ -306,5 +307,6 @@ class CycleReport:
                 for d in self.decisions
             ],
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "timings": dict(self.timings),
         }

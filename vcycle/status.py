@@ -93,3 +93,5 @@ def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:
         console.print(f"    {decision['action']} {who}: {decision['reason']}", markup=False, soft_wrap=True)
     for error in report["errors"]:
         console.print(f"    error: {error}", markup=False, style="red", soft_wrap=True)
+    for warning in report.get("warnings", ()):  # reports saved before warnings existed have none
+        console.print(f"    warning: {warning}", markup=False, style="yellow", soft_wrap=True)

@@ -41,7 +41,7 @@ max_create_fraction = 1
 api = openstack
 {keys}
 processors_limit = 3
-zones = nova
+zones = nova zone-b
 https_host = vcycle.example.org
 
 [machinetype nova pilot]
@@ -76,9 +76,10 @@ def test_fill_tag_stop_and_replace_leaving_foreign_servers_alone(site: tuple[Pat
         assert full.metadata["vcycle-manager"] == "e2e" and full.metadata["machinetype"] == "pilot"
         assert full.metadata["machinefeatures"] == (f"https://vcycle.example.org:443/machines/nova/{full.name}"
                                                     "/machinefeatures")
-        assert full.availability_zone == "nova" and full.flavor["original_name"] == "m1.small"
+        assert full.flavor["original_name"] == "m1.small"
         user_data = base64.b64decode(full.user_data).decode()  # read back as admin
         assert f"vcycle pilot-container: the entrypoint of machine {full.name}" in user_data
+    assert sorted(s.availability_zone for s in ours(admin)) == ["nova", "zone-b"]  # spread over the zones
     assert vcycle(conf, "cycle", "--once").returncode == 0
     assert len(ours(admin)) == 2  # at the limit: nothing more
     stopped = ours(admin)[0]

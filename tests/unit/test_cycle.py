@@ -283,3 +283,29 @@ def test_each_machine_gets_a_token_in_its_user_data_and_only_the_hash_is_stored(
 
         dump = " ".join(str(row) for row in c.execute(text("select * from machines")))
     assert not any(token in dump for token in seen.values())  # the token itself is never stored
+
+
+def test_connector_notices_reach_the_report_and_status(store: Store) -> None:
+    import io
+
+    from rich.console import Console
+
+    from vcycle.status import collect, show
+
+    clock = FakeClock()
+
+    class Expiring(FakeConnector):
+        def notices(self, now):  # type: ignore[no-untyped-def]
+            return [f"the OpenStack password of this space expires at {now:%Y-%m-%d}"]
+
+    class Broken(FakeConnector):
+        def notices(self, now):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug in an advisory call")
+
+    config = load_text(config_text())
+    report = run_cycle(context(config, store, Expiring(clock=clock), clock))
+    assert report.ok and report.warnings == (f"the OpenStack password of this space expires at {clock():%Y-%m-%d}",)
+    out = io.StringIO()
+    show(collect(config, store, clock()), Console(file=out, width=200))
+    assert f"warning: the OpenStack password of this space expires at {clock():%Y-%m-%d}" in out.getvalue()
+    assert run_cycle(context(config, store, Broken(clock=clock), clock)).warnings == ()  # never fails a cycle
