@@ -549,7 +549,7 @@ def attach(directory: Path) -> Testbed:
 def main() -> None:
     directory = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / ".openstack" / "run").resolve()
     started = time.monotonic()
-    testbed = start(directory)
+    testbed = start(directory, mysql=os.environ.get("TESTBED_MYSQL"))
     print(f"OpenStack up in {time.monotonic() - started:.0f}s: {testbed.keystone}, clouds.yaml {testbed.clouds_yaml}")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops it cleanly too
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
