@@ -2,7 +2,7 @@
 
 Keystone, Placement, Glance, the Neutron API and Nova (api, conductor,
 scheduler, and two compute hosts with Nova's fake virt driver, one in the
-zone ``nova`` and one in ``zone-b``), installed from PyPI into
+zone ``zone-a`` and one in ``zone-b``), installed from PyPI into
 their own virtualenv (``make openstack-testbed``, in ``.openstack/venv``), all
 on SQLite, all on loopback ports chosen free at start, talking over the
 RabbitMQ broker already running on 127.0.0.1:5672 (exchanges of their own, so
@@ -44,7 +44,9 @@ from vcycle.testing import free_port
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".openstack" / "venv"
 BROKER = ("127.0.0.1", 5672)
-SECOND_ZONE = "zone-b"
+# Each host in an aggregate zone of its own: a server asking for Nova's default zone ("nova") may land on any
+# host, as Nova's placement pre-filter cannot narrow the default zone to hosts in no aggregate.
+ZONES = {"zone-a": "", "zone-b": "-b"}  # zone -> suffix of its compute host's name
 SERVICE_PASSWORD = "testbed-service"
 ADMIN_PASSWORD = "testbed-admin"
 USER_PASSWORD = "testbed-user"
@@ -302,7 +304,7 @@ def _configure(d: Path, ports: dict[str, int], mysql: str | None = None) -> None
         log_file = {logs}/nova-compute-b.log
         state_path = {data}/nova-b
         instances_path = {data}/nova-b/instances
-        """)  # a second compute host (its own node identity), put in availability zone SECOND_ZONE
+        """)  # a second compute host (its own node identity), put in availability zone zone-b
     shutil.copy(VENV / "etc/neutron/api-paste.ini", d / "etc/neutron/api-paste.ini")
     _write(d / "etc/neutron/neutron.conf", f"""
         [DEFAULT]
@@ -487,8 +489,9 @@ print(json.dumps({"image": image.id}))
     zone = f"""
 import openstack
 c = openstack.connect(cloud="testbed-admin")
-aggregate = c.compute.create_aggregate(name="{SECOND_ZONE}", availability_zone="{SECOND_ZONE}")
-c.compute.add_host_to_aggregate(aggregate, "testbed-{testbed.ports['nova']}-b")
+for zone, suffix in {ZONES!r}.items():
+    aggregate = c.compute.create_aggregate(name=zone, availability_zone=zone)
+    c.compute.add_host_to_aggregate(aggregate, "testbed-{testbed.ports['nova']}" + suffix)
 """
     _run(testbed.directory, "python", "-c", zone)
 

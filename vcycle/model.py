@@ -181,13 +181,29 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class JobShape:
+    """``count`` idle jobs that each ask for these resources (HTCondor's RequestCpus, RequestMemory in MB,
+    RequestDisk in KiB)."""
+
+    processors: int
+    memory_mb: int
+    disk_kb: int
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Demand:
-    """Work waiting for a machinetype. ``known`` False means the source failed."""
+    """Work waiting for a machinetype. ``known`` False means the source failed.
+
+    ``shapes``, when the source knows them, are the idle jobs by size: the planner packs them into machines
+    of the machinetype's size instead of dividing ``idle_jobs`` by jobs_per_machine.
+    """
 
     idle_jobs: int = 0
     running_jobs: int = 0
     known: bool = True
     reason: str = ""
+    shapes: tuple[JobShape, ...] | None = None
 
     @classmethod
     def unknown(cls, reason: str) -> Demand:

@@ -165,11 +165,12 @@ def _delete_verdict(
 class _Candidate:
     """A machinetype that may still create this cycle."""
 
-    __slots__ = ("allowance", "flavor", "hs06", "mt", "processors", "tally")
+    __slots__ = ("allowance", "demand_note", "flavor", "hs06", "mt", "processors", "tally")
 
     def __init__(self, mt: MachinetypeConfig, tally: _Tally, flavor: str | None, processors: int,
-                 allowance: int | None) -> None:
+                 allowance: int | None, demand_note: str = "") -> None:
         self.mt = mt
+        self.demand_note = demand_note  # how the demand was counted, for the reasons
         self.tally = tally
         self.flavor = flavor
         self.processors = processors
@@ -241,8 +242,23 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
             if not wanted.known:
                 hold(name, f"demand unknown: {wanted.reason}")
                 continue
+            starting = tallies[name].starting_machines
+            if wanted.shapes is not None and mt.jobs_per_machine is None:
+                size = flavor[1]
+                needed, too_big = rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
+                                                     mt.disk_gb_per_processor * size * 1024 * 1024)
+                if too_big:
+                    hold(name, f"{too_big} idle jobs ask for more than one {size}-processor machine has "
+                               f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk): "
+                               "not counted")
+                note = f"idle jobs fill {needed} machines of {size} processors"
+                found.append(_Candidate(mt, tallies[name], flavor[0], size, needed - starting, note))
+                continue
             jobs_per_machine = mt.jobs_per_machine or flavor[1]
-            allowance = rules.demand_allowance(wanted.idle_jobs, jobs_per_machine, tallies[name].starting_machines)
+            allowance = rules.demand_allowance(wanted.idle_jobs, jobs_per_machine, starting)
+            note = f"jobs_per_machine {jobs_per_machine}"
+            found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], allowance, note))
+            continue
         found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], allowance))
     return found
 
@@ -259,7 +275,7 @@ def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceCon
         return f"max_starting_processors {tally.starting_processors}/{mt.max_starting_processors} starting"
     if c.allowance is not None and c.allowance <= 0:
         return (f"demand satisfied: idle work needs no more machines ({tally.starting_machines} starting, "
-                f"jobs_per_machine {mt.jobs_per_machine or size})")
+                f"{c.demand_note})")
     return rules.backoff_hold(snapshot.backoffs.get(mt.name), mt, tally.not_passed_fizzle, now)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from vcycle.model import Backoff, MachineRecord
+from vcycle.model import Backoff, JobShape, MachineRecord
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from vcycle.config import MachinetypeConfig, Settings, SpaceConfig
@@ -183,6 +183,61 @@ def heartbeat_stale(record: MachineRecord, mt: MachinetypeConfig, now: datetime)
     if mt.heartbeat_seconds > 0 and age > timedelta(seconds=mt.heartbeat_seconds):
         return f"last {mt.heartbeat_file} heartbeat {seconds(age)}s ago (heartbeat_seconds {mt.heartbeat_seconds})"
     return None
+
+
+def machines_for(shapes: Sequence[JobShape], processors: int, memory_mb: int, disk_kb: int) -> tuple[int, int]:
+    """How many machines of this size the jobs fill, packed first-fit by decreasing size; and how many jobs
+    are bigger than one machine (those are not counted).
+
+    Machines are kept as a count per free-resource triple, so thousands of jobs of a few shapes pack in
+    a few steps.
+    """
+    capacity = (processors, memory_mb, disk_kb)
+    too_big = 0
+    used = 0
+    free: dict[tuple[int, int, int], int] = {}  # free resources -> machines with exactly that much free
+    for shape in sorted(shapes, key=lambda s: (s.processors, s.memory_mb, s.disk_kb), reverse=True):
+        need = (max(shape.processors, 0), max(shape.memory_mb, 0), max(shape.disk_kb, 0))
+        if any(n > c for n, c in zip(need, capacity, strict=True)):
+            too_big += shape.count
+            continue
+        left = shape.count
+        for room in sorted(free, reverse=True):  # first fit into machines already opened
+            if not left:
+                break
+            fits = _fits(room, need)
+            if fits == 0:
+                continue
+            machines = free.pop(room)
+            placed_machines = min(machines, math.ceil(left / fits))
+            for _ in range(placed_machines):
+                take = min(fits, left)
+                rest = _less(room, need, take)
+                free[rest] = free.get(rest, 0) + 1
+                left -= take
+            if machines > placed_machines:
+                free[room] = free.get(room, 0) + machines - placed_machines
+        if left:
+            per_machine = _fits(capacity, need)
+            full, partial = divmod(left, per_machine)
+            used += full + (1 if partial else 0)
+            if full:
+                rest = _less(capacity, need, per_machine)
+                free[rest] = free.get(rest, 0) + full
+            if partial:
+                rest = _less(capacity, need, partial)
+                free[rest] = free.get(rest, 0) + 1
+    return used, too_big
+
+
+def _less(room: tuple[int, int, int], need: tuple[int, int, int], jobs: int) -> tuple[int, int, int]:
+    """What is left of ``room`` once ``jobs`` jobs of size ``need`` are in it."""
+    return room[0] - jobs * need[0], room[1] - jobs * need[1], room[2] - jobs * need[2]
+
+
+def _fits(room: tuple[int, int, int], need: tuple[int, int, int]) -> int:
+    """How many jobs of size ``need`` fit in ``room`` (a huge number for a job needing nothing)."""
+    return min((r // n if n else 1 << 30) for r, n in zip(room, need, strict=True))
 
 
 def demand_allowance(idle_jobs: int, jobs_per_machine: int, starting: int) -> int:

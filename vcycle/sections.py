@@ -112,6 +112,7 @@ MACHINETYPE = options(
     Option("root_public_key", text),
     Option("demand", matching(DEMAND_NAME, "a demand section name")),
     Option("jobs_per_machine", integer(1)),
+    Option("htcondor_constraint", text, help="ClassAd expression selecting the HTCondor jobs this machinetype serves"),
 )
 
 VACUUM_PIPE = options(
@@ -126,6 +127,15 @@ DEMAND = {
     "command": options(
         Option("command", text, required=True),
         Option("timeout_seconds", integer(1), 60),
+    ),
+    "htcondor": options(
+        Option("collector", text, help="the pool's collector, HOST[:PORT]; default HTCondor's COLLECTOR_HOST"),
+        Option("schedds", words, (), help="schedd names to ask; default every schedd the collector knows"),
+        Option("constraint", text, help="a ClassAd expression every counted job must match"),
+        Option("min_idle_seconds", integer(0), 0, help="jobs idle for less than this are not counted yet"),
+        Option("method", choice("auto", "bindings", "commands"), "auto",
+               help="the htcondor2 bindings, or condor_q and condor_status -json; auto = bindings if installed"),
+        Option("timeout_seconds", integer(1), 60, help="how long one query may take"),
     ),
 }
 

@@ -41,7 +41,7 @@ max_create_fraction = 1
 api = openstack
 {keys}
 processors_limit = 3
-zones = nova zone-b
+zones = zone-a zone-b
 https_host = vcycle.example.org
 
 [machinetype nova pilot]
@@ -79,7 +79,7 @@ def test_fill_tag_stop_and_replace_leaving_foreign_servers_alone(site: tuple[Pat
         assert full.flavor["original_name"] == "m1.small"
         user_data = base64.b64decode(full.user_data).decode()  # read back as admin
         assert f"vcycle pilot-container: the entrypoint of machine {full.name}" in user_data
-    assert sorted(s.availability_zone for s in ours(admin)) == ["nova", "zone-b"]  # spread over the zones
+    assert sorted(s.availability_zone for s in ours(admin)) == ["zone-a", "zone-b"]  # spread over the zones
     assert vcycle(conf, "cycle", "--once").returncode == 0
     assert len(ours(admin)) == 2  # at the limit: nothing more
     stopped = ours(admin)[0]

@@ -138,7 +138,8 @@ def test_required_machinetype_keys_are_errors() -> None:
     ("[space sp]\nthis line has no equals sign\n", "cannot parse line(s) 2"),
     ("[machinetype nospace mt]\nuser_data = u\nbackoff_seconds = 1\nfizzle_seconds = 1\n",
      "there is no [space nospace] section"),
-    ("[demand d]\ntype = htcondor\n", "demand type 'htcondor' is not available in this version yet"),
+    ("[demand d]\ntype = dirac\n", "demand type 'dirac' is not available in this version yet"),
+    ("[demand d]\ntype = htcondor\nmethod = telepathy\n", "is not one of auto, bindings, commands"),
     ("[demand d]\ntype = carrier-pigeon\n", "is not one of file, command, htcondor, dirac"),
     ("[settings]\nmax_create_fraction = 2\n", "2 is more than the largest allowed, 1"),
 ])

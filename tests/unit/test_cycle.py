@@ -36,7 +36,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def context(config: Config, store: Store, cloud: FakeConnector, clock: FakeClock, space: str = "sp",
             render: Any = plain_render) -> SpaceContext:
-    sources = {name: make_source(d) for name, d in config.demands.items()}
+    sources = {name: make_source(d, config.spaces) for name, d in config.demands.items()}
     return SpaceContext(config, config.spaces[space], cloud, store, sources, render, clock)
 
 

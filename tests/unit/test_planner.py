@@ -193,6 +193,23 @@ def test_demand_counts_machines_still_starting() -> None:
     assert len(run(config, records, demand={"mt": Demand(idle_jobs=9)}).creates) == 2
 
 
+def test_shaped_demand_is_packed_into_machines_of_the_machinetypes_size() -> None:
+    from vcycle.model import JobShape
+
+    config = make_config(limit=1000, machinetypes={"mt": {**DEMANDED["mt"], "mb_per_processor": 2000}}, extra=Q)
+    # 4-processor machines with 8000 MB: 3 jobs of 3 cores take a machine each, leaving a core there for 3 of
+    # the 6 one-core 2000 MB jobs; the other 3 share a fourth machine; a 5-core job fits none: reported only
+    shaped = Demand(idle_jobs=10, shapes=(JobShape(1, 2000, 0, 6), JobShape(3, 1000, 0, 3), JobShape(5, 0, 0, 1)))
+    result = run(config, [rec("s", S.STARTING, processors=4)], demand={"mt": shaped})
+    assert len(result.creates) == 3  # 4 machines' worth, one of them already starting
+    assert "idle jobs fill 4 machines of 4 processors" in next(h for h in holds(result, "mt")
+                                                                if h.startswith("demand satisfied"))
+    assert any(h.startswith("1 idle jobs ask for more than one 4-processor machine has (8000 MB, 160 GB disk)")
+               for h in holds(result, "mt"))
+    by_memory = Demand(idle_jobs=8, shapes=(JobShape(1, 4000, 0, 8),))  # memory, not cores, is what runs out
+    assert len(run(config, demand={"mt": by_memory}).creates) == 4
+
+
 def test_jobs_per_machine_overrides_processors() -> None:
     config = make_config(limit=1000, machinetypes={"mt": {**DEMANDED["mt"], "jobs_per_machine": 1}}, extra=Q)
     assert len(run(config, demand={"mt": Demand(idle_jobs=9)}).creates) == 9

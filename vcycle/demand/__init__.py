@@ -4,7 +4,8 @@
 DemandError; the caller turns a failure into ``Demand.unknown`` for the
 machinetypes that use the source, so that nothing is created on a guess
 while deletions go on. Sources are made from ``[demand NAME]`` sections by
-``make_source``; htcondor and dirac sources arrive with their own issues.
+``make_source``: ``file``, ``command`` and ``htcondor`` (vcycle/demand/htcondor.py); dirac arrives with
+its issue.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from vcycle.config import DemandConfig
+from vcycle.config import DemandConfig, SpaceConfig
 from vcycle.errors import DemandError
 from vcycle.model import Demand
 
@@ -49,8 +50,9 @@ def _demand(counts: Any, where: str) -> Demand:
     return Demand(idle_jobs=values[0], running_jobs=values[1])
 
 
-def make_source(config: DemandConfig) -> DemandSource:
-    """The source a ``[demand NAME]`` section describes."""
+def make_source(config: DemandConfig, spaces: Mapping[str, SpaceConfig] | None = None) -> DemandSource:
+    """The source a ``[demand NAME]`` section describes (``spaces``: the site's, for sources that query per
+    machinetype)."""
     if config.type == "file":
         from vcycle.demand.file import FileDemand
 
@@ -59,4 +61,10 @@ def make_source(config: DemandConfig) -> DemandSource:
         from vcycle.demand.command import CommandDemand
 
         return CommandDemand(config.name, config.values["command"], config.values["timeout_seconds"])
+    if config.type == "htcondor":
+        from vcycle.demand.htcondor import HTCondorDemand, make_pool
+
+        machinetypes = {space.name: {mt.name: mt for mt in space.machinetypes.values() if mt.demand == config.name}
+                        for space in (spaces or {}).values()}
+        return HTCondorDemand(config.name, config.values, machinetypes, make_pool(config.values))
     raise DemandError(f"demand {config.name}: type {config.type!r} is not available in this version")

@@ -1,0 +1,232 @@
+"""``[demand NAME] type = htcondor``: idle jobs in an HTCondor pool, by shape, per machinetype.
+
+Each machinetype naming the source has its own query: idle jobs (``JobStatus
+== 1``; held jobs never count) idle for at least ``min_idle_seconds``,
+matching the section's ``constraint`` and the machinetype's
+``htcondor_constraint``, asked of every schedd the collector knows (or the
+named ones). The jobs' RequestCpus, RequestMemory and RequestDisk become
+``JobShape`` counts, which the planner packs into machines of the
+machinetype's size.
+
+Two ways to ask, the same answers: the official bindings (``htcondor2``,
+``pip install vcycle[htcondor]``), or ``condor_q`` and ``condor_status``
+with ``-json`` where only HTCondor's tools are installed. Any failure (an
+unreachable collector or schedd, a bad constraint, a missing tool) is a
+DemandError: the demand is unknown, nothing is created for those
+machinetypes, and the cycle says why in one line.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import importlib
+import json
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vcycle.clock import utc_now
+from vcycle.errors import DemandError
+from vcycle.model import Demand, JobShape
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from vcycle.config import MachinetypeConfig
+
+IDLE = 1
+JOB_ATTRIBUTES = ("ClusterId", "ProcId", "JobStatus", "EnteredCurrentStatus", "RequestCpus", "RequestMemory",
+                  "RequestDisk")
+# Asked for too: what HTCondor's default RequestMemory and RequestDisk expressions refer to, so that they
+# evaluate here as in the schedd.
+PROJECTION = (*JOB_ATTRIBUTES, "MemoryUsage", "ImageSize", "ResidentSetSize", "DiskUsage", "TransferInputSizeMB")
+
+
+def job_constraint(pool_constraint: str | None, machinetype_constraint: str | None, now: datetime,
+                   min_idle_seconds: int) -> str:
+    """The ClassAd expression selecting the idle jobs one machinetype counts."""
+    parts = [f"JobStatus == {IDLE}"]
+    if min_idle_seconds > 0:
+        parts.append(f"EnteredCurrentStatus <= {int(now.timestamp()) - min_idle_seconds}")
+    parts += [f"({c})" for c in (pool_constraint, machinetype_constraint) if c and c.strip()]
+    return " && ".join(parts)
+
+
+def _whole(value: Any, default: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default  # undefined, an unevaluated expression or junk: the job is counted at the default
+    return max(int(value), 0)
+
+
+def shapes(jobs: Iterable[Mapping[str, Any]]) -> tuple[JobShape, ...]:
+    """Jobs' evaluated requests grouped into shapes (RequestCpus 1, memory and disk 0 where unknown)."""
+    counts: collections.Counter[tuple[int, int, int]] = collections.Counter()
+    for job in jobs:
+        counts[(_whole(job.get("RequestCpus"), 1), _whole(job.get("RequestMemory"), 0),
+                _whole(job.get("RequestDisk"), 0))] += 1
+    return tuple(JobShape(c, m, d, n) for (c, m, d), n in sorted(counts.items()))
+
+
+class Pool(Protocol):
+    """How the jobs are asked for: ``idle_jobs(constraint)`` -> their evaluated JOB_ATTRIBUTES."""
+
+    def idle_jobs(self, constraint: str) -> list[dict[str, Any]]: ...
+
+
+# --- the bindings ---------------------------------------------------------------------------
+
+def _evaluated(ad: Any, key: str) -> Any:
+    try:
+        value = ad.eval(key)
+    except KeyError:
+        return None
+    if isinstance(value, enum.Enum) or not isinstance(value, int | float | str):
+        return None  # classad2's Value.Undefined and Value.Error (an IntEnum: not a number)
+    return value
+
+
+class BindingsPool:
+    """The pool through the ``htcondor2`` bindings (or a module offering the same calls, for tests)."""
+
+    def __init__(self, collector: str | None, schedds: Sequence[str] = (), module: Any = None) -> None:
+        self.collector = collector
+        self.schedds = tuple(schedds)
+        self.htcondor = module if module is not None else importlib.import_module("htcondor2")
+
+    def schedd_ads(self) -> list[Any]:
+        where = f"collector {self.collector or '(COLLECTOR_HOST)'}"
+        try:
+            collector = self.htcondor.Collector(self.collector)
+            if self.schedds:
+                return [collector.locate(self.htcondor.DaemonType.Schedd, name) for name in self.schedds]
+            return list(collector.locateAll(self.htcondor.DaemonType.Schedd))
+        except (self.htcondor.HTCondorException, OSError, RuntimeError, ValueError) as exc:
+            raise DemandError(f"{where}: {exc}") from exc
+
+    def idle_jobs(self, constraint: str) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = []
+        for ad in self.schedd_ads():
+            name = ad.get("Name", "?")
+            try:
+                found = self.htcondor.Schedd(ad).query(constraint=constraint, projection=list(PROJECTION))
+            except (self.htcondor.HTCondorException, OSError, RuntimeError, ValueError) as exc:
+                raise DemandError(f"schedd {name}: {exc}") from exc
+            jobs.extend({key: _evaluated(job, key) for key in JOB_ATTRIBUTES} for job in found)
+        return jobs
+
+
+# --- the command-line tools -------------------------------------------------------------------
+
+def parse_json_ads(text: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """``condor_q -json`` / ``condor_status -json`` output -> ads with ``keys`` evaluated.
+
+    With classad2 installed the ads are parsed and evaluated by it (so expressions such as the default
+    RequestMemory are evaluated as HTCondor would); without it, plain values are taken and expressions
+    (``"/Expr(...)/"``) left unknown.
+    """
+    if not text.strip():
+        return []  # the tools print nothing when nothing matches
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise DemandError(f"cannot parse the tool's JSON output: {exc}") from exc
+    if not isinstance(raw, list) or not all(isinstance(ad, dict) for ad in raw):
+        raise DemandError("the tool's JSON output is not a list of ClassAds")
+    try:
+        import classad2
+    except ImportError:
+        return [{key: None if isinstance(v := ad.get(key), str) and v.startswith("/Expr(") else v for key in keys}
+                for ad in raw]
+    parsed = []
+    for ad in raw:  # one at a time: classad2's JSON parser reads a lone object, not a list of several
+        text = json.dumps(ad).replace("/", "\\/")  # expressions are recognised only as "\/Expr(...)\/"
+        try:
+            parsed.append(classad2.parseOne(text, classad2.ParserType.JSON))
+        except (classad2.ClassAdException, ValueError) as exc:
+            raise DemandError(f"cannot parse a ClassAd of the tool's output: {exc}") from exc
+    return [{key: _evaluated(ad, key) for key in keys} for ad in parsed]
+
+
+Runner = Callable[[list[str], float], str]
+
+
+def run_tool(command: list[str], timeout: float) -> str:
+    """Run one HTCondor tool; its stdout, or DemandError saying why not."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise DemandError(f"{command[0]} not found: install HTCondor's tools, or the bindings "
+                          "(pip install vcycle[htcondor])") from None
+    except subprocess.TimeoutExpired:
+        raise DemandError(f"{command[0]} did not answer within {timeout:g} s") from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise DemandError(f"{command[0]} exited with status {done.returncode}: {lines[-1] if lines else ''}")
+    return done.stdout
+
+
+class CommandPool:
+    """The pool through ``condor_status -schedd -json`` and ``condor_q -json``."""
+
+    def __init__(self, collector: str | None, schedds: Sequence[str] = (), timeout: float = 60.0,
+                 runner: Runner = run_tool) -> None:
+        self.collector = collector
+        self.schedds = tuple(schedds)
+        self.timeout = timeout
+        self.runner = runner
+
+    def _pool(self) -> list[str]:
+        return ["-pool", self.collector] if self.collector else []
+
+    def schedd_names(self) -> list[str]:
+        if self.schedds:
+            return list(self.schedds)
+        out = self.runner(["condor_status", *self._pool(), "-schedd", "-json", "-attributes", "Name"], self.timeout)
+        return [str(ad["Name"]) for ad in parse_json_ads(out, ("Name",)) if ad.get("Name")]
+
+    def idle_jobs(self, constraint: str) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = []
+        for name in self.schedd_names():
+            out = self.runner(["condor_q", *self._pool(), "-name", name, "-allusers", "-constraint", constraint,
+                               "-json", "-attributes", ",".join(PROJECTION)], self.timeout)
+            jobs.extend(parse_json_ads(out, JOB_ATTRIBUTES))
+        return jobs
+
+
+def make_pool(values: Mapping[str, Any]) -> Pool:
+    """The pool a demand section's ``method`` asks for (auto: the bindings when installed)."""
+    method = values.get("method") or "auto"
+    collector, schedds = values.get("collector"), values.get("schedds") or ()
+    if method in ("auto", "bindings"):
+        try:
+            return BindingsPool(collector, schedds)
+        except ImportError:
+            if method == "bindings":
+                raise DemandError("method = bindings, but the htcondor bindings are not installed "
+                                  "(pip install vcycle[htcondor])") from None
+    return CommandPool(collector, schedds, float(values.get("timeout_seconds") or 60))
+
+
+# --- the source ----------------------------------------------------------------------------
+
+class HTCondorDemand:
+    """Idle jobs per machinetype, shaped, for every space whose machinetypes name this source."""
+
+    def __init__(self, name: str, values: Mapping[str, Any],
+                 machinetypes: Mapping[str, Mapping[str, MachinetypeConfig]], pool: Pool,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.name = name
+        self.values = values
+        self.machinetypes = machinetypes  # space -> machinetype name -> config
+        self.pool = pool
+        self.clock = clock
+
+    def demand(self, space: str) -> dict[str, Demand]:
+        now = self.clock()
+        result: dict[str, Demand] = {}
+        for name, mt in sorted(self.machinetypes.get(space, {}).items()):
+            constraint = job_constraint(self.values.get("constraint"), mt.values.get("htcondor_constraint"), now,
+                                        int(self.values.get("min_idle_seconds") or 0))
+            jobs = self.pool.idle_jobs(constraint)
+            result[name] = Demand(idle_jobs=len(jobs), shapes=shapes(jobs))
+        return result
