@@ -56,6 +56,8 @@ class FakePool:
         self.reachable = True
         self.down_schedds: set[str] = set()
         self.calls: list[tuple[str, ...]] = []
+        self.commands: list[tuple[str, str]] = []  # (master's name, command) sent with send_command
+        self.drain_leaves = False  # a drained startd leaves the pool at once (it had no jobs)
 
     @classmethod
     def from_fixtures(cls) -> FakePool:
@@ -84,6 +86,10 @@ class FakeCollector:
         self._check()
         if daemon_type is htcondor2.DaemonType.Schedd and name in self.pool.schedds:
             return self.pool.schedd_ad(name)
+        if daemon_type is htcondor2.DaemonType.Master and any(s.get("Machine") == name for s in self.pool.startds):
+            master = classad2.ClassAd()
+            master["MyType"], master["Name"], master["Machine"] = "DaemonMaster", name, name
+            return master
         raise htcondor2.HTCondorException(f"Unable to find daemon {name}")
 
     def locateAll(self, daemon_type: htcondor2.DaemonType) -> list[classad2.ClassAd]:
@@ -130,6 +136,23 @@ class FakeHTCondor:
     def Schedd(self, location: classad2.ClassAd | None = None) -> FakeSchedd:
         return FakeSchedd(self.pool, location)
 
+    def send_command(self, ad: classad2.ClassAd, dc: htcondor2.DaemonCommand, target: str | None = None) -> None:
+        self.pool.commands.append((ad["Name"], dc.name))
+        if self.pool.drain_leaves and dc is htcondor2.DaemonCommand.DaemonsOffPeaceful:
+            self.pool.startds[:] = [s for s in self.pool.startds if s.get("Machine") != ad["Name"]]
+
+
+def startd(machine: str, space: str, state: str = "Unclaimed", slot: str = "slot1", kind: str = "Partitionable",
+           host: str | None = None) -> classad2.ClassAd:
+    """A slot ad of a vcycle machine's startd, as ``condor_status -startd`` shows it."""
+    ad = classad2.ClassAd()
+    where = host or f"{machine}.example.org"
+    for key, value in (("MyType", "Machine"), ("Name", f"{slot}@{where}"), ("Machine", where),
+                       ("VCYCLE_MACHINE", machine), ("VCYCLE_SPACE", space), ("State", state),
+                       ("SlotType", kind), ("Cpus", 8)):
+        ad[key] = value
+    return ad
+
 
 TOOL = '''#!{python}
 """A fake {name}: answers from the fixtures like HTCondor's own tool with -json (see tests/fakecondor.py)."""
@@ -147,7 +170,12 @@ if {down!r}:
 pool = FakePool.from_fixtures()
 def value(flag):
     return args[args.index(flag) + 1] if flag in args else None
-if "{name}" == "condor_status":
+if "{name}" == "condor_off":
+    sys.exit(0)  # the command is logged above: that is all a test needs of it
+if "{name}" == "condor_status" and "-startd" in args:
+    from fakecondor import FIXTURES, load_ads
+    ads = [ad for ad in load_ads(FIXTURES / "condor_status.startd.json") if matches(ad, value("-constraint"))]
+elif "{name}" == "condor_status":
     ads = [pool.schedd_ad(name) for name in pool.schedds]
 else:
     ads = [ad for ad in pool.schedds[value("-name")] if matches(ad, value("-constraint"))]
@@ -163,10 +191,10 @@ if out:  # like the real tools, nothing at all when nothing matches
 
 
 def write_tools(directory: Path, down: bool = False) -> Path:
-    """``condor_q`` and ``condor_status`` in ``directory`` (put it first on PATH); their calls go to
+    """``condor_q``, ``condor_status`` and ``condor_off`` in ``directory`` (put it first on PATH); their calls go to
     ``directory/calls.jsonl``."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("condor_q", "condor_status"):
+    for name in ("condor_q", "condor_status", "condor_off"):
         path = directory / name
         path.write_text(TOOL.format(python=sys.executable, name=name, tests=str(Path(__file__).parent),
                                     log=str(directory / "calls.jsonl"), down=down))

@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     rendering.add_argument("space")
     rendering.add_argument("machinetype")
     rendering.add_argument("--show-secrets", action="store_true", help="do not mask secret options")
-    draining = command("drain", drain, "no new machines in a space or machinetype; running ones finish")
+    draining = command("drain", drain, "no new machines in a space or machinetype; running ones finish (machines "
+                                       "whose HTCondor startd is in the pool are drained through it)")
     draining.add_argument("space")
     draining.add_argument("machinetype", nargs="?")
     draining.add_argument("--undo", action="store_true", help="end the drain")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from vcycle import planner
 from vcycle.calls import Timed, report_fields
@@ -87,6 +88,27 @@ def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
     return result
 
 
+def batch_system(ctx: SpaceContext) -> Any:
+    """The batch system the space's machines run daemons of: the first demand source of its machinetypes that
+    can say which machines are registered and drain them (HTCondor's), or None."""
+    for name in sorted({mt.demand for mt in ctx.space.machinetypes.values() if mt.demand is not None}):
+        source = ctx.demand_sources.get(name)
+        if source is not None and hasattr(source, "registered") and hasattr(source, "drain"):
+            return source
+    return None
+
+
+def _registered(ctx: SpaceContext) -> Mapping[str, bool] | None:
+    batch = batch_system(ctx)
+    if batch is None:
+        return None
+    try:
+        return dict(batch.registered(ctx.name))
+    except DemandError as exc:  # no registration, drain or retire decisions on a guess
+        log.warning("space=%s batch system %s not asked about the machines' daemons: %s", ctx.name, batch.name, exc)
+        return None
+
+
 def observe(ctx: SpaceContext, now: datetime) -> Observation:
     """Read the store and the cloud, sync and plan, changing nothing. Raises CloudUnavailable, StoreError.
 
@@ -107,8 +129,9 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     waiting = time.perf_counter() - waited
     needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
     limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else {}))
+    registered = _registered(ctx)
     synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
-                  backoffs=state.backoffs)
+                  backoffs=state.backoffs, registered=registered)
     started = time.perf_counter()
     demand = gather_demand(ctx)
     timings["demand_s"] = time.perf_counter() - started
@@ -116,7 +139,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     quota, flavors = limits.result()
     timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
-                             state.draining)
+                             state.draining, registered)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
@@ -132,8 +155,8 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes))
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
-                            pool=ctx.calls())
-        doomed = {order.machine for order in seen.plan.deletes}
+                            pool=ctx.calls(), drain=getattr(batch_system(ctx), "drain", None))
+        doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs)

@@ -25,15 +25,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vcycle import mjf
+from vcycle import mjf, rules
 from vcycle.config import MachinetypeConfig, SpaceConfig
 from vcycle.connectors.base import Connector
-from vcycle.errors import CloudUnavailable, LaunchRejected, NotFound, QuotaExceeded, RenderError, StaleState
+from vcycle.errors import (
+    CloudUnavailable,
+    DemandError,
+    LaunchRejected,
+    NotFound,
+    QuotaExceeded,
+    RenderError,
+    StaleState,
+)
 from vcycle.model import (
     Backoff,
     CloudMachine,
     CreateOrder,
     DeleteOrder,
+    DrainOrder,
     LaunchSpec,
     MachineRecord,
     Plan,
@@ -115,8 +124,10 @@ class Executor:
     def __init__(self, space: SpaceConfig, connector: Connector, store: Store, *, manager: str, render: Renderer,
                  workers: int = 8, name_factory: Callable[[str], str] = new_machine_name,
                  request_factory: Callable[[], str] = new_request_id,
-                 clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None,
+                 drain: Callable[[str, str], None] | None = None) -> None:
         self.space = space
+        self.drain = drain  # asks the batch system to drain (space, machine); raises DemandError
         self.connector = connector
         self.store = store
         self.manager = manager
@@ -137,10 +148,14 @@ class Executor:
         launches = self._intents(plan, now, intent, errors)
         deletes = [self._deleting(order, records[order.machine], now, intent) for order in plan.deletes
                    if order.machine in records]
-        if intent.records or intent.history or backoffs:
+        drains = [self._draining(order, records[order.machine], now, intent) for order in plan.drains
+                  if order.machine in records and records[order.machine].state is S.RUNNING]
+        if intent.records or intent.history or backoffs or intent.backoffs:
             version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
-                                       backoffs=dict(backoffs or {}))
+                                       backoffs={**(backoffs or {}), **intent.backoffs})
         applied.version = version
+        for record in drains:  # quick calls to the batch system, not the cloud: made here, in order
+            self._drain(record, errors)
         if not launches and not deletes:
             applied.records = dict(intent.records)
             return applied  # nothing to do in the cloud, nothing more to record
@@ -204,10 +219,30 @@ class Executor:
         changes: dict[str, object] = {"delete_attempts": record.delete_attempts + 1, "last_delete_at": now}
         if record.shutdown_code is None and order.code is not None:
             changes.update(shutdown_code=order.code, shutdown_text=order.message)
+            if order.code in rules.ABORT_CODES and record.state in (S.RUNNING, S.STARTING):
+                # vcycle ends it for a fault of the machine (its startd never joined): an abort, so back off
+                batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"{record.name} deleted "
+                                                             f"with '{order.code} {order.message}'")
         moved = transition(record, S.DELETING, now, "delete: " + order.reason, **changes)
         log.info("space=%s machinetype=%s machine=%s delete: %s", self.space.name, record.machinetype, record.name,
                  order.reason)
         return batch.put(moved)
+
+    def _draining(self, order: DrainOrder, record: MachineRecord, now: datetime, batch: Batch) -> MachineRecord:
+        log.info("space=%s machinetype=%s machine=%s drain: %s", self.space.name, record.machinetype, record.name,
+                 order.reason)
+        return batch.put(transition(record, S.DRAINING, now, "drain: " + order.reason))
+
+    def _drain(self, record: MachineRecord, errors: list[str]) -> None:
+        where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
+        if self.drain is None:
+            errors.append(f"{where}: no batch system to ask for the drain")
+            return
+        try:
+            self.drain(self.space.name, record.name)
+        except DemandError as exc:  # it stays DRAINING: deleted after retire_timeout_seconds at the latest
+            log.warning("%s drain not sent: %s", where, exc)
+            errors.append(f"{where}: drain not sent: {exc}")
 
     # --- cloud calls ----------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ class MachineRecord:
     delete_requested: str | None = None  # an operator asked for the delete; the reason
     token_hash: str | None = None  # sha256 of the machine's token for the HTTPS endpoint
     features: str | None = None  # its Machine/Job Features, as JSON
+    registered_at: datetime | None = None  # its batch daemon (HTCondor startd) first seen in the pool
+    idle_since: datetime | None = None  # its batch daemon has had no work since then (None: busy or unknown)
     history: tuple[StatusChange, ...] = ()
 
     @property
@@ -221,11 +223,15 @@ class SpaceSnapshot:
     quota_processors: int | None = None  # the cloud's own limit, if it tells
     flavors: Mapping[str, int] = field(default_factory=dict)  # flavor name -> vcpus
     draining: frozenset[str] = frozenset()  # machinetypes drained by an operator; "*" = all
+    # machine name -> whether its batch daemon has work, for the machines registered in the batch system;
+    # None when the space has no batch system to ask, or it did not answer
+    registered: Mapping[str, bool] | None = None
 
 
 class Action(enum.Enum):
     CREATE = "create"
     DELETE = "delete"
+    DRAIN = "drain"  # the machine's batch daemon is asked to finish its work and take no more
     HOLD = "hold"  # a create that was considered and refused
 
 
@@ -267,6 +273,16 @@ class DeleteOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainOrder:
+    """Ask one machine's batch daemon to drain (HTCondor: DaemonsOffPeaceful); it is deleted once gone."""
+
+    space: str
+    machinetype: str
+    machine: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What one cycle should do in one space."""
 
@@ -275,6 +291,7 @@ class Plan:
     creates: tuple[CreateOrder, ...]
     deletes: tuple[DeleteOrder, ...]
     decisions: tuple[Decision, ...]
+    drains: tuple[DrainOrder, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,18 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from vcycle import rules
-from vcycle.model import Action, CreateOrder, Decision, DeleteOrder, Demand, MachineRecord, Plan, SpaceSnapshot
+from vcycle import retire, rules
+from vcycle.model import (
+    Action,
+    CreateOrder,
+    Decision,
+    DeleteOrder,
+    Demand,
+    DrainOrder,
+    MachineRecord,
+    Plan,
+    SpaceSnapshot,
+)
 from vcycle.states import HOLDS_PROCESSORS, STARTING_STATES, TO_DELETE_STATES, MachineState
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -46,7 +56,30 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
     tallies = {name: _Tally() for name in space.machinetypes}
     deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now)
     creates = _creations(snapshot, demand, space, config.settings, tallies, ours, now, decisions)
-    return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions))
+    drains: list[DrainOrder] = []
+    if snapshot.registered is not None:  # the machines run batch daemons: register timeouts, drains, retirement
+        def needed(name: str) -> int | None:
+            return _needed(space.machinetypes[name], demand.get(name), snapshot.flavors)
+
+        drains, more, why = retire.batch_orders(snapshot.records, snapshot.registered, space, demand, needed,
+                                                snapshot.draining, {d.machine for d in deletes}, now)
+        deletes += more
+        decisions += why
+    return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions), tuple(drains))
+
+
+def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int]) -> int | None:
+    """How many machines of ``mt`` its idle jobs fill; None when the demand or the machine size is unknown."""
+    if mt.demand is None or wanted is None or not wanted.known:
+        return None
+    flavor = rules.choose_flavor(mt, flavors)
+    if isinstance(flavor, str):
+        return None
+    size = flavor[1]
+    if wanted.shapes is not None and mt.jobs_per_machine is None:
+        return rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
+                                  mt.disk_gb_per_processor * size * 1024 * 1024)[0]
+    return -(-wanted.idle_jobs // (mt.jobs_per_machine or size))
 
 
 def _deletions(

@@ -113,6 +113,12 @@ MACHINETYPE = options(
     Option("demand", matching(DEMAND_NAME, "a demand section name")),
     Option("jobs_per_machine", integer(1)),
     Option("htcondor_constraint", text, help="ClassAd expression selecting the HTCondor jobs this machinetype serves"),
+    Option("retire_idle_seconds", integer(0), 0,
+           help="drain a machine whose startd had no claimed slot this long while there are more idle machines "
+                "than idle jobs need; 0 = never"),
+    Option("retire_timeout_seconds", integer(1), 3600, help="a draining machine is deleted after this at most"),
+    Option("register_timeout_seconds", integer(0), 0,
+           help="delete a running machine whose startd has not joined the pool after this; 0 = never"),
 )
 
 VACUUM_PIPE = options(

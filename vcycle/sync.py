@@ -74,8 +74,13 @@ def sync(
     space: SpaceConfig,
     settings: Settings,
     backoffs: Mapping[str, Backoff] | None = None,
+    registered: Mapping[str, bool] | None = None,
 ) -> SyncResult:
-    """Fold one observation of a space into its records."""
+    """Fold one observation of a space into its records.
+
+    ``registered`` (machine name -> whether its batch daemon has work, for the machines registered in the
+    batch system; None when unknown) keeps each running machine's ``registered_at`` and ``idle_since``.
+    """
     manager = settings.manager_name
     ours: dict[str, CloudMachine] = {}
     foreign_processors = foreign_machines = 0
@@ -95,12 +100,14 @@ def sync(
         if (listed is not None and OBSERVED[listed.status] is record.state and listed.id == record.cloud_id
                 and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None))
                 and (not listed.processors or listed.processors == record.processors)):
-            result.append(record)  # the common case: nothing new about this machine
+            synced = record  # the common case: nothing new about this machine
         else:
             synced = work.one(record, listed, beat)
-            result.append(synced)
-            if synced is not record:
-                updated.append(synced)
+        if registered is not None and synced.state in (S.RUNNING, S.DRAINING):
+            synced = _with_registration(synced, registered.get(synced.name), now)
+        result.append(synced)
+        if synced is not record:
+            updated.append(synced)
     for name in sorted(ours):
         result.append(work.adopt(ours[name], heartbeats.get(name)))
         updated.append(result[-1])
@@ -192,6 +199,17 @@ class _Sync:
         record = dataclasses.replace(record, created_at=created)
         self.changes.append((record.name, record.history[-1]))
         return _with_heartbeat(record, heartbeat) if heartbeat is not None else record
+
+
+def _with_registration(record: MachineRecord, busy: bool | None, now: datetime) -> MachineRecord:
+    """The record with what the batch system says: registered (busy or idle since when), or not there."""
+    if busy is None:  # not registered (yet, or any more): an idle time no longer runs
+        return record if record.idle_since is None else dataclasses.replace(record, idle_since=None)
+    registered_at = record.registered_at or now
+    idle_since = None if busy else (record.idle_since or now)
+    if (registered_at, idle_since) == (record.registered_at, record.idle_since):
+        return record
+    return dataclasses.replace(record, registered_at=registered_at, idle_since=idle_since)
 
 
 def _with_heartbeat(record: MachineRecord, heartbeat: Heartbeat) -> MachineRecord:

@@ -145,3 +145,99 @@ def test_demand_driven_machines_over_four_hundred_cycles(tmp_path: Path) -> None
     last = store.last_reports()["sim"]
     assert any("1 idle jobs ask for more than one 4-processor machine" in d["reason"] for d in last["decisions"])
     store.close()
+
+
+RETIRE = CONFIG.replace("backoff_seconds = 0", "backoff_seconds = 600") + """retire_idle_seconds = 300
+retire_timeout_seconds = 1200
+register_timeout_seconds = 600
+"""
+
+
+class Startds:
+    """The machines' side of the pool: startds join (one in eight never does), take jobs, and leave when
+    drained and done."""
+
+    def __init__(self, rng: random.Random, pool: FakePool) -> None:
+        self.rng, self.pool, self.jobs = rng, pool, pool.schedds["s1"]
+        self.running: Running = {}
+        self.broken: set[str] = set()
+        self.healthy: set[str] = set()
+        self.drained: dict[str, int] = {}  # machine -> the cycle its drain arrived
+
+    def busy(self) -> set[str]:
+        return {name for name, _ in self.running.values()}
+
+    def play(self, cloud: FakeConnector, now: int) -> int:
+        """One minute of the pool; the jobs finished."""
+        from fakecondor import startd
+
+        for machine in cloud.ours():
+            if machine.status is not CloudStatus.RUNNING or machine.name in self.broken:
+                continue
+            if machine.name not in self.healthy:
+                (self.healthy if self.rng.random() > 0.125 else self.broken).add(machine.name)
+                continue
+            mine = [k for k, (name, _) in self.running.items() if name == machine.name]
+            self.pool.startds[:] = [s for s in self.pool.startds if s["VCYCLE_MACHINE"] != machine.name]
+            if machine.name in self.drained and not mine:
+                continue  # a peaceful drain ends: the startd has left the pool
+            for ad in self.jobs:
+                if machine.name not in self.drained and ad["JobStatus"] == 1 and len(mine) < CORES:
+                    ad["JobStatus"], ad["EnteredCurrentStatus"] = 2, now
+                    self.running[(ad["ClusterId"], ad["ProcId"])] = (machine.name, now + self.rng.randint(300, 1500))
+                    mine.append((ad["ClusterId"], ad["ProcId"]))
+            self.pool.startds.append(startd(machine.name, "sim", "Claimed" if mine else "Unclaimed"))
+        finished = 0
+        for key, (_, finish) in list(self.running.items()):
+            if finish <= now:
+                del self.running[key]
+                self.jobs[:] = [a for a in self.jobs if (a["ClusterId"], a["ProcId"]) != key]
+                finished += 1
+        return finished
+
+
+def test_idle_machines_are_retired_and_broken_ones_deleted_over_six_hundred_cycles(tmp_path: Path) -> None:
+    """The machines' startds join the pool (one in eight never does), take jobs, and leave when drained; vcycle
+    drains idle machines it does not need, deletes drained ones, and deletes the broken ones as aborts."""
+    rng = random.Random(11)
+    clock = FakeClock()
+    config = load_text(RETIRE)
+    pool = FakePool({"s1": []}, [])
+    jobs = pool.schedds["s1"]
+    source = make_source(config.demands["pool"], config.spaces)
+    source.pool, source.clock = BindingsPool(None, module=FakeHTCondor(pool)), clock  # type: ignore[attr-defined]
+    cloud = FakeConnector(clock=clock, boot_seconds=120)
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    ctx = SpaceContext(config, config.spaces["sim"], cloud, store, {"pool": source}, lambda *a: b"#!/bin/sh\n",
+                       clock)
+    machines = Startds(rng, pool)
+    cluster, ran, aborts, backed_off, deleted = 10, 0, 0, False, 0
+    for cycle in range(600):
+        if cycle % 150 == 5:
+            cluster += 1
+            for proc in range(rng.randint(20, 40)):
+                jobs.append(job(cluster, proc, 1, 2000, int(clock().timestamp())))
+        busy_before = machines.busy()
+        sent = len(pool.commands)
+        report = run_cycle(ctx)
+        for op, machine_id in cloud.calls:  # ids are fake-NNNNNN-NAME
+            if op == "delete":
+                assert machine_id.split("-", 2)[2] not in busy_before, f"cycle {cycle}: {machine_id} deleted busy"
+                deleted += 1
+        cloud.calls.clear()
+        for master, command in pool.commands[sent:]:  # drains reach idle machines only
+            name = master.removesuffix(".example.org")
+            assert command == "DaemonsOffPeaceful" and name not in busy_before, (cycle, name)
+            machines.drained.setdefault(name, cycle)
+        aborts += sum(1 for d in report.decisions if d.action.value == "delete" and "has not joined" in d.reason)
+        backoff = store.load("sim").backoffs.get("atlas")
+        backed_off |= backoff is not None and "500 Startd did not join the pool" in backoff.reason
+        ran += machines.play(cloud, int(clock().timestamp()))
+        clock.advance(60)
+    assert ran > 0 and not machines.running and jobs == []  # every job ran
+    assert machines.broken and aborts == len(machines.broken)  # each that never joined: deleted as an abort
+    assert machines.drained  # idle machines were retired through drains
+    assert [m.name for m in cloud.ours()] == []  # and deleted once their startds left
+    assert backed_off  # and the machinetype backed off after them
+    assert deleted == len(machines.broken) + len(machines.drained)
+    store.close()

@@ -160,3 +160,29 @@ def test_json_without_classad2_keeps_plain_values(monkeypatch: pytest.MonkeyPatc
     assert parse_json_ads("", ("ClusterId",)) == []
     with pytest.raises(DemandError, match="not a list of ClassAds"):
         parse_json_ads('{"ClusterId": 1}', ("ClusterId",))
+
+
+# --- the machines' startds -------------------------------------------------------------------
+
+def test_registered_machines_and_their_work_come_from_the_startd_ads(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakecondor import load_ads
+
+    pool = FakePool(startds=load_ads(FIXTURES / "condor_status.startd.json"))
+    by_bindings = source(BindingsPool("cm.example.org:9618", module=FakeHTCondor(pool)))
+    # aaaa: its partitionable slot is unclaimed but a dynamic slot is claimed: busy; bbbb: idle; wn042 is
+    # not a vcycle machine; the collector was asked for the space's startds only
+    assert by_bindings.registered("grid") == {"vcycle-grid-atlas-aaaa": True, "vcycle-grid-atlas-bbbb": False}
+    assert ("query", "Startd", 'VCYCLE_SPACE == "grid"') in pool.calls
+    by_bindings.drain("grid", "vcycle-grid-atlas-bbbb")
+    assert pool.commands == [("vcycle-grid-atlas-bbbb.example.org", "DaemonsOffPeaceful")]
+    with pytest.raises(DemandError, match="has no startd in the pool"):
+        by_bindings.drain("grid", "vcycle-grid-atlas-zzzz")
+    calls = write_tools(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    by_tools = source(CommandPool("cm.example.org:9618", timeout=30))
+    assert by_tools.registered("grid") == by_bindings.registered("grid")
+    by_tools.drain("grid", "vcycle-grid-atlas-bbbb")
+    lines = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert lines[-1] == ["condor_off", "-pool", "cm.example.org:9618", "-peaceful", "-name",
+                         "vcycle-grid-atlas-bbbb.example.org"]

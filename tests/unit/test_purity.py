@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-PURE = ("model", "states", "rules", "sync", "planner", "mjf")
+PURE = ("model", "states", "rules", "sync", "planner", "mjf", "retire")
 ALLOWED = {
     "__future__", "dataclasses", "enum", "typing", "collections.abc", "datetime", "math",
-    "vcycle", "vcycle.model", "vcycle.states", "vcycle.rules", "vcycle.errors",
+    "vcycle", "vcycle.model", "vcycle.states", "vcycle.rules", "vcycle.errors", "vcycle.retire",
 }
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "monotonic", "random", "uuid4", "urandom", "open"}
 SOURCE = Path(__file__).resolve().parents[2] / "vcycle"

@@ -67,10 +67,23 @@ def shapes(jobs: Iterable[Mapping[str, Any]]) -> tuple[JobShape, ...]:
     return tuple(JobShape(c, m, d, n) for (c, m, d), n in sorted(counts.items()))
 
 
+# What the startds of vcycle's machines advertise (the htcondor-startd template sets VCYCLE_MACHINE and
+# VCYCLE_SPACE in STARTD_ATTRS), asked of the collector for every slot.
+STARTD_ATTRIBUTES = ("Name", "Machine", "VCYCLE_MACHINE", "VCYCLE_SPACE", "State", "SlotType")
+
+
 class Pool(Protocol):
-    """How the jobs are asked for: ``idle_jobs(constraint)`` -> their evaluated JOB_ATTRIBUTES."""
+    """How the pool is asked: idle jobs, the startds of a space's machines, and a peaceful drain."""
 
     def idle_jobs(self, constraint: str) -> list[dict[str, Any]]: ...
+
+    def startds(self, space: str) -> list[dict[str, Any]]: ...
+
+    def drain(self, host: str) -> None: ...
+
+
+def _space_constraint(space: str) -> str:
+    return f'VCYCLE_SPACE == "{space}"'  # space names are a-z 0-9 . _ -: nothing to escape
 
 
 # --- the bindings ---------------------------------------------------------------------------
@@ -113,6 +126,22 @@ class BindingsPool:
                 raise DemandError(f"schedd {name}: {exc}") from exc
             jobs.extend({key: _evaluated(job, key) for key in JOB_ATTRIBUTES} for job in found)
         return jobs
+
+    def startds(self, space: str) -> list[dict[str, Any]]:
+        try:
+            ads = self.htcondor.Collector(self.collector).query(
+                self.htcondor.AdType.Startd, constraint=_space_constraint(space), projection=list(STARTD_ATTRIBUTES))
+        except (self.htcondor.HTCondorException, OSError, RuntimeError, ValueError) as exc:
+            raise DemandError(f"collector {self.collector or '(COLLECTOR_HOST)'}: {exc}") from exc
+        return [{key: _evaluated(ad, key) for key in STARTD_ATTRIBUTES} for ad in ads]
+
+    def drain(self, host: str) -> None:
+        """DaemonsOffPeaceful to the machine's condor_master: running jobs finish, no new ones start."""
+        try:
+            master = self.htcondor.Collector(self.collector).locate(self.htcondor.DaemonType.Master, host)
+            self.htcondor.send_command(master, self.htcondor.DaemonCommand.DaemonsOffPeaceful)
+        except (self.htcondor.HTCondorException, OSError, RuntimeError, ValueError) as exc:
+            raise DemandError(f"drain of {host}: {exc}") from exc
 
 
 # --- the command-line tools -------------------------------------------------------------------
@@ -192,6 +221,14 @@ class CommandPool:
             jobs.extend(parse_json_ads(out, JOB_ATTRIBUTES))
         return jobs
 
+    def startds(self, space: str) -> list[dict[str, Any]]:
+        out = self.runner(["condor_status", *self._pool(), "-startd", "-constraint", _space_constraint(space),
+                           "-json", "-attributes", ",".join(STARTD_ATTRIBUTES)], self.timeout)
+        return parse_json_ads(out, STARTD_ATTRIBUTES)
+
+    def drain(self, host: str) -> None:
+        self.runner(["condor_off", *self._pool(), "-peaceful", "-name", host], self.timeout)
+
 
 def make_pool(values: Mapping[str, Any]) -> Pool:
     """The pool a demand section's ``method`` asks for (auto: the bindings when installed)."""
@@ -220,6 +257,28 @@ class HTCondorDemand:
         self.machinetypes = machinetypes  # space -> machinetype name -> config
         self.pool = pool
         self.clock = clock
+        self._hosts: dict[str, dict[str, str]] = {}  # space -> machine -> its startd's host, from registered()
+
+    def registered(self, space: str) -> dict[str, bool]:
+        """The space's machines whose startd is in the pool, and whether any of its slots is claimed."""
+        busy: dict[str, bool] = {}
+        hosts: dict[str, str] = {}
+        for ad in self.pool.startds(space):
+            name = ad.get("VCYCLE_MACHINE")
+            if not isinstance(name, str) or not name:
+                continue
+            busy[name] = busy.get(name, False) or ad.get("State") == "Claimed"
+            if isinstance(ad.get("Machine"), str):
+                hosts[name] = ad["Machine"]
+        self._hosts[space] = hosts
+        return busy
+
+    def drain(self, space: str, machine: str) -> None:
+        """Ask the machine's startd to finish its jobs and take no more (its master: DaemonsOffPeaceful)."""
+        host = self._hosts.get(space, {}).get(machine)
+        if host is None:
+            raise DemandError(f"machine {machine} has no startd in the pool to drain")
+        self.pool.drain(host)
 
     def demand(self, space: str) -> dict[str, Demand]:
         now = self.clock()

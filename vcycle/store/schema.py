@@ -78,6 +78,8 @@ machines = Table(
     Column("delete_requested", Text),
     Column("token_hash", String(64)),
     Column("features", Text),
+    Column("registered_at", UTCDateTime),
+    Column("idle_since", UTCDateTime),
     Index("ix_machines_space_state", "space", "state"),
     Index("ix_machines_name", "name"),
 )

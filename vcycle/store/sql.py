@@ -146,7 +146,8 @@ def _row(space: str, record: MachineRecord) -> dict[str, Any]:
         "heartbeat_at": record.heartbeat_at, "shutdown_code": record.shutdown_code,
         "shutdown_text": record.shutdown_text, "delete_attempts": record.delete_attempts,
         "last_delete_at": record.last_delete_at, "delete_requested": record.delete_requested,
-        "token_hash": record.token_hash, "features": record.features,
+        "token_hash": record.token_hash, "features": record.features, "registered_at": record.registered_at,
+        "idle_since": record.idle_since,
     }
 
 
@@ -159,6 +160,7 @@ def _record(row: Any) -> MachineRecord:
         shutdown_at=row.shutdown_at, heartbeat_at=row.heartbeat_at, shutdown_code=row.shutdown_code,
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
         delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
+        registered_at=row.registered_at, idle_since=row.idle_since,
         history=(StatusChange(state, row.state_since, row.state_reason),),
     )
 
