@@ -19,7 +19,13 @@ OPENSTACK_STAMP := $(OPENSTACK_VENV)/.installed-2
 OPENSTACK_PACKAGES := nova==34.0.0 keystone==30.0.0 glance==33.0.0 openstack-placement==16.0.0 neutron==29.0.0 \
 	openstacksdk==4.22.0 gunicorn==27.0.1 PyMySQL==1.1.2
 
-.PHONY: all install tools bench-tools openstack-testbed demo test lint bench openapi check-config clean
+# The DIRAC testbed (scripts/dirac_testbed.py), in a virtualenv of its own.
+DIRAC_VENV := .dirac/venv
+DIRAC_VERSION := 9.1.22
+DIRAC_STAMP := $(DIRAC_VENV)/.installed-1
+DIRAC_DEBS := swig libssl-dev pkg-config libmariadb-dev libmariadb-dev-compat mariadb-server unzip
+
+.PHONY: all install tools bench-tools openstack-testbed dirac-testbed demo test lint bench openapi check-config clean
 
 all: test
 
@@ -54,7 +60,29 @@ $(OPENSTACK_STAMP):
 
 openstack-testbed: $(OPENSTACK_STAMP)
 
-test: lint tools openstack-testbed
+# A real DIRAC 9 WMS for the DIRAC tests (scripts/dirac_testbed.py), in a virtualenv of its own. DIRAC 9 does not
+# install from PyPI as it stands on Debian 12: M2Crypto builds with swig and libssl-dev, and gfal2-python (which
+# the WMS does not use) does not build against Debian's libgfal2; so every requirement but gfal2-python is
+# installed, then DIRAC without dependencies. mariadbd (mariadb-server) runs the testbed's private database.
+$(DIRAC_STAMP):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for pkg in $(DIRAC_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	  if [ -n "$$missing" ]; then echo "installing$$missing (Debian packages) for the DIRAC testbed"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null; fi; fi
+	$(PYTHON) -m venv $(DIRAC_VENV)
+	$(DIRAC_VENV)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps DIRAC==$(DIRAC_VERSION) \
+	  -d $(DIRAC_VENV)/wheels
+	unzip -p $(DIRAC_VENV)/wheels/dirac-$(DIRAC_VERSION)-py3-none-any.whl '*/METADATA' | grep '^Requires-Dist' \
+	  | grep -v 'extra == "testing"' | sed -e 's/^Requires-Dist: //' -e 's/; extra == "server"//' \
+	  | grep -v '^gfal2-python' | sort -u > $(DIRAC_VENV)/requirements.txt
+	$(DIRAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(DIRAC_VENV)/requirements.txt
+	$(DIRAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps DIRAC==$(DIRAC_VERSION)
+	touch $@
+
+dirac-testbed: $(DIRAC_STAMP)
+
+test: lint tools openstack-testbed dirac-testbed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-tools:

@@ -60,3 +60,30 @@ def openstack_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obje
     testbed = openstack_testbed.start(tmp_path_factory.mktemp("openstack"))
     yield testbed
     testbed.stop()
+
+
+@pytest.fixture(scope="session")
+def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real DIRAC 9 WMS on this machine (scripts/dirac_testbed.py), started once per test session.
+
+    Where it cannot start (not installed: make dirac-testbed), the tests using it skip and say why, except
+    under CI=true, where they fail. VCYCLE_DIRAC_TESTBED=DIR uses one started by hand.
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import dirac_testbed
+
+    running = os.environ.get("VCYCLE_DIRAC_TESTBED")
+    if running:
+        yield dirac_testbed.attach(Path(running))
+        return
+    reason = dirac_testbed.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the DIRAC testbed must run under CI: {reason}")
+        pytest.skip(f"no real DIRAC here: {reason}")
+    testbed = dirac_testbed.start(tmp_path_factory.mktemp("dirac"))
+    yield testbed
+    testbed.stop()
