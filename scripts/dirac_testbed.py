@@ -26,14 +26,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import testbed_processes
+
+from vcycle.testing import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".dirac" / "venv"
@@ -58,12 +62,6 @@ DATABASES = {
 
 class TestbedUnavailable(RuntimeError):
     """The testbed cannot start here; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unavailable_reason() -> str | None:
@@ -102,18 +100,7 @@ class Testbed:
 
     def stop(self) -> None:
         """Stop what start() started, the database last: SIGTERM, then SIGKILL."""
-        for name in reversed(list(self.processes)):
-            process = self.processes.pop(name)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(timeout=10)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        testbed_processes.stop(self.processes)
 
 
 def _pki(d: Path) -> None:
@@ -242,20 +229,15 @@ def _configure(d: Path, ports: dict[str, int]) -> None:
 
 
 def _start(testbed: Testbed, name: str, command: list[str]) -> None:
-    logs = testbed.directory / "logs"
-    logs.mkdir(exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
-        testbed.processes[name] = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True,
-                                                   env=testbed.env, cwd=testbed.directory)
+    testbed_processes.start(testbed.processes, testbed.directory / "logs", name, command, env=testbed.env,
+                            cwd=testbed.directory)
 
 
-def _wait(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise TestbedUnavailable(f"{what} not ready within {seconds:g} s")
+def _wait(predicate: Callable[[], object], seconds: float, what: str) -> None:
+    try:
+        wait_for(predicate, seconds, what)
+    except AssertionError as exc:
+        raise TestbedUnavailable(str(exc)) from None
 
 
 def _listening(port: int) -> bool:
@@ -327,16 +309,7 @@ def main() -> None:
     testbed = start(directory)
     print(f"DIRAC up in {time.monotonic() - started:.0f}s in {directory}: DIRAC_ROOT_PATH={directory}/server, "
           f"ports {testbed.ports}", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop short
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        testbed.stop()
+    testbed_processes.serve_until_signal(testbed.stop)
 
 
 if __name__ == "__main__":

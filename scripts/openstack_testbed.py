@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import testbed_processes
 
 from vcycle.testing import free_port
 
@@ -135,22 +136,7 @@ class Testbed:
             _mysql(self, ";".join(f"DROP DATABASE IF EXISTS {_mysql_name(self.ports, n)}" for n in MYSQL_DATABASES))
 
     def _stop_processes(self) -> None:
-        for name in reversed(list(self.processes)):  # the Nova services first, Keystone last
-            process = self.processes.pop(name)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)  # the whole group: gunicorn's workers too
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(timeout=10)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # anything of the group still there
-            except ProcessLookupError:
-                pass
+        testbed_processes.stop(self.processes)  # the Nova services first, Keystone last; gunicorn's workers too
 
 
 def _write(path: Path, text: str) -> None:
@@ -395,10 +381,8 @@ def _databases(d: Path, cell0: str) -> None:
 
 
 def _start(testbed: Testbed, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-    log = open(testbed.directory / "logs" / f"{name}.out", "ab")
-    testbed.processes[name] = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True,
-                                               cwd=testbed.directory,
-                                               env={**os.environ, "TESTBED_SQLITE_IMMEDIATE": "1", **(env or {})})
+    testbed_processes.start(testbed.processes, testbed.directory / "logs", name, command, cwd=testbed.directory,
+                            env={**os.environ, "TESTBED_SQLITE_IMMEDIATE": "1", **(env or {})})
 
 
 def _gunicorn(testbed: Testbed, name: str, app: str, env: dict[str, str] | None = None) -> None:
@@ -554,16 +538,7 @@ def main() -> None:
     started = time.monotonic()
     testbed = start(directory, mysql=os.environ.get("TESTBED_MYSQL"))
     print(f"OpenStack up in {time.monotonic() - started:.0f}s: {testbed.keystone}, clouds.yaml {testbed.clouds_yaml}")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops it cleanly too
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
-    try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop short
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        testbed.stop()
+    testbed_processes.serve_until_signal(testbed.stop)
 
 
 if __name__ == "__main__":
