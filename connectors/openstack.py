@@ -182,7 +182,7 @@ class OpenStackConnector:
         self._flavors: dict[str, tuple[str, int]] | None = None  # name -> (id, vcpus), once per cycle
         self._images: dict[str, str] = {}  # image:NAME or id -> Glance id
         self._uploads: dict[tuple[str, str], str] = {}  # (source, version) -> Glance id
-        self._fresh: dict[str, str] = {}  # file or URL source -> Glance id, checked this cycle
+        self._fresh: dict[str, tuple[images.ImageFile, str]] = {}  # source -> (file, Glance id), this cycle
         self._verified: set[tuple[str, str, str]] = set()  # (source, version, cernvm_signing_dn)
         self._source_locks: dict[str, threading.Lock] = {}
         self._keypairs: set[str] = set()  # keypairs seen or made this cycle
@@ -299,24 +299,20 @@ class OpenStackConnector:
         with self._lock:
             lock = self._source_locks.setdefault(source, threading.Lock())
         with lock:  # one fetch and one upload per source, however many creates wait on it
-            with self._lock:
-                fresh = self._fresh.get(source)
-            local = None
-            if fresh is None or options.cernvm_signing_dn:
-                local = images.local_image(source, self.image_cache, verify=self.image_url_ca or True)
-            if local is not None and options.cernvm_signing_dn:
+            fresh = self._fresh.get(source)
+            # checked for a new version once a cycle
+            local = fresh[0] if fresh else images.local_image(source, self.image_cache,
+                                                               verify=self.image_url_ca or True)
+            if options.cernvm_signing_dn:  # each machinetype's rule, once per version, before any upload
                 key = (source, local.version, options.cernvm_signing_dn)
                 if key not in self._verified:
                     images.check_signed(local, options.cernvm_signing_dn, self.signing_ca_dir, datetime.now(UTC))
                     self._verified.add(key)
-            if fresh is not None:
-                return fresh
-            assert local is not None
-            found = self._uploads.get((source, local.version)) or self._glance_image(local)
-            with self._lock:
+            if fresh is None:
+                found = self._uploads.get((source, local.version)) or self._glance_image(local)
                 self._uploads[(source, local.version)] = found
-                self._fresh[source] = found
-            return found
+                fresh = self._fresh[source] = (local, found)
+            return fresh[1]
 
     def _glance_image(self, local: images.ImageFile) -> str:
         name = f"vcycle-{local.version}"

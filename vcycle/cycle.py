@@ -98,8 +98,12 @@ def batch_system(ctx: SpaceContext) -> Any:
     return None
 
 
-def _registered(ctx: SpaceContext) -> Mapping[str, bool] | None:
-    batch = batch_system(ctx)
+def _registered(ctx: SpaceContext, draining: frozenset[str]) -> Mapping[str, bool] | None:
+    """The batch system's word on the machines' daemons, asked only when a decision needs it: a machinetype
+    with retire_idle_seconds or register_timeout_seconds, or an operator's drain."""
+    wanted = draining or any(mt.values.get("retire_idle_seconds") or mt.values.get("register_timeout_seconds")
+                             for mt in ctx.space.machinetypes.values())
+    batch = batch_system(ctx) if wanted else None
     if batch is None:
         return None
     try:
@@ -129,7 +133,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     waiting = time.perf_counter() - waited
     needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
     limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else {}))
-    registered = _registered(ctx)
+    registered = _registered(ctx, state.draining)
     synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
                   backoffs=state.backoffs, registered=registered)
     started = time.perf_counter()

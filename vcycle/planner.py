@@ -75,11 +75,18 @@ def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, 
     flavor = rules.choose_flavor(mt, flavors)
     if isinstance(flavor, str):
         return None
-    size = flavor[1]
+    return _machines_wanted(mt, wanted, flavor[1])[0]
+
+
+def _machines_wanted(mt: MachinetypeConfig, wanted: Demand, size: int) -> tuple[int, int, str]:
+    """Machines of ``size`` processors the idle work fills, jobs too big for one, and how it was counted:
+    job shapes packed into machines, or idle jobs divided by jobs_per_machine (the processors by default)."""
     if wanted.shapes is not None and mt.jobs_per_machine is None:
-        return rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
-                                  mt.disk_gb_per_processor * size * 1024 * 1024)[0]
-    return -(-wanted.idle_jobs // (mt.jobs_per_machine or size))
+        needed, too_big = rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
+                                             mt.disk_gb_per_processor * size * 1024 * 1024)
+        return needed, too_big, f"idle jobs fill {needed} machines of {size} processors"
+    per_machine = mt.jobs_per_machine or size
+    return rules.demand_allowance(wanted.idle_jobs, per_machine, 0), 0, f"jobs_per_machine {per_machine}"
 
 
 def _deletions(
@@ -269,30 +276,21 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
         if isinstance(flavor, str):
             hold(name, flavor)
             continue
-        allowance = None
         if mt.demand is not None:
             wanted = demand.get(name) or Demand.unknown(f"demand source {mt.demand} reported nothing for {name}")
             if not wanted.known:
                 hold(name, f"demand unknown: {wanted.reason}")
                 continue
-            starting = tallies[name].starting_machines
-            if wanted.shapes is not None and mt.jobs_per_machine is None:
-                size = flavor[1]
-                needed, too_big = rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
-                                                     mt.disk_gb_per_processor * size * 1024 * 1024)
-                if too_big:
-                    hold(name, f"{too_big} idle jobs ask for more than one {size}-processor machine has "
-                               f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk): "
-                               "not counted")
-                note = f"idle jobs fill {needed} machines of {size} processors"
-                found.append(_Candidate(mt, tallies[name], flavor[0], size, needed - starting, note))
-                continue
-            jobs_per_machine = mt.jobs_per_machine or flavor[1]
-            allowance = rules.demand_allowance(wanted.idle_jobs, jobs_per_machine, starting)
-            note = f"jobs_per_machine {jobs_per_machine}"
-            found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], allowance, note))
+            size = flavor[1]
+            needed, too_big, note = _machines_wanted(mt, wanted, size)
+            if too_big:
+                hold(name, f"{too_big} idle jobs ask for more than one {size}-processor machine has "
+                           f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk): "
+                           "not counted")
+            found.append(_Candidate(mt, tallies[name], flavor[0], size, needed - tallies[name].starting_machines,
+                                    note))
             continue
-        found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], allowance))
+        found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], None))
     return found
 
 

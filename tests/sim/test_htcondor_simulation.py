@@ -17,6 +17,7 @@ import classad2
 from fakecondor import FakeHTCondor, FakePool
 from vctest import load_text
 
+from vcycle.config import Config
 from vcycle.cycle import SpaceContext, run_cycle
 from vcycle.demand import make_source
 from vcycle.demand.htcondor import BindingsPool
@@ -65,6 +66,17 @@ def job(cluster: int, proc: int, cores: int, memory: int, now: int, status: int 
 Running = dict[tuple[int, int], tuple[str, int]]  # job -> (machine, finishes at)
 
 
+def space(config: Config, pool: FakePool, clock: FakeClock, tmp_path: Path) -> tuple[SpaceContext, FakeConnector,
+                                                                                      Store]:
+    """The space 'sim' fed by the pool through the code's own BindingsPool, on the fake cloud and a real store."""
+    source = make_source(config.demands["pool"], config.spaces)
+    source.pool, source.clock = BindingsPool(None, module=FakeHTCondor(pool)), clock  # type: ignore[attr-defined]
+    cloud = FakeConnector(clock=clock, boot_seconds=120)
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    return (SpaceContext(config, config.spaces["sim"], cloud, store, {"pool": source}, lambda *a: b"#!/bin/sh\n",
+                         clock), cloud, store)
+
+
 def play_pool(rng: random.Random, cloud: FakeConnector, store: Store, clock: FakeClock, jobs: list[classad2.ClassAd],
               running: Running, idle_since: dict[str, int]) -> int:
     """The pool between two cycles: running machines take idle jobs that fit, jobs finish, machines whose
@@ -104,12 +116,7 @@ def test_demand_driven_machines_over_four_hundred_cycles(tmp_path: Path) -> None
     stamp = lambda: int(clock().timestamp())  # noqa: E731
     jobs.append(job(1, 0, 64, 1000, stamp()))  # never fits a 4-core machine: reported, never a machine
     jobs.append(job(2, 0, 1, 1000, stamp(), status=5))  # held: never counted
-    source = make_source(config.demands["pool"], config.spaces)
-    source.pool, source.clock = BindingsPool(None, module=FakeHTCondor(pool)), clock  # type: ignore[attr-defined]
-    cloud = FakeConnector(clock=clock, boot_seconds=120)
-    store = Store.open(f"sqlite:///{tmp_path}/state.db")
-    ctx = SpaceContext(config, config.spaces["sim"], cloud, store, {"pool": source}, lambda *a: b"#!/bin/sh\n",
-                       clock)
+    ctx, cloud, store = space(config, pool, clock, tmp_path)
     running: Running = {}
     idle_since: dict[str, int] = {}
     cluster, ran, creates = 10, 0, 0
@@ -204,12 +211,7 @@ def test_idle_machines_are_retired_and_broken_ones_deleted_over_six_hundred_cycl
     config = load_text(RETIRE)
     pool = FakePool({"s1": []}, [])
     jobs = pool.schedds["s1"]
-    source = make_source(config.demands["pool"], config.spaces)
-    source.pool, source.clock = BindingsPool(None, module=FakeHTCondor(pool)), clock  # type: ignore[attr-defined]
-    cloud = FakeConnector(clock=clock, boot_seconds=120)
-    store = Store.open(f"sqlite:///{tmp_path}/state.db")
-    ctx = SpaceContext(config, config.spaces["sim"], cloud, store, {"pool": source}, lambda *a: b"#!/bin/sh\n",
-                       clock)
+    ctx, cloud, store = space(config, pool, clock, tmp_path)
     machines = Startds(rng, pool)
     cluster, ran, aborts, backed_off, deleted = 10, 0, 0, False, 0
     for cycle in range(600):
