@@ -80,7 +80,15 @@ $(DIRAC_STAMP):
 	$(DIRAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps DIRAC==$(DIRAC_VERSION)
 	touch $@
 
-dirac-testbed: $(DIRAC_STAMP)
+# vcycle itself beside DIRAC, as `pip install vcycle[dirac]` puts it: DIRAC's SiteDirector loads the VcycleDIRAC CE
+# (entry-point group dirac), which records pilots in vcycle's store.
+DIRAC_VCYCLE_STAMP := $(DIRAC_VENV)/.vcycle-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+$(DIRAC_VCYCLE_STAMP): $(DIRAC_STAMP)
+	$(DIRAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e .
+	rm -f $(DIRAC_VENV)/.vcycle-*
+	touch $@
+
+dirac-testbed: $(DIRAC_STAMP) $(DIRAC_VCYCLE_STAMP)
 
 test: lint tools openstack-testbed dirac-testbed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -13,11 +13,12 @@ part of one MIME multipart document, as cloud-init expects it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ LEFTOVER = re.compile(r"##user_data_[A-Za-z0-9_]*##")
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
                             loader=jinja2.PackageLoader("vcycle.userdata", "templates"))
 _JINJA.filters["shquote"] = lambda value: shlex.quote(str(value))  # for values put into shell scripts
+_JINJA.filters["b64encode"] = lambda value: base64.b64encode(str(value).encode()).decode()  # write_files b64
 
 __all__ = ["MachineContext", "RenderError", "render_user_data"]
 
@@ -54,6 +56,8 @@ class MachineContext:
     request_id: str
     base_url: str  # https://HOST:PORT of vcycle's endpoint
     token: str | None = None  # the machine's one-time token for the HTTPS endpoint, once there is one
+    pilot_stamp: str = ""  # DIRAC's stamp of the pilot the machine runs, when the SiteDirector submitted it
+    pilot_wrapper: str = field(default="", repr=False)  # that pilot's wrapper script: it carries a proxy
 
     @property
     def machine_url(self) -> str:
@@ -119,6 +123,7 @@ def jinja_context(ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[s
     }
     if ctx.token is not None:
         context["token"] = ctx.token
+    context["pilot_stamp"], context["pilot_wrapper"] = ctx.pilot_stamp, ctx.pilot_wrapper
     return context
 
 
@@ -148,7 +153,8 @@ def render_user_data(space: SpaceConfig, mt: MachinetypeConfig, name: str, order
     """The user-data of a new machine ``name`` of ``mt`` in ``space``."""
     ctx = MachineContext(space.name, mt.name, name, manager, space.values.get("gocdb_sitename") or space.name,
                          order.processors, order.shutdown_at, request_id,
-                         f"https://{space.https_host}:{space.https_port}", token)
+                         f"https://{space.https_host}:{space.https_port}", token,
+                         order.pilot.stamp if order.pilot else "", order.pilot.wrapper if order.pilot else "")
     options = option_values(mt)
     if mt.values.get("user_data_proxy"):  # ##user_data_option_x509_proxy## and {{ options.x509_proxy }}
         options["x509_proxy"] = proxy_for(mt, order.shutdown_at)

@@ -333,6 +333,9 @@ class _Loader:
                          f"demand type {kind!r} is not available in this version yet")
         values = self._parse(section, table)
         self._unknown(section, set(sections.DEMAND_COMMON) | set(table))
+        if kind == "dirac" and not values["configuration"] and not values["matcher_url"]:
+            self.problem(self.origin[section], section, "matcher_url",
+                         "DIRAC's Matcher is needed: set matcher_url, or configuration (a dirac.cfg naming it)")
         return DemandConfig(name, kind or "", values, self.origin[section])
 
     def _vacuum_pipe(self, section: str, space: str, prefix: str, settings: Settings,

@@ -29,6 +29,7 @@ from vcycle.executor import Batch, Executor, Renderer
 from vcycle.model import CycleReport, Demand, Plan, SpaceSnapshot
 from vcycle.states import MachineState
 from vcycle.store import SpaceState, Store
+from vcycle.store.pilots import PilotBook
 from vcycle.sync import SyncResult, sync
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
             found = {mt: Demand.unknown(str(exc)) for mt in machinetypes}
         result.update({mt: found[mt] for mt in machinetypes if mt in found})
     return result
+
+
+def pilot_machinetypes(ctx: SpaceContext) -> frozenset[str]:
+    """The machinetypes whose machines run the pilots DIRAC's SiteDirector submits (type = sitedirector)."""
+    demands = ctx.config.demands
+    return frozenset(name for name, mt in ctx.space.machinetypes.items()
+                     if mt.demand is not None and mt.demand in demands and demands[mt.demand].type == "sitedirector")
 
 
 def batch_system(ctx: SpaceContext) -> Any:
@@ -159,7 +167,9 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes))
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
-                            pool=ctx.calls(), drain=getattr(batch_system(ctx), "drain", None))
+                            pool=ctx.calls(), drain=getattr(batch_system(ctx), "drain", None),
+                            pilots=lambda: PilotBook(ctx.store).pending(ctx.name),
+                            pilot_machinetypes=pilot_machinetypes(ctx))
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}

@@ -85,7 +85,7 @@ class Manager:
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = utc_now,
                  connector_factory: Callable[[SpaceConfig, Config], Connector] | None = None,
-                 processes: int | None = None) -> None:
+                 processes: int | None = None, wake: Callable[[], None] | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -93,9 +93,12 @@ class Manager:
         self.sources: dict[str, DemandSource] = {}
         for name, demand in config.demands.items():
             try:
-                self.sources[name] = make_source(demand, config.spaces)
+                self.sources[name] = make_source(demand, config.spaces, store)
             except DemandError as exc:
                 log.error("demand=%s cannot be used: %s", name, exc)
+                continue
+            if wake is not None and hasattr(self.sources[name], "on_change"):
+                self.sources[name].on_change = wake  # type: ignore[attr-defined]  # sources that watch
         self.contexts: dict[str, SpaceContext] = {}
         self.fetcher = Fetcher(template_cache(config.settings.state_dir))
         self.pool: ThreadPoolExecutor | None = None  # the spaces' threads, kept from cycle to cycle
@@ -145,6 +148,9 @@ class Manager:
         return failed + run_all(contexts, self.config.settings.space_workers, save_reports=save, pool=self.pool)
 
     def close(self) -> None:
+        for source in self.sources.values():
+            if hasattr(source, "close"):
+                source.close()
         if self.shards is not None:
             self.shards.close()
         if self.pool is not None:
@@ -174,10 +180,10 @@ class Daemon:
     def __init__(self, paths: Sequence[str] | None, config: Config, store: Store, *, max_cycles: int | None = None,
                  clock: Clock = utc_now) -> None:
         self.paths = paths
-        self.manager = Manager(config, store, clock=clock)
+        self.wake = threading.Event()  # set: cycle now (a signal, or a demand source saw new work)
+        self.manager = Manager(config, store, clock=clock, wake=self.wake.set)
         self.store = store
         self.max_cycles = max_cycles
-        self.wake = threading.Event()
         self.stopping = False
         self.reload_wanted = False
         self.on_reload: list[Callable[[Config], None]] = []  # told of each new configuration (the endpoint)
@@ -206,7 +212,7 @@ class Daemon:
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
         self.manager.close()
-        self.manager = Manager(config, self.store, clock=self.manager.clock)
+        self.manager = Manager(config, self.store, clock=self.manager.clock, wake=self.wake.set)
         for tell in self.on_reload:
             tell(config)
         log.info("configuration reloaded: %d space(s)", len(config.spaces))

@@ -13,6 +13,7 @@ NotFound on delete is success.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -20,7 +21,7 @@ import logging
 import secrets
 import string
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,7 @@ from vcycle.model import (
     DrainOrder,
     LaunchSpec,
     MachineRecord,
+    PilotRequest,
     Plan,
     StatusChange,
     new_record,
@@ -125,8 +127,12 @@ class Executor:
                  workers: int = 8, name_factory: Callable[[str], str] = new_machine_name,
                  request_factory: Callable[[], str] = new_request_id,
                  clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None,
-                 drain: Callable[[str, str], None] | None = None) -> None:
+                 drain: Callable[[str, str], None] | None = None,
+                 pilots: Callable[[], Mapping[str, Sequence[PilotRequest]]] | None = None,
+                 pilot_machinetypes: frozenset[str] = frozenset()) -> None:
         self.space = space
+        # the machinetypes whose machines run pilots DIRAC's SiteDirector submitted, and where those wait
+        self.pilots, self.pilot_machinetypes = pilots, pilot_machinetypes
         self.drain = drain  # asks the batch system to drain (space, machine); raises DemandError
         self.connector = connector
         self.store = store
@@ -145,14 +151,15 @@ class Executor:
         intent = first or Batch()
         applied = Applied(version)
         errors = applied.errors
-        launches = self._intents(plan, now, intent, errors)
+        claimed: list[str] = []
+        launches = self._intents(plan, now, intent, errors, claimed)
         deletes = [self._deleting(order, records[order.machine], now, intent) for order in plan.deletes
                    if order.machine in records]
         drains = [self._draining(order, records[order.machine], now, intent) for order in plan.drains
                   if order.machine in records and records[order.machine].state is S.RUNNING]
         if intent.records or intent.history or backoffs or intent.backoffs:
             version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
-                                       backoffs={**(backoffs or {}), **intent.backoffs})
+                                       backoffs={**(backoffs or {}), **intent.backoffs}, claimed=claimed)
         applied.version = version
         for record in drains:  # quick calls to the batch system, not the cloud: made here, in order
             self._drain(record, errors)
@@ -183,15 +190,31 @@ class Executor:
 
     # --- intent ------------------------------------------------------------------------
 
-    def _intents(self, plan: Plan, now: datetime, batch: Batch,
-                 errors: list[str]) -> list[tuple[MachineRecord, LaunchSpec]]:
+    def _waiting_pilots(self, plan: Plan) -> dict[str, collections.deque[PilotRequest]]:
+        """The pilots waiting for the machines this plan creates, oldest first (read only when needed)."""
+        if self.pilots is None or not any(o.machinetype in self.pilot_machinetypes for o in plan.creates):
+            return {}
+        return {mt: collections.deque(found) for mt, found in self.pilots().items()}
+
+    def _intents(self, plan: Plan, now: datetime, batch: Batch, errors: list[str],
+                 claimed: list[str]) -> list[tuple[MachineRecord, LaunchSpec]]:
         refused: set[str] = set()
         launches = []
+        waiting = self._waiting_pilots(plan)
         for order in plan.creates:
             if order.machinetype in refused:
                 continue
             mt = self.space.machinetypes[order.machinetype]
-            name = self.name_factory(order.machinetype)
+            if order.machinetype in self.pilot_machinetypes:  # the machine runs the oldest waiting pilot
+                queue = waiting.get(order.machinetype)
+                if not queue:
+                    continue  # the pilots were cancelled or expired since the demand was read
+                pilot = queue.popleft()
+                order = dataclasses.replace(order, pilot=pilot)
+                claimed.append(pilot.name)
+                name = pilot.name
+            else:
+                name = self.name_factory(order.machinetype)
             request = self.request_factory()
             token, token_hash = new_token()
             try:

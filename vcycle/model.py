@@ -206,10 +206,30 @@ class Demand:
     known: bool = True
     reason: str = ""
     shapes: tuple[JobShape, ...] | None = None
+    # when the source asks for machines, not jobs: each pilot DIRAC's SiteDirector submitted through the
+    # Vcycle CE is one machine; the machines of those pilots still starting included
+    machines: int | None = None
 
     @classmethod
     def unknown(cls, reason: str) -> Demand:
         return cls(known=False, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class PilotRequest:
+    """A pilot DIRAC's SiteDirector submitted through the Vcycle CE, waiting for vcycle to create its machine.
+
+    ``name`` is the machine's name, chosen when the pilot was submitted, so that the pilot's reference names
+    the machine from the start. ``wrapper`` is the pilot wrapper script, which carries a proxy: a secret,
+    kept only until the machine's user-data is rendered and never shown.
+    """
+
+    name: str
+    space: str
+    machinetype: str
+    stamp: str
+    requested_at: datetime
+    wrapper: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +277,7 @@ class CreateOrder:
     shutdown_at: datetime
     hs06: float | None
     reason: str
+    pilot: PilotRequest | None = None  # the SiteDirector's pilot the machine runs (set by the executor)
 
 
 @dataclass(frozen=True, slots=True)

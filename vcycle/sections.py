@@ -119,6 +119,19 @@ MACHINETYPE = options(
     Option("retire_timeout_seconds", integer(1), 3600, help="a draining machine is deleted after this at most"),
     Option("register_timeout_seconds", integer(0), 0,
            help="delete a running machine whose startd has not joined the pool after this; 0 = never"),
+    # The CE this machinetype is to DIRAC's Matcher ([demand NAME] type = dirac), as a SiteDirector queue.
+    Option("dirac_site", text, help="the DIRAC site name, e.g. LCG.CERN.cern; default the space's name"),
+    Option("dirac_ce", text, help="the CE name jobs may ask for (GridCE); default the space's name"),
+    Option("dirac_queue", text, "default", help="the queue name"),
+    Option("dirac_tags", words, (), help="tags the machines offer (Tag); N-processor machines add NProcessors"),
+    Option("dirac_required_tags", words, (), help="tags a job must have to be matched (RequiredTag)"),
+    Option("dirac_max_cpu_time", integer(1), 2880,
+           help="the queue's maxCPUTime in minutes; with dirac_si00 it gives the CPUTime jobs are matched to"),
+    Option("dirac_si00", integer(1), help="SI00 of one processor; default 250 x hs06_per_processor, else 2500"),
+    Option("dirac_max_ram_mb", integer(1), help="MaxRAM offered; default mb_per_processor x processors"),
+    Option("dirac_platform", text, help="the DIRAC platform the machines offer"),
+    Option("dirac_vo", text, help="count only jobs of this VO; default the demand section's vo"),
+    Option("dirac_owner_group", words, (), help="count only jobs of these DIRAC groups"),
 )
 
 VACUUM_PIPE = options(
@@ -126,7 +139,7 @@ VACUUM_PIPE = options(
     Option("target_share", number(0.0), 0.0),
 )
 
-DEMAND_TYPES = ("file", "command", "htcondor", "dirac")
+DEMAND_TYPES = ("file", "command", "htcondor", "dirac", "sitedirector")
 DEMAND_COMMON = options(Option("type", choice(*DEMAND_TYPES), required=True))
 DEMAND = {
     "file": options(Option("path", text, required=True)),
@@ -142,6 +155,24 @@ DEMAND = {
         Option("method", choice("auto", "bindings", "commands"), "auto",
                help="the htcondor2 bindings, or condor_q and condor_status -json; auto = bindings if installed"),
         Option("timeout_seconds", integer(1), 60, help="how long one query may take"),
+    ),
+    "dirac": options(
+        Option("configuration", words, (),
+               help="DIRAC configuration files the client reads (its dirac.cfg); needed unless matcher_url is set"),
+        Option("matcher_url", text, help="the Matcher service, dips://HOST:PORT/WorkloadManagement/Matcher"),
+        Option("host_cert", text, "/etc/grid-security/hostcert.pem", help="the host certificate DIRAC trusts"),
+        Option("host_key", text, "/etc/grid-security/hostkey.pem", help="its key"),
+        Option("ca_dir", text, "/etc/grid-security/certificates", help="the CA certificates directory"),
+        Option("vo", text, help="count only jobs of this VO's groups (as DIRAC's SiteDirector does)"),
+        Option("python", text, help="a Python with DIRAC installed; default the one vcycle runs under"),
+        Option("timeout_seconds", integer(1), 60, help="how long one question to DIRAC may take"),
+        Option("poll_seconds", number(0.0), 0.0,
+               help="also ask this often between cycles and start a cycle at once when waiting jobs appear; "
+                    "0 = ask once per cycle"),
+    ),
+    "sitedirector": options(
+        Option("request_timeout_seconds", integer(1), 3600,
+               help="a pilot DIRAC submitted that got no machine within this is given up (Aborted in DIRAC)"),
     ),
 }
 

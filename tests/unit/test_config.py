@@ -138,9 +138,10 @@ def test_required_machinetype_keys_are_errors() -> None:
     ("[space sp]\nthis line has no equals sign\n", "cannot parse line(s) 2"),
     ("[machinetype nospace mt]\nuser_data = u\nbackoff_seconds = 1\nfizzle_seconds = 1\n",
      "there is no [space nospace] section"),
-    ("[demand d]\ntype = dirac\n", "demand type 'dirac' is not available in this version yet"),
+    ("[demand d]\ntype = dirac\n", "[demand d] matcher_url: DIRAC's Matcher is needed"),
+    ("[demand d]\ntype = sitedirector\nrequest_timeout_seconds = 0\n", "request_timeout_seconds: 0 is less than"),
     ("[demand d]\ntype = htcondor\nmethod = telepathy\n", "is not one of auto, bindings, commands"),
-    ("[demand d]\ntype = carrier-pigeon\n", "is not one of file, command, htcondor, dirac"),
+    ("[demand d]\ntype = carrier-pigeon\n", "is not one of file, command, htcondor, dirac, sitedirector"),
     ("[settings]\nmax_create_fraction = 2\n", "2 is more than the largest allowed, 1"),
 ])
 def test_bad_input_is_a_clear_error(text: str, fragment: str) -> None:

@@ -4,8 +4,9 @@
 DemandError; the caller turns a failure into ``Demand.unknown`` for the
 machinetypes that use the source, so that nothing is created on a guess
 while deletions go on. Sources are made from ``[demand NAME]`` sections by
-``make_source``: ``file``, ``command`` and ``htcondor`` (vcycle/demand/htcondor.py); dirac arrives with
-its issue.
+``make_source``: ``file``, ``command``, ``htcondor`` (vcycle/demand/htcondor.py), ``dirac`` (DIRAC's
+task queues, vcycle/demand/dirac.py) and ``sitedirector`` (the pilots DIRAC's
+SiteDirector submitted through the Vcycle CE, vcycle/demand/sitedirector.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from vcycle.config import DemandConfig, SpaceConfig
 from vcycle.errors import DemandError
 from vcycle.model import Demand
+from vcycle.store import Store
 
 
 class DemandSource(Protocol):
@@ -50,9 +52,12 @@ def _demand(counts: Any, where: str) -> Demand:
     return Demand(idle_jobs=values[0], running_jobs=values[1])
 
 
-def make_source(config: DemandConfig, spaces: Mapping[str, SpaceConfig] | None = None) -> DemandSource:
+def make_source(config: DemandConfig, spaces: Mapping[str, SpaceConfig] | None = None,
+                store: Store | None = None) -> DemandSource:
     """The source a ``[demand NAME]`` section describes (``spaces``: the site's, for sources that query per
-    machinetype)."""
+    machinetype; ``store``: the state store, where the SiteDirector's pilots wait)."""
+    machinetypes = {space.name: {mt.name: mt for mt in space.machinetypes.values() if mt.demand == config.name}
+                    for space in (spaces or {}).values()}
     if config.type == "file":
         from vcycle.demand.file import FileDemand
 
@@ -64,7 +69,15 @@ def make_source(config: DemandConfig, spaces: Mapping[str, SpaceConfig] | None =
     if config.type == "htcondor":
         from vcycle.demand.htcondor import HTCondorDemand, make_pool
 
-        machinetypes = {space.name: {mt.name: mt for mt in space.machinetypes.values() if mt.demand == config.name}
-                        for space in (spaces or {}).values()}
         return HTCondorDemand(config.name, config.values, machinetypes, make_pool(config.values))
+    if config.type == "dirac":
+        from vcycle.demand.dirac import DiracDemand
+
+        return DiracDemand(config.name, config.values, machinetypes)
+    if config.type == "sitedirector":
+        from vcycle.demand.sitedirector import SiteDirectorDemand
+
+        if store is None:
+            raise DemandError(f"demand {config.name}: the SiteDirector's pilots are read from the state store")
+        return SiteDirectorDemand(config.name, config.values, machinetypes, store)
     raise DemandError(f"demand {config.name}: type {config.type!r} is not available in this version")

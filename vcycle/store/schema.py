@@ -126,3 +126,19 @@ reports = Table(
     Column("summary", Text, nullable=False),  # JSON: counts, decisions, errors, timings
     Index("ix_reports_space_id", "space", "id"),
 )
+
+pilot_requests = Table(
+    "pilot_requests", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),  # the machine's name, chosen when the pilot was submitted
+    Column("machinetype", String(255), nullable=False),
+    Column("stamp", String(32), nullable=False),  # DIRAC's pilot stamp (PilotAgentsDB.PilotStamp)
+    Column("ce", String(255), nullable=False),
+    Column("queue", String(255), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, claimed, cancelled, expired
+    Column("reason", Text, nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("wrapper", Text),  # the pilot wrapper (it carries a proxy): dropped once the machine is requested
+    Index("ix_pilot_requests_space_state", "space", "state"),
+)

@@ -31,6 +31,10 @@ _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
                                     schema.spaces.c.version == bindparam("expected"))
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
 _ADD_HISTORY = insert(schema.history)
+_CLAIM = update(schema.pilot_requests).where(
+    schema.pilot_requests.c.space == _SPACE, schema.pilot_requests.c.name == bindparam("pilot"),
+    schema.pilot_requests.c.state == "pending",
+).values(state="claimed", wrapper=None, reason="machine requested", changed_at=bindparam("now"))
 _BEATS_OF = select(schema.heartbeats).where(schema.heartbeats.c.space == _SPACE)
 _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("since", type_=schema.UTCDateTime))
 
@@ -213,9 +217,13 @@ class Store:
 
     def write(self, space: str, version: int, records: Iterable[MachineRecord] = (),
               history: Iterable[tuple[str, StatusChange]] = (), backoffs: Mapping[str, Backoff] | None = None,
-              draining: frozenset[str] | None = None) -> int:
-        """Commit changes read at ``version`` atomically; the new version. Raises StaleState."""
+              draining: frozenset[str] | None = None, claimed: Iterable[str] = ()) -> int:
+        """Commit changes read at ``version`` atomically; the new version. Raises StaleState.
+
+        ``claimed`` names pilot requests whose machines these records request: they leave the queue, and
+        their wrappers (which carry proxies) are dropped, in the same transaction."""
         records = list(records)
+        claimed = list(claimed)
         with self._begin(write=True) as c:
             self._ensure_space(c, space)
             values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC)}
@@ -230,6 +238,8 @@ class Store:
                        for n, h in history]
             if entries:
                 c.execute(_ADD_HISTORY, entries)
+            if claimed:
+                c.execute(_CLAIM, [{"space": space, "pilot": name, "now": values["updated_at"]} for name in claimed])
             if backoffs:
                 _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
                                               "last_abort_at": b.last_abort_at, "reason": b.reason}
@@ -341,7 +351,7 @@ class Store:
         return [StatusChange(MachineState(r.state), r.at, r.reason) for r in rows]
 
     def purge(self, space: str, before: datetime) -> int:
-        """Forget machines GONE before ``before``, their history and heartbeats; how many."""
+        """Forget machines GONE before ``before``, their history, heartbeats and pilot requests; how many."""
         with self._begin(write=True) as c:
             old = select(schema.machines.c.name).where(
                 schema.machines.c.space == space, schema.machines.c.state == MachineState.GONE.value,
@@ -354,6 +364,10 @@ class Store:
                 c.execute(delete(table).where(table.c.space == space, table.c.name.in_(names)))
             c.execute(delete(schema.reports).where(schema.reports.c.space == space,
                                                    schema.reports.c.finished_at < before))
+            requests = schema.pilot_requests  # pilots that ended without a machine, and those of forgotten ones
+            c.execute(delete(requests).where(requests.c.space == space, requests.c.changed_at < before,
+                                             requests.c.state.in_(("cancelled", "expired"))))
+            c.execute(delete(requests).where(requests.c.space == space, requests.c.name.in_(names)))
         return len(names)
 
     # --- machinery ----------------------------------------------------------------

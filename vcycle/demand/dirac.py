@@ -1,0 +1,239 @@
+"""``[demand NAME] type = dirac``: the waiting jobs of DIRAC's task queues, per machinetype.
+
+Each machinetype naming the source is described to DIRAC as a CE queue
+(site, CE, queue, tags and required tags, CPU time, SI00, processors, RAM,
+platform, VO, owner groups: its ``dirac_*`` keys) and matched against the
+task queues with the Matcher's ``getMatchingTaskQueues``, as VMDIRAC's
+director and DIRAC's SiteDirector do. The jobs of the matching queues whose
+owner group belongs to the VO become the machinetype's demand; a job that
+asks for N processors (its queue's ``NProcessors`` tag) counts for N, and
+the planner packs the jobs into machines of the machinetype's size.
+
+DIRAC is asked from a worker process (vcycle/demand/dirac_worker.py, run by
+the section's ``python``), with the host credentials and DIRAC
+configuration the section names. An unreachable or failing DIRAC, a worker
+that does not answer within ``timeout_seconds``, or one that cannot start,
+is a DemandError: the demand is unknown, nothing is created for those
+machinetypes, deletions go on, and the cycle says why in one line.
+
+With ``poll_seconds`` set, a thread also asks between cycles and calls
+``on_change`` (the daemon's wake-up) as soon as a machinetype has waiting
+jobs it had not had, so that a job reaching Waiting gets its machine within
+about ``poll_seconds`` rather than a whole cycle.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from vcycle.config import MachinetypeConfig
+from vcycle.errors import DemandError
+from vcycle.model import Demand, JobShape
+
+log = logging.getLogger(__name__)
+WORKER = Path(__file__).with_name("dirac_worker.py")
+_PROCESSORS_TAG = re.compile(r"^([0-9]+)Processors$")
+SETTINGS = ("configuration", "matcher_url", "host_cert", "host_key", "ca_dir")
+
+
+def ce_description(mt: MachinetypeConfig, vo: str | None) -> dict[str, Any]:
+    """The CE queue a machinetype is to DIRAC's Matcher (DIRAC's names; CPUTime as DIRAC computes it)."""
+    values = mt.values
+    processors = mt.min_processors
+    si00 = values.get("dirac_si00") or (round(250 * mt.hs06_per_processor) if mt.hs06_per_processor else 2500)
+    max_cpu_minutes = min(max(int(values.get("dirac_max_cpu_time") or 2880), 0), int(86400 * 12.5))
+    tags = list(values.get("dirac_tags") or ())
+    if processors > 1:  # what the queue's pilots can run: jobs of up to ``processors`` processors
+        tags += ["MultiProcessor", *(f"{n}Processors" for n in range(2, processors + 1))]
+    description: dict[str, Any] = {
+        "Site": values.get("dirac_site") or mt.space,
+        "GridCE": values.get("dirac_ce") or mt.space,
+        "Queue": values.get("dirac_queue") or "default",
+        "CEType": "Vcycle",
+        "CPUTime": int(60 / 250 * max_cpu_minutes * si00),
+        "NumberOfProcessors": processors,
+        "MaxRAM": int(values.get("dirac_max_ram_mb") or mt.mb_per_processor * processors),
+        "Tag": sorted(set(tags)),
+        "RequiredTag": sorted(set(values.get("dirac_required_tags") or ())),
+    }
+    if values.get("dirac_platform"):
+        description["Platform"] = values["dirac_platform"]
+    if vo:
+        description["VO"] = vo
+    if values.get("dirac_owner_group"):
+        description["OwnerGroup"] = list(values["dirac_owner_group"])
+    return description
+
+
+def job_processors(tags: list[str], machine_processors: int) -> int:
+    """Processors one job of a task queue asks for: its NProcessors tag; a whole machine for WholeNode or a
+    MultiProcessor job without a number; else 1."""
+    numbers = [int(m.group(1)) for tag in tags if (m := _PROCESSORS_TAG.match(tag))]
+    if numbers:
+        return max(numbers)
+    if "WholeNode" in tags or "MultiProcessor" in tags:
+        return machine_processors
+    return 1
+
+
+def demand_of(queues: list[Mapping[str, Any]], machine_processors: int) -> Demand:
+    """A machinetype's demand from its matching task queues: jobs by processors, each counting for that many."""
+    counts: collections.Counter[int] = collections.Counter()
+    for tq in queues:
+        jobs = int(tq.get("jobs", 0))
+        if jobs > 0:
+            counts[job_processors(list(tq.get("tags", [])), machine_processors)] += jobs
+    shapes = tuple(JobShape(processors, 0, 0, n) for processors, n in sorted(counts.items()))
+    return Demand(idle_jobs=sum(p * n for p, n in counts.items()), shapes=shapes)
+
+
+class Worker:
+    """One worker process speaking the dirac_worker protocol; restarted after any failure."""
+
+    def __init__(self, python: str, settings: Mapping[str, Any], timeout: float, name: str) -> None:
+        self.command = [python, str(WORKER)]
+        self.settings = dict(settings)
+        self.timeout = timeout
+        self.name = name
+        self.process: subprocess.Popen[str] | None = None
+        self.log_tail: collections.deque[str] = collections.deque(maxlen=5)
+        self.lock = threading.Lock()
+
+    def ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The worker's answer to ``request``; DemandError if it fails, says no, or takes too long."""
+        with self.lock:
+            try:
+                if self.process is None or self.process.poll() is not None:
+                    self._start()
+                assert self.process is not None and self.process.stdin is not None
+                self.process.stdin.write(json.dumps(request) + "\n")
+                self.process.stdin.flush()
+                reply = self._read()
+            except (OSError, ValueError, DemandError) as exc:
+                self.close()
+                raise DemandError(f"DIRAC not asked: {exc}") from exc
+        if not reply.get("ok"):
+            raise DemandError(f"DIRAC refused: {reply.get('error', 'no reason given')}")
+        return reply
+
+    def _start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, bufsize=1)
+        threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True,
+                         name=f"vcycle-dirac-{self.name}-log").start()
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(self.settings) + "\n")
+        self.process.stdin.flush()
+        ready = self._read()
+        if not ready.get("ready"):
+            raise DemandError(str(ready.get("error", "the worker did not start")))
+
+    def _drain(self, stream: IO[str] | None) -> None:
+        for line in stream or ():
+            self.log_tail.append(line.rstrip())
+            log.debug("demand=%s DIRAC: %s", self.name, line.rstrip())
+
+    def _read(self) -> dict[str, Any]:
+        process = self.process
+        assert process is not None and process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            if not selector.select(self.timeout):
+                raise DemandError(f"no answer within {self.timeout:g}s")
+        line = process.stdout.readline()
+        if not line:
+            process.wait(5)
+            tail = " | ".join(self.log_tail) or "nothing on stderr"
+            raise DemandError(f"the worker ({' '.join(self.command)}) ended with status {process.returncode}: "
+                              f"{tail[-500:]}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+class DiracDemand:
+    """Waiting jobs of DIRAC's task queues for the machinetypes that name this source."""
+
+    def __init__(self, name: str, values: Mapping[str, Any],
+                 machinetypes: Mapping[str, Mapping[str, MachinetypeConfig]], worker: Worker | None = None) -> None:
+        self.name = name
+        self.machinetypes = machinetypes  # space -> machinetype name -> config
+        self.vo = values.get("vo")
+        self.poll_seconds = float(values.get("poll_seconds") or 0.0)
+        settings = {key: values.get(key) for key in SETTINGS}
+        self.worker = worker or Worker(values.get("python") or sys.executable, settings,
+                                       float(values.get("timeout_seconds") or 60), name)
+        self.on_change: Callable[[], None] | None = None  # the daemon's wake-up, with poll_seconds
+        self.latest: dict[tuple[str, str], tuple[float, Demand]] = {}
+        self.stopping = threading.Event()
+        self.poller: threading.Thread | None = None
+
+    def _ask(self, spaces: list[str]) -> dict[tuple[str, str], Demand]:
+        queues, vos, sizes = {}, {}, {}
+        for space in spaces:
+            for mt in self.machinetypes.get(space, {}).values():
+                key = f"{space}/{mt.name}"
+                vo = mt.values.get("dirac_vo") or self.vo
+                queues[key], vos[key], sizes[key] = ce_description(mt, vo), vo, mt.min_processors
+        if not queues:
+            return {}
+        reply = self.worker.ask({"queues": queues, "vo": vos})
+        found = {}
+        now = time.monotonic()
+        for key, tqs in reply["queues"].items():
+            space, _, machinetype = key.partition("/")
+            found[(space, machinetype)] = demand_of(tqs, sizes[key])
+            self.latest[(space, machinetype)] = (now, found[(space, machinetype)])
+        return found
+
+    def demand(self, space: str) -> dict[str, Demand]:
+        if self.poll_seconds > 0:
+            self.start()
+            fresh = {mt: d for (s, mt), (at, d) in list(self.latest.items())
+                     if s == space and time.monotonic() - at < self.poll_seconds}
+            if fresh and set(fresh) == set(self.machinetypes.get(space, {})):
+                return fresh
+        return {mt: d for (s, mt), d in self._ask([space]).items()}
+
+    def start(self) -> None:
+        """Start the poller (with poll_seconds); idempotent."""
+        if self.poll_seconds > 0 and self.poller is None:
+            self.poller = threading.Thread(target=self._poll, daemon=True, name=f"vcycle-dirac-{self.name}")
+            self.poller.start()
+
+    def _poll(self) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        while not self.stopping.wait(self.poll_seconds):
+            try:
+                found = self._ask(sorted(self.machinetypes))
+            except DemandError as exc:
+                log.debug("demand=%s poll: %s", self.name, exc)
+                continue
+            risen = [key for key, d in found.items() if d.idle_jobs > seen.get(key, 0)]
+            seen = {key: d.idle_jobs for key, d in found.items()}
+            if risen and self.on_change is not None:
+                log.info("demand=%s waiting jobs rose for %s: cycle now", self.name,
+                         " ".join("/".join(k) for k in sorted(risen)))
+                self.on_change()
+
+    def close(self) -> None:
+        self.stopping.set()
+        if self.poller is not None:
+            self.poller.join(timeout=self.worker.timeout + 5)
+        self.worker.close()
