@@ -44,6 +44,8 @@ VENV = ROOT / ".dirac" / "venv"
 VO = "vo"
 SITE = "LCG.Vcycle.org"
 CE = "ce.vcycle.example.org"
+SPACE, MACHINETYPE, VCYCLE_CONFIG = "sp", "dirac-pilot", "vcycle.conf"
+PILOT_TAG = "vcycle-pilots"  # the queue takes only jobs with this tag, so that other tests' jobs stay out
 USER_DN = "/O=vcycle-testbed/CN=testuser"
 HOST_DN = "/O=vcycle-testbed/CN=localhost"
 SERVICES = (  # started in this order, one at a time: (system, component)
@@ -217,8 +219,11 @@ def configuration(d: Path, ports: dict[str, int]) -> dict[str, object]:
         "Operations": {"Defaults": {"Pilot": {"GenericPilotGroup": "vo_pilot", "GenericPilotUser": "testuser"}}},
         "Systems": {"Databases": {"Host": "127.0.0.1", "Port": ports["mariadb"], "User": "Dirac",
                                   "Password": "diracpw"}, **systems},
+        # the Vcycle CE's queue hands pilots to vcycle's space SPACE, machinetype MACHINETYPE, as configured in
+        # VCYCLE_CONFIG (written by whoever runs vcycle against this testbed)
         "Resources": {"Sites": {"LCG": {SITE: {"CE": CE, "CEs": {CE: {"CEType": "Vcycle", "Queues": {"default": {
-            "maxCPUTime": 2880, "SI00": 2500, "MaxTotalJobs": 20, "MaxWaitingJobs": 10}}}}}}}},
+            "maxCPUTime": 2880, "SI00": 2500, "MaxTotalJobs": 20, "MaxWaitingJobs": 10, "Tag": PILOT_TAG, "RequiredTag": PILOT_TAG,
+            "VcycleConfig": f"{d}/{VCYCLE_CONFIG}", "VcycleSpace": SPACE, "VcycleMachinetype": MACHINETYPE}}}}}}}},
     }
 
 

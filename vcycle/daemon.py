@@ -93,7 +93,7 @@ class Manager:
         self.sources: dict[str, DemandSource] = {}
         for name, demand in config.demands.items():
             try:
-                self.sources[name] = make_source(demand, config.spaces, store)
+                self.sources[name] = make_source(demand, config.spaces, store, clock)
             except DemandError as exc:
                 log.error("demand=%s cannot be used: %s", name, exc)
                 continue

@@ -25,7 +25,6 @@ from vcycle.clock import utc_now
 from vcycle.config import Config, MachinetypeConfig, load_config
 from vcycle.errors import ConfigError, StaleState, VcycleError
 from vcycle.executor import new_machine_name
-from vcycle.rules import ABORT_CODES
 from vcycle.states import MachineState
 from vcycle.store import Store
 from vcycle.store.pilots import CANCELLED, EXPIRED, PENDING, PilotBook, PilotState
@@ -38,7 +37,7 @@ _MACHINE_STATUS = {
     S.CREATE_FAILED: "Aborted", S.FAILED: "Failed",
 }
 _REQUEST_STATUS = {PENDING: "Waiting", CANCELLED: "Deleted", EXPIRED: "Aborted"}
-FINAL = ("Done", "Failed", "Aborted", "Deleted")
+FAILED_FROM = 400  # shutdown codes from 400 on (banned, failed, failed to start...) are a failed pilot
 
 
 class DirectorError(VcycleError):
@@ -68,9 +67,9 @@ def pilot_status(state: PilotState | None) -> str:
         return _MACHINE_STATUS[state.machine]
     if state.delete_requested:  # DIRAC killed it, or an operator deleted it
         return "Deleted"
-    if state.shutdown_code is not None and state.shutdown_code in ABORT_CODES:
+    if state.shutdown_code is not None and state.shutdown_code >= FAILED_FROM:
         return "Failed"
-    return "Done"  # stopped, deleting or gone after a normal shutdown
+    return "Done"  # stopped, deleting or gone after a normal shutdown (300 No more work included)
 
 
 class Director:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from vcycle.clock import Clock, utc_now
 from vcycle.config import DemandConfig, SpaceConfig
 from vcycle.errors import DemandError
 from vcycle.model import Demand
@@ -53,9 +54,9 @@ def _demand(counts: Any, where: str) -> Demand:
 
 
 def make_source(config: DemandConfig, spaces: Mapping[str, SpaceConfig] | None = None,
-                store: Store | None = None) -> DemandSource:
+                store: Store | None = None, clock: Clock = utc_now) -> DemandSource:
     """The source a ``[demand NAME]`` section describes (``spaces``: the site's, for sources that query per
-    machinetype; ``store``: the state store, where the SiteDirector's pilots wait)."""
+    machinetype; ``store``: the state store, where the SiteDirector's pilots wait; ``clock``: the cycle's)."""
     machinetypes = {space.name: {mt.name: mt for mt in space.machinetypes.values() if mt.demand == config.name}
                     for space in (spaces or {}).values()}
     if config.type == "file":
@@ -79,5 +80,5 @@ def make_source(config: DemandConfig, spaces: Mapping[str, SpaceConfig] | None =
 
         if store is None:
             raise DemandError(f"demand {config.name}: the SiteDirector's pilots are read from the state store")
-        return SiteDirectorDemand(config.name, config.values, machinetypes, store)
+        return SiteDirectorDemand(config.name, config.values, machinetypes, store, clock)
     raise DemandError(f"demand {config.name}: type {config.type!r} is not available in this version")

@@ -61,7 +61,7 @@ def ce_description(mt: MachinetypeConfig, vo: str | None) -> dict[str, Any]:
         "GridCE": values.get("dirac_ce") or mt.space,
         "Queue": values.get("dirac_queue") or "default",
         "CEType": "Vcycle",
-        "CPUTime": int(60 / 250 * max_cpu_minutes * si00),
+        "CPUTime": 60 * max_cpu_minutes * si00 // 250,  # DIRAC's 60 / 250 * maxCPUTime * SI00, without rounding
         "NumberOfProcessors": processors,
         "MaxRAM": int(values.get("dirac_max_ram_mb") or mt.mb_per_processor * processors),
         "Tag": sorted(set(tags)),

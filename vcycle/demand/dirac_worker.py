@@ -45,9 +45,14 @@ def _initialize(settings: dict[str, Any]) -> Any:
 
 
 def _vo_of(group: str, cache: dict[str, str]) -> str:
+    """The VO of a DIRAC group, from the Registry of DIRAC's configuration. ValueError without a Registry:
+    every job would silently not count."""
     if group not in cache:
         from DIRAC.ConfigurationSystem.Client.Helpers import Registry
 
+        if not cache and not Registry.getAllGroups():
+            raise ValueError("a VO is given but DIRAC's configuration has no Registry to tell the VO of the jobs' "
+                             "groups: set configuration to a dirac.cfg that has it (or names the CS servers)")
         cache[group] = Registry.getVOForGroup(group) or ""
     return cache[group]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vcycle.clock import utc_now
+from vcycle.clock import Clock, utc_now
 from vcycle.errors import DemandError, StoreError
 from vcycle.model import Demand
 from vcycle.pilots import expire_pilots
@@ -25,15 +25,16 @@ class SiteDirectorDemand:
     """Pilots waiting for machines, per machinetype naming this source."""
 
     def __init__(self, name: str, values: Mapping[str, Any], machinetypes: Mapping[str, Iterable[str]],
-                 store: Store) -> None:
+                 store: Store, clock: Clock = utc_now) -> None:
         self.name = name
+        self.clock = clock
         self.timeout = int(values["request_timeout_seconds"])
         self.machinetypes = {space: sorted(names) for space, names in machinetypes.items()}
         self.book = PilotBook(store)
 
     def demand(self, space: str) -> dict[str, Demand]:
         try:
-            expire_pilots(self.book, space, self.timeout, utc_now())
+            expire_pilots(self.book, space, self.timeout, self.clock())
             waiting = self.book.waiting(space)
         except StoreError as exc:
             raise DemandError(f"pilots not read from the store: {exc}") from exc

@@ -32,7 +32,7 @@ _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
 _ADD_HISTORY = insert(schema.history)
 _CLAIM = update(schema.pilot_requests).where(
-    schema.pilot_requests.c.space == _SPACE, schema.pilot_requests.c.name == bindparam("pilot"),
+    schema.pilot_requests.c.space == bindparam("in_space"), schema.pilot_requests.c.name == bindparam("pilot"),
     schema.pilot_requests.c.state == "pending",
 ).values(state="claimed", wrapper=None, reason="machine requested", changed_at=bindparam("now"))
 _BEATS_OF = select(schema.heartbeats).where(schema.heartbeats.c.space == _SPACE)
@@ -239,7 +239,7 @@ class Store:
             if entries:
                 c.execute(_ADD_HISTORY, entries)
             if claimed:
-                c.execute(_CLAIM, [{"space": space, "pilot": name, "now": values["updated_at"]} for name in claimed])
+                c.execute(_CLAIM, [{"in_space": space, "pilot": name, "now": values["updated_at"]} for name in claimed])
             if backoffs:
                 _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
                                               "last_abort_at": b.last_abort_at, "reason": b.reason}
