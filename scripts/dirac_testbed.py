@@ -222,7 +222,8 @@ def configuration(d: Path, ports: dict[str, int]) -> dict[str, object]:
         # the Vcycle CE's queue hands pilots to vcycle's space SPACE, machinetype MACHINETYPE, as configured in
         # VCYCLE_CONFIG (written by whoever runs vcycle against this testbed)
         "Resources": {"Sites": {"LCG": {SITE: {"CE": CE, "CEs": {CE: {"CEType": "Vcycle", "Queues": {"default": {
-            "maxCPUTime": 2880, "SI00": 2500, "MaxTotalJobs": 20, "MaxWaitingJobs": 10, "Tag": PILOT_TAG, "RequiredTag": PILOT_TAG,
+            "maxCPUTime": 2880, "SI00": 2500, "MaxTotalJobs": 20, "MaxWaitingJobs": 10,
+            "Tag": PILOT_TAG, "RequiredTag": PILOT_TAG,
             "VcycleConfig": f"{d}/{VCYCLE_CONFIG}", "VcycleSpace": SPACE, "VcycleMachinetype": MACHINETYPE}}}}}}}},
     }
 

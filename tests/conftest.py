@@ -87,3 +87,18 @@ def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     testbed = dirac_testbed.start(tmp_path_factory.mktemp("dirac"))
     yield testbed
     testbed.stop()
+
+
+@pytest.fixture(scope="session")
+def dirac_python() -> str:
+    """A Python with DIRAC 9 and vcycle installed (make dirac-testbed), for the tests that need DIRAC but no
+    DIRAC server. Without it they skip and say why, except under CI=true, where they fail."""
+    from pathlib import Path
+
+    python = Path(__file__).resolve().parents[1] / ".dirac" / "venv" / "bin" / "python"
+    if not python.exists():
+        reason = f"DIRAC is not installed in {python.parents[1]} (make dirac-testbed)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"DIRAC must be installed under CI: {reason}")
+        pytest.skip(reason)
+    return str(python)

@@ -136,6 +136,11 @@ class Config:
     files: tuple[str, ...]
     warnings: tuple[ConfigProblem, ...] = field(default=())
 
+    def takes_pilots(self, mt: MachinetypeConfig) -> bool:
+        """Whether ``mt``'s machines run the pilots DIRAC's SiteDirector submits (demand type sitedirector)."""
+        demand = self.demands.get(mt.demand) if mt.demand is not None else None
+        return demand is not None and demand.type == "sitedirector"
+
 
 def expand_paths(
     paths: Sequence[str | os.PathLike[str]], problems: list[ConfigProblem], *, required: bool
@@ -333,6 +338,9 @@ class _Loader:
                          f"demand type {kind!r} is not available in this version yet")
         values = self._parse(section, table)
         self._unknown(section, set(sections.DEMAND_COMMON) | set(table))
+        if kind == "dirac" and 0 < values["poll_seconds"] < MIN_POLL_SECONDS:
+            self.problem(self.origin[section], section, "poll_seconds",
+                         f"{values['poll_seconds']:g} is too often: {MIN_POLL_SECONDS:g} at least (or 0: not at all)")
         if kind == "dirac" and not values["configuration"] and not values["matcher_url"]:
             self.problem(self.origin[section], section, "matcher_url",
                          "DIRAC's Matcher is needed: set matcher_url, or configuration (a dirac.cfg naming it)")
@@ -470,6 +478,9 @@ _MACHINETYPE_FIELDS = (
 
 def _secret_keys(table: Mapping[str, Option], values: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(k for k, option in table.items() if option.secret and values.get(k) is not None)
+
+
+MIN_POLL_SECONDS = 0.5  # a demand source asked between cycles (poll_seconds) is asked at most this often
 
 
 def load_config(

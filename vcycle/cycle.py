@@ -91,9 +91,7 @@ def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
 
 def pilot_machinetypes(ctx: SpaceContext) -> frozenset[str]:
     """The machinetypes whose machines run the pilots DIRAC's SiteDirector submits (type = sitedirector)."""
-    demands = ctx.config.demands
-    return frozenset(name for name, mt in ctx.space.machinetypes.items()
-                     if mt.demand is not None and mt.demand in demands and demands[mt.demand].type == "sitedirector")
+    return frozenset(name for name, mt in ctx.space.machinetypes.items() if ctx.config.takes_pilots(mt))
 
 
 def batch_system(ctx: SpaceContext) -> Any:

@@ -84,7 +84,7 @@ class Director:
             raise DirectorError(f"VcycleMachinetype {machinetype!r}: no [machinetype {space} {machinetype}] in "
                                 "vcycle's configuration")
         mt = machinetypes[machinetype]
-        if mt.demand is None or config.demands[mt.demand].type != "sitedirector":
+        if not config.takes_pilots(mt):
             raise DirectorError(f"[machinetype {space} {machinetype}] does not take pilots from DIRAC: it needs "
                                 "demand = NAME of a [demand NAME] section with type = sitedirector")
         self.config, self.store, self.book = config, store, PilotBook(store)
@@ -96,7 +96,7 @@ class Director:
         try:
             config = load_config(list(config_paths) if config_paths else None)
         except ConfigError as exc:
-            raise DirectorError(f"vcycle's configuration is invalid: {str(exc).splitlines()[0]}") from exc
+            raise DirectorError("vcycle's configuration is invalid: " + "; ".join(map(str, exc.problems))) from exc
         try:
             store = Store.open(config.settings.state_url)
         except VcycleError as exc:

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from vctest import load_text
 
 from vcycle.config import Config
@@ -223,19 +222,3 @@ demand = pilots
     assert statuses == ["Scheduled"] * 3 + ["Waiting"] * (expected - 3), statuses
     store.close()
 
-
-def test_a_dirac_that_does_not_answer_makes_demand_unknown(dirac_testbed: Any, tmp_path: Path) -> None:
-    from vcycle.testing import free_port
-
-    config = dirac_config(dirac_testbed, tmp_path, {"small": {"dirac_site": "LCG.Nowhere.org"}})
-    values = dict(config.demands["dirac"].values)
-    values["matcher_url"] = f"dips://localhost:{free_port()}/WorkloadManagement/Matcher"
-    from vcycle.demand.dirac import DiracDemand
-    from vcycle.errors import DemandError
-
-    source = DiracDemand("dirac", values, {"sp": dict(config.spaces["sp"].machinetypes)})
-    try:
-        with pytest.raises(DemandError, match="getMatchingTaskQueues for sp/small"):
-            source.demand("sp")
-    finally:
-        source.close()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from vctest import config_text, load_text
+from vcycle.userdata.render import render_user_data
 
 from vcycle.config import Config
 from vcycle.cycle import SpaceContext, run_cycle
@@ -22,7 +23,6 @@ from vcycle.states import MachineState
 from vcycle.store import Store
 from vcycle.store.pilots import PilotBook, PilotState
 from vcycle.testing import FakeClock, FakeConnector
-from vcycle.userdata.render import render_user_data
 
 S = MachineState
 WRAPPER = "#!/bin/bash\n# DIRAC pilot wrapper\necho 'proxy: -----BEGIN RSA PRIVATE KEY----- secret'\n"

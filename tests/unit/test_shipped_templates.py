@@ -76,6 +76,42 @@ def test_shell_parts_pass_bash_and_shellcheck(tmp_path: Path, name: str) -> None
         assert done.returncode == 0, done.stdout
 
 
+def test_a_sitedirector_pilot_boots_its_wrapper_in_a_valid_cloud_config(tmp_path: Path) -> None:
+    """The cernvm-dirac-pilot template with a pilot DIRAC's SiteDirector submitted through the Vcycle CE."""
+    import base64
+    import dataclasses
+
+    from test_userdata import SHUTDOWN
+    from vcycle.userdata.render import render_user_data
+
+    from vcycle.model import CreateOrder, PilotRequest
+
+    config = site(tmp_path, "cernvm-dirac-pilot", OPTIONS["cernvm-dirac-pilot"])
+    space = config.spaces["sp.example.org"]
+    wrapper = "#!/bin/bash\n/usr/bin/env python3 << EOF\nprint('pilot')\nEOF\n"
+    pilot = PilotRequest("vcycle-mt-golden0001", space.name, "mt", "0123456789abcdef0123456789abcdef", SHUTDOWN,
+                         wrapper)
+    order = dataclasses.replace(CreateOrder(space.name, "mt", 4, None, SHUTDOWN, None, "test"), pilot=pilot)
+    assert wrapper not in repr(order)  # the wrapper carries a proxy: never in a log line
+    text = render_user_data(space, space.machinetypes["mt"], pilot.name, order, "req", "tok",
+                            manager="factory.example.org").decode()
+    document = yaml.safe_load(text)
+    files = {f["path"]: f for f in document["write_files"]}
+    assert base64.b64decode(files["/usr/local/sbin/vcycle-dirac-pilot-wrapper"]["content"]).decode() == wrapper
+    script = files["/usr/local/sbin/vcycle-dirac-pilot"]["content"]
+    assert "DIRAC_PILOT_STAMP=0123456789abcdef0123456789abcdef /usr/local/sbin/vcycle-dirac-pilot-wrapper" in script
+    assert "dirac-pilot.py" not in script  # the wrapper fetches and runs the pilot itself
+    path = tmp_path / "user-data"
+    path.write_text(text)
+    done = subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and "Valid cloud-config" in done.stdout, done.stdout + done.stderr
+    (tmp_path / "script.sh").write_text(script)
+    checked = subprocess.run([tool("shellcheck"), str(tmp_path / "script.sh")], capture_output=True, text=True,
+                             check=False)
+    assert checked.returncode == 0, checked.stdout
+
+
 def test_the_schema_validator_rejects_a_broken_cloud_config(tmp_path: Path) -> None:
     validator = tool("cloud-init")
     path = tmp_path / "bad"

@@ -177,6 +177,17 @@ def test_user_data_is_rendered_again_for_the_token_presented(site: Site) -> None
     assert site.client.get("/api/v1/machines/sp/m1/user-data").status_code == 401
 
 
+def test_a_sitedirector_pilot_s_user_data_is_gone_for_good(tmp_path: Path) -> None:
+    """Its wrapper (with a proxy) was handed to the cloud once and not kept: rendering again would start a
+    different pilot."""
+    template = tmp_path / "ud.sh.j2"
+    site = make_site(tmp_path, machinetypes={"pilot": {"user_data": str(template), "demand": "pilots"}},
+                     extra="[demand pilots]\ntype = sitedirector\n")
+    site.machine("p1", mt="pilot")
+    answer = site.client.get("/api/v1/machines/sp/p1/user-data", headers=site.auth("p1"))
+    assert answer.status_code == 410 and "pilot wrapper" in answer.json()["error"]
+
+
 def test_x509_dn_through_a_trusted_proxy_must_equal_not_start_with(tmp_path: Path) -> None:
     site = make_site(tmp_path, settings={"trusted_proxies": "testclient"})
     site.machine("m1")

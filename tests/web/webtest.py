@@ -53,7 +53,7 @@ class Site:
 
 
 def make_site(tmp_path: Path, settings: dict[str, object] | None = None, listen: str = "127.0.0.1",
-              machinetypes: dict[str, dict[str, object]] | None = None) -> Site:
+              machinetypes: dict[str, dict[str, object]] | None = None, extra: str = "") -> Site:
     tmp_path.mkdir(parents=True, exist_ok=True)
     template = tmp_path / "ud.sh.j2"
     template.write_text("#!/bin/sh\necho {{ machine }} {{ token }} {{ joboutputs_url }}\n")
@@ -61,7 +61,8 @@ def make_site(tmp_path: Path, settings: dict[str, object] | None = None, listen:
         "mt": {"heartbeat_file": "vm-heartbeat", "heartbeat_seconds": 600, "https_x509dn": DN,
                "user_data": str(template)},
         "squid": {"heartbeat_file": "vm-heartbeat", "heartbeat_seconds": 600, "user_data": str(template)},
-    }, settings={"state_dir": tmp_path, "state_url": f"sqlite:///{tmp_path}/state.db", **(settings or {})})
+    }, settings={"state_dir": tmp_path, "state_url": f"sqlite:///{tmp_path}/state.db", **(settings or {})},
+        extra=extra)
     config = load_text(text)
     store = Store.open(config.settings.state_url)
     clock = FakeClock(T0)

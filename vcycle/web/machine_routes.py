@@ -181,6 +181,10 @@ async def api_user_data(request: Request) -> Response:
     rate_limit(endpoint, record)
     if endpoint.render is None or endpoint.machinetype(record) is None:
         raise Refused(404, f"no user-data for {record.name}: its machinetype is not configured here")
+    mt = endpoint.machinetype(record)
+    if mt is not None and endpoint.config.takes_pilots(mt):
+        raise Refused(410, f"no user-data for {record.name}: it ran the pilot wrapper DIRAC's SiteDirector "
+                           "submitted, which was handed to the cloud once and not kept")
     token = request.headers["authorization"].partition(" ")[2].strip() if how == "token" else None
     try:
         data = await run_in_threadpool(endpoint.render, endpoint.config, record, token)

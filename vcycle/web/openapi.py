@@ -22,7 +22,7 @@ FILE = {"name": "file", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}}
 REASONS = {
     400: "bad request", 401: "no credentials", 403: "credentials not valid here", 404: "not found",
-    405: "method not allowed", 408: "body too slow", 413: "too large", 422: "invalid body",
+    405: "method not allowed", 408: "body too slow", 410: "gone for good", 413: "too large", 422: "invalid body",
     429: "too many requests", 503: "unavailable now", 507: "no space left",
 }
 
@@ -95,7 +95,7 @@ def document() -> dict[str, Any]:
         "summary": "the machine's full user-data, for templates that fetch it at boot",
         "parameters": [SPACE, MACHINE], "security": [{"machineToken": []}],
         "responses": {"200": {"description": "user-data", "content": {"application/octet-stream": {"schema": {
-            "type": "string", "format": "binary"}}}}, **_errors((401, 403, 404, 429, 503), ERROR_JSON)},
+            "type": "string", "format": "binary"}}}}, **_errors((401, 403, 404, 410, 429, 503), ERROR_JSON)},
     }}
     paths["/api/v1/machines/{space}/{machine}/history"] = _operator(
         "every state change of one machine", "History", [SPACE, MACHINE], (404,))
