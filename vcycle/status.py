@@ -16,6 +16,7 @@ from rich.table import Table
 
 from vcycle.config import Config
 from vcycle.store import Store
+from vcycle.store.pilots import PilotBook
 
 
 def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
@@ -48,9 +49,18 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "draining": sorted(state.draining) if state else [],
             "machinetypes": {mt: dict(sorted(c.items())) for mt, c in sorted(by_type.items())},
             "backoffs": backoffs,
+            "pilots_waiting": _pilots_waiting(config, store, name),
             "last_cycle": reports.get(name),
         }
     return {"manager": config.settings.manager_name, "time": now.isoformat(), "spaces": spaces}
+
+
+def _pilots_waiting(config: Config, store: Store, space: str) -> dict[str, int]:
+    """Pilots DIRAC's SiteDirector submitted that wait for machines, per machinetype (spaces that take any)."""
+    configured = config.spaces.get(space)
+    if configured is None or not any(config.takes_pilots(mt) for mt in configured.machinetypes.values()):
+        return {}
+    return dict(sorted(PilotBook(store).pending_counts(space).items()))
 
 
 def show(status: dict[str, Any], console: Console) -> None:
@@ -70,6 +80,9 @@ def show(status: dict[str, Any], console: Console) -> None:
         for mt, counts in space["machinetypes"].items():
             table.add_row(mt, *(str(counts.get(s, 0)) for s in states))
         console.print(table)
+        for mt, waiting in space.get("pilots_waiting", {}).items():
+            console.print(f"  {mt}: {waiting} pilot(s) from DIRAC's SiteDirector waiting for machines",
+                          soft_wrap=True, markup=False)
         for backoff in space["backoffs"]:
             console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",
                           soft_wrap=True, markup=False)

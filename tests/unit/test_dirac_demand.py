@@ -134,11 +134,12 @@ def test_deletions_go_on_while_dirac_is_down(tmp_path: Path) -> None:
 
 
 def test_the_poller_wakes_the_daemon_when_waiting_jobs_appear_and_the_cycle_uses_its_answer() -> None:
-    config = dirac_site("poll_seconds = 0.05", mt={})
+    config = dirac_site("poll_seconds = 0.5", mt={})
     nothing = {"ok": True, "queues": {"sp/mt": []}}
     work = {"ok": True, "queues": {"sp/mt": [{"jobs": 3, "tags": []}]}}
     answers = Answers(nothing, nothing, work)
     source = source_of(config, answers)
+    source.poll_seconds = 0.05  # quicker than the 0.5 s a configuration may ask for, to keep the test short
     woken = threading.Event()
     source.on_change = woken.set
     try:
@@ -149,6 +150,13 @@ def test_the_poller_wakes_the_daemon_when_waiting_jobs_appear_and_the_cycle_uses
         assert len(answers.requests) <= asked + 1  # a fresh poll is used, not asked again (or once, if stale)
     finally:
         source.close()
+
+
+def test_polling_more_often_than_twice_a_second_is_refused() -> None:
+    from vcycle.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[demand dirac\] poll_seconds: 0.1 is too often: 0.5 at least"):
+        dirac_site("poll_seconds = 0.1", mt={})
 
 
 def test_the_daemon_s_manager_gives_watching_sources_its_wake_up_and_closes_them(tmp_path: Path) -> None:

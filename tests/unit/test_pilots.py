@@ -151,6 +151,15 @@ def test_pilots_that_wait_too_long_are_given_up_and_never_started(tmp_path: Path
     report = run_cycle(ctx)  # no room in the space: they wait
     assert pilots_of(cloud) == [] and director.ce_status() == (2, 0)
     assert any("processors" in d.reason for d in report.decisions)
+    from rich.console import Console
+
+    from vcycle.status import collect, show
+
+    status = collect(config, store, clock())
+    assert status["spaces"]["sp"]["pilots_waiting"] == {"dirac-pilot": 2}
+    console = Console(record=True, width=200)
+    show(status, console)
+    assert "dirac-pilot: 2 pilot(s) from DIRAC's SiteDirector waiting for machines" in console.export_text()
     clock.advance(601)
     assert director.cleanup(now=clock()) == 2
     assert set(director.status(refs).values()) == {"Aborted"} and director.ce_status() == (0, 0)

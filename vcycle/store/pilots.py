@@ -71,6 +71,13 @@ class PilotBook:
                                                            row.requested_at, row.wrapper or ""))
         return dict(found)
 
+    def pending_counts(self, space: str) -> dict[str, int]:
+        """Per machinetype, the pilots still waiting for vcycle to request their machines."""
+        query = select(P.c.machinetype, func.count()).where(P.c.space == space, P.c.state == PENDING).group_by(
+            P.c.machinetype)
+        with self.store._begin() as c:
+            return {mt: int(n) for mt, n in c.execute(query)}
+
     def waiting(self, space: str) -> dict[str, int]:
         """Per machinetype, the pilots not yet running: pending, or their machines still booting."""
         return {mt: booting for mt, (booting, _running) in self.counts(space).items()}
