@@ -466,6 +466,10 @@ class _Loader:
             item = self.raw[section]["demand"]
             self.problem(item.file, section, "demand",
                          f"there is no [demand {demand}] section" + did_you_mean(demand, demands))
+        elif demand is not None and demands[demand].type == "sitedirector" and not values["target_share"]:
+            self.problem(file, section, "target_share", "must be more than 0: DIRAC's SiteDirector submits pilots "
+                         f"for this machinetype ([demand {demand}] type = sitedirector), which would never get "
+                         "machines")
 
 
 _MACHINETYPE_FIELDS = (

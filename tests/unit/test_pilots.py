@@ -175,6 +175,13 @@ def test_the_director_refuses_a_queue_vcycle_does_not_map_to_pilots(tmp_path: Pa
         Director(config, store, "sp", "other")
 
 
+def test_a_pilot_machinetype_without_a_share_is_a_configuration_error(tmp_path: Path) -> None:
+    from vcycle.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[machinetype sp dirac-pilot\] target_share: must be more than 0"):
+        site_config(tmp_path, target_share=0)
+
+
 @pytest.mark.parametrize(("state", "status"), [
     (None, "Unknown"),
     (PilotState("m", "pending", ""), "Waiting"),
