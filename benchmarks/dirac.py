@@ -47,21 +47,11 @@ from vcycle.daemon import Daemon
 from vcycle.store import Store
 from vcycle.testing import FakeConnector, wait_for
 
-CLIENT = '''
-import sys, time
-import DIRAC
-DIRAC.initialize(require_auth=False)
-from DIRAC.Core.Security.X509Chain import X509Chain
-from DIRAC.WorkloadManagementSystem.Client.JobManagerClient import JobManagerClient
+CLIENT = dirac_testbed.USER_CLIENT + '''
 from DIRAC.WorkloadManagementSystem.DB.JobDB import JobDB
 
 directory, site = sys.argv[1:3]
-chain = X509Chain()
-chain.loadChainFromFile(directory + "/pki/usercert.pem")
-chain.loadKeyFromFile(directory + "/pki/userkey.pem")
-proxy = directory + "/bench.proxy"
-assert chain.generateProxyToFile(proxy, 12 * 3600, diracGroup="vo_user")["OK"]
-manager, jobs = JobManagerClient(proxyLocation=proxy), JobDB()
+manager, jobs = user_jobs(directory), JobDB()
 print("ready", flush=True)
 for line in sys.stdin:  # one tag per line: submit a job with it, say when it is Waiting
     jdl = '[Executable = "/bin/true"; JobType = "User"; CPUTime = 3600; Site = "%s"; Tags = {"%s"};]' % (

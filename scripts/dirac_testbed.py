@@ -290,6 +290,26 @@ def attach(directory: Path) -> Testbed:
     return Testbed(directory, json.loads((directory / "testbed.json").read_text())["ports"])
 
 
+# The start of a DIRAC client script acting as the testbed's user: ``user_jobs(directory)`` is a JobManagerClient
+# with a proxy of the user in the vo_user group (DIRAC 9's dirac-proxy-init needs DiracX: made here instead).
+USER_CLIENT = """
+import json, sys, time
+import DIRAC
+DIRAC.initialize(require_auth=False)
+from DIRAC.Core.Security.X509Chain import X509Chain
+from DIRAC.WorkloadManagementSystem.Client.JobManagerClient import JobManagerClient
+from DIRAC.WorkloadManagementSystem.Client.MatcherClient import MatcherClient
+
+def user_jobs(directory):
+    chain = X509Chain()
+    chain.loadChainFromFile(directory + "/pki/usercert.pem")
+    chain.loadKeyFromFile(directory + "/pki/userkey.pem")
+    proxy = directory + "/user.proxy"
+    assert chain.generateProxyToFile(proxy, 12 * 3600, diracGroup="vo_user")["OK"]
+    return JobManagerClient(proxyLocation=proxy)
+"""
+
+
 UPLOAD_PROXY = """
 import sys
 import DIRAC

@@ -338,9 +338,10 @@ class _Loader:
                          f"demand type {kind!r} is not available in this version yet")
         values = self._parse(section, table)
         self._unknown(section, set(sections.DEMAND_COMMON) | set(table))
-        if kind == "dirac" and 0 < values["poll_seconds"] < MIN_POLL_SECONDS:
+        least = sections.MIN_POLL_SECONDS
+        if 0 < values.get("poll_seconds", 0) < least:
             self.problem(self.origin[section], section, "poll_seconds",
-                         f"{values['poll_seconds']:g} is too often: {MIN_POLL_SECONDS:g} at least (or 0: not at all)")
+                         f"{values['poll_seconds']:g} is too often: {least:g} at least (or 0: not at all)")
         if kind == "dirac" and not values["configuration"] and not values["matcher_url"]:
             self.problem(self.origin[section], section, "matcher_url",
                          "DIRAC's Matcher is needed: set matcher_url, or configuration (a dirac.cfg naming it)")
@@ -482,9 +483,6 @@ _MACHINETYPE_FIELDS = (
 
 def _secret_keys(table: Mapping[str, Option], values: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(k for k, option in table.items() if option.secret and values.get(k) is not None)
-
-
-MIN_POLL_SECONDS = 0.5  # a demand source asked between cycles (poll_seconds) is asked at most this often
 
 
 def load_config(

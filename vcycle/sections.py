@@ -139,6 +139,7 @@ VACUUM_PIPE = options(
     Option("target_share", number(0.0), 0.0),
 )
 
+MIN_POLL_SECONDS = 0.5  # a demand source watched between cycles (poll_seconds) is asked at most this often
 DEMAND_TYPES = ("file", "command", "htcondor", "dirac", "sitedirector")
 DEMAND_COMMON = options(Option("type", choice(*DEMAND_TYPES), required=True))
 DEMAND = {
@@ -173,6 +174,8 @@ DEMAND = {
     "sitedirector": options(
         Option("request_timeout_seconds", integer(1), 3600,
                help="a pilot DIRAC submitted that got no machine within this is given up (Aborted in DIRAC)"),
+        Option("poll_seconds", number(0.0), 5.0,
+               help="look this often for new pilots between cycles and start a cycle at once for them; 0 = never"),
     ),
 }
 

@@ -24,20 +24,9 @@ from vcycle.store.pilots import PilotBook
 from vcycle.testing import FakeClock, FakeConnector
 
 SUBMIT = '''
-import json, sys, time
-import DIRAC
-DIRAC.initialize(require_auth=False)
-from DIRAC.Core.Security.X509Chain import X509Chain
-from DIRAC.WorkloadManagementSystem.Client.JobManagerClient import JobManagerClient
-from DIRAC.WorkloadManagementSystem.Client.MatcherClient import MatcherClient
 
 directory, site, batch, jobs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-chain = X509Chain()
-chain.loadChainFromFile(directory + "/pki/usercert.pem")
-chain.loadKeyFromFile(directory + "/pki/userkey.pem")
-proxy = directory + "/user.proxy"
-assert chain.generateProxyToFile(proxy, 12 * 3600, diracGroup="vo_user")["OK"]
-manager = JobManagerClient(proxyLocation=proxy)
+manager = user_jobs(directory)
 tags = {batch, *(t for job in jobs for t in job.get("tags", []))}
 wide = {"Site": sorted({job.get("site", site) for job in jobs}), "CPUTime": 10 ** 8, "RequiredTag": [batch],
         "Tag": sorted(tags | {"MultiProcessor"} | {"%dProcessors" % n for n in range(2, 17)}),
@@ -82,7 +71,7 @@ def submit(testbed: Any, batch: str, jobs: list[dict[str, Any]]) -> int:
     """Submit ``jobs`` tagged ``batch`` as the test user; once all are in task queues, how many such jobs wait."""
     import dirac_testbed as recipe
 
-    return int(testbed.run(SUBMIT, str(testbed.directory), recipe.SITE, batch, json.dumps(jobs)))
+    return int(testbed.run(recipe.USER_CLIENT + SUBMIT, str(testbed.directory), recipe.SITE, batch, json.dumps(jobs)))
 
 
 def dirac_config(testbed: Any, tmp_path: Path, machinetypes: dict[str, dict[str, object]], *,

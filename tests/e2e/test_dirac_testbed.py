@@ -8,20 +8,9 @@ import json
 from typing import Any
 
 CLIENT = '''
-import json, sys, time
-import DIRAC
-DIRAC.initialize(require_auth=False)
-from DIRAC.Core.Security.X509Chain import X509Chain
-from DIRAC.WorkloadManagementSystem.Client.JobManagerClient import JobManagerClient
-from DIRAC.WorkloadManagementSystem.Client.MatcherClient import MatcherClient
 
 directory, site, ce = sys.argv[1:4]
-chain = X509Chain()
-chain.loadChainFromFile(directory + "/pki/usercert.pem")
-chain.loadKeyFromFile(directory + "/pki/userkey.pem")
-proxy = directory + "/user.proxy"
-assert chain.generateProxyToFile(proxy, 12 * 3600, diracGroup="vo_user")["OK"]
-jobs = JobManagerClient(proxyLocation=proxy)
+jobs = user_jobs(directory)
 for cpu, tags in ((3600, []), (3600, []), (7200, ["gpu"])):
     jdl = ('[Executable = "/bin/true"; JobType = "User"; CPUTime = %d; Site = "%s"; Tags = {%s};]'
            % (cpu, site, ", ".join('"%s"' % t for t in tags)))
@@ -43,7 +32,8 @@ print(json.dumps({"all": jobs_matching(Tag=["gpu"]), "untagged_ce": jobs_matchin
 def test_jobs_become_task_queues_the_matcher_matches_by_site_cpu_time_and_tags(dirac_testbed: Any) -> None:
     import dirac_testbed as recipe
 
-    found = json.loads(dirac_testbed.run(CLIENT, str(dirac_testbed.directory), recipe.SITE, recipe.CE))
+    found = json.loads(dirac_testbed.run(recipe.USER_CLIENT + CLIENT, str(dirac_testbed.directory), recipe.SITE,
+                                         recipe.CE))
     assert found["all"] == [1, 2]  # two untagged 1-hour jobs in one queue, the gpu job in another
     assert found["untagged_ce"] == [2]  # a CE without the gpu tag is not offered the gpu job
     assert found["other_site"] == []

@@ -139,7 +139,8 @@ def test_the_poller_wakes_the_daemon_when_waiting_jobs_appear_and_the_cycle_uses
     work = {"ok": True, "queues": {"sp/mt": [{"jobs": 3, "tags": []}]}}
     answers = Answers(nothing, nothing, work)
     source = source_of(config, answers)
-    source.poll_seconds = 0.05  # quicker than the 0.5 s a configuration may ask for, to keep the test short
+    assert source.watch is not None
+    source.watch.seconds = 0.05  # quicker than the 0.5 s a configuration may ask for, to keep the test short
     woken = threading.Event()
     source.on_change = woken.set
     try:
@@ -170,7 +171,7 @@ def test_the_daemon_s_manager_gives_watching_sources_its_wake_up_and_closes_them
     source.on_change()
     assert woken == [True]
     manager.close()
-    assert source.stopping.is_set()
+    assert source.watch is not None and source.watch.stopping.is_set()
 
 
 def test_the_section_names_dirac_python_and_credentials() -> None:

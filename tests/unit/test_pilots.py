@@ -5,6 +5,7 @@ store, across restarts of either side."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,29 @@ def test_pilots_that_wait_too_long_are_given_up_and_never_started(tmp_path: Path
     clock.advance(601)
     assert director.cleanup(now=clock()) == 2
     assert set(director.status(refs).values()) == {"Aborted"} and director.ce_status() == (0, 0)
+
+
+def test_new_pilots_wake_the_daemon_between_cycles(tmp_path: Path, store: Store) -> None:
+    import threading
+
+    from vcycle.demand.sitedirector import SiteDirectorDemand
+
+    config = site_config(tmp_path)
+    source = make_source(config.demands["pilots"], config.spaces, store)
+    assert isinstance(source, SiteDirectorDemand) and source.watch is not None
+    assert source.watch.seconds == 5.0  # the default
+    source.watch.seconds = 0.05
+    woken = threading.Event()
+    source.on_change = woken.set
+    try:
+        assert source.demand("sp")["dirac-pilot"].machines == 0  # starts the watch
+        time.sleep(0.2)
+        assert not woken.is_set()
+        Director(config, store, "sp", "dirac-pilot").submit(WRAPPER, 2)
+        assert woken.wait(5), "new pilots did not wake the daemon"
+    finally:
+        source.close()
+    assert source.watch.stopping.is_set()
 
 
 def test_the_director_refuses_a_queue_vcycle_does_not_map_to_pilots(tmp_path: Path, store: Store) -> None:

@@ -33,11 +33,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from vcycle.config import MachinetypeConfig
+from vcycle.demand.watch import Watch
 from vcycle.errors import DemandError
 from vcycle.model import Demand, JobShape
 
@@ -181,8 +182,7 @@ class DiracDemand:
                                        float(values.get("timeout_seconds") or 60), name)
         self.on_change: Callable[[], None] | None = None  # the daemon's wake-up, with poll_seconds
         self.latest: dict[tuple[str, str], tuple[float, Demand]] = {}
-        self.stopping = threading.Event()
-        self.poller: threading.Thread | None = None
+        self.watch = Watch(name, self.poll_seconds, self._counts, self._risen) if self.poll_seconds > 0 else None
 
     def _ask(self, spaces: list[str]) -> dict[tuple[str, str], Demand]:
         queues, vos, sizes = {}, {}, {}
@@ -212,28 +212,20 @@ class DiracDemand:
         return {mt: d for (s, mt), d in self._ask([space]).items()}
 
     def start(self) -> None:
-        """Start the poller (with poll_seconds); idempotent."""
-        if self.poll_seconds > 0 and self.poller is None:
-            self.poller = threading.Thread(target=self._poll, daemon=True, name=f"vcycle-dirac-{self.name}")
-            self.poller.start()
+        """Start watching between cycles (with poll_seconds); idempotent."""
+        if self.watch is not None:
+            self.watch.start()
 
-    def _poll(self) -> None:
-        seen: dict[tuple[str, str], int] = {}
-        while not self.stopping.wait(self.poll_seconds):
-            try:
-                found = self._ask(sorted(self.machinetypes))
-            except DemandError as exc:
-                log.debug("demand=%s poll: %s", self.name, exc)
-                continue
-            risen = [key for key, d in found.items() if d.idle_jobs > seen.get(key, 0)]
-            seen = {key: d.idle_jobs for key, d in found.items()}
-            if risen and self.on_change is not None:
-                log.info("demand=%s waiting jobs rose for %s: cycle now", self.name,
-                         " ".join("/".join(k) for k in sorted(risen)))
-                self.on_change()
+    def _counts(self) -> dict[Hashable, int]:
+        return {key: d.idle_jobs for key, d in self._ask(sorted(self.machinetypes)).items()}
+
+    def _risen(self, keys: list[Hashable]) -> None:
+        log.info("demand=%s waiting jobs rose for %s: cycle now", self.name,
+                 " ".join("/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys))
+        if self.on_change is not None:
+            self.on_change()
 
     def close(self) -> None:
-        self.stopping.set()
-        if self.poller is not None:
-            self.poller.join(timeout=self.worker.timeout + 5)
+        if self.watch is not None:
+            self.watch.stop(self.worker.timeout + 5)
         self.worker.close()
