@@ -211,7 +211,6 @@ class Executor:
                     continue  # the pilots were cancelled or expired since the demand was read
                 pilot = queue.popleft()
                 order = dataclasses.replace(order, pilot=pilot)
-                claimed.append(pilot.name)
                 name = pilot.name
             else:
                 name = self.name_factory(order.machinetype)
@@ -228,7 +227,9 @@ class Executor:
                 continue
             record = new_record(name=name, space=self.space.name, machinetype=mt.name, state=S.REQUESTED,
                                 processors=order.processors, now=now, request_id=request,
-                                reason="intent: " + order.reason, manager=self.manager, flavor=order.flavor,
+                                reason="intent: " + order.reason + (f"; runs DIRAC pilot stamp {order.pilot.stamp}"
+                                                                    if order.pilot else ""),
+                                manager=self.manager, flavor=order.flavor,
                                 hs06=order.hs06, shutdown_at=order.shutdown_at, token_hash=token_hash,
                                 features=json.dumps(mjf.features(mt, order.processors, now, order.shutdown_at,
                                                                  self.space.shutdown_time), sort_keys=True))
@@ -236,6 +237,8 @@ class Executor:
                               None, mt.root_image, user_data, order.shutdown_at, machine_urls(self.space, name),
                               token)
             launches.append((batch.put(record), spec))
+            if order.pilot is not None:  # it leaves the queue with the machine's record (not if never rendered)
+                claimed.append(order.pilot.name)
         return launches
 
     def _deleting(self, order: DeleteOrder, record: MachineRecord, now: datetime, batch: Batch) -> MachineRecord:

@@ -95,6 +95,31 @@ def test_each_pilot_becomes_one_machine_named_by_its_reference_within_the_limits
     assert {n for n, w in kept.items() if w} == {p.name for p in waiting}
 
 
+def test_a_pilot_whose_user_data_cannot_be_rendered_keeps_waiting(tmp_path: Path, store: Store) -> None:
+    from vcycle.errors import RenderError
+
+    clock = FakeClock()
+    config = site_config(tmp_path, limit=4)
+    director = Director(config, store, "sp", "dirac-pilot")
+    stamps = director.submit(WRAPPER, 2, now=clock())
+    refs = list(stamps)
+    ctx = context(config, store, FakeConnector(clock=clock), clock)
+
+    def broken(*args: Any) -> bytes:
+        raise RenderError("template cernvm-dirac-pilot: 'x' is undefined")
+
+    ctx.render = broken
+    report = run_cycle(ctx)
+    assert not report.ok and "user-data not rendered" in report.errors[0]
+    assert set(director.status(refs).values()) == {"Waiting"}
+    assert len(PilotBook(store).pending("sp")["dirac-pilot"]) == 2
+    ctx.render = context(config, store, FakeConnector(clock=clock), clock).render
+    assert run_cycle(ctx).counts["creates"] == 2
+    for ref in refs:  # the machine's history names the pilot's stamp, as DIRAC's PilotAgentsDB has it
+        (first, *_) = store.history("sp", ref.rsplit("/", 1)[1])
+        assert first.reason.endswith(f"; runs DIRAC pilot stamp {stamps[ref]}")
+
+
 def test_dirac_sees_pilots_run_finish_and_fail_as_their_machines_do(tmp_path: Path, store: Store) -> None:
     clock = FakeClock()
     config = site_config(tmp_path, limit=4)
