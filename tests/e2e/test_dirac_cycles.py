@@ -7,13 +7,16 @@ tests in the shared testbed are never counted.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
 from vctest import load_text
+from vcycle.userdata.size import fit_user_data
 
 from vcycle.config import Config
 from vcycle.cycle import SpaceContext, run_cycle
@@ -201,6 +204,13 @@ demand = pilots
                                     clock))
     machines = {f"vcycle://{recipe.SPACE}/{m.name}" for m in cloud.ours()}
     assert report.ok and len(machines) == 3 and machines <= set(ours)
+    # each boots the SiteDirector's own wrapper; gzipped, the user-data fits even EC2's 16 KB
+    wrappers = {p.name: p.wrapper for p in pending}
+    for machine in cloud.machines.values():
+        files = {f["path"]: f for f in yaml.safe_load(machine.user_data)["write_files"]}
+        wrapper = files["/usr/local/sbin/vcycle-dirac-pilot-wrapper"]["content"]
+        assert base64.b64decode(wrapper).decode() == wrappers[machine.name]
+        assert len(fit_user_data(machine.user_data, 16384)) <= 16384
     # the SiteDirector restarted: the pilots booting or waiting count as waiting, nothing more is submitted
     log = sitedirector(dirac_testbed)
     again = {ref: row for ref, row in pilot_agents(dirac_testbed).items() if ref not in before}
