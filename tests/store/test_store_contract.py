@@ -198,3 +198,37 @@ def test_records_lists_every_state_of_a_space(store: Store) -> None:
     store.write("sp", 0, [full_record("new"), old])
     assert {(r.name, r.state) for r in store.records("sp")} == {("new", S.RUNNING), ("old", S.GONE)}
     assert store.records("elsewhere") == []
+
+
+def test_pilot_requests_wait_are_claimed_with_their_machines_and_are_counted(store: Store) -> None:
+    from vcycle.store.pilots import PilotBook
+
+    book = PilotBook(store)
+    book.add("sp", "mt", "ce.example.org", "default", [("p1", "s" * 32), ("p2", "t" * 32), ("p3", "u" * 32)],
+             "#!/bin/bash\nwrapper with a proxy\n", T0)
+    book.add("sp", "other", "ce.example.org", "default", [("q1", "v" * 32)], "w", T0 + timedelta(seconds=1))
+    pending = book.pending("sp")
+    assert [(p.name, p.stamp, p.requested_at) for p in pending["mt"]] == [
+        ("p1", "s" * 32, T0), ("p2", "t" * 32, T0), ("p3", "u" * 32, T0)]
+    assert pending["mt"][0].wrapper == "#!/bin/bash\nwrapper with a proxy\n"
+    assert book.pending_counts("sp") == {"mt": 3, "other": 1}
+    # p1 gets its machine: claimed in the same write as the machine's record, its wrapper dropped
+    store.write("sp", 0, [new_record(name="p1", space="sp", machinetype="mt", state=S.REQUESTED, processors=1,
+                                     now=T0, request_id="r1", reason="intent", manager="mgr")], claimed=["p1"])
+    assert [p.name for p in book.pending("sp")["mt"]] == ["p2", "p3"]
+    assert book.counts("sp") == {"mt": (3, 0), "other": (1, 0)}  # p1 still booting: waiting for DIRAC
+    assert book.counts("sp", "mt") == {"mt": (3, 0)}
+    with store.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT wrapper FROM pilot_requests WHERE name = 'p1'").scalar() is None
+    state = store.load("sp")
+    running = transition(state.records[0], S.RUNNING, T0 + timedelta(minutes=2), "cloud reports running")
+    store.write("sp", state.version, [running])
+    assert book.counts("sp", "mt") == {"mt": (2, 1)}
+    assert book.cancel("sp", ["p2", "p1", "nope"], "DIRAC: pilot killed", T0) == 1  # only waiting ones
+    assert book.expire("sp", T0 + timedelta(seconds=1), T0 + timedelta(hours=1)) == 1  # p3; q1 is younger
+    found = book.states("sp", ["p1", "p2", "p3", "q1", "nope"])
+    assert {n: (s.request, s.machine) for n, s in found.items()} == {
+        "p1": ("claimed", S.RUNNING), "p2": ("cancelled", None), "p3": ("expired", None), "q1": ("pending", None)}
+    # forgotten with their machines, or once ended long enough ago
+    assert store.purge("sp", T0 + timedelta(hours=2)) == 0
+    assert set(book.states("sp", ["p1", "p2", "p3", "q1"])) == {"p1", "q1"}
