@@ -97,8 +97,9 @@ class Manager:
             except DemandError as exc:
                 log.error("demand=%s cannot be used: %s", name, exc)
                 continue
-            if wake is not None and hasattr(self.sources[name], "on_change"):
-                self.sources[name].on_change = wake  # type: ignore[attr-defined]  # sources that watch
+            watch = getattr(self.sources[name], "watch", None)  # a source watched between cycles
+            if wake is not None and watch is not None:
+                watch.on_change = wake
         self.contexts: dict[str, SpaceContext] = {}
         self.fetcher = Fetcher(template_cache(config.settings.state_dir))
         self.pool: ThreadPoolExecutor | None = None  # the spaces' threads, kept from cycle to cycle

@@ -142,7 +142,7 @@ def test_the_poller_wakes_the_daemon_when_waiting_jobs_appear_and_the_cycle_uses
     assert source.watch is not None
     source.watch.seconds = 0.05  # quicker than the 0.5 s a configuration may ask for, to keep the test short
     woken = threading.Event()
-    source.on_change = woken.set
+    source.watch.on_change = woken.set
     try:
         source.start()
         assert woken.wait(5), "the poller did not wake the daemon"
@@ -167,8 +167,8 @@ def test_the_daemon_s_manager_gives_watching_sources_its_wake_up_and_closes_them
     woken: list[bool] = []
     manager = Manager(config, Store.open(f"sqlite:///{tmp_path}/state.db"), wake=lambda: woken.append(True))
     source = manager.sources["dirac"]
-    assert isinstance(source, DiracDemand) and source.on_change is not None
-    source.on_change()
+    assert isinstance(source, DiracDemand) and source.watch is not None and source.watch.on_change is not None
+    source.watch.on_change()
     assert woken == [True]
     manager.close()
     assert source.watch is not None and source.watch.stopping.is_set()

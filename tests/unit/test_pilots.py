@@ -202,7 +202,7 @@ def test_new_pilots_wake_the_daemon_between_cycles(tmp_path: Path, store: Store)
     assert source.watch.seconds == 5.0  # the default
     source.watch.seconds = 0.05
     woken = threading.Event()
-    source.on_change = woken.set
+    source.watch.on_change = woken.set
     try:
         assert source.demand("sp")["dirac-pilot"].machines == 0  # starts the watch
         time.sleep(0.2)

@@ -16,9 +16,9 @@ that does not answer within ``timeout_seconds``, or one that cannot start,
 is a DemandError: the demand is unknown, nothing is created for those
 machinetypes, deletions go on, and the cycle says why in one line.
 
-With ``poll_seconds`` set, a thread also asks between cycles and calls
-``on_change`` (the daemon's wake-up) as soon as a machinetype has waiting
-jobs it had not had, so that a job reaching Waiting gets its machine within
+With ``poll_seconds`` set, a thread also asks between cycles and wakes the
+daemon (vcycle/demand/watch.py) as soon as a machinetype has more waiting
+jobs than it had, so that a job reaching Waiting gets its machine within
 about ``poll_seconds`` rather than a whole cycle.
 """
 
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -180,9 +180,8 @@ class DiracDemand:
         settings = {key: values.get(key) for key in SETTINGS}
         self.worker = worker or Worker(values.get("python") or sys.executable, settings,
                                        float(values.get("timeout_seconds") or 60), name)
-        self.on_change: Callable[[], None] | None = None  # the daemon's wake-up, with poll_seconds
         self.latest: dict[tuple[str, str], tuple[float, Demand]] = {}
-        self.watch = Watch(name, self.poll_seconds, self._counts, self._risen) if self.poll_seconds > 0 else None
+        self.watch = Watch(name, self.poll_seconds, self._counts, "waiting jobs") if self.poll_seconds > 0 else None
 
     def _ask(self, spaces: list[str]) -> dict[tuple[str, str], Demand]:
         queues, vos, sizes = {}, {}, {}
@@ -218,12 +217,6 @@ class DiracDemand:
 
     def _counts(self) -> dict[Hashable, int]:
         return {key: d.idle_jobs for key, d in self._ask(sorted(self.machinetypes)).items()}
-
-    def _risen(self, keys: list[Hashable]) -> None:
-        log.info("demand=%s waiting jobs rose for %s: cycle now", self.name,
-                 " ".join("/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys))
-        if self.on_change is not None:
-            self.on_change()
 
     def close(self) -> None:
         if self.watch is not None:

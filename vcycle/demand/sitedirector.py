@@ -13,7 +13,7 @@ too, and new pilots start a cycle at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from vcycle.clock import Clock, utc_now
@@ -37,9 +37,8 @@ class SiteDirectorDemand:
         self.timeout = int(values["request_timeout_seconds"])
         self.machinetypes = {space: sorted(names) for space, names in machinetypes.items() if names}
         self.book = PilotBook(store)
-        self.on_change: Callable[[], None] | None = None  # the daemon's wake-up, with poll_seconds
         seconds = float(values.get("poll_seconds") or 0.0)
-        self.watch = Watch(name, seconds, self._counts, self._risen) if seconds > 0 else None
+        self.watch = Watch(name, seconds, self._counts, "pilots waiting for machines") if seconds > 0 else None
 
     def demand(self, space: str) -> dict[str, Demand]:
         if self.watch is not None:
@@ -56,12 +55,6 @@ class SiteDirectorDemand:
         """Pilots waiting for machines, per (space, machinetype)."""
         return {(space, mt): n for space in self.machinetypes
                 for mt, n in self.book.pending_counts(space).items() if mt in self.machinetypes[space]}
-
-    def _risen(self, keys: list[Hashable]) -> None:
-        log.info("demand=%s new pilots for %s: cycle now", self.name,
-                 " ".join("/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys))
-        if self.on_change is not None:
-            self.on_change()
 
     def close(self) -> None:
         if self.watch is not None:

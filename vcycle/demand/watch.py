@@ -1,6 +1,6 @@
 """Watching a demand source between cycles: a thread asks every ``seconds`` and says which counts rose.
 
-The daemon gives watching sources its wake-up (``on_change``), so that new
+The daemon gives a source's watch its wake-up (``on_change``), so that new
 work starts a cycle at once instead of waiting up to ``cycle_seconds``. A
 failing look is skipped quietly: the next cycle asks again and reports it.
 """
@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 
 class Watch:
-    """Calls ``count()`` every ``seconds``; ``risen(keys)`` when counts rose since the look before."""
+    """Calls ``count()`` every ``seconds``; when counts rose since the look before, logs which and calls
+    ``on_change`` (the daemon sets it to its wake-up)."""
 
-    def __init__(self, name: str, seconds: float, count: Callable[[], Mapping[Hashable, int]],
-                 risen: Callable[[list[Hashable]], None]) -> None:
-        self.name, self.seconds, self.count, self.risen = name, seconds, count, risen
+    def __init__(self, name: str, seconds: float, count: Callable[[], Mapping[Hashable, int]], what: str) -> None:
+        self.name, self.seconds, self.count, self.what = name, seconds, count, what
+        self.on_change: Callable[[], None] | None = None
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -42,7 +43,10 @@ class Watch:
             risen = sorted((key for key, n in now.items() if n > seen.get(key, 0)), key=str)
             seen = now
             if risen:
-                self.risen(risen)
+                log.info("demand=%s %s rose for %s: cycle now", self.name, self.what,
+                         " ".join("/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in risen))
+                if self.on_change is not None:
+                    self.on_change()
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
