@@ -153,6 +153,15 @@ def test_the_poller_wakes_the_daemon_when_waiting_jobs_appear_and_the_cycle_uses
         source.close()
 
 
+def test_nobody_to_wake_no_polling() -> None:
+    config = dirac_site("poll_seconds = 0.5", mt={})
+    answers = Answers({"ok": True, "queues": {"sp/mt": []}})
+    source = source_of(config, answers)
+    source.demand("sp")
+    assert source.watch is not None and source.watch.thread is None and len(answers.requests) == 1
+    source.close()
+
+
 def test_polling_more_often_than_twice_a_second_is_refused() -> None:
     from vcycle.errors import ConfigError
 

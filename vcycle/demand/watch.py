@@ -27,8 +27,8 @@ class Watch:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start watching; idempotent."""
-        if self.thread is None and not self.stopping.is_set():
+        """Start watching, if someone is to be woken; idempotent."""
+        if self.thread is None and self.on_change is not None and not self.stopping.is_set():
             self.thread = threading.Thread(target=self._run, daemon=True, name=f"vcycle-watch-{self.name}")
             self.thread.start()
 
