@@ -86,6 +86,9 @@ def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:
         "root_image_url": root_image if root_image.startswith(("http://", "https://")) else "",
         "url": mt.user_data if mt.user_data.startswith(("http://", "https://")) else "",
         "uuid": ctx.request_id,
+        # the pilot DIRAC's SiteDirector submitted, for machines that run one (empty otherwise)
+        "pilot_stamp": ctx.pilot_stamp,
+        "pilot_wrapper_base64": base64.b64encode(ctx.pilot_wrapper.encode()).decode() if ctx.pilot_wrapper else "",
         # deprecated names, kept for old templates
         "vmtype": ctx.machinetype, "vm_hostname": ctx.machine, "vmlm_version": version, "vmlm_hostname": ctx.manager,
         **{k: v for k, v in _urls(ctx).items() if k in ("machinefeatures_url", "jobfeatures_url", "joboutputs_url",

@@ -149,6 +149,30 @@ def test_dirac_sees_pilots_run_finish_and_fail_as_their_machines_do(tmp_path: Pa
     assert record.delete_requested == "DIRAC: pilot killed"
 
 
+def test_a_refused_create_aborts_its_pilot_and_backs_off_the_next(tmp_path: Path, store: Store) -> None:
+    """The same backoff as any machinetype: the cloud refuses a create, DIRAC sees that pilot Aborted, and
+    pilots submitted afterwards wait until backoff_seconds have passed."""
+    from vcycle.errors import QuotaExceeded
+
+    clock = FakeClock()
+    config = site_config(tmp_path, limit=10, backoff_seconds=600, fizzle_seconds=0)
+    director = Director(config, store, "sp", "dirac-pilot")
+    (refused,) = director.submit(WRAPPER, 1, now=clock())
+    cloud = FakeConnector(clock=clock)
+    cloud.inject("create", QuotaExceeded("cores quota 8/8"), times=1)
+    ctx = context(config, store, cloud, clock)
+    assert run_cycle(ctx).counts["create_failures"] == 1
+    assert director.status([refused]) == {refused: "Aborted"}
+    clock.advance(60)
+    later = list(director.submit(WRAPPER, 2, now=clock()))
+    report = run_cycle(ctx)
+    assert report.counts["creates"] == 0 and set(director.status(later).values()) == {"Waiting"}
+    assert any(d.reason.startswith("backoff:") for d in report.decisions if d.machinetype == "dirac-pilot")
+    clock.advance(600)
+    assert run_cycle(ctx).counts["creates"] == 2
+    assert set(director.status(later).values()) == {"Scheduled"}  # requested and accepted by the cloud
+
+
 def test_a_restarted_director_sees_the_same_pilots_and_kills_waiting_ones_before_they_boot(
         tmp_path: Path, store: Store) -> None:
     clock = FakeClock()

@@ -106,6 +106,14 @@ def test_a_sitedirector_pilot_boots_its_wrapper_in_a_valid_cloud_config(tmp_path
     done = subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0 and "Valid cloud-config" in done.stdout, done.stdout + done.stderr
+    # a site's own old-style template gets them too
+    own = tmp_path / "spaces" / "sp.example.org" / "machinetypes" / "mt" / "files" / "own"
+    own.write_text("#!/bin/sh\necho ##user_data_pilot_wrapper_base64## | base64 -d > w\n"
+                   "DIRAC_PILOT_STAMP=##user_data_pilot_stamp## sh w\n")
+    mt = site(tmp_path, "own").spaces["sp.example.org"].machinetypes["mt"]
+    old_style = render_user_data(space, mt, pilot.name, order, "req", "tok", manager="m").decode()
+    assert old_style == (f"#!/bin/sh\necho {base64.b64encode(wrapper.encode()).decode()} | base64 -d > w\n"
+                         f"DIRAC_PILOT_STAMP={pilot.stamp} sh w\n")
     (tmp_path / "script.sh").write_text(script)
     checked = subprocess.run([tool("shellcheck"), str(tmp_path / "script.sh")], capture_output=True, text=True,
                              check=False)
