@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".dirac" / "venv"
 VO = "vo"
 SITE = "LCG.Vcycle.org"
+OTHER_SITE, OTHER_CE = "LCG.Other.org", "ce.other.example.org"
 CE = "ce.vcycle.example.org"
 SPACE, MACHINETYPE, VCYCLE_CONFIG = "sp", "dirac-pilot", "vcycle.conf"
 PILOT_TAG = "vcycle-pilots"  # the queue takes only jobs with this tag, so that other tests' jobs stay out
@@ -221,10 +222,15 @@ def configuration(d: Path, ports: dict[str, int]) -> dict[str, object]:
                                   "Password": "diracpw"}, **systems},
         # the Vcycle CE's queue hands pilots to vcycle's space SPACE, machinetype MACHINETYPE, as configured in
         # VCYCLE_CONFIG (written by whoever runs vcycle against this testbed)
-        "Resources": {"Sites": {"LCG": {SITE: {"CE": CE, "CEs": {CE: {"CEType": "Vcycle", "Queues": {"default": {
-            "maxCPUTime": 2880, "SI00": 2500, "MaxTotalJobs": 20, "MaxWaitingJobs": 10,
-            "Tag": PILOT_TAG, "RequiredTag": PILOT_TAG,
-            "VcycleConfig": f"{d}/{VCYCLE_CONFIG}", "VcycleSpace": SPACE, "VcycleMachinetype": MACHINETYPE}}}}}}}},
+        # a second site, Active in ResourceStatus too, for jobs that ask for another site (no SiteDirector serves it)
+        "Resources": {"Sites": {"LCG": {
+            SITE: {"CE": CE, "CEs": {CE: {"CEType": "Vcycle", "Queues": {"default": {
+                "maxCPUTime": 2880, "SI00": 2500, "MaxTotalJobs": 20, "MaxWaitingJobs": 10,
+                "Tag": PILOT_TAG, "RequiredTag": PILOT_TAG,
+                "VcycleConfig": f"{d}/{VCYCLE_CONFIG}", "VcycleSpace": SPACE, "VcycleMachinetype": MACHINETYPE}}}}},
+            OTHER_SITE: {"CE": OTHER_CE, "CEs": {OTHER_CE: {"CEType": "Vcycle", "Queues": {"default": {
+                "maxCPUTime": 2880, "SI00": 2500}}}}},
+        }}},
     }
 
 

@@ -102,6 +102,7 @@ def test_demand_per_machinetype_is_what_the_matcher_says_and_becomes_machines(
         {"cpu": 3600}, {"cpu": 3600}, {"cpu": 400000},  # two short single-processor jobs, one long one
         {"cpu": 3600, "processors": 4},  # counts for 4 processors
         {"cpu": 3600, "tags": [gpu]}, {"cpu": 3600, "tags": [gpu]},  # only for machines offering the gpu tag
+        {"cpu": 3600, "site": recipe.OTHER_SITE},  # only for the other site's machines
     ])
     common = {"dirac_site": recipe.SITE, "dirac_required_tags": batch, "dirac_tags": batch}
     config = dirac_config(dirac_testbed, tmp_path, {
@@ -109,6 +110,7 @@ def test_demand_per_machinetype_is_what_the_matcher_says_and_becomes_machines(
         "short": {**common, "dirac_max_cpu_time": 60},  # CPUTime 36000: not the 400000 one
         "gpu": {**common, "dirac_tags": f"{batch} {gpu}", "dirac_required_tags": f"{batch} {gpu}"},
         "multi": {**common, "min_processors": 4},
+        "other": {**common, "dirac_site": recipe.OTHER_SITE},
         "elsewhere": {**common, "dirac_site": "LCG.Elsewhere.org"},
     })
     source = make_source(config.demands["dirac"], config.spaces)
@@ -120,7 +122,7 @@ def test_demand_per_machinetype_is_what_the_matcher_says_and_becomes_machines(
     matcher = json.loads(dirac_testbed.run(MATCH, json.dumps({name: ce_description(mt, "vo")
                                                               for name, mt in mts.items()})))
     jobs = {name: sum(s.count for s in (d.shapes or ())) for name, d in found.items()}
-    assert jobs == matcher == {"small": 3, "short": 2, "gpu": 2, "multi": 4, "elsewhere": 0}
+    assert jobs == matcher == {"small": 3, "short": 2, "gpu": 2, "multi": 4, "other": 1, "elsewhere": 0}
     assert found["multi"].idle_jobs == 7  # the 4-processor job counts for 4
     assert [(s.processors, s.count) for s in found["multi"].shapes or ()] == [(1, 3), (4, 1)]
     clock = FakeClock()
@@ -138,7 +140,7 @@ def test_demand_per_machinetype_is_what_the_matcher_says_and_becomes_machines(
         assert machine.owner is not None
         made[machine.owner.machinetype] = made.get(machine.owner.machinetype, 0) + 1
     # the 4-processor machines: one for the 4-processor job, one for the three single ones
-    assert report.ok and made == {"small": 3, "short": 2, "gpu": 2, "multi": 2}
+    assert report.ok and made == {"small": 3, "short": 2, "gpu": 2, "multi": 2, "other": 1}
 
 
 def sitedirector(testbed: Any, cycles: int = 1) -> str:
