@@ -15,7 +15,6 @@ import logging
 import logging.handlers
 import re
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -282,16 +281,12 @@ def machines_history(args: argparse.Namespace) -> int:
 
 
 def _update_space(store: Store, space: str, change: Callable[[SpaceState], dict[str, Any]]) -> None:
-    """A read-modify-write of one space, retried when another writer got there first."""
-    for _ in range(10):
-        state = store.load(space)
-        try:
-            store.write(space, state.version, **change(state))
-            return
-        except StaleState:
-            time.sleep(0.2)
-    sys.stderr.write(f"space {space} is too busy to update; try again\n")
-    raise _Exit(EXIT_FAILED)
+    """A read-modify-write of one space (Store.update); a space too busy to update is a failure."""
+    try:
+        store.update(space, change)
+    except StaleState:
+        sys.stderr.write(f"space {space} is too busy to update; try again\n")
+        raise _Exit(EXIT_FAILED) from None
 
 
 def machines_delete(args: argparse.Namespace) -> int:

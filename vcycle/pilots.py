@@ -15,18 +15,18 @@ machine, which ``vcycle machines`` shows with its history.
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from vcycle.clock import utc_now
 from vcycle.config import Config, MachinetypeConfig, load_config
 from vcycle.errors import ConfigError, StaleState, VcycleError
 from vcycle.executor import new_machine_name
 from vcycle.states import MachineState
-from vcycle.store import Store
+from vcycle.store import SpaceState, Store
 from vcycle.store.pilots import CANCELLED, EXPIRED, PENDING, PilotBook, PilotState
 
 PREFIX = "vcycle://"
@@ -139,18 +139,15 @@ class Director:
         return unknown
 
     def _request_deletes(self, names: set[str]) -> None:
-        for _ in range(10):  # a read-modify-write of the space, retried when the cycle wrote in between
-            state = self.store.load(self.space)
+        def change(state: SpaceState) -> dict[str, Any] | None:
             marked = [dataclasses.replace(r, delete_requested="DIRAC: pilot killed") for r in state.records
                       if r.name in names and not r.delete_requested]
-            if not marked:
-                return
-            try:
-                self.store.write(self.space, state.version, marked)
-                return
-            except StaleState:
-                time.sleep(0.2)
-        raise DirectorError(f"space {self.space} is too busy to record the kill; try again")
+            return {"records": marked} if marked else None
+
+        try:
+            self.store.update(self.space, change)
+        except StaleState as exc:
+            raise DirectorError(f"space {self.space} is too busy to record the kill; try again") from exc
 
     def output(self, ref: str) -> tuple[str, str]:
         """(the pilot's log as its machine uploaded it to vcycle's joboutputs, "") or ("", "") if none yet."""
@@ -173,9 +170,5 @@ class Director:
         """Give up pilots that waited longer than the sitedirector section's request_timeout_seconds."""
         now = now or utc_now()
         timeout = int(self.config.demands[self.mt.demand or ""].values["request_timeout_seconds"])
-        return expire_pilots(self.book, self.space, timeout, now)
+        return self.book.expire(self.space, timeout, now)
 
-
-def expire_pilots(book: PilotBook, space: str, timeout_seconds: int, now: datetime) -> int:
-    """Give up the space's pilots that waited longer than ``timeout_seconds`` for a machine; how many."""
-    return book.expire(space, now - timedelta(seconds=timeout_seconds), now)

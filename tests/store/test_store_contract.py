@@ -225,7 +225,7 @@ def test_pilot_requests_wait_are_claimed_with_their_machines_and_are_counted(sto
     store.write("sp", state.version, [running])
     assert book.counts("sp", "mt") == {"mt": (2, 1)}
     assert book.cancel("sp", ["p2", "p1", "nope"], "DIRAC: pilot killed", T0) == 1  # only waiting ones
-    assert book.expire("sp", T0 + timedelta(seconds=1), T0 + timedelta(hours=1)) == 1  # p3; q1 is younger
+    assert book.expire("sp", 3599, T0 + timedelta(hours=1)) == 1  # waited since before T0 + 1 s: p3; q1 is younger
     found = book.states("sp", ["p1", "p2", "p3", "q1", "nope"])
     assert {n: (s.request, s.machine) for n, s in found.items()} == {
         "p1": ("claimed", S.RUNNING), "p2": ("cancelled", None), "p3": ("expired", None), "q1": ("pending", None)}

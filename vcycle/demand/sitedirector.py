@@ -20,7 +20,6 @@ from vcycle.clock import Clock, utc_now
 from vcycle.demand.watch import Watch
 from vcycle.errors import DemandError, StoreError
 from vcycle.model import Demand
-from vcycle.pilots import expire_pilots
 from vcycle.store import Store
 from vcycle.store.pilots import PilotBook
 
@@ -44,7 +43,7 @@ class SiteDirectorDemand:
         if self.watch is not None:
             self.watch.start()
         try:
-            expire_pilots(self.book, space, self.timeout, self.clock())
+            self.book.expire(space, self.timeout, self.clock())
             waiting = self.book.waiting(space)
         except StoreError as exc:
             raise DemandError(f"pilots not read from the store: {exc}") from exc

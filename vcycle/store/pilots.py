@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, insert, select, update
 
@@ -120,8 +120,9 @@ class PilotBook:
                              .values(state=CANCELLED, reason=reason, wrapper=None, changed_at=now))
         return int(done.rowcount)
 
-    def expire(self, space: str, requested_before: datetime, now: datetime) -> int:
-        """Give up the pilots that waited since before ``requested_before``; how many."""
+    def expire(self, space: str, timeout_seconds: int, now: datetime) -> int:
+        """Give up the pilots that waited longer than ``timeout_seconds`` for a machine; how many."""
+        requested_before = now - timedelta(seconds=timeout_seconds)
         with self.store._begin(write=True) as c:
             done = c.execute(update(P).where(P.c.space == space, P.c.state == PENDING,
                                              P.c.requested_at < requested_before)

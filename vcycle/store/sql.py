@@ -6,7 +6,8 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -246,6 +247,22 @@ class Store:
                                              for b in backoffs.values()], ("space", "machinetype"))
         self._remember(space, version, records, backoffs, draining)
         return version + 1
+
+    def update(self, space: str, change: Callable[[SpaceState], dict[str, Any] | None], tries: int = 10) -> None:
+        """A read-modify-write of one space: ``change(state)`` gives ``write``'s arguments (None: nothing to
+        write), retried when another writer got there first. StaleState after ``tries`` attempts."""
+        for attempt in range(tries):
+            state = self.load(space)
+            wanted = change(state)
+            if wanted is None:
+                return
+            try:
+                self.write(space, state.version, **wanted)
+                return
+            except StaleState:
+                if attempt + 1 == tries:
+                    raise
+                time.sleep(0.2)
 
     def _remember(self, space: str, version: int, records: Iterable[MachineRecord],
                   backoffs: Mapping[str, Backoff] | None, draining: frozenset[str] | None) -> None:
