@@ -13,6 +13,27 @@ TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
 BENCH_TOOLS := wrk nginx
 
+# The servers the tests start private instances of (scripts/services.py): the store's PostgreSQL, the OpenStack
+# testbed's RabbitMQ, the DIRAC testbed's MariaDB.
+SERVICE_DEBS := postgresql rabbitmq-server mariadb-server
+
+# Installs the Debian packages $(1) that are missing, for $(2); as root only (else a note: their tests skip, or
+# fail under CI=true). Their services are left stopped while installing (a policy-rc.d that says no, where the
+# machine has none): the tests start servers of their own, and a system server nobody asked for is not started.
+define apt_install
+	@missing=""; for pkg in $(1); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (Debian packages) for $(2)"; \
+	    policy=/usr/sbin/policy-rc.d; made=""; \
+	    if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && made=1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing >/dev/null; status=$$?; \
+	    if [ -n "$$made" ]; then rm -f $$policy; fi; \
+	    [ $$status = 0 ] || { echo "error: installing$$missing failed"; exit $$status; }; \
+	  else echo "note:$$missing not installed (run make as root, or apt-get install them); $(2) skip"; fi; fi
+endef
+
 # A real OpenStack for the tests (scripts/openstack_testbed.py), in a virtualenv of its own.
 OPENSTACK_VENV := .openstack/venv
 OPENSTACK_STAMP := $(OPENSTACK_VENV)/.installed-2
@@ -23,9 +44,9 @@ OPENSTACK_PACKAGES := nova==34.0.0 keystone==30.0.0 glance==33.0.0 openstack-pla
 DIRAC_VENV := .dirac/venv
 DIRAC_VERSION := 9.1.22
 DIRAC_STAMP := $(DIRAC_VENV)/.installed-1
-DIRAC_DEBS := swig libssl-dev pkg-config libmariadb-dev libmariadb-dev-compat mariadb-server unzip
+DIRAC_DEBS := swig libssl-dev pkg-config libmariadb-dev libmariadb-dev-compat unzip
 
-.PHONY: all install tools bench-tools openstack-testbed dirac-testbed demo test lint bench openapi check-config clean
+.PHONY: all install tools services bench-tools openstack-testbed dirac-testbed demo test lint bench openapi check-config clean
 
 all: test
 
@@ -53,6 +74,9 @@ tools:
 	      $$missing >/dev/null; \
 	  else echo "note:$$missing not installed; the tests that need them skip"; fi; fi
 
+services:
+	$(call apt_install,$(SERVICE_DEBS),the tests of the store and the testbeds)
+
 $(OPENSTACK_STAMP):
 	$(PYTHON) -m venv $(OPENSTACK_VENV)
 	$(OPENSTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(OPENSTACK_PACKAGES)
@@ -63,13 +87,9 @@ openstack-testbed: $(OPENSTACK_STAMP)
 # A real DIRAC 9 WMS for the DIRAC tests (scripts/dirac_testbed.py), in a virtualenv of its own. DIRAC 9 does not
 # install from PyPI as it stands on Debian 12: M2Crypto builds with swig and libssl-dev, and gfal2-python (which
 # the WMS does not use) does not build against Debian's libgfal2; so every requirement but gfal2-python is
-# installed, then DIRAC without dependencies. mariadbd (mariadb-server) runs the testbed's private database.
+# installed, then DIRAC without dependencies. The testbed's private database is a MariaDB (make services).
 $(DIRAC_STAMP):
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for pkg in $(DIRAC_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
-	  if [ -n "$$missing" ]; then echo "installing$$missing (Debian packages) for the DIRAC testbed"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      $$missing >/dev/null; fi; fi
+	$(call apt_install,$(DIRAC_DEBS),the DIRAC tests)
 	$(PYTHON) -m venv $(DIRAC_VENV)
 	$(DIRAC_VENV)/bin/python -m pip download --quiet --disable-pip-version-check --no-deps DIRAC==$(DIRAC_VERSION) \
 	  -d $(DIRAC_VENV)/wheels
@@ -90,7 +110,7 @@ $(DIRAC_VCYCLE_STAMP): $(DIRAC_STAMP)
 
 dirac-testbed: $(DIRAC_STAMP) $(DIRAC_VCYCLE_STAMP)
 
-test: lint tools openstack-testbed dirac-testbed
+test: lint tools services openstack-testbed dirac-testbed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-tools:
@@ -105,7 +125,7 @@ bench-tools:
 openapi: $(STAMP)
 	$(BIN)/python scripts/openapi.py
 
-bench: $(STAMP) bench-tools
+bench: $(STAMP) bench-tools services openstack-testbed dirac-testbed
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 check-config: $(STAMP)

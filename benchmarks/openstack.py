@@ -19,10 +19,11 @@ times from round to round; on MariaDB they agree within about 10%.
 
     .venv/bin/python benchmarks/openstack.py [--servers 50] [--rounds 5] [--mysql USER@HOST:PORT|none]
 
-Nova's and Placement's databases are on the MariaDB of ``--mysql`` (default
-root@127.0.0.1:3306 when one answers there; the testbed makes and drops
-databases of its own). A warm-up round comes first and is not counted; the
-rounds alternate which side goes first.
+Nova's and Placement's databases are on a private MariaDB started for the run
+(scripts/services.py), or on the one ``--mysql`` names (the testbed makes and
+drops databases of its own there); the message bus is a private RabbitMQ.
+A warm-up round comes first and is not counted; the rounds alternate which
+side goes first.
 
 Ends with ``RESULT sdk_ratio=... vcycle_own_s=...``: the median over the rounds of vcycle's time / the loop's
 time, and of the seconds vcycle spent on its own (its time less the cloud calls it waited on).
@@ -34,7 +35,6 @@ import argparse
 import base64
 import math
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -48,6 +48,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import openstack_testbed  # noqa: E402
+import services  # noqa: E402
 
 from vcycle.config import load_config  # noqa: E402
 from vcycle.daemon import Manager  # noqa: E402
@@ -129,26 +130,36 @@ def run_loop(testbed: Any, servers: int) -> tuple[float, int]:
     return elapsed, servers
 
 
-def default_mysql() -> str:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return "root@127.0.0.1:3306" if sock.connect_ex(("127.0.0.1", 3306)) == 0 else "none"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--mysql", metavar="USER@HOST:PORT", default=os.environ.get("BENCH_MYSQL", default_mysql()),
-                        help="put Nova's and Placement's databases on this MariaDB (no password); default "
-                             "root@127.0.0.1:3306 when a server answers there; 'none' for SQLite")
+    parser.add_argument("--mysql", metavar="USER@HOST:PORT", default=os.environ.get("BENCH_MYSQL", "private"),
+                        help="put Nova's and Placement's databases on this MariaDB (no password); default a private "
+                             "one started for the run; 'none' for SQLite")
     args = parser.parse_args()
     reason = openstack_testbed.unavailable_reason()
     if reason is not None:
         raise SystemExit(f"cannot start the OpenStack testbed: {reason}")
     started = time.monotonic()
-    mysql = None if args.mysql == "none" else args.mysql
-    testbed = openstack_testbed.start(Path(tempfile.mkdtemp(prefix="vcycle-bench-openstack-")), mysql=mysql)
+    work = Path(tempfile.mkdtemp(prefix="vcycle-bench-openstack-"))
+    own: list[services.Service] = []
+    try:
+        own.append(services.rabbitmq(work))
+        if args.mysql == "private":
+            own.append(services.mariadb(work))
+    except services.ServiceUnavailable as exc:
+        for service in own:
+            service.stop()
+        raise SystemExit(f"cannot start the OpenStack testbed's services: {exc}") from None
+    mysql = {"private": own[-1].url if len(own) > 1 else None, "none": None}.get(args.mysql, args.mysql)
+    try:
+        testbed = openstack_testbed.start(work / "openstack", own[0].url, mysql=mysql)
+    except BaseException:
+        for service in own:
+            service.stop()
+        raise
+    testbed.own.extend(own)  # stopped with the testbed, the database last
     print(f"OpenStack testbed up in {time.monotonic() - started:.0f}s, Nova on {mysql or 'SQLite'}")
     try:
         admin = testbed.connection(admin=True)

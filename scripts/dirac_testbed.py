@@ -1,7 +1,7 @@
 """A real DIRAC 9 workload management system on this machine, for vcycle's DIRAC tests and benchmark.
 
-A private MariaDB (its own data directory, socket and a free loopback port;
-this machine's own server on 3306 is left alone), DIRAC's JobManager,
+A private MariaDB (scripts/services.py: its own data directory, socket and a
+free loopback port; a server of the machine's own is left alone), DIRAC's JobManager,
 OptimizationMind, Matcher, ResourceStatus and ProxyManager services and the
 Optimizers executor, all reading one local configuration file (no
 Configuration server), with a throwaway CA, a host certificate for
@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import services
 import testbed_processes
 
 from vcycle.testing import free_port, wait_for
@@ -73,7 +74,7 @@ def unavailable_reason() -> str | None:
         return f"DIRAC is not installed in {VENV} (make dirac-testbed)"
     for tool in ("mariadbd", "mariadb-install-db", "openssl"):
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-            return f"{tool} is not installed (make dirac-testbed installs mariadb-server)"
+            return f"{tool} is not installed (make services installs mariadb-server)"
     return None
 
 
@@ -82,6 +83,12 @@ class Testbed:
     directory: Path
     ports: dict[str, int]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    database: services.Service | None = None  # the private MariaDB, when this process started it
+
+    @property
+    def mysql_socket(self) -> Path:
+        """The MariaDB's socket, for the root client (``mariadb --socket=... -uroot``)."""
+        return self.directory / "mariadb" / "mysqld.sock"
 
     @property
     def env(self) -> dict[str, str]:
@@ -104,6 +111,9 @@ class Testbed:
     def stop(self) -> None:
         """Stop what start() started, the database last: SIGTERM, then SIGKILL."""
         testbed_processes.stop(self.processes)
+        if self.database is not None:
+            self.database.stop()
+            self.database = None
 
 
 def _pki(d: Path) -> None:
@@ -133,35 +143,15 @@ def _pki(d: Path) -> None:
 
 
 def _mariadb(testbed: Testbed) -> None:
-    d, port = testbed.directory, testbed.ports["mariadb"]
-    data = d / "mariadb"
-    data.mkdir(parents=True, exist_ok=True)
-    install = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
-    subprocess.run([install, "--no-defaults", "--user=root", f"--datadir={data}",
-                    "--auth-root-authentication-method=normal"],  # --no-defaults: not the system my.cnf
-                   check=True, capture_output=True)
-    (d / "my.cnf").write_text(textwrap.dedent(f"""\
-        [mysqld]
-        datadir={data}
-        socket={d}/mysqld.sock
-        pid-file={d}/mariadb.pid
-        bind-address=127.0.0.1
-        port={port}
-        user=root
-        log-error={d}/logs/mariadb.err
-        skip-name-resolve
-        """))
-    mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
-    _start(testbed, "mariadb", [mariadbd, f"--defaults-file={d}/my.cnf"])
-    _wait(lambda: (d / "mysqld.sock").exists(), 60, "MariaDB's socket")
-    statements = ["CREATE USER 'Dirac'@'127.0.0.1' IDENTIFIED BY 'diracpw'",
-                  "CREATE USER 'Dirac'@'localhost' IDENTIFIED BY 'diracpw'",
-                  "GRANT ALL ON *.* TO 'Dirac'@'127.0.0.1'", "GRANT ALL ON *.* TO 'Dirac'@'localhost'",
-                  "FLUSH PRIVILEGES"]
+    """The private MariaDB with DIRAC's user and the schemas of its databases."""
+    try:
+        testbed.database = services.mariadb(testbed.directory, users={"Dirac": "diracpw"})
+    except services.ServiceUnavailable as exc:
+        raise TestbedUnavailable(str(exc)) from None
+    testbed.ports["mariadb"] = testbed.database.ports["mariadb"]
     site = Path(subprocess.run([testbed.python, "-c", "import DIRAC, os; print(os.path.dirname(DIRAC.__file__))"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    client = ["mariadb", f"--socket={d}/mysqld.sock", "-uroot"]
-    subprocess.run([*client, "-e", "; ".join(statements)], check=True, capture_output=True)
+    client = ["mariadb", f"--socket={testbed.mysql_socket}", "-uroot"]
     for name, system in DATABASES.items():
         subprocess.run([*client, "-e", f"CREATE DATABASE {name}"], check=True, capture_output=True)
         with open(site / system / "DB" / f"{name}.sql", "rb") as schema:
@@ -264,12 +254,12 @@ def start(directory: Path) -> Testbed:
         raise TestbedUnavailable(reason)
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "logs").mkdir(parents=True)
-    ports = {"mariadb": free_port(), **{component: free_port() for _, component in SERVICES}}
+    ports = {component: free_port() for _, component in SERVICES}
     testbed = Testbed(directory, ports)
     try:
         _pki(directory)
-        _configure(directory, ports)
         _mariadb(testbed)
+        _configure(directory, ports)
         for system, component in SERVICES:
             _start(testbed, f"{system}_{component}", [str(VENV / "bin" / "dirac-service"), f"{system}/{component}"])
             _wait(lambda port=ports[component]: _listening(port), 90, f"{system}/{component}")

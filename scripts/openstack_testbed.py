@@ -5,8 +5,9 @@ scheduler, and two compute hosts with Nova's fake virt driver, one in the
 zone ``zone-a`` and one in ``zone-b``), installed from PyPI into
 their own virtualenv (``make openstack-testbed``, in ``.openstack/venv``), all
 on SQLite, all on loopback ports chosen free at start, talking over the
-RabbitMQ broker already running on 127.0.0.1:5672 (exchanges of their own, so
-that two testbeds never answer each other). ``start(directory)``
+RabbitMQ broker given to ``start`` (the tests start a private one,
+scripts/services.py; exchanges of their own, so that two testbeds on one
+broker never answer each other). ``start(directory, broker)``
 writes their configuration, creates their databases, starts them, creates a
 project ``vcycle`` with a member user, flavors and an image, and returns a
 ``Testbed``; ``stop()`` stops only what it started.
@@ -21,7 +22,9 @@ networks, so a real neutron-server runs (its schema created from the models,
 as its migrations do not run on SQLite, and its mappers configured before the
 first request); flavors are made by the admin.
 
-    .venv/bin/python scripts/openstack_testbed.py DIR     (starts it and waits; Ctrl-C stops it)
+    .venv/bin/python scripts/openstack_testbed.py DIR     (starts it, with a RabbitMQ of its own unless
+                                                          TESTBED_BROKER=rabbit://... names one, and waits;
+                                                          Ctrl-C stops it)
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -38,13 +40,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import services
 import testbed_processes
 
 from vcycle.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".openstack" / "venv"
-BROKER = ("127.0.0.1", 5672)
 # Each host in an aggregate zone of its own: a server asking for Nova's default zone ("nova") may land on any
 # host, as Nova's placement pre-filter cannot narrow the default zone to hosts in no aggregate.
 ZONES = {"zone-a": "", "zone-b": "-b"}  # zone -> suffix of its compute host's name
@@ -92,9 +94,6 @@ def unavailable_reason() -> str | None:
     """Why the testbed cannot start here, or None."""
     if not (VENV / "bin" / "nova-compute").exists():
         return f"the OpenStack services are not installed in {VENV} (make openstack-testbed)"
-    with socket.socket() as sock:
-        if sock.connect_ex(BROKER) != 0:
-            return "no RabbitMQ broker on 127.0.0.1:5672"
     return None
 
 
@@ -105,6 +104,8 @@ class Testbed:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     image_id: str = ""
     mysql: str | None = None  # USER@HOST:PORT of the MariaDB holding Nova's and Placement's databases
+    broker: str = ""  # rabbit://USER:PASSWORD@HOST:PORT/ of the message bus
+    own: list[services.Service] = field(default_factory=list)  # services started for this testbed alone
 
     @property
     def keystone(self) -> str:
@@ -130,13 +131,12 @@ class Testbed:
 
     def stop(self) -> None:
         """Stop what start() started: SIGTERM, then SIGKILL (nova-compute sometimes ignores SIGTERM); drop the
-        MariaDB databases it made."""
-        self._stop_processes()
-        if self.mysql:
-            _mysql(self, ";".join(f"DROP DATABASE IF EXISTS {_mysql_name(self.ports, n)}" for n in MYSQL_DATABASES))
-
-    def _stop_processes(self) -> None:
+        MariaDB databases it made on a server not its own; stop the services it started for itself."""
         testbed_processes.stop(self.processes)  # the Nova services first, Keystone last; gunicorn's workers too
+        if self.mysql and not any(service.url == self.mysql for service in self.own):
+            _mysql(self, ";".join(f"DROP DATABASE IF EXISTS {_mysql_name(self.ports, n)}" for n in MYSQL_DATABASES))
+        while self.own:
+            self.own.pop().stop()
 
 
 def _write(path: Path, text: str) -> None:
@@ -180,7 +180,7 @@ def _mysql_name(ports: dict[str, int], name: str) -> str:
     return f"testbed{ports['nova']}_{name}"
 
 
-def _configure(d: Path, ports: dict[str, int], mysql: str | None = None) -> None:
+def _configure(d: Path, ports: dict[str, int], broker: str, mysql: str | None = None) -> None:
     data, logs = d / "data", d / "logs"
     for sub in ("nova/instances", "nova/locks", "glance/images", "glance/staging", "glance/tasks", "glance/locks",
                 "neutron/locks"):
@@ -189,7 +189,7 @@ def _configure(d: Path, ports: dict[str, int], mysql: str | None = None) -> None
     for service in ("keystone", "placement", "glance", "nova", "neutron"):
         (d / "etc" / service).mkdir(parents=True, exist_ok=True)
     keystone = f"http://127.0.0.1:{ports['keystone']}"
-    rabbit = f"rabbit://guest:guest@{BROKER[0]}:{BROKER[1]}/"
+    rabbit = broker
     db = {name: f"sqlite:///{data}/{name}.sqlite?timeout=60" for name in (
         "keystone", "placement", "glance", "nova", "nova_api", "nova_cell0", "neutron")}
     if mysql:  # Nova's and Placement's many writers on a real database server instead of SQLite's one lock
@@ -480,8 +480,9 @@ for zone, suffix in {ZONES!r}.items():
     _run(testbed.directory, "python", "-c", zone)
 
 
-def start(directory: Path, mysql: str | None = None) -> Testbed:
-    """Start the testbed in ``directory`` (made empty first). TestbedUnavailable says why it cannot.
+def start(directory: Path, broker: str, mysql: str | None = None) -> Testbed:
+    """Start the testbed in ``directory`` (made empty first), on the RabbitMQ at ``broker``
+    (``rabbit://USER:PASSWORD@HOST:PORT/``). TestbedUnavailable says why it cannot.
 
     ``mysql`` (USER@HOST:PORT, no password) puts Nova's and Placement's databases on that MariaDB.
     """
@@ -491,12 +492,12 @@ def start(directory: Path, mysql: str | None = None) -> Testbed:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     ports = {name: free_port() for name in ("keystone", "placement", "glance", "nova", "neutron")}
-    testbed = Testbed(directory, ports, mysql=mysql)
+    testbed = Testbed(directory, ports, mysql=mysql, broker=broker)
     purelib = subprocess.run([str(VENV / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
                               "['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, "vcycle_testbed_sqlite.py").write_text(HOOK)
     Path(purelib, "vcycle_testbed_sqlite.pth").write_text("import vcycle_testbed_sqlite\n")
-    _configure(directory, ports, mysql)
+    _configure(directory, ports, broker, mysql)
     try:
         if mysql:
             _mysql(testbed, ";".join(f"CREATE DATABASE {_mysql_name(ports, n)} CHARACTER SET utf8"
@@ -522,7 +523,21 @@ def start(directory: Path, mysql: str | None = None) -> Testbed:
         testbed.stop()
         raise
     (directory / "testbed.json").write_text(json.dumps({"ports": ports, "image_id": testbed.image_id,
-                                                       "mysql": mysql}))
+                                                       "mysql": mysql, "broker": broker}))
+    return testbed
+
+
+def start_with_broker(directory: Path, broker: str | None, mysql: str | None = None) -> Testbed:
+    """``start`` on ``broker``, or, without one, on a private RabbitMQ started here and stopped with the testbed."""
+    if broker:
+        return start(directory, broker, mysql)
+    bus = services.rabbitmq(directory.parent / f"{directory.name}-rabbitmq")
+    try:
+        testbed = start(directory, bus.url, mysql)
+    except BaseException:
+        bus.stop()
+        raise
+    testbed.own.append(bus)
     return testbed
 
 
@@ -530,13 +545,14 @@ def attach(directory: Path) -> Testbed:
     """A testbed already running in ``directory`` (started by ``main``), to test against while developing:
     VCYCLE_OPENSTACK_TESTBED=DIR makes the test session use it instead of starting its own."""
     found = json.loads((directory / "testbed.json").read_text())
-    return Testbed(directory, found["ports"], image_id=found["image_id"], mysql=found.get("mysql"))
+    return Testbed(directory, found["ports"], image_id=found["image_id"], mysql=found.get("mysql"),
+                   broker=found.get("broker", ""))
 
 
 def main() -> None:
     directory = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / ".openstack" / "run").resolve()
     started = time.monotonic()
-    testbed = start(directory, mysql=os.environ.get("TESTBED_MYSQL"))
+    testbed = start_with_broker(directory, os.environ.get("TESTBED_BROKER"), mysql=os.environ.get("TESTBED_MYSQL"))
     print(f"OpenStack up in {time.monotonic() - started:.0f}s: {testbed.keystone}, clouds.yaml {testbed.clouds_yaml}")
     testbed_processes.serve_until_signal(testbed.stop)
 

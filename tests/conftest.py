@@ -1,12 +1,58 @@
-"""Session-wide fixtures: a real moto server over HTTP for the EC2 tests."""
+"""Session-wide fixtures: the real peers the tests run against, each started once per test session.
+
+moto's server for EC2; private PostgreSQL and RabbitMQ servers (scripts/services.py: their own data
+directories and free loopback ports, stopped at the end); the OpenStack and DIRAC testbeds. Each starts
+only when a selected test needs it. Where one cannot start, its tests skip and say why, except under
+CI=true, where they fail. VCYCLE_TEST_POSTGRES_URL and VCYCLE_TEST_RABBITMQ_URL point the tests at servers
+of one's own instead (they are then used, never stopped).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from vctest import unavailable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+def _service(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import services
+
+    try:
+        service = services.STARTERS[kind](tmp_path_factory.mktemp(kind))
+    except services.ServiceUnavailable as exc:
+        unavailable(kind, str(exc))
+    yield service
+    service.stop()  # raises ServiceLeft, failing the session's teardown, if anything of it survived
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The admin URL of a real PostgreSQL: VCYCLE_TEST_POSTGRES_URL, or a private server for this session."""
+    given = os.environ.get("VCYCLE_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    for service in _service("postgresql", tmp_path_factory):
+        yield service.url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real RabbitMQ broker: VCYCLE_TEST_RABBITMQ_URL, or a private one for this session."""
+    given = os.environ.get("VCYCLE_TEST_RABBITMQ_URL")
+    if given:
+        yield given
+        return
+    for service in _service("rabbitmq", tmp_path_factory):
+        yield service.url
 
 
 @pytest.fixture(scope="session")
@@ -36,28 +82,19 @@ def moto_ami(moto_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def openstack_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real OpenStack on this machine (scripts/openstack_testbed.py), started once per test session.
-
-    Where it cannot start (not installed: make openstack-testbed; no RabbitMQ), the tests using it skip and
-    say why, except under CI=true, where they fail.
-    """
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+def openstack_testbed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A real OpenStack on this machine (scripts/openstack_testbed.py) on the session's RabbitMQ, started once
+    per test session. VCYCLE_OPENSTACK_TESTBED=DIR uses one started by hand (used, never stopped)."""
     import openstack_testbed
 
-    reason = openstack_testbed.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the OpenStack testbed must run under CI: {reason}")
-        pytest.skip(f"no real OpenStack here: {reason}")
     running = os.environ.get("VCYCLE_OPENSTACK_TESTBED")
-    if running:  # one started by hand (scripts/openstack_testbed.py DIR): used, never stopped
+    if running:
         yield openstack_testbed.attach(Path(running))
         return
-    testbed = openstack_testbed.start(tmp_path_factory.mktemp("openstack"))
+    reason = openstack_testbed.unavailable_reason()
+    if reason is not None:
+        unavailable("real OpenStack", reason)
+    testbed = openstack_testbed.start(tmp_path_factory.mktemp("openstack"), request.getfixturevalue("rabbitmq_url"))
     yield testbed
     testbed.stop()
 
@@ -69,10 +106,6 @@ def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     Where it cannot start (not installed: make dirac-testbed), the tests using it skip and say why, except
     under CI=true, where they fail. VCYCLE_DIRAC_TESTBED=DIR uses one started by hand.
     """
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import dirac_testbed
 
     running = os.environ.get("VCYCLE_DIRAC_TESTBED")
@@ -81,9 +114,7 @@ def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         return
     reason = dirac_testbed.unavailable_reason()
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the DIRAC testbed must run under CI: {reason}")
-        pytest.skip(f"no real DIRAC here: {reason}")
+        unavailable("real DIRAC", reason)
     testbed = dirac_testbed.start(tmp_path_factory.mktemp("dirac"))
     yield testbed
     testbed.stop()
@@ -93,12 +124,7 @@ def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def dirac_python() -> str:
     """A Python with DIRAC 9 and vcycle installed (make dirac-testbed), for the tests that need DIRAC but no
     DIRAC server. Without it they skip and say why, except under CI=true, where they fail."""
-    from pathlib import Path
-
     python = Path(__file__).resolve().parents[1] / ".dirac" / "venv" / "bin" / "python"
     if not python.exists():
-        reason = f"DIRAC is not installed in {python.parents[1]} (make dirac-testbed)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"DIRAC must be installed under CI: {reason}")
-        pytest.skip(reason)
+        unavailable("DIRAC", f"DIRAC is not installed in {python.parents[1]} (make dirac-testbed)")
     return str(python)

@@ -155,7 +155,7 @@ def sitedirector(testbed: Any, cycles: int = 1) -> str:
 
 def pilot_agents(testbed: Any) -> dict[str, tuple[str, str]]:
     """PilotAgentsDB as the SiteDirector left it: reference -> (stamp, status)."""
-    rows = subprocess.run(["mariadb", f"--socket={testbed.directory}/mysqld.sock", "-uroot", "-N", "-B",
+    rows = subprocess.run(["mariadb", f"--socket={testbed.mysql_socket}", "-uroot", "-N", "-B",
                            "PilotAgentsDB", "-e", "SELECT PilotJobReference, PilotStamp, Status FROM PilotAgents"],
                           capture_output=True, text=True, check=True).stdout.split("\n")
     return {ref: (stamp, status) for ref, stamp, status in (r.split("\t") for r in rows if r)}
