@@ -27,11 +27,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vcycle.config import SpaceConfig, load_config
-from vcycle.daemon import Manager
-from vcycle.model import CloudMachine, CloudStatus, OwnerTags, StatusChange
-from vcycle.model import MachineRecord as Record
-from vcycle.states import MachineState
+from vcycle.config import load_config
+from vcycle.core.model import CloudMachine, OwnerTags, StatusChange
+from vcycle.core.model import MachineRecord as Record
+from vcycle.core.sections import SpaceConfig
+from vcycle.core.states import MachineState
+from vcycle.loop.daemon import Manager
 from vcycle.store import Store
 from vcycle.testing import FakeConnector, FakeMachine
 
@@ -71,9 +72,9 @@ class ChurningCloud(FakeConnector):
     def list_machines(self) -> list[CloudMachine]:
         self.listings += 1
         if self.listings % CHURN_EVERY == 0:
-            running = [m for m in self.machines.values() if m.status is CloudStatus.RUNNING and m.owner is not None]
+            running = [m for m in self.machines.values() if m.state == "running" and m.owner is not None]
             for machine in running[:STOPPED_PER_SPACE]:
-                machine.status = CloudStatus.STOPPED
+                machine.state = "halted"
         return super().list_machines()
 
 
@@ -87,8 +88,8 @@ def populate(store: Store, space: SpaceConfig, machines: int, now: datetime, off
         records.append(Record(name=name, space=space.name, machinetype="pilot", state=state, processors=1,
                               created_at=created, request_id=f"r{i}", manager="bench", cloud_id=f"id-{name}",
                               started_at=created, shutdown_at=created + timedelta(days=2),
-                              history=(StatusChange(state, created, "bench"),)))
-        cloud.machines[name] = FakeMachine(f"id-{name}", name, 1, created, CloudStatus.RUNNING,
+                              last=StatusChange(state, created, "bench")))
+        cloud.machines[name] = FakeMachine(f"id-{name}", name, 1, created, "running",
                                            OwnerTags(space.name, "pilot", "bench", f"r{i}"))
     store.write(space.name, store.load(space.name).version, records)
     return cloud

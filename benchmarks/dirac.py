@@ -2,7 +2,7 @@
 
 DIRAC is the project's testbed (scripts/dirac_testbed.py: JobManager,
 OptimizationMind and the Optimizers, Matcher, ResourceStatus, on MariaDB).
-vcycle runs its real daemon (vcycle.daemon.Daemon, in a thread) with a
+vcycle runs its real daemon (vcycle.loop.daemon.Daemon, in a thread) with a
 ``[demand] type = dirac`` section; the cloud is the FakeConnector, whose
 create call is timed, with machines that stay booting so that each
 create answers one new job.
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import dirac_testbed
 
 from vcycle.config import load_config
-from vcycle.daemon import Daemon
+from vcycle.loop.daemon import Daemon
 from vcycle.store import Store
 from vcycle.testing import FakeConnector, wait_for
 

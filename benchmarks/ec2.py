@@ -34,7 +34,7 @@ from typing import Any
 import boto3
 
 from vcycle.config import load_config
-from vcycle.daemon import Manager
+from vcycle.loop.daemon import Manager
 from vcycle.store import Store
 from vcycle.testing import free_port
 

@@ -51,7 +51,7 @@ import openstack_testbed  # noqa: E402
 import services  # noqa: E402
 
 from vcycle.config import load_config  # noqa: E402
-from vcycle.daemon import Manager  # noqa: E402
+from vcycle.loop.daemon import Manager  # noqa: E402
 from vcycle.store import Store  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "userdata" / "templates" / "pilot-container.j2"

@@ -19,11 +19,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
-from vcycle.config import Config, load_config
-from vcycle.model import CloudMachine, CloudStatus, Demand, MachineRecord, OwnerTags, SpaceSnapshot, StatusChange
-from vcycle.planner import plan
-from vcycle.states import MachineState
-from vcycle.sync import sync
+from vcycle.config import load_config
+from vcycle.core.model import CloudMachine, CloudStatus, Demand, MachineRecord, OwnerTags, SpaceSnapshot, StatusChange
+from vcycle.core.planner import plan
+from vcycle.core.sections import Config
+from vcycle.core.states import MachineState
+from vcycle.core.sync import sync
 
 SPACES, MACHINETYPES_PER_SPACE, MACHINES_PER_SPACE = 100, 2, 500
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -64,7 +65,7 @@ def make_records(space: str) -> list[MachineRecord]:
             processors=2, created_at=created, request_id=f"r{i}", manager="bench", cloud_id=f"id{i}", hs06=20.0,
             started_at=created + timedelta(seconds=60), shutdown_at=created + timedelta(seconds=86_400),
             heartbeat_at=NOW - timedelta(seconds=(i * 13) % 800),
-            history=(StatusChange(state, created, "bench"),)))
+            last=StatusChange(state, created, "bench")))
     return records
 
 

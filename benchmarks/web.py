@@ -35,11 +35,12 @@ import sys
 import tempfile
 import time
 
-from vcycle import mjf
 from vcycle.config import load_config
-from vcycle.executor import new_token
-from vcycle.model import new_record
-from vcycle.states import MachineState
+from vcycle.core import mjf
+from vcycle.core.identity import new_identity
+from vcycle.core.model import new_record
+from vcycle.core.states import MachineState
+from vcycle.loop.launch import entropy
 from vcycle.store import Store
 from vcycle.testing import free_port, make_server_pki
 
@@ -156,7 +157,8 @@ fizzle_seconds = 60
     now = dt.datetime.now(dt.UTC)
     machines, records = [], []
     for n in range(args.machines):
-        token, token_hash = new_token()
+        who = new_identity("mt", entropy())
+        token, token_hash = who.token, who.token_hash
         name = f"pilot-{n:05d}"
         machines.append((name, token))
         records.append(new_record(name=name, space="bench", machinetype="pilot", state=MachineState.RUNNING,

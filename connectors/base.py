@@ -1,22 +1,26 @@
-"""The connector protocol: what vcycle asks of every cloud.
+"""The connector contract: what vcycle asks of every cloud, and how a connector module declares itself.
 
 Each method says whether it is required or optional. Only vcycle's own
 errors leave a connector (CloudUnavailable, QuotaExceeded, LaunchRejected,
-NotFound), raised ``from`` the SDK's error. The SDK client is handed in by
-the connector module's ``make_connector`` so that tests can point it at an
-emulator.
+NotFound), raised ``from`` the SDK's error. A connector module ends with
+``PLUGIN = ConnectorPlugin(...)``: the keys it adds to its spaces and
+machinetypes (dataclasses of ``options.key`` fields), the largest user-data
+its cloud takes, and ``make``, which builds the connector with its SDK
+client (tests hand one pointed at an emulator to the connector's class).
+User-data is fitted to the cloud's limit by ``fit_user_data``, the one helper
+every connector calls before its create.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+import gzip
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from vcycle.errors import CloudUnavailable
-from vcycle.model import CloudMachine, LaunchSpec
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from vcycle.config import Settings, SpaceConfig
+from vcycle.core.model import CloudMachine, LaunchSpec
+from vcycle.core.sections import Settings, SpaceConfig
+from vcycle.errors import LaunchRejected
 
 
 class Connector(Protocol):
@@ -32,13 +36,16 @@ class Connector(Protocol):
         ...
 
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
-        """Required. Create one machine tagged with ``spec.owner``; idempotent on ``spec.name``
-        and ``spec.request_id``: a retried create never makes two machines. Raises QuotaExceeded,
+        """Required. Create one machine tagged with ``spec.owner``, its user-data fitted with
+        ``fit_user_data``; idempotent on ``spec.name`` and ``spec.request_id``: a retried create returns
+        the machine the first one made, never a second one, and a create with the name of a machine of
+        another request is refused (LaunchRejected), that machine left alone. Raises QuotaExceeded,
         LaunchRejected or CloudUnavailable."""
         ...
 
     def delete_machine(self, machine_id: str) -> None:
-        """Required. Delete a machine; an absent machine is success. Raises CloudUnavailable."""
+        """Required. Delete the machine with this cloud id (never by name); an absent machine is
+        success. Raises CloudUnavailable."""
         ...
 
     def capacity(self) -> int | None:
@@ -53,16 +60,37 @@ class Connector(Protocol):
     # and ``vcycle status`` (an expiring credential); cheap, as it is called every cycle.
 
 
-class ConnectorFactory(Protocol):
-    def __call__(self, space: SpaceConfig, settings: Settings) -> Connector: ...
+@dataclass(frozen=True, slots=True)
+class ConnectorPlugin:
+    """What a connector module declares (its ``PLUGIN``)."""
+
+    make: Callable[[SpaceConfig, Settings], Connector]  # the connector of one space, its SDK client made
+    max_user_data_bytes: int  # the largest user-data its cloud takes, before any encoding
+    space: type | None = None  # the dataclass of the keys it adds to [space] sections
+    machinetype: type | None = None  # ... and to [machinetype] sections
+    no_effect: Mapping[str, str] = field(default_factory=dict)  # old keys of this api that do nothing now
+    check: Callable[[Any], list[tuple[str, str]]] | None = None  # checks across its space keys: [(key, problem)]
 
 
-def make_connector(space: SpaceConfig, settings: Settings) -> Connector:
-    """The connector of ``space``'s api, imported lazily."""
-    import vcycle.connectors as registry
+def fit_user_data(data: bytes, limit: int) -> bytes:
+    """``data`` as is if it fits in ``limit`` bytes, else gzipped if that fits; LaunchRejected otherwise.
 
-    module = registry.load_api(space.api)
-    factory: ConnectorFactory | None = getattr(module, "make_connector", None)
-    if factory is None:
-        raise CloudUnavailable(f"api {space.api} has no connector in this version of vcycle yet")
-    return factory(space, settings)
+    cloud-init reads gzip-compressed user-data (it looks for the gzip magic bytes), so user-data larger
+    than a cloud's limit is gzipped when that makes it fit; otherwise it is refused before any cloud call.
+    """
+    if len(data) <= limit:
+        return data
+    packed = gzip.compress(data, compresslevel=9, mtime=0)
+    if len(packed) <= limit:
+        return packed
+    raise LaunchRejected(f"user-data is {len(data)} bytes ({len(packed)} gzipped), over the {limit} bytes "
+                         f"this cloud accepts")
+
+
+def fits(data: bytes, limit: int) -> str:
+    """How ``data`` fits in ``limit``: 'fits', 'fits gzipped' or 'TOO LARGE' (for ``vcycle render``)."""
+    try:
+        fitted = fit_user_data(data, limit)
+    except LaunchRejected:
+        return "TOO LARGE"
+    return "fits" if fitted is data else "fits gzipped"

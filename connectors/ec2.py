@@ -16,53 +16,63 @@ preferred. boto3 is imported only when a connector is made.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-from vcycle.userdata.size import fit_user_data
-
+from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.options import boolean, integer, key, number, options_of, text, words
+from vcycle.core.sections import Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
-from vcycle.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
-from vcycle.options import ApiOptions, Option, boolean, integer, number, options, text, words
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from vcycle.config import Settings, SpaceConfig
 
 
-def _check(values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    if bool(values.get("access_key")) != bool(values.get("secret_key")):
-        missing = "secret_key" if values.get("access_key") else "access_key"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EC2Space:
+    """The keys of an ``api = ec2`` space."""
+
+    url: str | None = key(text, None, "endpoint; omitted = AWS's regional endpoint")
+    region: str = key(text, "us-east-1", "the region")
+    access_key: str | None = key(text, None, "access key id; omitted = boto3's credential chain", secret=True)
+    secret_key: str | None = key(text, None, "its secret", secret=True)
+    profile: str | None = key(text, None, "a profile of the AWS config files")
+    subnet_ids: tuple[str, ...] = key(words, (), "subnets to spread machines over, fewest of ours first")
+    security_group_ids: tuple[str, ...] = key(words, (), "security groups of every machine")
+    key_name: str | None = key(text, None, "an EC2 key pair for the machines")
+    iam_instance_profile: str | None = key(text, None, "an instance profile name or ARN for the machines")
+    api_attempts: int = key(integer(1, 20), 5, "tries of one API call, retries included")
+    api_timeout_seconds: float = key(number(1.0), 30.0, "connect and read timeout of one API call")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EC2Machinetype:
+    """The keys an ``api = ec2`` space adds to its machinetypes."""
+
+    spot: bool = key(boolean, False, "spot instances (one-time, terminated on interruption)")
+    spot_max_price: float | None = key(number(0.0), None, "the highest spot price per hour; default on-demand's")
+
+
+@dataclass(frozen=True, slots=True)
+class MachinetypeOptions:
+    """What the connector needs of one machinetype beyond the LaunchSpec."""
+
+    cloud: EC2Machinetype = field(default_factory=EC2Machinetype)
+    volume_gb_per_processor: int = 0
+    flavor_names: tuple[str, ...] = ()
+
+
+def _check(options: EC2Space) -> list[tuple[str, str]]:
+    if bool(options.access_key) != bool(options.secret_key):
+        missing = "secret_key" if options.access_key else "access_key"
         return [(missing, "access_key and secret_key must be given together")]
     return []
 
 
-OPTIONS = ApiOptions(
-    space=options(
-        Option("url", text, help="endpoint; omitted = AWS's regional endpoint"),
-        Option("region", text, "us-east-1"),
-        Option("access_key", text, secret=True),
-        Option("secret_key", text, secret=True),
-        Option("profile", text),
-        Option("subnet_ids", words, ()),
-        Option("security_group_ids", words, ()),
-        Option("key_name", text),
-        Option("iam_instance_profile", text),
-        Option("api_attempts", integer(1, 20), 5, help="tries of one API call, retries included"),
-        Option("api_timeout_seconds", number(1.0), 30.0),
-    ),
-    machinetype=options(
-        Option("spot", boolean, False),
-        Option("spot_max_price", number(0.0)),
-    ),
-    no_effect={
-        "version": "boto3 chooses the EC2 API version",
-        "service": "boto3 signs requests for the ec2 service",
-    },
-    check=_check,
-)
+log = logging.getLogger(__name__)
 
 #: EC2 instance states -> ours (anything else: UNKNOWN).
 STATE_MAP: dict[str, CloudStatus] = {
@@ -84,9 +94,22 @@ REJECT_PREFIXES = (
 )
 GONE_CODES = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 MAX_USER_DATA = 16 * 1024  # before base64
-MAX_USER_DATA_BYTES = MAX_USER_DATA
 QUOTA_SECONDS = 3600  # the vCPU quota is asked at most hourly
 ON_DEMAND_VCPU_QUOTA = "L-1216C47A"  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances
+
+
+THROTTLE_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
+
+
+def _transient(error: Exception) -> bool:
+    """Whether a botocore error will likely pass by itself: throttling, a 5xx, a timeout or a lost connection."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(error, ClientError):
+        return True  # BotoCoreError: connection and timeout errors
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return code in THROTTLE_CODES or status >= 500
 
 
 def map_state(name: str) -> CloudStatus:
@@ -129,7 +152,7 @@ class EC2Connector:
 
     def __init__(self, client: Any, space: str, *, subnet_ids: tuple[str, ...] = (),
                  security_group_ids: tuple[str, ...] = (), key_name: str | None = None,
-                 iam_instance_profile: str | None = None, machinetypes: Mapping[str, Mapping[str, Any]] | None = None,
+                 iam_instance_profile: str | None = None, machinetypes: Mapping[str, MachinetypeOptions] | None = None,
                  quotas: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.space = space
@@ -137,7 +160,7 @@ class EC2Connector:
         self.security_group_ids = security_group_ids
         self.key_name = key_name
         self.iam_instance_profile = iam_instance_profile
-        self.machinetypes = dict(machinetypes or {})  # machinetype -> {spot, spot_max_price, volume_gb_per_processor}
+        self.machinetypes = dict(machinetypes or {})
         self.quotas = quotas
         self.clock = clock
         self._lock = threading.Lock()
@@ -145,7 +168,8 @@ class EC2Connector:
         self._images: dict[str, tuple[str, str | None]] = {}  # root_image -> (ami id, root device name)
         self._recent: dict[str, CloudMachine] = {}  # request id -> created, for retries within this process
         self._subnet_use: dict[str, int] = {}
-        self._quota: tuple[float, int | None] | None = None
+        self._quota: tuple[float, int | None] | None = None  # (asked again after, the quota)
+        self._names: dict[str, str] = {}  # our live machines' names -> their request ids, from listings and creates
 
     # --- listing ------------------------------------------------------------------------
 
@@ -159,14 +183,18 @@ class EC2Connector:
                          for i in reservation.get("Instances", [])]
         self._learn_vcpus({i.get("InstanceType", "") for i in instances if "CpuOptions" not in i})
         use: dict[str, int] = {}
+        names: dict[str, str] = {}
         for instance in instances:
             machine = self._machine(instance)
             found.append(machine)
             subnet = instance.get("SubnetId")
             if subnet and machine.owner is not None:
                 use[subnet] = use.get(subnet, 0) + 1
+            if machine.owner is not None and machine.status is not CloudStatus.DELETED:
+                names[machine.name] = machine.owner.request_id
         with self._lock:
             self._subnet_use = use
+            self._names = names
         return found
 
     def _machine(self, instance: Mapping[str, Any]) -> CloudMachine:
@@ -194,7 +222,7 @@ class EC2Connector:
 
     def flavors(self) -> Mapping[str, int]:
         """vCPUs of the instance types the machinetypes name (looked up once, then cached)."""
-        wanted = {name for mt in self.machinetypes.values() for name in mt.get("flavor_names", ())}
+        wanted = {name for mt in self.machinetypes.values() for name in mt.flavor_names}
         try:
             self._learn_vcpus(wanted)
         except LaunchRejected:  # a type this region does not know: size the others one by one
@@ -206,21 +234,36 @@ class EC2Connector:
         return {name: self._vcpus[name] for name in wanted if name in self._vcpus}
 
     def capacity(self) -> int | None:
-        """The account's on-demand vCPU quota, from Service Quotas (hourly); None where not offered."""
+        """The account's on-demand vCPU quota, from Service Quotas, asked hourly; None where it cannot be had.
+
+        Throttling and outages keep the last known quota and ask again next cycle; a refusal (no permission,
+        no such quota) or an answer without a quota is logged and asked again in an hour."""
         if self.quotas is None:
             return None
         now = self.clock()
-        if self._quota is not None and now - self._quota[0] < QUOTA_SECONDS:
+        if self._quota is not None and now < self._quota[0]:
             return self._quota[1]
         from botocore.exceptions import BotoCoreError, ClientError
 
+        known = self._quota[1] if self._quota is not None else None
         value: int | None
         try:
             answer = self.quotas.get_service_quota(ServiceCode="ec2", QuotaCode=ON_DEMAND_VCPU_QUOTA)
             value = int(answer["Quota"]["Value"])
-        except (ClientError, BotoCoreError, KeyError, ValueError):
+        except (ClientError, BotoCoreError) as error:
+            mapped = map_error(error, f"GetServiceQuota {ON_DEMAND_VCPU_QUOTA}")
+            if isinstance(mapped, CloudUnavailable) and _transient(error):
+                log.warning("space=%s vCPU quota not read now, %s kept, asked again next cycle: %s", self.space,
+                            "none" if known is None else known, mapped)
+                return known
+            log.warning("space=%s vCPU quota cannot be read, none assumed, asked again in %d s: %s", self.space,
+                        QUOTA_SECONDS, mapped)
             value = None
-        self._quota = (now, value)
+        except (KeyError, ValueError, TypeError) as error:
+            log.warning("space=%s vCPU quota answer without a quota (%r), none assumed, asked again in %d s",
+                        self.space, error, QUOTA_SECONDS)
+            value = None
+        self._quota = (now + QUOTA_SECONDS, value)
         return value
 
     # --- create and delete -------------------------------------------------------------
@@ -228,9 +271,12 @@ class EC2Connector:
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
         with self._lock:
             done = self._recent.get(spec.request_id)
+            other = self._names.get(spec.name)
         if done is not None:
             return done
-        user_data = fit_user_data(spec.user_data, MAX_USER_DATA)
+        if other is not None and other != spec.request_id:
+            raise LaunchRejected(f"an instance named {spec.name} exists for another request ({other})")
+        user_data = fit_user_data(spec.user_data, self.max_user_data_bytes)
         request = self._request(spec, user_data)
         with _mapped(f"RunInstances {spec.name}"):
             reservation = self.client.run_instances(**request)
@@ -240,6 +286,7 @@ class EC2Connector:
                                    machine.created_at, machine.detail, machine.zone, machine.flavor, machine.ip)
         with self._lock:
             self._recent[spec.request_id] = machine
+            self._names[spec.name] = spec.request_id
             if len(self._recent) > 10_000:
                 self._recent.pop(next(iter(self._recent)))
         return machine
@@ -268,13 +315,13 @@ class EC2Connector:
         if self.iam_instance_profile:
             key = "Arn" if self.iam_instance_profile.startswith("arn:") else "Name"
             request["IamInstanceProfile"] = {key: self.iam_instance_profile}
-        mt = self.machinetypes.get(spec.machinetype, {})
-        if mt.get("spot"):
+        mt = self.machinetypes.get(spec.machinetype, MachinetypeOptions())
+        if mt.cloud.spot:
             spot: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
-            if mt.get("spot_max_price") is not None:
-                spot["MaxPrice"] = f"{mt['spot_max_price']:g}"
+            if mt.cloud.spot_max_price is not None:
+                spot["MaxPrice"] = f"{mt.cloud.spot_max_price:g}"
             request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
-        size = int(mt.get("volume_gb_per_processor") or 0) * spec.processors
+        size = mt.volume_gb_per_processor * spec.processors
         if size and root_device:
             request["BlockDeviceMappings"] = [{"DeviceName": root_device,
                                                "Ebs": {"VolumeSize": size, "DeleteOnTermination": True}}]
@@ -306,7 +353,7 @@ class EC2Connector:
         return found
 
     def delete_machine(self, machine_id: str) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.terminate_instances(InstanceIds=[machine_id])
@@ -314,33 +361,38 @@ class EC2Connector:
             if str(error.response.get("Error", {}).get("Code")) in GONE_CODES:
                 return
             raise map_error(error, f"TerminateInstances {machine_id}") from error
-        except Exception as error:  # botocore's own errors (timeouts, connection)
+        except BotoCoreError as error:  # botocore's own: timeouts, connections (a bug of ours is not one)
             raise map_error(error, f"TerminateInstances {machine_id}") from error
 
 
-def make_client(values: Mapping[str, Any], settings: Settings, service: str = "ec2") -> Any:
+def make_client(options: EC2Space, settings: Settings, service: str = "ec2") -> Any:
     """A boto3 client for a space's keys, with botocore's standard retry mode."""
     import boto3
     from botocore.config import Config as BotoConfig
 
     session = boto3.session.Session(
-        profile_name=values.get("profile"), aws_access_key_id=values.get("access_key"),
-        aws_secret_access_key=values.get("secret_key"), region_name=values.get("region"))
-    config = BotoConfig(retries={"mode": "standard", "total_max_attempts": values.get("api_attempts", 5)},
-                        connect_timeout=values.get("api_timeout_seconds", 30.0),
-                        read_timeout=values.get("api_timeout_seconds", 30.0),
+        profile_name=options.profile, aws_access_key_id=options.access_key,
+        aws_secret_access_key=options.secret_key, region_name=options.region)
+    config = BotoConfig(retries={"mode": "standard", "total_max_attempts": options.api_attempts},
+                        connect_timeout=options.api_timeout_seconds, read_timeout=options.api_timeout_seconds,
                         max_pool_connections=max(10, settings.create_workers + 2), user_agent_extra="vcycle")
-    return session.client(service, endpoint_url=values.get("url") if service == "ec2" else None, config=config)
+    return session.client(service, endpoint_url=options.url if service == "ec2" else None, config=config)
 
 
 def make_connector(space: SpaceConfig, settings: Settings) -> EC2Connector:
     """The connector of an ``api = ec2`` space."""
-    values = space.values
-    machinetypes = {name: {"spot": mt.values.get("spot"), "spot_max_price": mt.values.get("spot_max_price"),
-                           "volume_gb_per_processor": mt.volume_gb_per_processor, "flavor_names": mt.flavor_names}
+    options = options_of(space.connector, EC2Space)
+    machinetypes = {name: MachinetypeOptions(options_of(mt.connector, EC2Machinetype), mt.volume_gb_per_processor,
+                                             mt.flavor_names)
                     for name, mt in space.machinetypes.items()}
-    quotas = None if values.get("url") else make_client(values, settings, "service-quotas")
-    return EC2Connector(make_client(values, settings), space.name, subnet_ids=values["subnet_ids"],
-                        security_group_ids=values["security_group_ids"], key_name=values["key_name"],
-                        iam_instance_profile=values["iam_instance_profile"], machinetypes=machinetypes,
+    quotas = None if options.url else make_client(options, settings, "service-quotas")
+    return EC2Connector(make_client(options, settings), space.name, subnet_ids=options.subnet_ids,
+                        security_group_ids=options.security_group_ids, key_name=options.key_name,
+                        iam_instance_profile=options.iam_instance_profile, machinetypes=machinetypes,
                         quotas=quotas)
+
+
+PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA, space=EC2Space,
+                         machinetype=EC2Machinetype, check=_check,
+                         no_effect={"version": "boto3 chooses the EC2 API version",
+                                    "service": "boto3 signs requests for the ec2 service"})

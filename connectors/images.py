@@ -31,17 +31,13 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from vcycle.errors import LaunchRejected
+from vcycle.errors import ImageError
 
 log = logging.getLogger(__name__)
 
 BLOCK = 32 * 1024
 CA_DIR = "/etc/grid-security/certificates"
 _CHUNK = 1024 * 1024
-
-
-class ImageError(LaunchRejected):
-    """A root image that cannot be had or trusted: no machine is made from it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ a ``deleting`` marker with the process still there is DELETING.
 from __future__ import annotations
 
 import email
+import gzip
 import json
 import logging
 import os
@@ -35,26 +36,29 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.options import choice, key, options_of, text
+from vcycle.core.sections import Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
-from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
-from vcycle.options import ApiOptions, Option, choice, options, text
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from vcycle.config import Settings, SpaceConfig
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ApiOptions(
-    space=options(
-        Option("workdir", text, help="where machines' directories live; default STATE_DIR/local/SPACE"),
-        Option("isolation", choice("none", "bwrap"), "none",
-               help="bwrap: each machine in its own mount and PID namespaces (bubblewrap)"),
-        Option("ca_bundle", text, help="CA file machines trust for vcycle's endpoint (CURL_CA_BUNDLE, SSL_CERT_FILE)"),
-    ),
-)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalSpace:
+    """The keys of an ``api = local`` space."""
+
+    workdir: str | None = key(text, None, "where machines' directories live; default STATE_DIR/local/SPACE")
+    isolation: str = key(choice("none", "bwrap"), "none",
+                         "bwrap: each machine in its own mount and PID namespaces (bubblewrap)")
+    ca_bundle: str | None = key(text, None,
+                                "CA file machines trust for vcycle's endpoint (CURL_CA_BUNDLE, SSL_CERT_FILE)")
+
 
 MAX_USER_DATA_BYTES = 16 * 1024 * 1024
 GRACE_SECONDS = 10.0
@@ -66,7 +70,10 @@ WRAPPER = ('seconds="$1"; shift; timeout --kill-after=10 "$seconds" "$@" > conso
 
 
 def entrypoint(user_data: bytes) -> bytes:
-    """The script to run: the user-data itself, or the first shell-script part of a MIME multipart."""
+    """The script to run: the user-data itself, or the first shell-script part of a MIME multipart (gzipped
+    user-data is read as cloud-init reads it: unzipped first)."""
+    if user_data.startswith(b"\x1f\x8b"):
+        user_data = gzip.decompress(user_data)
     if user_data.startswith(b"#!"):
         return user_data
     if user_data.lstrip().lower().startswith(b"content-type: multipart/"):
@@ -164,9 +171,7 @@ class LocalConnector:
     # --- creating ------------------------------------------------------------------------
 
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
-        if len(spec.user_data) > self.max_user_data_bytes:
-            raise LaunchRejected(f"user-data of {len(spec.user_data)} bytes is over {self.max_user_data_bytes}")
-        script = entrypoint(spec.user_data)
+        script = entrypoint(fit_user_data(spec.user_data, self.max_user_data_bytes))
         directory = os.path.join(self.workdir, spec.name)
         with self._lock:
             existing = self._view(directory)
@@ -221,9 +226,9 @@ class LocalConnector:
                "VCYCLE_SPACE": spec.space, "VCYCLE_MACHINETYPE": spec.machinetype,
                "VCYCLE_PROCESSORS": str(spec.processors),
                "VCYCLE_SHUTDOWN_TIME": str(int(spec.shutdown_at.timestamp()))}
-        for key in ("machinefeatures", "jobfeatures", "joboutputs"):
-            if key in spec.metadata:
-                env[key.upper()] = spec.metadata[key]
+        for kind in ("machinefeatures", "jobfeatures", "joboutputs"):
+            if kind in spec.metadata:
+                env[kind.upper()] = spec.metadata[kind]
         if spec.token is not None:
             env["VCYCLE_TOKEN"] = spec.token
         if self.ca_bundle:
@@ -304,7 +309,10 @@ def session_members(sid: int) -> list[int]:
 
 def make_connector(space: SpaceConfig, settings: Settings) -> LocalConnector:
     """The connector of an ``api = local`` space."""
-    values = space.values
-    workdir = values.get("workdir") or os.path.join(settings.state_dir, "local", space.name)
-    return LocalConnector(space.name, workdir, processors_limit=space.processors_limit,
-                          isolation=values.get("isolation") or "none", ca_bundle=values.get("ca_bundle"))
+    options = options_of(space.connector, LocalSpace)
+    workdir = options.workdir or os.path.join(settings.state_dir, "local", space.name)
+    return LocalConnector(space.name, workdir, processors_limit=space.processors_limit, isolation=options.isolation,
+                          ca_bundle=options.ca_bundle)
+
+
+PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=LocalSpace)

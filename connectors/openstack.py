@@ -24,14 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vcycle.connectors import images
-from vcycle.userdata.size import fit_user_data
-
+from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.options import choice, integer, key, options_of, text, words
+from vcycle.core.sections import Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
-from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
-from vcycle.options import ApiOptions, Option, choice, integer, options, text, words
 
 log = logging.getLogger(__name__)
 
@@ -44,55 +44,51 @@ def _base64(value: str) -> str:
     return value.strip()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenStackSpace:
+    """The keys of an ``api = openstack`` space (the old vcycle's, and ``cloud``)."""
+
+    url: str | None = key(text, None, "the Keystone endpoint (unless cloud is given)")
+    cloud: str | None = key(text, None, "a cloud of clouds.yaml; replaces url and credentials")
+    project_name: str | None = key(text, None, "the project (old: tenancy_name)")
+    domain_name: str = key(text, "default", "the user's and the project's domain")
+    region: str | None = key(text, None, "the region")
+    zones: tuple[str, ...] = key(words, (), "availability zones to spread machines over, fewest of ours first")
+    security_groups: tuple[str, ...] = key(words, (), "security groups of every machine")
+    network_uuid: str | None = key(text, None, "the network of every machine; none = no network")
+    glance_api: str = key(choice("1", "2"), "2", "Glance's API version")
+    username: str | None = key(text, None, "a user (with password_base64)")
+    password_base64: str | None = key(_base64, None, "the user's password, base64-encoded", secret=True)
+    cred_id: str | None = key(text, None, "an application credential id (with cred_secret)")
+    cred_secret: str | None = key(text, None, "the application credential's secret", secret=True)
+    credential_warning_days: int = key(integer(0), 14, "warn this many days before the credential expires; 0 = no")
+    key_name: str | None = key(text, None, "an existing Nova keypair for the machines (root_public_key makes one)")
+    signing_ca_dir: str = key(text, images.CA_DIR,
+                              "CA directory the CernVM image signing certificate must chain to (cernvm_signing_dn)")
+    image_url_ca: str | None = key(text, None,
+                                   "CA file or hashed directory for https root_image URLs; default the system's")
+
+
 _CREDENTIAL_PAIRS = (("username", "password_base64"), ("cred_id", "cred_secret"))
 
 
-def _check(values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    if values.get("cloud"):
+def _check(options: OpenStackSpace) -> list[tuple[str, str]]:
+    if options.cloud:
         return []
     problems: list[tuple[str, str]] = []
-    if not values.get("url"):
+    if not options.url:
         problems.append(("url", "is required (the Keystone endpoint) unless cloud = NAME is given"))
-    given = [pair for pair in _CREDENTIAL_PAIRS if values.get(pair[0]) or values.get(pair[1])]
+    given = [pair for pair in _CREDENTIAL_PAIRS if getattr(options, pair[0]) or getattr(options, pair[1])]
     for first, second in given:
-        for key, other in ((first, second), (second, first)):
-            if not values.get(key):
-                problems.append((key, f"is required with {other}"))
+        for name, other in ((first, second), (second, first)):
+            if not getattr(options, name):
+                problems.append((name, f"is required with {other}"))
     if not given:
         problems.append(("username", "credentials are required: username + password_base64, "
                                      "cred_id + cred_secret, or cloud"))
-    elif values.get("username") and not values.get("project_name"):
+    elif options.username and not options.project_name:
         problems.append(("project_name", "is required with username + password_base64"))
     return problems
-
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from vcycle.config import Settings, SpaceConfig
-
-OPTIONS = ApiOptions(
-    space=options(
-        Option("url", text),
-        Option("cloud", text, help="a cloud of clouds.yaml; replaces url and credentials"),
-        Option("project_name", text),
-        Option("domain_name", text, "default"),
-        Option("region", text),
-        Option("zones", words, ()),
-        Option("security_groups", words, ()),
-        Option("network_uuid", text),
-        Option("glance_api", choice("1", "2"), "2"),
-        Option("username", text),
-        Option("password_base64", _base64, secret=True),
-        Option("cred_id", text),
-        Option("cred_secret", text, secret=True),
-        Option("credential_warning_days", integer(0), 14),
-        Option("key_name", text, help="an existing Nova keypair for the machines (root_public_key makes one)"),
-        Option("signing_ca_dir", text, images.CA_DIR,
-               help="CA directory the CernVM image signing certificate must chain to (cernvm_signing_dn)"),
-        Option("image_url_ca", text, help="CA file or hashed directory for https root_image URLs; default the "
-                                          "system's"),
-    ),
-    check=_check,
-)
 
 
 # --- the connector ---------------------------------------------------------------------------
@@ -123,8 +119,9 @@ def cloud_status(status: str | None, task_state: str | None, power_state: int | 
 
 
 @contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    """openstacksdk's and keystoneauth's errors -> vcycle's."""
+def _mapped(what: str, *, deleting: bool = False) -> Iterator[None]:
+    """openstacksdk's and keystoneauth's errors -> vcycle's. A 409 on a delete is Nova saying not now (the
+    server is locked, or busy with a task): the delete is retried, never taken for a rejected launch."""
     from keystoneauth1 import exceptions as ksa
     from openstack import exceptions as sdk
 
@@ -135,7 +132,7 @@ def _mapped(what: str) -> Iterator[None]:
         text = f"{what}: {status} {exc.details or exc.message}".strip()
         if (status == 403 and "quota" in text.lower()) or status == 413:
             raise QuotaExceeded(text) from exc
-        if status in (400, 404, 409):
+        if status in (400, 404, 409) and not deleting:
             raise LaunchRejected(text) from exc
         raise CloudUnavailable(text) from exc
     except (sdk.SDKException, ksa.ClientException, OSError) as exc:
@@ -178,7 +175,7 @@ class OpenStackConnector:
         self.image_url_ca = image_url_ca
         self.credential_warning_days = credential_warning_days
         self._lock = threading.Lock()
-        self._created: dict[str, CloudMachine] = {}  # name -> machine, for retried creates
+        self._created: dict[str, CloudMachine] = {}  # name -> our live server, from the listing and creates since
         self._flavors: dict[str, tuple[str, int]] | None = None  # name -> (id, vcpus), once per cycle
         self._images: dict[str, str] = {}  # image:NAME or id -> Glance id
         self._uploads: dict[tuple[str, str], str] = {}  # (source, version) -> Glance id
@@ -195,7 +192,6 @@ class OpenStackConnector:
         machines = [self._machine(s) for s in servers]
         with self._lock:
             self._flavors = None  # listed again at most once per cycle, when needed
-            self._created.clear()
             self._fresh.clear()  # files and URLs checked for a new version once a cycle
             self._keypairs.clear()
             counts = dict.fromkeys(self.zones, 0)
@@ -203,6 +199,8 @@ class OpenStackConnector:
                 if m.owner is not None and m.owner.space == self.space and m.zone in counts:
                     counts[m.zone] += 1
             self._zone_counts = counts
+            self._created = {m.name: m for m in machines if m.owner is not None and m.owner.space == self.space
+                             and m.status is not CloudStatus.DELETED}
         return machines
 
     def _machine(self, server: Any) -> CloudMachine:
@@ -220,8 +218,10 @@ class OpenStackConnector:
         user_data = fit_user_data(spec.user_data, self.max_user_data_bytes)
         with self._lock:
             done = self._created.get(spec.name)
-        if done is not None and done.owner is not None and done.owner.request_id == spec.request_id:
-            return done
+        if done is not None and done.owner is not None:
+            if done.owner.request_id == spec.request_id:
+                return done  # a retried create: the same server
+            raise LaunchRejected(f"a server named {spec.name} exists for another request ({done.owner.request_id})")
         options = self.machinetypes.get(spec.machinetype, MachinetypeOptions())
         flavor_id, vcpus = self._flavor(spec)
         image_id = self._image(spec.image, options)
@@ -382,7 +382,7 @@ class OpenStackConnector:
         return zone
 
     def delete_machine(self, machine_id: str) -> None:
-        with _mapped(f"delete server {machine_id}"):
+        with _mapped(f"delete server {machine_id}", deleting=True):
             self.connection.compute.delete_server(machine_id, ignore_missing=True)
 
     def capacity(self) -> int | None:
@@ -441,39 +441,39 @@ class OpenStackConnector:
         return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def make_connection(values: Mapping[str, Any]) -> Any:
+def make_connection(options: OpenStackSpace) -> Any:
     """An openstacksdk connection for a space's keys (the old vcycle's, or cloud = NAME of a clouds.yaml)."""
     import openstack
 
     with _mapped("connect"):
-        if values.get("cloud"):
-            return openstack.connect(cloud=values["cloud"], region_name=values.get("region"))
-        auth: dict[str, Any] = {"auth_url": values["url"]}
-        if values.get("cred_id"):
-            auth.update(application_credential_id=values["cred_id"],
-                        application_credential_secret=values["cred_secret"])
+        if options.cloud:
+            return openstack.connect(cloud=options.cloud, region_name=options.region)
+        auth: dict[str, Any] = {"auth_url": options.url}
+        if options.cred_id:
+            auth.update(application_credential_id=options.cred_id, application_credential_secret=options.cred_secret)
             return openstack.connection.Connection(auth_type="v3applicationcredential", auth=auth,
-                                                   region_name=values.get("region"), identity_api_version="3")
-        domain = values.get("domain_name") or "default"
-        auth.update(username=values["username"],
-                    password=base64.b64decode(values["password_base64"]).decode("utf-8"),
-                    project_name=values["project_name"], user_domain_name=domain, project_domain_name=domain)
-        return openstack.connection.Connection(auth_type="password", auth=auth, region_name=values.get("region"),
+                                                   region_name=options.region, identity_api_version="3")
+        domain = options.domain_name
+        auth.update(username=options.username,
+                    password=base64.b64decode(options.password_base64 or "").decode("utf-8"),
+                    project_name=options.project_name, user_domain_name=domain, project_domain_name=domain)
+        return openstack.connection.Connection(auth_type="password", auth=auth, region_name=options.region,
                                                identity_api_version="3")
 
 
 def make_connector(space: SpaceConfig, settings: Settings) -> OpenStackConnector:
     """The connector of an ``api = openstack`` space."""
-    values = space.values
-    machinetypes = {name: MachinetypeOptions(cernvm_signing_dn=mt.values.get("cernvm_signing_dn"),
-                                             root_public_key=mt.values.get("root_public_key"),
+    options = options_of(space.connector, OpenStackSpace)
+    machinetypes = {name: MachinetypeOptions(cernvm_signing_dn=mt.cernvm_signing_dn,
+                                             root_public_key=mt.root_public_key,
                                              volume_gb_per_processor=mt.volume_gb_per_processor)
                     for name, mt in space.machinetypes.items()}
-    return OpenStackConnector(make_connection(values), space.name, zones=tuple(values.get("zones") or ()),
-                              network=values.get("network_uuid"),
-                              security_groups=tuple(values.get("security_groups") or ()),
-                              key_name=values.get("key_name"), machinetypes=machinetypes,
-                              image_cache=Path(settings.state_dir) / "imagecache",
-                              signing_ca_dir=values.get("signing_ca_dir") or images.CA_DIR,
-                              image_url_ca=values.get("image_url_ca"),
-                              credential_warning_days=values.get("credential_warning_days", 14))
+    return OpenStackConnector(make_connection(options), space.name, zones=options.zones, network=options.network_uuid,
+                              security_groups=options.security_groups, key_name=options.key_name,
+                              machinetypes=machinetypes, image_cache=Path(settings.state_dir) / "imagecache",
+                              signing_ca_dir=options.signing_ca_dir, image_url_ca=options.image_url_ca,
+                              credential_warning_days=options.credential_warning_days)
+
+
+PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=OpenStackSpace,
+                         check=_check)

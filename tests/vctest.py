@@ -8,9 +8,10 @@ import textwrap
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from vcycle.config import Config, load_config
-from vcycle.model import CloudMachine, CloudStatus, MachineRecord
-from vcycle.states import MachineState
+from vcycle.config import load_config
+from vcycle.core.model import CloudMachine, CloudStatus, MachineRecord
+from vcycle.core.sections import Config
+from vcycle.core.states import MachineState
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -63,17 +64,17 @@ def make_config(**kwargs: object) -> Config:
 def rec(name: str, state: MachineState, *, mt: str = "mt", processors: int = 1, created: datetime = T0,
         **extra: object) -> MachineRecord:
     """A record in ``state`` created at ``created`` (history: one entry)."""
-    from vcycle.model import StatusChange
+    from vcycle.core.model import StatusChange
 
     return MachineRecord(name=name, space="sp", machinetype=mt, state=state, processors=processors,
                          created_at=created, request_id="req-" + name, manager="mgr",
-                         history=(StatusChange(state, created, "test"),), **extra)  # type: ignore[arg-type]
+                         last=StatusChange(state, created, "test"), **extra)  # type: ignore[arg-type]
 
 
 def cloud(name: str, status: CloudStatus, *, mt: str = "mt", processors: int | None = 1, manager: str = "mgr",
           space: str = "sp", owned: bool = True, detail: str = "") -> CloudMachine:
     """A cloud machine, tagged as ours unless ``owned`` is False."""
-    from vcycle.model import OwnerTags
+    from vcycle.core.model import OwnerTags
 
     owner = OwnerTags(space, mt, manager, "req-" + name) if owned else None
     return CloudMachine(id="id-" + name, name=name, status=status, owner=owner, processors=processors,

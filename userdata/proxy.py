@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from vcycle.config import MachinetypeConfig
+from vcycle.core.sections import MachinetypeConfig
 from vcycle.errors import RenderError
 
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")  # RFC 3820
@@ -122,7 +122,7 @@ def proxy_for(mt: MachinetypeConfig, until: datetime, now: datetime | None = Non
     """A new proxy for one machine of ``mt``, valid until ``until``."""
     certificate, key = load_credentials(mt)
     return make_proxy(certificate, key, until, now or datetime.now(UTC),
-                      legacy=bool(mt.values.get("legacy_proxy"))).decode()
+                      legacy=mt.legacy_proxy).decode()
 
 
 def signed_by(proxy: x509.Certificate, certificate: x509.Certificate) -> bool:

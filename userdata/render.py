@@ -25,9 +25,10 @@ from typing import Any
 import jinja2
 
 from vcycle import __version__
-from vcycle.config import MachinetypeConfig, SpaceConfig
+from vcycle.core import identity
+from vcycle.core.model import CreateOrder
+from vcycle.core.sections import MachinetypeConfig, SpaceConfig
 from vcycle.errors import RenderError
-from vcycle.model import CreateOrder
 
 from .multipart import combine
 from .proxy import proxy_for
@@ -54,26 +55,10 @@ class MachineContext:
     processors: int
     shutdown_at: datetime
     request_id: str
-    base_url: str  # https://HOST:PORT of vcycle's endpoint
+    urls: Mapping[str, str]  # its URLs on vcycle's endpoint (identity.machine_urls)
     token: str | None = None  # the machine's one-time token for the HTTPS endpoint, once there is one
-    pilot_stamp: str = ""  # DIRAC's stamp of the pilot the machine runs, when the SiteDirector submitted it
+    pilot_stamp: str = ""  # the pilot factory's stamp of the pilot the machine runs, if it runs one
     pilot_wrapper: str = field(default="", repr=False)  # that pilot's wrapper script: it carries a proxy
-
-    @property
-    def machine_url(self) -> str:
-        return f"{self.base_url}/machines/{self.space}/{self.machine}"
-
-
-def _urls(ctx: MachineContext) -> dict[str, str]:
-    api = f"{ctx.base_url}/api/v1/machines/{ctx.space}/{ctx.machine}"
-    return {
-        "machinefeatures_url": ctx.machine_url + "/machinefeatures",
-        "jobfeatures_url": ctx.machine_url + "/jobfeatures",
-        "joboutputs_url": ctx.machine_url + "/joboutputs",
-        "heartbeat_machines_url": f"{ctx.base_url}/heartbeatmachines/{ctx.space}",
-        "heartbeat_url": api + "/heartbeat",
-        "user_data_api_url": api + "/user-data",
-    }
 
 
 def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:
@@ -91,8 +76,8 @@ def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:
         "pilot_wrapper_base64": base64.b64encode(ctx.pilot_wrapper.encode()).decode() if ctx.pilot_wrapper else "",
         # deprecated names, kept for old templates
         "vmtype": ctx.machinetype, "vm_hostname": ctx.machine, "vmlm_version": version, "vmlm_hostname": ctx.manager,
-        **{k: v for k, v in _urls(ctx).items() if k in ("machinefeatures_url", "jobfeatures_url", "joboutputs_url",
-                                                        "heartbeat_machines_url")},
+        **{k: v for k, v in ctx.urls.items() if k in ("machinefeatures_url", "jobfeatures_url", "joboutputs_url",
+                                                      "heartbeat_machines_url")},
     }
     return {f"##user_data_{k}##": v for k, v in values.items()}
 
@@ -122,7 +107,7 @@ def jinja_context(ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[s
         "space": ctx.space, "site": ctx.site, "machinetype": ctx.machinetype, "machine": ctx.machine,
         "manager": ctx.manager, "manager_version": __version__, "processors": ctx.processors,
         "shutdown_time": int(ctx.shutdown_at.timestamp()), "request_id": ctx.request_id,
-        "root_image": mt.root_image or "", "options": dict(options), **_urls(ctx),
+        "root_image": mt.root_image or "", "options": dict(options), **ctx.urls,
     }
     if ctx.token is not None:
         context["token"] = ctx.token
@@ -154,12 +139,11 @@ def render_part(template: Template, ctx: MachineContext, mt: MachinetypeConfig, 
 def render_user_data(space: SpaceConfig, mt: MachinetypeConfig, name: str, order: CreateOrder, request_id: str,
                      token: str | None = None, *, manager: str, fetcher: Fetcher | None = None) -> bytes:
     """The user-data of a new machine ``name`` of ``mt`` in ``space``."""
-    ctx = MachineContext(space.name, mt.name, name, manager, space.values.get("gocdb_sitename") or space.name,
-                         order.processors, order.shutdown_at, request_id,
-                         f"https://{space.https_host}:{space.https_port}", token,
+    ctx = MachineContext(space.name, mt.name, name, manager, space.site, order.processors, order.shutdown_at,
+                         request_id, identity.machine_urls(space, name), token,
                          order.pilot.stamp if order.pilot else "", order.pilot.wrapper if order.pilot else "")
     options = option_values(mt)
-    if mt.values.get("user_data_proxy"):  # ##user_data_option_x509_proxy## and {{ options.x509_proxy }}
+    if mt.user_data_proxy:  # ##user_data_option_x509_proxy## and {{ options.x509_proxy }}
         options["x509_proxy"] = proxy_for(mt, order.shutdown_at)
     parts = [render_part(load(source, mt, fetcher), ctx, mt, options) for source in mt.user_data.split()]
     return combine(parts)

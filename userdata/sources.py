@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 
-from vcycle.config import MachinetypeConfig
+from vcycle.core.sections import MachinetypeConfig
 from vcycle.errors import RenderError
 
 log = logging.getLogger(__name__)

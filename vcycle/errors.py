@@ -6,23 +6,36 @@ with ``raise ... from``::
 
     VcycleError
      +-- ConfigError          fatal at start-up; carries every ConfigProblem
+     +-- PipeError            a vacuum pipe cannot be fetched or read: its machinetypes are not made
      +-- StateError
      |    +-- InvalidTransition   a move the machine state table forbids
      |    +-- StaleState          a concurrent writer got there first
+     |    +-- LockHeld            another vcycle process holds the lock: not acting twice
      +-- DemandError          a demand source failed: demand is unknown
      +-- StoreError           the state store cannot be opened or used
      +-- RenderError          a machinetype's user-data cannot be rendered: none of it is created
-     +-- ConnectorError
-          +-- CloudUnavailable    skip this space this cycle
+     +-- DirectorError        the Vcycle CE cannot act for DIRAC (its queue's mapping, configuration, store)
+     +-- CommandFailed        a ``vcycle`` command ends with an exit status, its reason already printed
+     +-- Refused              the HTTPS endpoint refuses a request: a 4xx (or 503/507) and a reason
+     |    +-- JoboutputsError     a joboutputs file not accepted, kept or read
+     +-- ConnectorError       the cloud said no, or did not answer
+          +-- CloudUnavailable    skip this space this cycle; a create is left to the next sync
           +-- QuotaExceeded       back off the machinetype
           +-- LaunchRejected      bad image/flavor/user-data: back off, log loudly
+          |    +-- ImageError         a root image that cannot be had or trusted
           +-- NotFound            the machine is not there (success for delete)
+
+What a connector error means for the cycle is a property of its class, not of
+the code that catches it: ``kind`` (its word in reports and metrics) and
+``backoff`` (a failed create backs off its machinetype; otherwise the request
+is left for the next sync to resolve, and a failed delete is retried).
 
 This module must not import anything from the rest of vcycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -57,6 +70,10 @@ class ConfigError(VcycleError):
         super().__init__(f"{len(self.problems)} configuration error(s):\n{lines}")
 
 
+class PipeError(VcycleError):
+    """A vacuum pipe cannot be fetched or read, or is not a pipe."""
+
+
 class StateError(VcycleError):
     """Base class of machine state and store consistency errors."""
 
@@ -67,6 +84,10 @@ class InvalidTransition(StateError):
 
 class StaleState(StateError):
     """Another writer changed the space's state since it was read."""
+
+
+class LockHeld(StateError):
+    """Another vcycle process holds the lock."""
 
 
 class DemandError(VcycleError):
@@ -81,21 +102,67 @@ class RenderError(VcycleError):
     """A machinetype's user-data cannot be rendered; no machine of it is created this cycle."""
 
 
+class DirectorError(VcycleError):
+    """The Vcycle CE cannot act: bad CE parameters, a configuration or store problem. The message says which."""
+
+
+class CommandFailed(VcycleError):
+    """A ``vcycle`` command ends with ``status`` (its reason was printed where it arose)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"exit status {status}")
+        self.status = status
+
+
+class Refused(VcycleError):
+    """A request to the HTTPS endpoint answered with a 4xx (or 503/507) status and a reason."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = dict(headers or {})
+
+
+class JoboutputsError(Refused):
+    """A joboutputs file that cannot be accepted, kept or read; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+
+
 class ConnectorError(VcycleError):
     """Base class of the errors a connector may raise."""
+
+    kind = "connector"  # its word in reports and metrics
+    backoff = False  # a create failing with it backs off its machinetype
 
 
 class CloudUnavailable(ConnectorError):
     """The cloud cannot be reached or answers 5xx: skip the space this cycle."""
 
+    kind = "unavailable"
+
 
 class QuotaExceeded(ConnectorError):
     """The cloud refused a create for lack of quota or capacity."""
+
+    kind = "quota"
+    backoff = True
 
 
 class LaunchRejected(ConnectorError):
     """The cloud refused a create because of what was asked (image, flavor, user-data)."""
 
+    kind = "rejected"
+    backoff = True
+
+
+class ImageError(LaunchRejected):
+    """A root image that cannot be had or trusted: no machine is made from it."""
+
 
 class NotFound(ConnectorError):
     """The machine does not exist in the cloud."""
+
+    kind = "not_found"

@@ -11,6 +11,7 @@ other. Anyone writing a connector or a simulation may use these.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import fcntl
 import json
@@ -22,16 +23,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vcycle.clock import Clock, utc_now
+from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.options import integer, key, number, options_of, text, words
+from vcycle.core.sections import Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, ConnectorError, LaunchRejected, QuotaExceeded
-from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
-from vcycle.options import ApiOptions, Option, integer, number, options, text, words
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from vcycle.config import Settings, SpaceConfig
-
 
 
 def _flavors(value: str) -> dict[str, int]:
@@ -44,15 +43,17 @@ def _flavors(value: str) -> dict[str, int]:
 
 MAX_USER_DATA_BYTES = 64 * 1024
 
-OPTIONS = ApiOptions(
-    space=options(
-        Option("quota_processors", integer(0), help="the processors quota the fake cloud reports and enforces"),
-        Option("state_file", text, help="keep the fake cloud in this JSON file, so it outlives the process"),
-        Option("boot_seconds", number(0.0), 0.0, help="seconds a new machine stays starting"),
-        Option("latency_seconds", number(0.0), 0.0, help="seconds every API call takes"),
-        Option("flavors", _flavors, {}, help="NAME:VCPUS ... the fake cloud offers"),
-    ),
-)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FakeSpace:
+    """The keys of an ``api = fake`` space."""
+
+    quota_processors: int | None = key(integer(0), None, "the processors quota the fake cloud reports and enforces")
+    state_file: str | None = key(text, None, "keep the fake cloud in this JSON file, so it outlives the process")
+    boot_seconds: float = key(number(0.0), 0.0, "seconds a new machine stays starting")
+    latency_seconds: float = key(number(0.0), 0.0, "seconds every API call takes")
+    flavors: dict[str, int] = key(_flavors, {}, "NAME:VCPUS ... the fake cloud offers")
 
 
 class FakeClock:
@@ -74,23 +75,31 @@ class FakeClock:
         return self._now
 
 
+#: The fake cloud's own state words -> ours, as every connector maps its cloud's (anything else: UNKNOWN).
+STATE_MAP: dict[str, CloudStatus] = {
+    "booting": CloudStatus.STARTING, "running": CloudStatus.RUNNING, "halted": CloudStatus.STOPPED,
+    "broken": CloudStatus.FAILED, "terminating": CloudStatus.DELETING, "terminated": CloudStatus.DELETED,
+}
+_WORD_OF = {status: word for word, status in STATE_MAP.items()}
+
+
 @dataclasses.dataclass
 class FakeMachine:
-    """A machine of the fake cloud."""
+    """A machine of the fake cloud, in the fake cloud's own state words (``state``)."""
 
     id: str
     name: str
     processors: int
     created_at: datetime
-    status: CloudStatus = CloudStatus.STARTING
+    state: str = "booting"
     owner: OwnerTags | None = None
-    running_at: datetime | None = None  # becomes RUNNING at this time, if still STARTING
+    running_at: datetime | None = None  # becomes running at this time, if still booting
     flavor: str | None = None
     detail: str = ""
     user_data: bytes = b""
 
     def view(self, now: datetime) -> CloudMachine:
-        status = self.status
+        status = STATE_MAP.get(self.state, CloudStatus.UNKNOWN)
         if status is CloudStatus.STARTING and self.running_at is not None and now >= self.running_at:
             status = CloudStatus.RUNNING
         cached: CloudMachine | None = self.__dict__.get("_view")
@@ -109,7 +118,7 @@ class FakeConnector:
     - ``quota_processors``: creates beyond it raise QuotaExceeded; ``capacity()`` reports it.
     - ``latency_seconds``: every call sleeps this long (outside the lock, so calls overlap).
     - ``inject(op, error, times)``: the next ``times`` calls of ``op`` raise ``error``.
-    - ``set_status``, ``vanish``, ``add_foreign``: change the cloud behind vcycle's back.
+    - ``set_status``, ``set_state``, ``vanish``, ``add_foreign``: change the cloud behind vcycle's back.
     - ``calls``: every call made, as (operation, argument), in order.
     """
 
@@ -142,26 +151,27 @@ class FakeConnector:
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
         with self._call("create", spec.name):
             now = self.clock()
+            user_data = fit_user_data(spec.user_data, self.max_user_data_bytes)
             existing = self.machines.get(spec.name)
             if existing is not None:
-                return existing.view(now)
+                if existing.owner is not None and existing.owner.request_id == spec.request_id:
+                    return existing.view(now)  # a retried create: the same machine
+                raise LaunchRejected(f"a machine named {spec.name} exists for another request")
             used = sum(m.processors for m in self.machines.values())
             if self.quota_processors is not None and used + spec.processors > self.quota_processors:
                 raise QuotaExceeded(f"quota exceeded for cores: requested {spec.processors}, "
                                     f"used {used} of {self.quota_processors}")
-            if len(spec.user_data) > self.max_user_data_bytes:
-                raise LaunchRejected(f"user-data of {len(spec.user_data)} bytes is over {self.max_user_data_bytes}")
             self._counter += 1
             machine = FakeMachine(f"fake-{self._counter:06d}-{spec.name}", spec.name, spec.processors, now,
                                   owner=spec.owner, running_at=now + timedelta(seconds=self.boot_seconds),
-                                  flavor=spec.flavor, user_data=spec.user_data)
+                                  flavor=spec.flavor, user_data=user_data)
             self.machines[spec.name] = machine
             return machine.view(now)
 
     def delete_machine(self, machine_id: str) -> None:
         with self._call("delete", machine_id):
             for name, machine in list(self.machines.items()):
-                if machine.id == machine_id or name == machine_id:
+                if machine.id == machine_id:  # by its id only, as every cloud deletes
                     del self.machines[name]
 
     def capacity(self) -> int | None:
@@ -180,9 +190,14 @@ class FakeConnector:
             self.failures.setdefault(op, []).extend([error] * times)
 
     def set_status(self, name: str, status: CloudStatus, detail: str = "") -> None:
+        """The cloud moves the machine to the state it shows as ``status``."""
+        self.set_state(name, _WORD_OF.get(status, status.value), detail)
+
+    def set_state(self, name: str, word: str, detail: str = "") -> None:
+        """The cloud moves the machine to its own state ``word`` (one of STATE_MAP, or any other)."""
         with self._state():
             machine = self.machines[name]
-            machine.status, machine.detail, machine.running_at = status, detail, None
+            machine.state, machine.detail, machine.running_at = word, detail, None
 
     def vanish(self, name: str) -> None:
         """The machine disappears without vcycle deleting it."""
@@ -192,8 +207,7 @@ class FakeConnector:
     def add_foreign(self, name: str, processors: int = 1) -> None:
         """A machine in the space that vcycle did not create."""
         with self._state():
-            self.machines[name] = FakeMachine(f"foreign-{name}", name, processors, self.clock(),
-                                              status=CloudStatus.RUNNING)
+            self.machines[name] = FakeMachine(f"foreign-{name}", name, processors, self.clock(), state="running")
 
     def ours(self) -> list[CloudMachine]:
         """The machines tagged by any vcycle (a test's view, not a counted call)."""
@@ -253,24 +267,27 @@ class FakeConnector:
 
 def _machine_to(m: FakeMachine) -> dict[str, Any]:
     return {"id": m.id, "name": m.name, "processors": m.processors, "created_at": m.created_at.isoformat(),
-            "status": m.status.value, "owner": dataclasses.asdict(m.owner) if m.owner else None,
+            "state": m.state, "owner": dataclasses.asdict(m.owner) if m.owner else None,
             "running_at": m.running_at.isoformat() if m.running_at else None, "flavor": m.flavor,
-            "detail": m.detail, "user_data": m.user_data.decode("utf-8", "replace")}
+            "detail": m.detail, "user_data": base64.b64encode(m.user_data).decode()}
 
 
 def _machine_from(d: dict[str, Any]) -> FakeMachine:
     return FakeMachine(d["id"], d["name"], d["processors"], datetime.fromisoformat(d["created_at"]),
-                       CloudStatus(d["status"]), OwnerTags(**d["owner"]) if d["owner"] else None,
+                       d["state"], OwnerTags(**d["owner"]) if d["owner"] else None,
                        datetime.fromisoformat(d["running_at"]) if d["running_at"] else None, d["flavor"],
-                       d["detail"], d["user_data"].encode())
+                       d["detail"], base64.b64decode(d["user_data"]))
 
 
 def make_connector(space: SpaceConfig, settings: Settings) -> FakeConnector:
     """The connector of an ``api = fake`` space."""
-    values = space.values
-    return FakeConnector(boot_seconds=values["boot_seconds"], quota_processors=values["quota_processors"],
-                         latency_seconds=values["latency_seconds"], state_file=values["state_file"],
-                         flavors=values["flavors"])
+    options = options_of(space.connector, FakeSpace)
+    return FakeConnector(boot_seconds=options.boot_seconds, quota_processors=options.quota_processors,
+                         latency_seconds=options.latency_seconds, state_file=options.state_file,
+                         flavors=options.flavors)
+
+
+PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=FakeSpace)
 
 
 def free_port() -> int:

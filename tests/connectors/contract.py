@@ -2,8 +2,12 @@
 
 A test module subclasses ``ConnectorContract`` and provides the fixtures
 ``connector`` (a fresh, empty space) and ``cloud_tweak`` (how to make the
-cloud show each of the connector's own states), plus ``STATE_ROWS``:
-(raw state words, the CloudStatus the connector must map them to).
+cloud show each of the connector's own states), plus ``state_row`` over its
+``STATE_ROWS``: (raw state words, the CloudStatus the connector must map them
+to). The cases hold every connector to what the executor relies on: a retried
+create makes no second machine and a clashing name is refused, a delete goes
+by the cloud's id, user-data is fitted by the one helper or refused before any
+machine appears.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from vcycle.connectors.base import Connector
 
-from vcycle.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.connectors.base import Connector, fit_user_data
+from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.errors import LaunchRejected
 
 
 def spec(name: str = "vcycle-mt-contract01", request: str = "req-contract-01", processors: int = 1,
@@ -65,12 +70,35 @@ class ConnectorContract:
         assert {f"vcycle-mt-many{i}" for i in range(3)} <= set(by_name(connector))
 
     def test_user_data_too_large_is_refused_before_any_cloud_call(self, connector: Connector) -> None:
-        from vcycle.errors import LaunchRejected
-
         noise = os.urandom(connector.max_user_data_bytes * 2)  # does not compress
         with pytest.raises(LaunchRejected):
             connector.create_machine(spec(user_data=noise))
         assert "vcycle-mt-contract01" not in by_name(connector)
+
+    def test_user_data_over_the_limit_that_fits_gzipped_is_taken(self, connector: Connector) -> None:
+        """Every connector fits user-data with connectors.base.fit_user_data: gzipped, as cloud-init reads it."""
+        padding = b"# a line of a long user-data, repeated to pass the cloud's limit\n"
+        script = b"#!/bin/sh\n" + padding * (connector.max_user_data_bytes // len(padding) + 2) + b"sleep 60\n"
+        assert len(script) > connector.max_user_data_bytes and fit_user_data(script, connector.max_user_data_bytes)
+        made = connector.create_machine(spec(user_data=script))
+        assert by_name(connector)["vcycle-mt-contract01"].id == made.id
+
+    def test_a_create_with_the_name_of_another_request_is_refused(self, connector: Connector) -> None:
+        first = connector.create_machine(spec())
+        with pytest.raises(LaunchRejected):
+            connector.create_machine(spec(request="req-someone-else"))
+        listed = [m for m in connector.list_machines()
+                  if m.name == "vcycle-mt-contract01" and m.status is not CloudStatus.DELETED]
+        assert [(m.id, m.owner.request_id if m.owner else None) for m in listed] == [(first.id, "req-contract-01")]
+
+    def test_delete_goes_by_the_cloud_id_only(self, connector: Connector) -> None:
+        made = connector.create_machine(spec())
+        if made.id != made.name:  # clouds whose ids are not the names: a name deletes nothing
+            connector.delete_machine(made.name)
+            assert by_name(connector)["vcycle-mt-contract01"].status in (CloudStatus.STARTING, CloudStatus.RUNNING)
+        connector.delete_machine(made.id)
+        listed = by_name(connector).get("vcycle-mt-contract01")
+        assert listed is None or listed.status in (CloudStatus.DELETING, CloudStatus.DELETED)
 
     def test_state_map(self, connector: Connector, cloud_tweak: Any, state_row: tuple[str, CloudStatus]) -> None:
         raw, expected = state_row

@@ -17,25 +17,29 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 from vctest import load_text
-from vcycle.connectors.ec2 import STATE_MAP, EC2Connector, map_error, map_state
 
-from vcycle.cycle import SpaceContext, run_cycle
+from vcycle.connectors.ec2 import STATE_MAP, EC2Connector, map_error, map_state
+from vcycle.core.model import CloudStatus
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
-from vcycle.model import CloudStatus
+from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 
-
-@pytest.mark.parametrize(("raw", "expected"), [
+# EC2's instance states (DescribeInstances State.Name), and what each must become.
+STATE_ROWS = [
     ("pending", CloudStatus.STARTING), ("running", CloudStatus.RUNNING), ("stopping", CloudStatus.STOPPED),
     ("stopped", CloudStatus.STOPPED), ("shutting-down", CloudStatus.DELETING), ("terminated", CloudStatus.DELETED),
     ("rebooting", CloudStatus.UNKNOWN), ("", CloudStatus.UNKNOWN),
-])
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), STATE_ROWS)
 def test_state_map_row(raw: str, expected: CloudStatus) -> None:
     assert map_state(raw) is expected
 
 
-def test_state_map_has_a_test_for_every_row() -> None:
-    assert set(STATE_MAP) == {"pending", "running", "stopping", "stopped", "shutting-down", "terminated"}
+def test_every_row_of_the_state_map_has_a_test_row() -> None:
+    """A state added to the connector's map without a row of expectations above fails."""
+    assert set(STATE_MAP) <= {raw for raw, _ in STATE_ROWS}
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -141,3 +145,59 @@ def test_cycles_carry_on_through_faults_and_limits_hold(moto_url: str, moto_ami:
     assert False in outcomes and True in outcomes  # some cycles failed, and the later ones went on
     assert sum(m.processors or 0 for m in connector.list_machines()) == 8  # filled to the limit in the end
     store.close()
+
+
+class _Quotas:
+    """Service Quotas answering with one queued answer per call (a dict or a botocore error), counting calls."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def get_service_quota(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _quota_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"{code} happened"},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "GetServiceQuota")
+
+
+def test_a_throttled_quota_look_up_keeps_the_last_value_and_asks_again_next_cycle(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    quotas = _Quotas({"Quota": {"Value": 64.0}}, _quota_error("TooManyRequestsException", 400),
+                     {"Quota": {"Value": 96.0}})
+    connector = EC2Connector(None, "q", quotas=quotas, clock=lambda: clock[0])
+    assert connector.capacity() == 64
+    clock[0] += 3601
+    assert connector.capacity() == 64 and "not read now, 64 kept" in caplog.text  # throttled: the last value, said
+    assert connector.capacity() == 96 and quotas.calls == 3  # asked again at once, not an hour later
+
+
+def test_an_auth_refusal_of_the_quota_is_logged_and_asked_again_in_an_hour(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    quotas = _Quotas(_quota_error("AccessDeniedException", 400), {"Quota": {"Value": 32.0}})
+    connector = EC2Connector(None, "q", quotas=quotas, clock=lambda: clock[0])
+    assert connector.capacity() is None
+    assert "vCPU quota cannot be read" in caplog.text and "AccessDeniedException" in caplog.text
+    clock[0] += 60
+    assert connector.capacity() is None and quotas.calls == 1
+    clock[0] += 3600
+    assert connector.capacity() == 32
+
+
+def test_a_delete_that_hits_a_bug_is_not_taken_for_an_unavailable_cloud() -> None:
+    """Only botocore's errors become CloudUnavailable: a coding error reaches the executor as itself, which
+    reports it as a bug (delete_bug) instead of retrying it for ever as an outage."""
+
+    class Broken:
+        def terminate_instances(self, **kwargs: Any) -> Any:
+            raise TypeError("terminate_instances() got an unexpected keyword argument")
+
+    with pytest.raises(TypeError):
+        EC2Connector(Broken(), "q").delete_machine("i-0123456789abcdef0")

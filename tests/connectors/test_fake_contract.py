@@ -8,10 +8,17 @@ from typing import Any
 import pytest
 from contract import ConnectorContract
 
-from vcycle.model import CloudMachine, CloudStatus
-from vcycle.testing import FakeConnector
+from vcycle.core.model import CloudMachine, CloudStatus
+from vcycle.testing import STATE_MAP, FakeConnector
 
-STATE_ROWS = [(status.value, status) for status in CloudStatus if status is not CloudStatus.DELETED]
+# The fake cloud's own words, as a real cloud's: each row is what the connector must make of them.
+STATE_ROWS = [("booting", CloudStatus.STARTING), ("running", CloudStatus.RUNNING), ("halted", CloudStatus.STOPPED),
+              ("broken", CloudStatus.FAILED), ("terminating", CloudStatus.DELETING),
+              ("terminated", CloudStatus.DELETED), ("hibernating", CloudStatus.UNKNOWN)]
+
+
+def test_every_word_of_the_fake_clouds_state_map_has_a_row() -> None:
+    assert set(STATE_MAP) <= {word for word, _ in STATE_ROWS}
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -24,7 +31,7 @@ def connector(request: pytest.FixtureRequest, tmp_path: Path) -> FakeConnector:
 @pytest.fixture
 def cloud_tweak(connector: FakeConnector) -> Any:
     def tweak(machine: CloudMachine, raw: str) -> None:
-        connector.set_status(machine.name, CloudStatus(raw))
+        connector.set_state(machine.name, raw)
 
     return tweak
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from contract import ConnectorContract, spec
-from vcycle.connectors.local import LocalConnector, session_members
 
+from vcycle.connectors.local import LocalConnector, session_members
+from vcycle.core.model import CloudMachine, CloudStatus
 from vcycle.errors import LaunchRejected, QuotaExceeded
-from vcycle.model import CloudMachine, CloudStatus
 from vcycle.testing import wait_for
 
 STATE_ROWS = [("running", CloudStatus.RUNNING), ("exited", CloudStatus.STOPPED), ("killed", CloudStatus.FAILED),

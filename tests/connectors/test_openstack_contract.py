@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from contract import ConnectorContract, spec
-from vcycle.connectors.openstack import OpenStackConnector
 
+from vcycle.connectors.openstack import OpenStackConnector
+from vcycle.core.model import CloudMachine, CloudStatus
 from vcycle.errors import LaunchRejected
-from vcycle.model import CloudMachine, CloudStatus
 from vcycle.testing import wait_for
 
 STATE_ROWS = [("ACTIVE", CloudStatus.RUNNING), ("SHUTOFF", CloudStatus.STOPPED), ("ERROR", CloudStatus.FAILED)]

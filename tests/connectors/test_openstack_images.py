@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from imagefiles import ImageServer, write_signed_image
 from pki import PKI, grid_name
 from test_openstack_contract import clean
-from vcycle.connectors.openstack import MachinetypeOptions, OpenStackConnector, make_connection
 
+from vcycle.connectors.openstack import MachinetypeOptions, OpenStackConnector, OpenStackSpace, make_connection
 from vcycle.errors import LaunchRejected
 from vcycle.testing import wait_for
 
@@ -143,13 +143,13 @@ def test_an_application_credential_about_to_expire_is_warned_about(project: Any,
                                                        expires_at=expires.strftime("%Y-%m-%dT%H:%M:%S.%f"))
     try:
         keys = {"url": project.keystone, "cred_id": cred.id, "cred_secret": cred.secret}
-        osc = OpenStackConnector(make_connection(keys), "expiry", credential_warning_days=14)
+        osc = OpenStackConnector(make_connection(OpenStackSpace(**keys)), "expiry", credential_warning_days=14)
         assert osc.list_machines() == []  # the credential works
         (warning,) = osc.notices(datetime.now(UTC))
         assert "application credential" in warning and "expires at" in warning and "in 3 days" in warning
-        assert OpenStackConnector(make_connection(keys), "expiry", credential_warning_days=2).notices(
+        assert OpenStackConnector(make_connection(OpenStackSpace(**keys)), "expiry", credential_warning_days=2).notices(
             datetime.now(UTC)) == []
-        password = OpenStackConnector(make_connection(project.space_keys()), "expiry")
+        password = OpenStackConnector(make_connection(OpenStackSpace(**project.space_keys())), "expiry")
         assert password.notices(datetime.now(UTC)) == []  # the testbed's passwords never expire
         assert base64.b64decode(project.space_keys()["password_base64"])  # (the keys are the old vcycle's)
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vcycle.model import CloudStatus
+from vcycle.core.model import CloudStatus
 from vcycle.testing import FakeConnector, wait_for
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from vcycle.model import OwnerTags
-from vcycle.states import MachineState
+from vcycle.core.model import OwnerTags
+from vcycle.core.states import MachineState
 from vcycle.store import Store
 from vcycle.testing import FakeConnector
 

@@ -9,6 +9,7 @@ its shutdown message and log. What vcycle shows afterwards comes from that.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -69,11 +70,11 @@ fizzle_seconds = 0
         wait_for(lambda: (tmp_path / "cloud.json").exists() and len(cloud.ours()) == 1)
         machine = cloud.ours()[0].name
         saved = json.loads((tmp_path / "cloud.json").read_text())["machines"]
-        user_data = next(m["user_data"] for m in saved if m["name"] == machine)
+        user_data = base64.b64decode(next(m["user_data"] for m in saved if m["name"] == machine))
         script = tmp_path / "user-data.sh"
-        script.write_text(user_data)
-        pilot = subprocess.run(["bash", str(script)], env={**os.environ, "CURL_CA_BUNDLE": str(pki.directory /
-                                                                                               "ca.pem")},
+        script.write_bytes(user_data)
+        pilot = subprocess.run(["bash", str(script)], env={**os.environ, "TMPDIR": str(tmp_path),
+                                                            "CURL_CA_BUNDLE": str(pki.directory / "ca.pem")},
                                capture_output=True, text=True, timeout=60)
         assert pilot.returncode == 0, pilot.stderr
         assert "curl:" not in pilot.stderr, pilot.stderr  # every upload was accepted

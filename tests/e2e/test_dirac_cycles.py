@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 from vctest import load_text
-from vcycle.userdata.size import fit_user_data
 
-from vcycle.config import Config
-from vcycle.cycle import SpaceContext, run_cycle
+from vcycle.connectors.base import fit_user_data
+from vcycle.core.sections import Config
 from vcycle.demand import make_source
 from vcycle.demand.dirac import ce_description
+from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 from vcycle.store.pilots import PilotBook
 from vcycle.testing import FakeClock, FakeConnector

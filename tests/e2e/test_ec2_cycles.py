@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from vcycle.states import MachineState
+from vcycle.core.states import MachineState
 from vcycle.store import Store
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vcycle.config import load_config
-from vcycle.daemon import Manager
+from vcycle.loop.daemon import Manager
 from vcycle.store import Store
 from vcycle.testing import FakeConnector
 
@@ -89,6 +89,6 @@ def test_a_worker_dying_mid_cycle_fails_its_spaces_only(tmp_path: Path) -> None:
 
     with sharded(tmp_path, 4, factory) as (manager, _):
         reports = {r.space: r for r in manager.cycle()}
-        assert not reports["s0"].ok and "worker process died" in reports["s0"].errors[0]
+        assert not reports["s0"].ok and "worker process died" in reports["s0"].errors[0].message
         assert any(r.ok for r in reports.values())  # the other worker's spaces went on
         assert all(r.ok for r in manager.cycle())  # replaced, and the space works again

@@ -17,12 +17,12 @@ import classad2
 from fakecondor import FakeHTCondor, FakePool
 from vctest import load_text
 
-from vcycle.config import Config
-from vcycle.cycle import SpaceContext, run_cycle
+from vcycle.core.model import CloudStatus, Heartbeat
+from vcycle.core.sections import Config
+from vcycle.core.states import MachineState
 from vcycle.demand import make_source
 from vcycle.demand.htcondor import BindingsPool
-from vcycle.model import CloudStatus, Heartbeat
-from vcycle.states import MachineState
+from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 from vcycle.testing import FakeClock, FakeConnector
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from vctest import load_text
 
-from vcycle.cycle import SpaceContext, run_cycle
+from vcycle.core.model import CloudStatus, Demand, Heartbeat
+from vcycle.core.states import MachineState
 from vcycle.errors import CloudUnavailable, DemandError, LaunchRejected, QuotaExceeded
-from vcycle.model import CloudStatus, Demand, Heartbeat
-from vcycle.states import MachineState
+from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 from vcycle.testing import FakeClock, FakeConnector
 

@@ -8,29 +8,45 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import create_engine
 
+from vcycle.core.model import (
+    Action,
+    Backoff,
+    CycleReport,
+    Decision,
+    Heartbeat,
+    MachineRecord,
+    ReportError,
+    StatusChange,
+    new_record,
+    transition,
+)
+from vcycle.core.states import BIRTH, TRANSITIONS, MachineState
 from vcycle.errors import StaleState, StoreError
-from vcycle.model import Action, Backoff, CycleReport, Decision, Heartbeat, MachineRecord, new_record, transition
-from vcycle.states import MachineState
 from vcycle.store import Store
 
 S = MachineState
 T0 = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 
 
-def full_record(name: str = "m1", state: MachineState = S.RUNNING) -> MachineRecord:
+def full_record(name: str = "m1", state: MachineState = S.RUNNING,
+                changes: list[tuple[str, StatusChange]] | None = None) -> MachineRecord:
+    """A record with every field set, moved to ``state``; each change made is appended to ``changes``."""
     record = new_record(name=name, space="sp", machinetype="mt", state=S.REQUESTED, processors=4, now=T0,
                         request_id="req-" + name, reason="intent: lowest weighted count", manager="mgr",
                         cloud_id="id-" + name, zone="az1", flavor="m1.large", hs06=42.5,
                         shutdown_at=T0 + timedelta(days=1))
+    made = [record]
     if state is not S.REQUESTED:
-        record = transition(record, S.STARTING, T0 + timedelta(seconds=5), "cloud reports starting")
+        made.append(transition(made[-1], S.STARTING, T0 + timedelta(seconds=5), "cloud reports starting"))
     if state is S.RUNNING:
-        record = transition(record, S.RUNNING, T0 + timedelta(seconds=65), "cloud reports running",
-                            started_at=T0 + timedelta(seconds=65), heartbeat_at=T0 + timedelta(seconds=99),
-                            shutdown_code=300, shutdown_text="Nothing to do", delete_attempts=2,
-                            last_delete_at=T0 + timedelta(seconds=70), delete_requested="operator",
-                            stopped_at=T0 + timedelta(seconds=80))
-    return record
+        made.append(transition(made[-1], S.RUNNING, T0 + timedelta(seconds=65), "cloud reports running",
+                               started_at=T0 + timedelta(seconds=65), heartbeat_at=T0 + timedelta(seconds=99),
+                               shutdown_code=300, shutdown_text="Nothing to do", delete_attempts=2,
+                               last_delete_at=T0 + timedelta(seconds=70), delete_requested="operator",
+                               stopped_at=T0 + timedelta(seconds=80)))
+    if changes is not None:
+        changes.extend((name, m.last) for m in made if m.last is not None)
+    return made[-1]
 
 
 def test_unknown_space_starts_empty_at_version_0(store: Store) -> None:
@@ -39,14 +55,16 @@ def test_unknown_space_starts_empty_at_version_0(store: Store) -> None:
 
 
 def test_records_round_trip_with_every_field(store: Store) -> None:
-    record = full_record()
-    store.write("sp", 0, [record], [("m1", h) for h in record.history])
+    changes: list[tuple[str, StatusChange]] = []
+    record = full_record(changes=changes)
+    store.write("sp", 0, [record], changes)
     (loaded,) = store.load("sp").records
-    assert loaded.history == (record.history[-1],)  # the current state; the rest is in history()
     for field in MachineRecord.__slots__:
-        if field != "history":
-            assert getattr(loaded, field) == getattr(record, field), field
+        assert getattr(loaded, field) == getattr(record, field), field
     assert loaded.created_at.tzinfo is not None
+    # a loaded record's last change is the one it had in memory, cause included, and the history's last
+    assert loaded.last is not None and loaded.last.cause == TRANSITIONS[(S.STARTING, S.RUNNING)]
+    assert store.history("sp", "m1")[-1] == loaded.last
 
 
 def test_write_bumps_the_version_and_a_stale_write_changes_nothing(store: Store) -> None:
@@ -79,16 +97,20 @@ def test_of_two_concurrent_writers_exactly_one_wins(store: Store) -> None:
     assert len(store.load("sp").records) == 1
 
 
-def test_history_keeps_every_change_in_order(store: Store) -> None:
-    record = full_record()
-    store.write("sp", 0, [record], [("m1", h) for h in record.history])
-    gone = transition(transition(record, S.STOPPED, T0 + timedelta(hours=1), "cloud reports stopped"),
-                      S.GONE, T0 + timedelta(hours=2), "no longer listed by the cloud")
-    store.write("sp", 1, [gone], [("m1", h) for h in gone.history[-2:]])
+def test_history_keeps_every_change_in_order_with_its_cause(store: Store) -> None:
+    changes: list[tuple[str, StatusChange]] = []
+    record = full_record(changes=changes)
+    store.write("sp", 0, [record], changes)
+    stopped = transition(record, S.STOPPED, T0 + timedelta(hours=1), "cloud reports stopped")
+    gone = transition(stopped, S.GONE, T0 + timedelta(hours=2), "no longer listed by the cloud")
+    store.write("sp", 1, [gone], [("m1", stopped.last), ("m1", gone.last)])  # type: ignore[list-item]
     assert [(h.state, h.reason) for h in store.history("sp", "m1")] == [
         (S.REQUESTED, "intent: lowest weighted count"), (S.STARTING, "cloud reports starting"),
         (S.RUNNING, "cloud reports running"), (S.STOPPED, "cloud reports stopped"),
         (S.GONE, "no longer listed by the cloud")]
+    assert [h.cause for h in store.history("sp", "m1")] == [
+        BIRTH[S.REQUESTED], TRANSITIONS[(S.REQUESTED, S.STARTING)], TRANSITIONS[(S.STARTING, S.RUNNING)],
+        TRANSITIONS[(S.RUNNING, S.STOPPED)], TRANSITIONS[(S.STOPPED, S.GONE)]]
     assert store.load("sp").records == ()  # GONE is not loaded for cycles
     assert [r.state for r in store.find("m1")] == [S.GONE]  # but can be found
 
@@ -97,7 +119,7 @@ def test_purge_forgets_old_gone_machines_only(store: Store) -> None:
     old = transition(full_record("old"), S.GONE, T0, "vanished")
     young = transition(full_record("young"), S.GONE, T0 + timedelta(hours=80), "vanished")
     alive = full_record("alive")
-    store.write("sp", 0, [old, young, alive], [("old", old.history[-1]), ("young", young.history[-1])])
+    store.write("sp", 0, [old, young, alive], [("old", old.last), ("young", young.last)])
     store.put_heartbeats([("sp", Heartbeat("old", T0))])
     assert store.purge("sp", T0 + timedelta(hours=72)) == 1
     assert store.find("old") == [] and store.history("sp", "old") == []
@@ -124,13 +146,15 @@ def test_last_report_per_space(store: Store) -> None:
     for minute in range(3):
         store.add_report(CycleReport("sp", T0 + timedelta(minutes=minute), T0 + timedelta(minutes=minute, seconds=2),
                                      ok=minute != 2, counts={"creates": minute},
-                                     decisions=(Decision(Action.HOLD, "sp", "mt", f"reason {minute}"),),
-                                     errors=("cloud down",) if minute == 2 else ()))
+                                     decisions=(Decision(Action.HOLD, "sp", "mt", f"reason {minute}",
+                                                         rule="backoff"),),
+                                     errors=(ReportError("space_skipped", "sp", "cloud down"),) if minute == 2 else ()))
     store.add_report(CycleReport("other", T0, T0, ok=True))
     reports = store.last_reports()
     assert reports["sp"]["counts"] == {"creates": 2} and reports["sp"]["ok"] is False
-    assert reports["sp"]["decisions"][0]["reason"] == "reason 2"
-    assert reports["sp"]["errors"] == ["cloud down"]
+    assert (reports["sp"]["decisions"][0]["reason"], reports["sp"]["decisions"][0]["rule"]) == ("reason 2", "backoff")
+    assert reports["sp"]["errors"] == [{"kind": "space_skipped", "space": "sp", "machinetype": "", "machine": "",
+                                        "message": "cloud down"}]
     assert set(reports) == {"sp", "other"}
 
 
@@ -213,8 +237,12 @@ def test_pilot_requests_wait_are_claimed_with_their_machines_and_are_counted(sto
     assert pending["mt"][0].wrapper == "#!/bin/bash\nwrapper with a proxy\n"
     assert book.pending_counts("sp") == {"mt": 3, "other": 1}
     # p1 gets its machine: claimed in the same write as the machine's record, its wrapper dropped
-    store.write("sp", 0, [new_record(name="p1", space="sp", machinetype="mt", state=S.REQUESTED, processors=1,
-                                     now=T0, request_id="r1", reason="intent", manager="mgr")], claimed=["p1"])
+    p1 = new_record(name="p1", space="sp", machinetype="mt", state=S.REQUESTED, processors=1, now=T0,
+                    request_id="r1", reason="intent", manager="mgr")
+    with pytest.raises(StaleState):  # a write that fails takes its claim with it: p1 still waits
+        store.write("sp", 7, [p1], steps=[book.claim("sp", ["p1"], T0)])
+    assert [p.name for p in book.pending("sp")["mt"]] == ["p1", "p2", "p3"]
+    store.write("sp", 0, [p1], steps=[book.claim("sp", ["p1"], T0)])
     assert [p.name for p in book.pending("sp")["mt"]] == ["p2", "p3"]
     assert book.counts("sp") == {"mt": (3, 0), "other": (1, 0)}  # p1 still booting: waiting for DIRAC
     assert book.counts("sp", "mt") == {"mt": (3, 0)}

@@ -29,7 +29,7 @@ def test_minimal_space_loads_with_old_defaults() -> None:
     assert mt.disk_gb_per_processor == 40
     assert mt.min_processors == 1 and mt.max_processors is None
     assert mt.heartbeat_seconds == 0
-    assert mt.cvmfs_proxy_port == 280
+    assert mt.cvmfs_proxy_machinetype is None
     assert config.spaces["sp"].https_port == 443
     assert config.spaces["sp"].cleanup_hours == 72
     settings = config.settings
@@ -58,7 +58,7 @@ def test_old_vcycle_example_loads_with_deprecation_warnings() -> None:
     space = config.spaces["vcycle01.example.com"]
     mt = space.machinetypes["example"]
     assert space.processors_limit == 1  # from max_processors
-    assert space.values["project_name"] == "Vcycle 01"  # from tenancy_name
+    assert space.connector.project_name == "Vcycle 01"  # from tenancy_name
     assert mt.flavor_names == ("small",)  # from flavor_name
     assert mt.min_processors == 1  # from processors_per_machine
     assert mt.https_x509dn == "/DC=com/DC=example/DC=example-vm"  # from x509dn
@@ -141,7 +141,9 @@ def test_required_machinetype_keys_are_errors() -> None:
     ("[demand d]\ntype = dirac\n", "[demand d] matcher_url: DIRAC's Matcher is needed"),
     ("[demand d]\ntype = sitedirector\nrequest_timeout_seconds = 0\n", "request_timeout_seconds: 0 is less than"),
     ("[demand d]\ntype = htcondor\nmethod = telepathy\n", "is not one of auto, bindings, commands"),
-    ("[demand d]\ntype = carrier-pigeon\n", "is not one of file, command, htcondor, dirac, sitedirector"),
+    ("[demand d]\ntype = carrier-pigeon\n",
+     "unknown demand type 'carrier-pigeon'; this vcycle knows command, dirac, file, htcondor, sitedirector"),
+    ("[demand d]\ntype = htcondr\n", "(did you mean htcondor?)"),
     ("[settings]\nmax_create_fraction = 2\n", "2 is more than the largest allowed, 1"),
 ])
 def test_bad_input_is_a_clear_error(text: str, fragment: str) -> None:
@@ -167,7 +169,7 @@ def test_openstack_credentials_must_be_complete() -> None:
 def test_openstack_cloud_name_replaces_url_and_credentials() -> None:
     config = load_text("[space os]\napi = openstack\ncloud = mycloud\n"
                        "[machinetype os mt]\nuser_data = u\nbackoff_seconds = 1\nfizzle_seconds = 1\n")
-    assert config.spaces["os"].values["cloud"] == "mycloud"
+    assert config.spaces["os"].connector.cloud == "mycloud"
 
 
 def test_ec2_old_keys_without_effect_warn() -> None:
@@ -203,13 +205,15 @@ def test_cvmfs_proxy_machinetype_must_exist_in_the_space() -> None:
     found = problems_of(config_text(machinetypes={"mt": {"cvmfs_proxy_machinetype": "squid:3128"}}))
     assert any("there is no machinetype 'squid' in space sp" in line for line in found)
     config = load_text(config_text(machinetypes={"mt": {"cvmfs_proxy_machinetype": "squid:3128"}, "squid": {}}))
-    assert config.spaces["sp"].machinetypes["mt"].cvmfs_proxy_port == 3128
+    assert config.spaces["sp"].machinetypes["mt"].cvmfs_proxy_machinetype == ("squid", 3128)
+    config = load_text(config_text(machinetypes={"mt": {"cvmfs_proxy_machinetype": "squid"}, "squid": {}}))
+    assert config.spaces["sp"].machinetypes["mt"].cvmfs_proxy_machinetype == ("squid", 280)  # the old default port
 
 
 def test_demand_sections_are_typed() -> None:
     extra = "[demand q]\ntype = file\npath = /x.json\n"
     config = load_text(config_text(machinetypes={"mt": {"demand": "q"}}, extra=extra))
-    assert config.demands["q"].type == "file" and config.demands["q"].values["path"] == "/x.json"
+    assert config.demands["q"].type == "file" and config.demands["q"].options.path == "/x.json"
     assert config.spaces["sp"].machinetypes["mt"].demand == "q"
 
 
@@ -217,3 +221,39 @@ def test_config_objects_are_frozen() -> None:
     config = load_text(config_text())
     with pytest.raises(AttributeError):
         config.settings.cycle_seconds = 1  # type: ignore[misc]
+
+
+def test_a_demand_source_s_machinetype_key_needs_that_source() -> None:
+    """htcondor_constraint belongs to the htcondor source's machinetypes: elsewhere it is an error saying so."""
+    found = problems_of(config_text(machinetypes={"mt": {"htcondor_constraint": "true"}}))
+    assert any("[machinetype sp mt] htcondor_constraint: is a key of machinetypes whose demand is a [demand NAME] "
+               "section of type = htcondor (this one has no demand)" in line for line in found), found
+    extra = "[demand pool]\ntype = htcondor\n"
+    config = load_text(config_text(machinetypes={"mt": {"demand": "pool", "htcondor_constraint": "Owner == 1"}},
+                                   extra=extra))
+    assert config.spaces["sp"].machinetypes["mt"].source.htcondor_constraint == "Owner == 1"
+
+
+def test_every_key_is_declared_once_with_a_type_a_default_and_a_line_of_doc() -> None:
+    """The core sections' and every plugin's keys come from one declaration each: a parser and a doc line."""
+    from vcycle import connectors, demand
+    from vcycle.core.options import table
+    from vcycle.core.sections import DemandConfig, MachinetypeConfig, Settings, SpaceConfig
+
+    declared = [Settings, SpaceConfig, MachinetypeConfig, DemandConfig]
+    for registry in (connectors.REGISTRY, demand.REGISTRY):
+        for name in registry.names():
+            plugin = registry.load(name)
+            declared += [cls for cls in (getattr(plugin, a, None) for a in ("space", "machinetype", "section"))
+                         if cls is not None]
+    seen: dict[str, str] = {}
+    for cls in declared:
+        for name, option in table(cls).items():
+            assert callable(option.parse) and option.doc.strip(), f"{cls.__name__}.{name}"
+            where = seen.setdefault(name, cls.__name__)
+            # one meaning per word: a name two sections share is the same kind of value in both
+            assert where == cls.__name__ or name in SHARED, f"{name} is declared by {where} and {cls.__name__}"
+
+
+SHARED = {"flavor_names", "volume_gb_per_processor", "processors_limit", "timeout_seconds", "poll_seconds",
+          "request_timeout_seconds", "key_name", "url", "region"}

@@ -8,10 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vctest import T0, cloud, config_text, load_text, rec
 
-from vcycle.model import Backoff, CloudStatus, Demand, SpaceSnapshot
-from vcycle.planner import plan
-from vcycle.states import HOLDS_PROCESSORS, STARTING_STATES, MachineState
-from vcycle.sync import sync
+from vcycle.core import rules
+from vcycle.core.model import Backoff, CloudStatus, Demand, SpaceSnapshot
+from vcycle.core.planner import plan
+from vcycle.core.states import HOLDS_PROCESSORS, STARTING_STATES, MachineState
+from vcycle.core.sync import sync
 
 NOW = T0 + timedelta(hours=2)
 MACHINETYPES = ("alpha", "beta", "gamma")
@@ -101,12 +102,13 @@ def test_no_creation_on_unknown_demand_and_no_more_than_demand_asks(
 
 @settings(max_examples=300, deadline=None)
 @given(snapshots, demands, config_keys)
-def test_plan_is_deterministic_and_every_action_has_a_reason(
+def test_plan_is_deterministic_and_every_action_has_a_rule_and_a_reason(
         snapshot: SpaceSnapshot, demand: dict[str, Demand], key: tuple[int, float, bool]) -> None:
     config = CONFIGS[key]
     first = plan(snapshot, demand, config, NOW)
     assert first == plan(snapshot, demand, config, NOW)
     assert all(d.reason for d in first.decisions)
+    assert all(d.rule in rules.RULES and rules.RULES[d.rule].startswith(d.action.value) for d in first.decisions)
     assert len([d for d in first.decisions if d.action.value == "create"]) == len(first.creates)
     assert len([d for d in first.decisions if d.action.value == "delete"]) == len(first.deletes)
     names = {r.name for r in snapshot.records}
@@ -136,7 +138,7 @@ def test_sync_never_adopts_or_touches_foreign_machines(rs, listing) -> None:  # 
 @given(snapshots, config_keys, st.integers(-3000, 3000))
 def test_fast_path_deletes_exactly_what_the_rules_say(snapshot: SpaceSnapshot, key: tuple[int, float, bool],
                                                       shift: int) -> None:
-    from vcycle.planner import _delete_verdict
+    from vcycle.core.planner import _delete_verdict
 
     config = CONFIGS[key]
     space = config.spaces["sp"]

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from vctest import T0, make_config
 
-from vcycle.mjf import features
+from vcycle.core.mjf import features
 
 
 def test_features_of_a_four_processor_machine() -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from keystoneauth1 import exceptions as ksa
 from openstack import exceptions as sdk
-from vcycle.connectors.openstack import _mapped, cloud_status
 
+from vcycle.connectors.openstack import STATUS_MAP, _mapped, cloud_status
+from vcycle.core.model import CloudStatus
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
-from vcycle.model import CloudStatus
 
 ROWS = [
     ("BUILD", None, 0, CloudStatus.STARTING),
@@ -28,10 +28,26 @@ ROWS = [
     ("ACTIVE", "deleting", 1, CloudStatus.DELETING),
     ("ERROR", "deleting", 0, CloudStatus.DELETING),
     ("REBOOT", "rebooting", 1, CloudStatus.RUNNING),
+    ("HARD_REBOOT", "rebooting_hard", 1, CloudStatus.RUNNING),
+    ("REBUILD", "rebuilding", 0, CloudStatus.STARTING),  # the guest boots again from its image
+    ("MIGRATING", "migrating", 1, CloudStatus.RUNNING),  # live migration: the guest keeps running
+    ("RESIZE", "resize_migrating", 1, CloudStatus.RUNNING),
+    ("VERIFY_RESIZE", None, 1, CloudStatus.RUNNING),
+    ("PASSWORD", None, 1, CloudStatus.RUNNING),
+    ("STOPPED", None, 4, CloudStatus.STOPPED),
+    ("PAUSED", None, 3, CloudStatus.STOPPED),
     ("SUSPENDED", None, 7, CloudStatus.STOPPED),
+    ("SHELVED", None, 4, CloudStatus.STOPPED),
+    ("SHELVED_OFFLOADED", None, 4, CloudStatus.STOPPED),
+    ("active", None, 1, CloudStatus.RUNNING),  # Nova's words in any case
     ("UNHEARD_OF", None, 1, CloudStatus.UNKNOWN),
     (None, None, None, CloudStatus.UNKNOWN),
 ]
+
+
+def test_every_nova_status_of_the_map_has_a_row_here() -> None:
+    """A status added to the connector's map without a row of expectations here fails."""
+    assert set(STATUS_MAP) <= {status for status, _, _, _ in ROWS}
 
 
 @pytest.mark.parametrize(("status", "task", "power", "expected"), ROWS,
@@ -74,3 +90,14 @@ def test_errors_map_to_behaviour(error: Exception, expected: type[Exception], wo
     with pytest.raises(expected, match=words) as caught, _mapped("create server vcycle-mt-x"):
         raise error
     assert str(caught.value).startswith("create server vcycle-mt-x")
+
+
+def test_a_409_on_delete_is_retried_not_a_rejected_launch() -> None:
+    """Nova answers 409 to a delete of a locked server or one busy with a task: retry it later
+    (CloudUnavailable, which the executor records as DELETE_FAILED), as a create's 409 is a LaunchRejected."""
+    conflict = http_error(409, "Cannot 'delete' instance abc while it is in task_state rebuilding")
+    with pytest.raises(CloudUnavailable, match="409") as caught, _mapped("delete server abc", deleting=True):
+        raise conflict
+    assert not caught.value.backoff
+    with pytest.raises(LaunchRejected, match="409"), _mapped("create server vcycle-mt-x"):
+        raise conflict

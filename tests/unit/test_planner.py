@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from vctest import T0, make_config, rec
 
-from vcycle.config import Config
-from vcycle.model import Action, Backoff, Demand, Plan, SpaceSnapshot
-from vcycle.planner import plan
-from vcycle.states import MachineState
+from vcycle.core.model import Action, Backoff, Demand, Plan, SpaceSnapshot
+from vcycle.core.planner import plan
+from vcycle.core.sections import Config
+from vcycle.core.states import MachineState
 
 S = MachineState
 NOW = T0 + timedelta(hours=1)
@@ -194,7 +194,7 @@ def test_demand_counts_machines_still_starting() -> None:
 
 
 def test_shaped_demand_is_packed_into_machines_of_the_machinetypes_size() -> None:
-    from vcycle.model import JobShape
+    from vcycle.core.model import JobShape
 
     config = make_config(limit=1000, machinetypes={"mt": {**DEMANDED["mt"], "mb_per_processor": 2000}}, extra=Q)
     # 4-processor machines with 8000 MB: 3 jobs of 3 cores take a machine each, leaving a core there for 3 of

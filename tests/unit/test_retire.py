@@ -1,4 +1,4 @@
-"""Register timeouts, drains and retirement of machines running batch daemons (vcycle/retire.py through the
+"""Register timeouts, drains and retirement of machines running batch daemons (vcycle/core/retire.py through the
 planner), and sync keeping when each machine's daemon registered and since when it is idle."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from datetime import timedelta
 
 from vctest import T0, make_config, rec
 
-from vcycle.model import Action, Demand, JobShape, Plan, SpaceSnapshot, StatusChange
-from vcycle.planner import plan
-from vcycle.states import MachineState
-from vcycle.sync import sync
+from vcycle.core.model import Action, Demand, JobShape, Plan, SpaceSnapshot, StatusChange
+from vcycle.core.planner import plan
+from vcycle.core.states import MachineState
+from vcycle.core.sync import sync
 
 S = MachineState
 NOW = T0 + timedelta(hours=2)
@@ -70,8 +70,8 @@ def test_an_operator_drain_drains_every_registered_machine() -> None:
 
 def test_a_draining_machine_is_deleted_when_its_startd_leaves_or_the_drain_times_out() -> None:
     def draining(name: str, seconds: int):  # type: ignore[no-untyped-def]
-        since = (StatusChange(S.DRAINING, NOW - timedelta(seconds=seconds), "drain"),)
-        return dataclasses.replace(rec(name, S.DRAINING, processors=4, started_at=T0), history=since)
+        since = StatusChange(S.DRAINING, NOW - timedelta(seconds=seconds), "drain")
+        return dataclasses.replace(rec(name, S.DRAINING, processors=4, started_at=T0), last=since)
 
     left, slow, fine = draining("left", 60), draining("slow", 2000), draining("fine", 60)
     result = run([left, slow, fine], {"slow": True, "fine": True})
@@ -90,7 +90,7 @@ def test_nothing_is_decided_without_word_from_the_batch_system() -> None:
 def test_sync_keeps_when_the_startd_registered_and_since_when_it_is_idle() -> None:
     from vctest import cloud
 
-    from vcycle.model import CloudStatus
+    from vcycle.core.model import CloudStatus
 
     config = make_config(machinetypes={"mt": {**BATCH}}, extra=Q)
     space, settings = config.spaces["sp"], config.settings

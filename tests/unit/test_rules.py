@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from vctest import make_config
 
-from vcycle import rules
+from vcycle.core import rules
 
 
 @pytest.mark.parametrize(("message", "expected"), [
@@ -50,7 +50,7 @@ def test_space_limit(configured: int | None, quota: int | None, expected: tuple[
 # --- packing idle jobs into machines ----------------------------------------------------
 
 def test_jobs_are_packed_first_fit_by_decreasing_size() -> None:
-    from vcycle.model import JobShape as J
+    from vcycle.core.model import JobShape as J
 
     assert rules.machines_for([], 4, 8000, 10**8) == (0, 0)
     assert rules.machines_for([J(1, 2000, 1000, 10)], 4, 8000, 10**8) == (3, 0)
@@ -63,7 +63,7 @@ def test_jobs_are_packed_first_fit_by_decreasing_size() -> None:
                 max_size=6),
        st.integers(1, 8), st.integers(1000, 32000))
 def test_packing_is_never_below_the_bound_nor_above_one_shape_at_a_time(raw, processors, memory) -> None:  # type: ignore[no-untyped-def]
-    from vcycle.model import JobShape
+    from vcycle.core.model import JobShape
 
     shapes = [JobShape(c, m, d, n) for c, m, d, n in raw]
     machines, too_big = rules.machines_for(shapes, processors, memory, 100)

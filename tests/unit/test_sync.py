@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from vctest import T0, cloud, make_config, rec
 
-from vcycle.model import Backoff, CloudStatus, Heartbeat
-from vcycle.states import MachineState
-from vcycle.sync import sync
+from vcycle.core.model import Backoff, CloudStatus, Heartbeat
+from vcycle.core.states import MachineState
+from vcycle.core.sync import sync
 
 S = MachineState
 C = CloudStatus
@@ -50,8 +50,8 @@ def test_listed_machine_moves_as_the_cloud_reports(before: S, status: C, after: 
     record = only(result)
     assert record.state is after
     if after is not before:
-        assert record.history[-1].reason.startswith(f"cloud reports {status.value}")
-        assert result.changes == (("m", record.history[-1]),)
+        assert record.last.reason.startswith(f"cloud reports {status.value}")
+        assert result.changes == (("m", record.last),)
     else:
         assert result.changes == ()
 
@@ -61,7 +61,7 @@ def test_listed_machine_moves_as_the_cloud_reports(before: S, status: C, after: 
 def test_vanished_machine_is_gone(before: S) -> None:
     record = only(run([rec("m", before)], []))
     assert record.state is S.GONE
-    assert record.history[-1].reason == "no longer listed by the cloud"
+    assert record.last.reason == "no longer listed by the cloud"
 
 
 def test_nova_deleted_flash_is_read_as_not_listed_and_never_adopted() -> None:
@@ -81,7 +81,7 @@ def test_requested_machine_waits_then_times_out() -> None:
     assert only(young).state is S.REQUESTED
     old = only(run([rec("m", S.REQUESTED)], [], now=T0 + timedelta(seconds=settings_timeout + 1)))
     assert old.state is S.CREATE_FAILED
-    assert "not listed by the cloud" in old.history[-1].reason
+    assert "not listed by the cloud" in old.last.reason
 
 
 def test_tagged_machine_unknown_to_the_store_is_adopted() -> None:
@@ -89,7 +89,7 @@ def test_tagged_machine_unknown_to_the_store_is_adopted() -> None:
     record = only(result)
     assert (record.state, record.processors, record.cloud_id, record.request_id) == (S.RUNNING, 4, "id-stray",
                                                                                      "req-stray")
-    assert record.history[0].reason.startswith("adopted")
+    assert record.reason.startswith("adopted") and record.last.cause.startswith("adopted")  # type: ignore[union-attr]
     assert record.shutdown_at == T0 + timedelta(seconds=3600)  # cloud creation time + max_wallclock_seconds
     assert result.changes[0][0] == "stray"
 
@@ -158,7 +158,7 @@ def test_delete_that_does_not_complete_becomes_delete_failed() -> None:
     waiting = only(run([record], [cloud("m", C.RUNNING)], now=T0 + timedelta(seconds=timeout - 1)))
     assert waiting.state is S.DELETING
     stuck = only(run([record], [cloud("m", C.RUNNING)], now=T0 + timedelta(seconds=timeout + 1)))
-    assert stuck.state is S.DELETE_FAILED and "still listed" in stuck.history[-1].reason
+    assert stuck.state is S.DELETE_FAILED and "still listed" in stuck.last.reason
 
 
 def test_cloud_id_and_processors_are_learnt_from_the_listing() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from webtest import DN, Site, make_site
 
-from vcycle.states import MachineState
+from vcycle.core.states import MachineState
 
 
 def test_machinefeatures_and_jobfeatures_as_the_old_vcycle_served_them(site: Site) -> None:
@@ -55,7 +55,7 @@ def test_joboutputs_need_the_machines_own_token(site: Site) -> None:
 def test_a_token_stops_working_when_its_machine_is_gone(site: Site) -> None:
     record = site.machine("m1")
     assert site.client.put("/machines/sp/m1/joboutputs/a", content=b"1", headers=site.auth("m1")).status_code == 204
-    from vcycle.model import transition
+    from vcycle.core.model import transition
 
     state = site.store.load("sp")
     site.store.write("sp", state.version, [transition(record, MachineState.GONE, site.clock(), "gone")])
@@ -90,7 +90,7 @@ def test_a_shutdown_message_reaches_sync_and_is_not_erased_by_a_later_heartbeat(
     beat = site.store.heartbeats("sp")["m1"]
     assert beat.shutdown_message == "300 Nothing to do" and beat.at == site.clock()
 
-    from vcycle.sync import sync
+    from vcycle.core.sync import sync
 
     state = site.store.load("sp")
     result = sync(state.records, [], {"m1": beat}, site.clock(), space=site.config.spaces["sp"],
@@ -183,7 +183,15 @@ def test_a_sitedirector_pilot_s_user_data_is_gone_for_good(tmp_path: Path) -> No
     template = tmp_path / "ud.sh.j2"
     site = make_site(tmp_path, machinetypes={"pilot": {"user_data": str(template), "demand": "pilots"}},
                      extra="[demand pilots]\ntype = sitedirector\n")
+    from vcycle.store.pilots import PilotBook
+
+    book = PilotBook(site.store)
+    book.add("sp", "pilot", "ce", "default", [("p1", "s" * 32)], "#!/bin/sh\nwrapper with a proxy\n", site.clock())
     site.machine("p1", mt="pilot")
+    site.store.write("sp", site.store.load("sp").version, steps=[book.claim("sp", ["p1"], site.clock())])
+    site.machine("other", mt="pilot")  # a machine of the same machinetype that ran no pilot of a factory
+    template.write_text("#!/bin/sh\necho {{ machine }}\n")
+    assert site.client.get("/api/v1/machines/sp/other/user-data", headers=site.auth("other")).status_code == 200
     answer = site.client.get("/api/v1/machines/sp/p1/user-data", headers=site.auth("p1"))
     assert answer.status_code == 410 and "pilot wrapper" in answer.json()["error"]
 

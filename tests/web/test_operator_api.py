@@ -8,9 +8,9 @@ from pathlib import Path
 
 from webtest import Site, make_site
 
-from vcycle import status
-from vcycle.model import Action, CycleReport, Decision, transition
-from vcycle.states import MachineState
+from vcycle.core.model import Action, CycleReport, Decision, ReportError, transition
+from vcycle.core.states import MachineState
+from vcycle.store import status
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 
@@ -55,7 +55,7 @@ def test_machines_by_space_and_state_and_a_machines_history(site: Site) -> None:
     later = site.clock() + timedelta(seconds=30)
     site.store.write("sp", state.version, [transition(record, MachineState.STOPPED, later, "cloud reports stopped")],
                      history=[("m1", transition(record, MachineState.STOPPED, later, "cloud reports stopped")
-                               .history[-1])])
+                               .last)])
     machines = site.client.get("/api/v1/machines", params={"space": "sp"}).json()["machines"]
     assert sorted(m["name"] for m in machines) == ["m1", "m2"]
     stopped = site.client.get("/api/v1/machines", params={"state": "stopped"}).json()["machines"]
@@ -78,9 +78,10 @@ def test_metrics_count_machines_heartbeats_and_the_cycles_work(site: Site) -> No
     now = site.clock()
     report = CycleReport("sp", now, now + timedelta(seconds=2), ok=False,
                          counts={"creates": 2, "api_list_machines_calls": 1, "api_create_machine_calls": 3},
-                         decisions=(Decision(Action.CREATE, "sp", "mt", "demand", None),
-                                    Decision(Action.DELETE, "sp", "mt", "heartbeat missing: 700 s", "m9")),
-                         errors=("space=sp machinetype=mt machine=m3: create refused (quota): no cores",),
+                         decisions=(Decision(Action.CREATE, "sp", "mt", "demand", rule="share"),
+                                    Decision(Action.DELETE, "sp", "mt", "last vm-heartbeat 700s ago", "m9",
+                                             rule="heartbeat")),
+                         errors=(ReportError("create_refused_quota", "sp", "refused: no cores", "mt", "m3"),),
                          timings={"total_s": 2.0, "api_list_machines_s": 0.1, "api_create_machine_s": 0.6})
     site.store.add_reports([report])
     site.endpoint.metrics.observe_reports(site.store.last_reports(), {"sp": "fake"})
@@ -90,7 +91,7 @@ def test_metrics_count_machines_heartbeats_and_the_cycles_work(site: Site) -> No
                  'vcycle_machines{machinetype="mt",space="sp",state="starting"} 1.0',
                  "vcycle_heartbeats_received_total 1.0",
                  'vcycle_creates_total{space="sp"} 2.0',
-                 'vcycle_deletes_total{machinetype="mt",reason="heartbeat_missing",space="sp"} 1.0',
+                 'vcycle_deletes_total{machinetype="mt",reason="heartbeat",space="sp"} 1.0',  # the rule, not the text
                  'vcycle_errors_total{reason="create_refused_quota",space="sp"} 1.0',
                  'vcycle_api_calls_total{connector="fake",operation="create_machine"} 3.0',
                  'vcycle_api_call_seconds_total{connector="fake",operation="create_machine"} 0.6',

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from webtest import make_site
 
-from vcycle.states import MachineState
+from vcycle.core.states import MachineState
 from vcycle.web.app import create_app
 from vcycle.web.openapi import document
 

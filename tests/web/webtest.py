@@ -10,11 +10,12 @@ from pathlib import Path
 from starlette.testclient import TestClient
 from vctest import T0, config_text, load_text, rec
 
-from vcycle import mjf
-from vcycle.config import Config
-from vcycle.executor import new_token
-from vcycle.model import MachineRecord
-from vcycle.states import MachineState
+from vcycle.core import mjf
+from vcycle.core.identity import new_identity
+from vcycle.core.model import MachineRecord
+from vcycle.core.sections import Config
+from vcycle.core.states import MachineState
+from vcycle.loop.launch import entropy
 from vcycle.store import Store
 from vcycle.testing import FakeClock
 from vcycle.web import app as web_app
@@ -37,7 +38,8 @@ class Site:
     def machine(self, name: str, state: MachineState = MachineState.RUNNING, mt: str = "mt",
                 refresh: bool = True, **extra: object) -> MachineRecord:
         """A live machine in the store, with its token kept in ``tokens``."""
-        token, token_hash = new_token()
+        who = new_identity("mt", entropy())
+        token, token_hash = who.token, who.token_hash
         self.tokens[name] = token
         features = mjf.features(self.config.spaces["sp"].machinetypes[mt], 2, T0, T0 + timedelta(hours=24), None)
         record = rec(name, state, mt=mt, processors=2, token_hash=token_hash, features=json.dumps(features),

@@ -1,4 +1,4 @@
-"""Demand printed by a program as the same JSON document a file source reads.
+"""``[demand NAME] type = command``: demand printed by a program as the same JSON document a file source reads.
 
 The program runs with a timeout and no shell; a non-zero exit, a timeout or
 bad output makes demand unknown, with the first line of what it said.
@@ -9,10 +9,22 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from dataclasses import dataclass
 
-from vcycle.demand import parse_document
+from vcycle.core.model import Demand
+from vcycle.core.options import REQUIRED, integer, key, options_of, text
+from vcycle.core.sections import DemandConfig
+from vcycle.demand.base import DemandPlugin, SourceContext
+from vcycle.demand.document import parse_document
 from vcycle.errors import DemandError
-from vcycle.model import Demand
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandSection:
+    """The keys of a ``type = command`` section."""
+
+    command: str = key(text, REQUIRED, "the program (and its arguments) printing the JSON document; no shell")
+    timeout_seconds: int = key(integer(1), 60, "how long the program may take")
 
 
 class CommandDemand:
@@ -37,3 +49,11 @@ class CommandDemand:
         except ValueError as exc:
             raise DemandError(f"{where}: output is not valid JSON: {exc}") from exc
         return parse_document(document, where).get(space, {})
+
+
+def make(config: DemandConfig, context: SourceContext) -> CommandDemand:
+    options = options_of(config.options, CommandSection)
+    return CommandDemand(config.name, options.command, options.timeout_seconds)
+
+
+PLUGIN = DemandPlugin(make=make, section=CommandSection)

@@ -33,47 +33,93 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from vcycle.config import MachinetypeConfig
+from vcycle.core.model import Demand, JobShape
+from vcycle.core.options import integer, key, options_of, text, words
+from vcycle.core.sections import DemandConfig, MachinetypeConfig
+from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
 from vcycle.demand.watch import Watch
 from vcycle.errors import DemandError
-from vcycle.model import Demand, JobShape
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).with_name("dirac_worker.py")
 _PROCESSORS_TAG = re.compile(r"^([0-9]+)Processors$")
-SETTINGS = ("configuration", "matcher_url", "host_cert", "host_key", "ca_dir")
+SETTINGS = ("configuration", "matcher_url", "host_cert", "host_key", "ca_dir")  # what the worker is given
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiracSection:
+    """The keys of a ``type = dirac`` section."""
+
+    configuration: tuple[str, ...] = key(
+        words, (), "DIRAC configuration files the client reads (its dirac.cfg); needed unless matcher_url is set")
+    matcher_url: str | None = key(text, None, "the Matcher service, dips://HOST:PORT/WorkloadManagement/Matcher")
+    host_cert: str = key(text, "/etc/grid-security/hostcert.pem", "the host certificate DIRAC trusts")
+    host_key: str = key(text, "/etc/grid-security/hostkey.pem", "its key")
+    ca_dir: str = key(text, "/etc/grid-security/certificates", "the CA certificates directory")
+    vo: str | None = key(text, None, "count only jobs of this VO's groups (as DIRAC's SiteDirector does)")
+    python: str | None = key(text, None, "a Python with DIRAC installed; default the one vcycle runs under")
+    timeout_seconds: int = key(integer(1), 60, "how long one question to DIRAC may take")
+    poll_seconds: float = key(poll_seconds, 0.0, "also ask this often between cycles and start a cycle at once "
+                              "when waiting jobs appear; 0 = ask once per cycle")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiracMachinetype:
+    """The CE queue a machinetype is to DIRAC's Matcher, as a SiteDirector queue."""
+
+    dirac_site: str | None = key(text, None, "the DIRAC site name, e.g. LCG.CERN.cern; default the space's name")
+    dirac_ce: str | None = key(text, None, "the CE name jobs may ask for (GridCE); default the space's name")
+    dirac_queue: str = key(text, "default", "the queue name")
+    dirac_tags: tuple[str, ...] = key(words, (),
+                                      "tags the machines offer (Tag); N-processor machines add NProcessors")
+    dirac_required_tags: tuple[str, ...] = key(words, (), "tags a job must have to be matched (RequiredTag)")
+    dirac_max_cpu_time: int = key(integer(1), 2880, "the queue's maxCPUTime in minutes; with dirac_si00 it gives "
+                                  "the CPUTime jobs are matched to")
+    dirac_si00: int | None = key(integer(1), None,
+                                 "SI00 of one processor; default 250 x hs06_per_processor, else 2500")
+    dirac_max_ram_mb: int | None = key(integer(1), None, "MaxRAM offered; default mb_per_processor x processors")
+    dirac_platform: str | None = key(text, None, "the DIRAC platform the machines offer")
+    dirac_vo: str | None = key(text, None, "count only jobs of this VO; default the demand section's vo")
+    dirac_owner_group: tuple[str, ...] = key(words, (), "count only jobs of these DIRAC groups")
+
+
+def _check(options: DiracSection) -> list[tuple[str, str]]:
+    if not options.configuration and not options.matcher_url:
+        return [("matcher_url", "DIRAC's Matcher is needed: set matcher_url, or configuration (a dirac.cfg naming it)")]
+    return []
 
 
 def ce_description(mt: MachinetypeConfig, vo: str | None) -> dict[str, Any]:
     """The CE queue a machinetype is to DIRAC's Matcher (DIRAC's names; CPUTime as DIRAC computes it)."""
-    values = mt.values
+    queue = options_of(mt.source, DiracMachinetype)
     processors = mt.min_processors
-    si00 = values.get("dirac_si00") or (round(250 * mt.hs06_per_processor) if mt.hs06_per_processor else 2500)
-    max_cpu_minutes = min(max(int(values.get("dirac_max_cpu_time") or 2880), 0), int(86400 * 12.5))
-    tags = list(values.get("dirac_tags") or ())
+    si00 = queue.dirac_si00 or (round(250 * mt.hs06_per_processor) if mt.hs06_per_processor else 2500)
+    max_cpu_minutes = min(max(queue.dirac_max_cpu_time, 0), int(86400 * 12.5))
+    tags = list(queue.dirac_tags)
     if processors > 1:  # what the queue's pilots can run: jobs of up to ``processors`` processors
         tags += ["MultiProcessor", *(f"{n}Processors" for n in range(2, processors + 1))]
     description: dict[str, Any] = {
-        "Site": values.get("dirac_site") or mt.space,
-        "GridCE": values.get("dirac_ce") or mt.space,
-        "Queue": values.get("dirac_queue") or "default",
+        "Site": queue.dirac_site or mt.space,
+        "GridCE": queue.dirac_ce or mt.space,
+        "Queue": queue.dirac_queue,
         "CEType": "Vcycle",
         "CPUTime": 60 * max_cpu_minutes * si00 // 250,  # DIRAC's 60 / 250 * maxCPUTime * SI00, without rounding
         "NumberOfProcessors": processors,
-        "MaxRAM": int(values.get("dirac_max_ram_mb") or mt.mb_per_processor * processors),
+        "MaxRAM": int(queue.dirac_max_ram_mb or mt.mb_per_processor * processors),
         "Tag": sorted(set(tags)),
-        "RequiredTag": sorted(set(values.get("dirac_required_tags") or ())),
+        "RequiredTag": sorted(set(queue.dirac_required_tags)),
     }
-    if values.get("dirac_platform"):
-        description["Platform"] = values["dirac_platform"]
+    if queue.dirac_platform:
+        description["Platform"] = queue.dirac_platform
     if vo:
         description["VO"] = vo
-    if values.get("dirac_owner_group"):
-        description["OwnerGroup"] = list(values["dirac_owner_group"])
+    if queue.dirac_owner_group:
+        description["OwnerGroup"] = list(queue.dirac_owner_group)
     return description
 
 
@@ -171,54 +217,61 @@ class Worker:
 class DiracDemand:
     """Waiting jobs of DIRAC's task queues for the machinetypes that name this source."""
 
-    def __init__(self, name: str, values: Mapping[str, Any],
+    def __init__(self, name: str, options: DiracSection,
                  machinetypes: Mapping[str, Mapping[str, MachinetypeConfig]], worker: Worker | None = None) -> None:
         self.name = name
         self.machinetypes = machinetypes  # space -> machinetype name -> config
-        self.vo = values.get("vo")
-        self.poll_seconds = float(values.get("poll_seconds") or 0.0)
-        settings = {key: values.get(key) for key in SETTINGS}
-        self.worker = worker or Worker(values.get("python") or sys.executable, settings,
-                                       float(values.get("timeout_seconds") or 60), name)
+        self.vo = options.vo
+        self.poll_seconds = options.poll_seconds
+        settings = {setting: getattr(options, setting) for setting in SETTINGS}
+        self.worker = worker or Worker(options.python or sys.executable, settings, float(options.timeout_seconds),
+                                       name)
         self.latest: dict[tuple[str, str], tuple[float, Demand]] = {}
-        self.watch = Watch(name, self.poll_seconds, self._counts, "waiting jobs") if self.poll_seconds > 0 else None
+        self.watcher = Watch(name, self.poll_seconds, self._counts, "waiting jobs") if self.poll_seconds else None
 
     def _ask(self, spaces: list[str]) -> dict[tuple[str, str], Demand]:
         queues, vos, sizes = {}, {}, {}
         for space in spaces:
             for mt in self.machinetypes.get(space, {}).values():
-                key = f"{space}/{mt.name}"
-                vo = mt.values.get("dirac_vo") or self.vo
-                queues[key], vos[key], sizes[key] = ce_description(mt, vo), vo, mt.min_processors
+                where = f"{space}/{mt.name}"
+                vo = options_of(mt.source, DiracMachinetype).dirac_vo or self.vo
+                queues[where], vos[where], sizes[where] = ce_description(mt, vo), vo, mt.min_processors
         if not queues:
             return {}
         reply = self.worker.ask({"queues": queues, "vo": vos})
         found = {}
         now = time.monotonic()
-        for key, tqs in reply["queues"].items():
-            space, _, machinetype = key.partition("/")
-            found[(space, machinetype)] = demand_of(tqs, sizes[key])
+        for where, tqs in reply["queues"].items():
+            space, _, machinetype = where.partition("/")
+            found[(space, machinetype)] = demand_of(tqs, sizes[where])
             self.latest[(space, machinetype)] = (now, found[(space, machinetype)])
         return found
 
     def demand(self, space: str) -> dict[str, Demand]:
-        if self.poll_seconds > 0:
-            self.start()
+        if self.watcher is not None:
+            self.watcher.start()
             fresh = {mt: d for (s, mt), (at, d) in list(self.latest.items())
                      if s == space and time.monotonic() - at < self.poll_seconds}
             if fresh and set(fresh) == set(self.machinetypes.get(space, {})):
                 return fresh
         return {mt: d for (s, mt), d in self._ask([space]).items()}
 
-    def start(self) -> None:
-        """Start watching between cycles (with poll_seconds); idempotent."""
-        if self.watch is not None:
-            self.watch.start()
+    def watch(self, wake: Callable[[], None]) -> None:
+        """With poll_seconds: ask between cycles too (from the first demand on) and ``wake`` when jobs wait."""
+        if self.watcher is not None:
+            self.watcher.on_change = wake
 
     def _counts(self) -> dict[Hashable, int]:
         return {key: d.idle_jobs for key, d in self._ask(sorted(self.machinetypes)).items()}
 
     def close(self) -> None:
-        if self.watch is not None:
-            self.watch.stop(self.worker.timeout + 5)
+        if self.watcher is not None:
+            self.watcher.stop(self.worker.timeout + 5)
         self.worker.close()
+
+
+def make(config: DemandConfig, context: SourceContext) -> DiracDemand:
+    return DiracDemand(config.name, options_of(config.options, DiracSection), context.machinetypes)
+
+
+PLUGIN = DemandPlugin(make=make, section=DiracSection, machinetype=DiracMachinetype, check=_check)

@@ -24,15 +24,37 @@ import importlib
 import json
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from vcycle.clock import utc_now
+from vcycle.core.model import Demand, JobShape
+from vcycle.core.options import choice, integer, key, options_of, text, words
+from vcycle.core.sections import DemandConfig, MachinetypeConfig
+from vcycle.demand.base import DemandPlugin, SourceContext
 from vcycle.errors import DemandError
-from vcycle.model import Demand, JobShape
 
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from vcycle.config import MachinetypeConfig
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTCondorSection:
+    """The keys of a ``type = htcondor`` section."""
+
+    collector: str | None = key(text, None, "the pool's collector, HOST[:PORT]; default HTCondor's COLLECTOR_HOST")
+    schedds: tuple[str, ...] = key(words, (), "schedd names to ask; default every schedd the collector knows")
+    constraint: str | None = key(text, None, "a ClassAd expression every counted job must match")
+    min_idle_seconds: int = key(integer(0), 0, "jobs idle for less than this are not counted yet")
+    method: str = key(choice("auto", "bindings", "commands"), "auto",
+                      "the htcondor2 bindings, or condor_q and condor_status -json; auto = bindings if installed")
+    timeout_seconds: int = key(integer(1), 60, "how long one query may take")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTCondorMachinetype:
+    """The keys a ``type = htcondor`` source adds to the machinetypes naming it."""
+
+    htcondor_constraint: str | None = key(text, None,
+                                          "ClassAd expression selecting the HTCondor jobs this machinetype serves")
 
 IDLE = 1
 JOB_ATTRIBUTES = ("ClusterId", "ProcId", "JobStatus", "EnteredCurrentStatus", "RequestCpus", "RequestMemory",
@@ -230,18 +252,16 @@ class CommandPool:
         self.runner(["condor_off", *self._pool(), "-peaceful", "-name", host], self.timeout)
 
 
-def make_pool(values: Mapping[str, Any]) -> Pool:
+def make_pool(options: HTCondorSection) -> Pool:
     """The pool a demand section's ``method`` asks for (auto: the bindings when installed)."""
-    method = values.get("method") or "auto"
-    collector, schedds = values.get("collector"), values.get("schedds") or ()
-    if method in ("auto", "bindings"):
+    if options.method in ("auto", "bindings"):
         try:
-            return BindingsPool(collector, schedds)
+            return BindingsPool(options.collector, options.schedds)
         except ImportError:
-            if method == "bindings":
+            if options.method == "bindings":
                 raise DemandError("method = bindings, but the htcondor bindings are not installed "
                                   "(pip install vcycle[htcondor])") from None
-    return CommandPool(collector, schedds, float(values.get("timeout_seconds") or 60))
+    return CommandPool(options.collector, options.schedds, float(options.timeout_seconds))
 
 
 # --- the source ----------------------------------------------------------------------------
@@ -249,11 +269,11 @@ def make_pool(values: Mapping[str, Any]) -> Pool:
 class HTCondorDemand:
     """Idle jobs per machinetype, shaped, for every space whose machinetypes name this source."""
 
-    def __init__(self, name: str, values: Mapping[str, Any],
+    def __init__(self, name: str, options: HTCondorSection,
                  machinetypes: Mapping[str, Mapping[str, MachinetypeConfig]], pool: Pool,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.name = name
-        self.values = values
+        self.options = options
         self.machinetypes = machinetypes  # space -> machinetype name -> config
         self.pool = pool
         self.clock = clock
@@ -284,8 +304,17 @@ class HTCondorDemand:
         now = self.clock()
         result: dict[str, Demand] = {}
         for name, mt in sorted(self.machinetypes.get(space, {}).items()):
-            constraint = job_constraint(self.values.get("constraint"), mt.values.get("htcondor_constraint"), now,
-                                        int(self.values.get("min_idle_seconds") or 0))
+            mine = options_of(mt.source, HTCondorMachinetype)
+            constraint = job_constraint(self.options.constraint, mine.htcondor_constraint, now,
+                                        self.options.min_idle_seconds)
             jobs = self.pool.idle_jobs(constraint)
             result[name] = Demand(idle_jobs=len(jobs), shapes=shapes(jobs))
         return result
+
+
+def make(config: DemandConfig, context: SourceContext) -> HTCondorDemand:
+    options = options_of(config.options, HTCondorSection)
+    return HTCondorDemand(config.name, options, context.machinetypes, make_pool(options), context.clock)
+
+
+PLUGIN = DemandPlugin(make=make, section=HTCondorSection, machinetype=HTCondorMachinetype)

@@ -8,13 +8,13 @@ another writer got there first, so nothing is ever overwritten blindly.
 
     Store.open(url)          -> Store (migrated)
     store.load(space)        -> SpaceState(version, records, backoffs, draining)
-    store.write(space, version, records, history, backoffs) -> new version
+    store.write(space, version, records, history, backoffs, steps) -> new version
 
 This package is the only place that speaks SQL.
 """
 
 from __future__ import annotations
 
-from vcycle.store.sql import SpaceState, Store
+from vcycle.store.sql import SpaceState, Step, Store
 
-__all__ = ["SpaceState", "Store"]
+__all__ = ["SpaceState", "Step", "Store"]

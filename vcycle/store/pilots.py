@@ -18,18 +18,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
-from vcycle.model import PilotRequest
-from vcycle.states import MachineState
+from vcycle.core.model import PilotRequest
+from vcycle.core.states import STARTING_STATES, WORKING_STATES, MachineState
 from vcycle.store import schema
-from vcycle.store.sql import Store
+from vcycle.store.sql import Step, Store
 
 P = schema.pilot_requests
 M = schema.machines
 PENDING, CLAIMED, CANCELLED, EXPIRED = "pending", "claimed", "cancelled", "expired"
-BOOTING = (MachineState.REQUESTED.value, MachineState.STARTING.value)
-WORKING = (MachineState.RUNNING.value, MachineState.DRAINING.value)
+BOOTING = tuple(sorted(s.value for s in STARTING_STATES))
+WORKING = tuple(sorted(s.value for s in WORKING_STATES))
+_CLAIM = update(P).where(P.c.space == bindparam("in_space"), P.c.name == bindparam("pilot"),
+                         P.c.state == PENDING).values(state=CLAIMED, wrapper=None, reason="machine requested",
+                                                      changed_at=bindparam("now"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,17 @@ class PilotBook:
             done = c.execute(update(P).where(P.c.space == space, P.c.name.in_(wanted), P.c.state == PENDING)
                              .values(state=CANCELLED, reason=reason, wrapper=None, changed_at=now))
         return int(done.rowcount)
+
+    def claim(self, space: str, names: Sequence[str], now: datetime) -> Step:
+        """A step of a store write: these pilots leave the queue for the machines the write requests, their
+        wrappers (which carry proxies) dropped."""
+        rows = [{"in_space": space, "pilot": name, "now": now} for name in names]
+
+        def run(connection: Connection) -> None:
+            if rows:
+                connection.execute(_CLAIM, rows)
+
+        return run
 
     def expire(self, space: str, timeout_seconds: int, now: datetime) -> int:
         """Give up the pilots that waited longer than ``timeout_seconds`` for a machine; how many."""

@@ -59,6 +59,7 @@ machines = Table(
     Column("state", String(32), nullable=False),
     Column("state_since", UTCDateTime, nullable=False),
     Column("state_reason", Text, nullable=False),
+    Column("state_cause", Text, nullable=False, server_default=""),  # the state table's words for its last edge
     Column("processors", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("request_id", String(64), nullable=False),
@@ -92,6 +93,7 @@ history = Table(
     Column("state", String(32), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("reason", Text, nullable=False),
+    Column("cause", Text, nullable=False, server_default=""),  # the state table's words for the edge
     Index("ix_history_space_name", "space", "name"),
 )
 
@@ -132,7 +134,7 @@ pilot_requests = Table(
     Column("space", String(255), primary_key=True),
     Column("name", String(255), primary_key=True),  # the machine's name, chosen when the pilot was submitted
     Column("machinetype", String(255), nullable=False),
-    Column("stamp", String(32), nullable=False),  # DIRAC's pilot stamp (PilotAgentsDB.PilotStamp)
+    Column("stamp", String(32), nullable=False),  # the pilot factory's id of the pilot (DIRAC's PilotStamp)
     Column("ce", String(255), nullable=False),
     Column("queue", String(255), nullable=False),
     Column("state", String(16), nullable=False),  # pending, claimed, cancelled, expired

@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from vcycle.core.model import Backoff, CycleReport, Heartbeat, MachineRecord, StatusChange
+from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
-from vcycle.model import Backoff, CycleReport, Heartbeat, MachineRecord, StatusChange
-from vcycle.states import MachineState
 from vcycle.store import schema
 
 # Statements run every cycle, built once (building them costs more than running them).
@@ -32,15 +32,14 @@ _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
                                     schema.spaces.c.version == bindparam("expected"))
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
 _ADD_HISTORY = insert(schema.history)
-_CLAIM = update(schema.pilot_requests).where(
-    schema.pilot_requests.c.space == bindparam("in_space"), schema.pilot_requests.c.name == bindparam("pilot"),
-    schema.pilot_requests.c.state == "pending",
-).values(state="claimed", wrapper=None, reason="machine requested", changed_at=bindparam("now"))
 _BEATS_OF = select(schema.heartbeats).where(schema.heartbeats.c.space == _SPACE)
 _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("since", type_=schema.UTCDateTime))
 
 # Heartbeats written by other processes with clocks this far behind are still read.
 HEARTBEAT_SKEW = timedelta(seconds=30)
+
+# More work for the transaction of a write, handed in by whoever knows it (a named-machine source's claims).
+Step = Callable[[Connection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +140,10 @@ def _merge_heartbeats(connection: Connection) -> Any:
 
 
 def _row(space: str, record: MachineRecord) -> dict[str, Any]:
-    last = record.history[-1] if record.history else StatusChange(record.state, record.created_at, "")
+    last = record.last or StatusChange(record.state, record.created_at, "")
     return {
         "space": space, "name": record.name, "machinetype": record.machinetype, "state": record.state.value,
-        "state_since": last.at, "state_reason": last.reason, "processors": record.processors,
+        "state_since": last.at, "state_reason": last.reason, "state_cause": last.cause, "processors": record.processors,
         "created_at": record.created_at, "request_id": record.request_id, "manager": record.manager,
         "cloud_id": record.cloud_id, "zone": record.zone, "flavor": record.flavor, "hs06": record.hs06,
         "started_at": record.started_at, "stopped_at": record.stopped_at, "shutdown_at": record.shutdown_at,
@@ -166,7 +165,7 @@ def _record(row: Any) -> MachineRecord:
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
         delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
         registered_at=row.registered_at, idle_since=row.idle_since,
-        history=(StatusChange(state, row.state_since, row.state_reason),),
+        last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
     )
 
 
@@ -218,13 +217,12 @@ class Store:
 
     def write(self, space: str, version: int, records: Iterable[MachineRecord] = (),
               history: Iterable[tuple[str, StatusChange]] = (), backoffs: Mapping[str, Backoff] | None = None,
-              draining: frozenset[str] | None = None, claimed: Iterable[str] = ()) -> int:
+              draining: frozenset[str] | None = None, steps: Sequence[Step] = ()) -> int:
         """Commit changes read at ``version`` atomically; the new version. Raises StaleState.
 
-        ``claimed`` names pilot requests whose machines these records request: they leave the queue, and
-        their wrappers (which carry proxies) are dropped, in the same transaction."""
+        ``steps`` run in the same transaction (a source's claim of the requests these records fulfil), so
+        that the changes and the steps are kept together or not at all."""
         records = list(records)
-        claimed = list(claimed)
         with self._begin(write=True) as c:
             self._ensure_space(c, space)
             values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC)}
@@ -233,14 +231,15 @@ class Store:
             done = c.execute(_BUMP.values(**values) if draining is not None else _BUMP_VERSION,
                              {"space": space, "expected": version, **({} if draining is not None else values)})
             if done.rowcount != 1:
+                self._known_spaces.discard(space)  # its row may have been made in this very transaction
                 raise StaleState(f"space {space}: another writer committed after version {version}")
             _upsert(c, schema.machines, [_row(space, r) for r in records], ("space", "name"))
-            entries = [{"space": space, "name": n, "state": h.state.value, "at": h.at, "reason": h.reason}
-                       for n, h in history]
+            entries = [{"space": space, "name": n, "state": h.state.value, "at": h.at, "reason": h.reason,
+                        "cause": h.cause} for n, h in history]
             if entries:
                 c.execute(_ADD_HISTORY, entries)
-            if claimed:
-                c.execute(_CLAIM, [{"in_space": space, "pilot": name, "now": values["updated_at"]} for name in claimed])
+            for step in steps:
+                step(c)
             if backoffs:
                 _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
                                               "last_abort_at": b.last_abort_at, "reason": b.reason}
@@ -365,7 +364,7 @@ class Store:
             rows = c.execute(select(schema.history).where(schema.history.c.space == space,
                                                           schema.history.c.name == name)
                              .order_by(schema.history.c.id)).all()
-        return [StatusChange(MachineState(r.state), r.at, r.reason) for r in rows]
+        return [StatusChange(MachineState(r.state), r.at, r.reason, r.cause) for r in rows]
 
     def purge(self, space: str, before: datetime) -> int:
         """Forget machines GONE before ``before``, their history, heartbeats and pilot requests; how many."""

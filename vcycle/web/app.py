@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,9 +24,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vcycle.clock import utc_now
-from vcycle.config import Config
-from vcycle.errors import StoreError
-from vcycle.model import CreateOrder, MachineRecord
+from vcycle.core import identity
+from vcycle.core.model import MachineRecord
+from vcycle.core.options import default_of
+from vcycle.core.sections import Config, SpaceConfig
+from vcycle.errors import JoboutputsError, Refused, StoreError
 from vcycle.store import Store
 from vcycle.userdata.render import render_user_data
 from vcycle.userdata.sources import Fetcher
@@ -34,8 +36,8 @@ from vcycle.web import machine_routes as m
 from vcycle.web import operator_routes as o
 from vcycle.web.beats import HeartbeatBuffer
 from vcycle.web.directory import Directory
-from vcycle.web.endpoint import Endpoint, Refused, UserDataRenderer, is_loopback
-from vcycle.web.joboutputs import Joboutputs, JoboutputsError
+from vcycle.web.endpoint import Endpoint, UserDataRenderer, is_loopback
+from vcycle.web.joboutputs import Joboutputs
 from vcycle.web.limits import RateLimiter
 from vcycle.web.metrics import Metrics
 from vcycle.web.openapi import document
@@ -51,9 +53,7 @@ def user_data_renderer(fetcher: Fetcher | None = None) -> UserDataRenderer:
     def render(config: Config, record: MachineRecord, token: str | None) -> bytes:
         space = config.spaces[record.space]
         mt = space.machinetypes[record.machinetype]
-        shutdown = record.shutdown_at or record.created_at + timedelta(seconds=mt.max_wallclock_seconds)
-        order = CreateOrder(record.space, record.machinetype, record.processors, record.flavor, shutdown, record.hs06,
-                            "fetched by the machine")
+        order = identity.order_for(record, mt, "fetched by the machine")
         data: bytes = render_user_data(space, mt, record.name, order, record.request_id, token,
                                        manager=config.settings.manager_name, fetcher=fetcher)
         return data
@@ -100,7 +100,8 @@ class Upkeep:
             spaces = endpoint.config.spaces
             removed = endpoint.joboutputs.cleanup(
                 endpoint.directory.live(),
-                lambda space: 3600.0 * (spaces[space].cleanup_hours if space in spaces else 72), now)
+                lambda space: 3600.0 * (spaces[space].cleanup_hours if space in spaces
+                                        else default_of(SpaceConfig, "cleanup_hours")), now)
             if removed:
                 log.info("endpoint: removed the joboutputs of %d machine(s) gone for longer than cleanup_hours",
                          removed)

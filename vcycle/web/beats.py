@@ -15,10 +15,10 @@ import dataclasses
 import logging
 import threading
 
-from vcycle.errors import StoreError
-from vcycle.model import Heartbeat
+from vcycle.core.model import Heartbeat
+from vcycle.errors import JoboutputsError, StoreError
 from vcycle.store import Store
-from vcycle.web.joboutputs import Joboutputs, JoboutputsError
+from vcycle.web.joboutputs import Joboutputs
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from vcycle.core.model import MachineRecord
+from vcycle.core.states import MachineState
 from vcycle.errors import StoreError
-from vcycle.model import MachineRecord
-from vcycle.states import MachineState
 from vcycle.store import Store
 
 log = logging.getLogger(__name__)

@@ -15,15 +15,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from starlette.requests import Request
 
-from vcycle.config import Config, MachinetypeConfig
-from vcycle.executor import hash_token
-from vcycle.model import MachineRecord
+from vcycle.core.identity import hash_token
+from vcycle.core.model import MachineRecord
+from vcycle.core.sections import Config, MachinetypeConfig
+from vcycle.errors import Refused
 from vcycle.store import Store
 from vcycle.web import dn
 from vcycle.web.beats import HeartbeatBuffer
@@ -34,16 +35,6 @@ from vcycle.web.metrics import Metrics
 
 # (space, machinetype, machine record, token or None) -> the machine's user-data
 UserDataRenderer = Callable[[Config, MachineRecord, "str | None"], bytes]
-
-
-class Refused(Exception):
-    """A request answered with a 4xx (or 503/507) status and a reason."""
-
-    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = dict(headers or {})
 
 
 @dataclass

@@ -16,18 +16,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Collection
 
-from vcycle.errors import VcycleError
+from vcycle.errors import JoboutputsError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # a space or machine name in a path
-
-
-class JoboutputsError(VcycleError):
-    """An upload that cannot be kept; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def check_name(name: str) -> str:

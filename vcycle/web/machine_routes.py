@@ -17,13 +17,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
-from vcycle.errors import RenderError, StoreError
-from vcycle.model import Heartbeat, MachineRecord
-from vcycle.states import MachineState
-from vcycle.web.endpoint import Endpoint, Refused, authenticate_machine, rate_limit
+from vcycle.core import identity
+from vcycle.core.model import Heartbeat, MachineRecord
+from vcycle.core.states import MachineState
+from vcycle.errors import Refused, RenderError, StoreError
+from vcycle.store.pilots import PilotBook
+from vcycle.web.endpoint import Endpoint, authenticate_machine, rate_limit
 from vcycle.web.joboutputs import check_name
 
-KINDS = ("machinefeatures", "jobfeatures", "joboutputs")
+KINDS = identity.FEATURES  # the directories a machine's URLs name (identity.machine_urls)
 BODY_SECONDS = 30.0  # a client slower than this with its body is cut off
 HEARTBEAT_BODY_BYTES = 4096
 SHUTDOWN_MESSAGE = "shutdown_message"
@@ -181,10 +183,10 @@ async def api_user_data(request: Request) -> Response:
     rate_limit(endpoint, record)
     if endpoint.render is None or endpoint.machinetype(record) is None:
         raise Refused(404, f"no user-data for {record.name}: its machinetype is not configured here")
-    mt = endpoint.machinetype(record)
-    if mt is not None and endpoint.config.takes_pilots(mt):
-        raise Refused(410, f"no user-data for {record.name}: it ran the pilot wrapper DIRAC's SiteDirector "
-                           "submitted, which was handed to the cloud once and not kept")
+    ran = await run_in_threadpool(PilotBook(endpoint.store).states, record.space, [record.name])
+    if record.name in ran:
+        raise Refused(410, f"no user-data for {record.name}: it ran the pilot wrapper a pilot factory (DIRAC's "
+                           "SiteDirector) handed in, which was given to the cloud once and not kept")
     token = request.headers["authorization"].partition(" ")[2].strip() if how == "token" else None
     try:
         data = await run_in_threadpool(endpoint.render, endpoint.config, record, token)

@@ -10,7 +10,6 @@ does. A report is counted once: by its space and finish time.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -20,39 +19,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from vcycle.calls import OPERATIONS
-from vcycle.states import MachineState
+from vcycle.core.model import API_OPERATIONS
+from vcycle.core.states import MachineState
 from vcycle.web.directory import Directory
 
-# Error texts of the cycle reports -> a small set of reasons (labels must stay few).
-_ERROR_REASONS = (
-    (re.compile(r"create refused \((\w+)\)"), "create_refused_{0}"),
-    (re.compile(r"create not confirmed"), "create_not_confirmed"),
-    (re.compile(r"create failed unexpectedly"), "create_bug"),
-    (re.compile(r"delete failed unexpectedly"), "delete_bug"),
-    (re.compile(r"delete failed"), "delete_failed"),
-    (re.compile(r"user-data not rendered"), "user_data"),
-    (re.compile(r"outcomes not recorded"), "store"),
-    (re.compile(r"connector unavailable"), "connector_unavailable"),
-    (re.compile(r"skipped: unexpected error"), "space_bug"),
-    (re.compile(r"skipped"), "space_skipped"),
-)
-_WORDS = re.compile(r"[a-z][a-z_ ]*")
 
-
-def error_reason(text: str) -> str:
-    for pattern, label in _ERROR_REASONS:
-        found = pattern.search(text)
-        if found:
-            return label.format(*found.groups())
-    return "other"
-
-
-def delete_reason(text: str) -> str:
-    """The leading words of a delete decision's reason (its numbers and names left out)."""
-    found = _WORDS.match(text.lower())
-    words = found.group(0).strip() if found else ""
-    return re.sub(r"\s+", "_", words)[:40] or "other"
+def error_kind(error: Any) -> str:
+    """A report error's kind (reports kept before errors had kinds: 'other')."""
+    return str(error.get("kind", "other")) if isinstance(error, Mapping) else "other"
 
 
 class _Machines(Collector):
@@ -98,9 +72,9 @@ class Metrics:
         self.creates = Counter("vcycle_creates", "Machines created", ["space"], registry=r)
         self.create_decisions = Counter("vcycle_create_decisions", "Creates decided by the planner",
                                         ["space", "machinetype"], registry=r)
-        self.deletes = Counter("vcycle_deletes", "Deletes decided by the planner, by reason",
+        self.deletes = Counter("vcycle_deletes", "Deletes decided by the planner, by the rule that decided them",
                                ["space", "machinetype", "reason"], registry=r)
-        self.errors = Counter("vcycle_errors", "Errors in cycles, by reason", ["space", "reason"], registry=r)
+        self.errors = Counter("vcycle_errors", "Errors in cycles, by kind", ["space", "reason"], registry=r)
         self.cycle_seconds = Histogram("vcycle_cycle_duration_seconds", "Wall time of one space's cycle",
                                        ["space"], registry=r,
                                        buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
@@ -133,12 +107,12 @@ class Metrics:
             if decision["action"] == "create":
                 self.create_decisions.labels(space, decision["machinetype"]).inc()
             elif decision["action"] == "delete":
-                self.deletes.labels(space, decision["machinetype"], delete_reason(decision["reason"])).inc()
+                self.deletes.labels(space, decision["machinetype"], decision.get("rule") or "other").inc()
         for error in report.get("errors", []):
-            self.errors.labels(space, error_reason(error)).inc()
+            self.errors.labels(space, error_kind(error)).inc()
         if "total_s" in timings:
             self.cycle_seconds.labels(space).observe(timings["total_s"])
-        for operation in OPERATIONS:
+        for operation in API_OPERATIONS:
             calls = counts.get(f"api_{operation}_calls")
             if calls:
                 self.api_calls.labels(api, operation).inc(calls)

@@ -148,10 +148,11 @@ def _schemas() -> dict[str, Any]:
             "machines": {"type": "array", "items": {"$ref": "#/components/schemas/Machine"}}}},
         "History": {"type": "object", "required": ["space", "machine", "history"], "properties": {
             "space": {"type": "string"}, "machine": {"type": "string"},
-            "history": {"type": "array", "items": {"type": "object", "required": ["state", "at", "reason"],
+            "history": {"type": "array", "items": {"type": "object", "required": ["state", "at", "reason", "cause"],
                                                    "properties": {"state": {"type": "string"},
                                                                   "at": {"type": "string"},
-                                                                  "reason": {"type": "string"}}}}}},
+                                                                  "reason": {"type": "string"},
+                                                                  "cause": {"type": "string"}}}}}},
         "Spaces": {"type": "object", "required": ["spaces"], "properties": {
             "spaces": {"type": "array", "items": {"type": "object", "required": ["name"]}}}},
         "Status": {"type": "object", "required": ["manager", "time", "spaces"], "properties": {

@@ -8,11 +8,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from vcycle import status as status_module
-from vcycle.errors import StoreError
-from vcycle.model import MachineRecord
-from vcycle.states import MachineState
-from vcycle.web.endpoint import Endpoint, Refused, authenticate_operator
+from vcycle.core.model import MachineRecord
+from vcycle.core.states import MachineState
+from vcycle.errors import Refused, StoreError
+from vcycle.store import status as status_module
+from vcycle.web.endpoint import Endpoint, authenticate_operator
 from vcycle.web.machine_routes import endpoint_of
 
 STATES = sorted(s.value for s in MachineState)
@@ -32,7 +32,7 @@ def machine_view(record: MachineRecord) -> dict[str, Any]:
     """One machine as the API shows it (nothing secret: no token hash)."""
     return {
         "space": record.space, "name": record.name, "machinetype": record.machinetype, "state": record.state.value,
-        "state_since": _iso(record.state_since), "reason": record.history[-1].reason if record.history else "",
+        "state_since": _iso(record.state_since), "reason": record.reason,
         "processors": record.processors, "created_at": _iso(record.created_at), "started_at": _iso(record.started_at),
         "stopped_at": _iso(record.stopped_at), "shutdown_at": _iso(record.shutdown_at),
         "heartbeat_at": _iso(record.heartbeat_at), "shutdown_code": record.shutdown_code,
@@ -85,8 +85,8 @@ async def api_history(request: Request) -> Response:
     if not history:
         raise Refused(404, f"no machine {space}/{name}")
     return JSONResponse({"space": space, "machine": name,
-                         "history": [{"state": h.state.value, "at": h.at.isoformat(), "reason": h.reason}
-                                     for h in history]})
+                         "history": [{"state": h.state.value, "at": h.at.isoformat(), "reason": h.reason,
+                                      "cause": h.cause} for h in history]})
 
 
 async def metrics(request: Request) -> Response:

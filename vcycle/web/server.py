@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from vcycle.config import Config, Settings
+from vcycle.core.sections import Config, Settings
 from vcycle.errors import ConfigError, ConfigProblem
 from vcycle.web import dn
 

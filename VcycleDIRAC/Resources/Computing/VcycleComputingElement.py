@@ -17,7 +17,7 @@ The queue's parameters in DIRAC's configuration map it to vcycle::
 references (``vcycle://SPACE/MACHINE``) and stamps; vcycle's cycle creates
 the machines under its limits, shares and backoff, each booting with the
 wrapper the SiteDirector handed over. ``getJobStatus``, ``killJob``,
-``getCEStatus`` and ``cleanupPilots`` answer from the store (vcycle.pilots),
+``getCEStatus`` and ``cleanupPilots`` answer from the store (vcycle.demand.sitedirector),
 so they hold across restarts of the SiteDirector and of vcycle. The CE never
 calls a cloud.
 """
@@ -27,8 +27,23 @@ from __future__ import annotations
 from DIRAC import S_ERROR, S_OK
 from DIRAC.Resources.Computing.ComputingElement import ComputingElement
 
-from vcycle.errors import VcycleError
-from vcycle.pilots import Director
+from vcycle.config import load_config
+from vcycle.demand.sitedirector import Director
+from vcycle.errors import ConfigError, DirectorError, VcycleError
+from vcycle.store import Store
+
+
+def open_director(config_paths, space, machinetype, **where):
+    """The Director of a queue: vcycle's configuration (default: vcycle's own locations) and its store."""
+    try:
+        config = load_config(list(config_paths) if config_paths else None)
+    except ConfigError as exc:
+        raise DirectorError("vcycle's configuration is invalid: " + "; ".join(map(str, exc.problems))) from exc
+    try:
+        store = Store.open(config.settings.state_url)
+    except VcycleError as exc:
+        raise DirectorError(f"vcycle's state store: {exc}") from exc
+    return Director(config, store, space, machinetype, **where)
 
 
 class VcycleComputingElement(ComputingElement):
@@ -40,7 +55,7 @@ class VcycleComputingElement(ComputingElement):
         self._mapping = None
 
     def _getDirector(self):
-        """S_OK(the vcycle.pilots.Director of this queue) or S_ERROR naming what is wrong."""
+        """S_OK(the vcycle.demand.sitedirector.Director of this queue) or S_ERROR naming what is wrong."""
         params = self.ceParameters
         mapping = (str(params.get("VcycleConfig", "")), str(params.get("VcycleSpace", "")),
                    str(params.get("VcycleMachinetype", "")))
@@ -51,7 +66,7 @@ class VcycleComputingElement(ComputingElement):
             return S_ERROR(f"CE {self.ceName}: the queue needs VcycleSpace and VcycleMachinetype")
         paths = [p.strip() for p in config.split(",") if p.strip()]
         try:
-            self._director = Director.open(paths, space, machinetype, ce=str(params.get("GridCE", self.ceName)),
+            self._director = open_director(paths, space, machinetype, ce=str(params.get("GridCE", self.ceName)),
                                            queue=str(params.get("Queue", "")))
         except VcycleError as exc:
             return S_ERROR(f"CE {self.ceName}: {exc}")

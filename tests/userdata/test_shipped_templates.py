@@ -1,0 +1,177 @@
+"""The templates shipped in vcycle.userdata: golden files, cloud-init's own schema validator, bash -n and
+shellcheck, and the container entrypoint run for real against a local HTTPS endpoint.
+
+cloud-init and shellcheck are Debian's packages (`make test` installs them where it can); without them
+these tests skip and say why, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+from test_render import render, site
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+OPTIONS = {
+    "pilot-container": "user_data_option_pilot_command = echo 'working'; sleep 1",
+    "htcondor-startd": "user_data_option_condor_host = cm.example.org\nuser_data_option_pool_token = eyJ.x.y",
+    "cernvm-dirac-pilot": "user_data_option_dirac_vo = belle\nuser_data_option_dirac_setup = Belle-KEK",
+}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        reason = f"{name} is not installed (Debian package {name}; `make test` installs it as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI=true: these tests must run)")
+        pytest.skip(reason)
+    return found
+
+
+def scripts_of(text: str) -> list[str]:
+    """The shell scripts in a rendered template: itself, or the scripts its cloud-config writes."""
+    if text.startswith("#!"):
+        return [text]
+    document = yaml.safe_load(text)
+    return [f["content"] for f in document.get("write_files", []) if f["content"].startswith("#!")]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_shipped_template_matches_its_golden_file(tmp_path: Path, name: str) -> None:
+    text = render(site(tmp_path, name, OPTIONS[name]), token="tok")
+    assert text == (GOLDEN / f"shipped-{name}.expected").read_text()
+
+
+@pytest.mark.parametrize("name", ["htcondor-startd", "cernvm-dirac-pilot"])
+def test_cloud_config_passes_the_cloud_init_schema(tmp_path: Path, name: str) -> None:
+    validator = tool("cloud-init")
+    path = tmp_path / "user-data"
+    path.write_text(render(site(tmp_path, name, OPTIONS[name]), token="tok"))
+    done = subprocess.run([validator, "schema", "--config-file", str(path)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0 and "Valid cloud-config" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_shell_parts_pass_bash_and_shellcheck(tmp_path: Path, name: str) -> None:
+    checker = tool("shellcheck")
+    scripts = scripts_of(render(site(tmp_path, name, OPTIONS[name]), token="tok"))
+    assert scripts
+    for index, script in enumerate(scripts):
+        path = tmp_path / f"script-{index}.sh"
+        path.write_text(script)
+        assert subprocess.run(["bash", "-n", str(path)], capture_output=True, check=False).returncode == 0
+        done = subprocess.run([checker, str(path)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout
+
+
+def test_a_sitedirector_pilot_boots_its_wrapper_in_a_valid_cloud_config(tmp_path: Path) -> None:
+    """The cernvm-dirac-pilot template with a pilot DIRAC's SiteDirector submitted through the Vcycle CE."""
+    import base64
+    import dataclasses
+
+    from test_render import SHUTDOWN
+
+    from vcycle.core.model import CreateOrder, PilotRequest
+    from vcycle.userdata.render import render_user_data
+
+    config = site(tmp_path, "cernvm-dirac-pilot", OPTIONS["cernvm-dirac-pilot"])
+    space = config.spaces["sp.example.org"]
+    wrapper = "#!/bin/bash\n/usr/bin/env python3 << EOF\nprint('pilot')\nEOF\n"
+    pilot = PilotRequest("vcycle-mt-golden0001", space.name, "mt", "0123456789abcdef0123456789abcdef", SHUTDOWN,
+                         wrapper)
+    order = dataclasses.replace(CreateOrder(space.name, "mt", 4, None, SHUTDOWN, None, "test"), pilot=pilot)
+    assert wrapper not in repr(order)  # the wrapper carries a proxy: never in a log line
+    text = render_user_data(space, space.machinetypes["mt"], pilot.name, order, "req", "tok",
+                            manager="factory.example.org").decode()
+    document = yaml.safe_load(text)
+    files = {f["path"]: f for f in document["write_files"]}
+    assert base64.b64decode(files["/usr/local/sbin/vcycle-dirac-pilot-wrapper"]["content"]).decode() == wrapper
+    script = files["/usr/local/sbin/vcycle-dirac-pilot"]["content"]
+    assert "DIRAC_PILOT_STAMP=0123456789abcdef0123456789abcdef /usr/local/sbin/vcycle-dirac-pilot-wrapper" in script
+    assert "dirac-pilot.py" not in script  # the wrapper fetches and runs the pilot itself
+    path = tmp_path / "user-data"
+    path.write_text(text)
+    done = subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and "Valid cloud-config" in done.stdout, done.stdout + done.stderr
+    # a site's own old-style template gets them too
+    own = tmp_path / "spaces" / "sp.example.org" / "machinetypes" / "mt" / "files" / "own"
+    own.write_text("#!/bin/sh\necho ##user_data_pilot_wrapper_base64## | base64 -d > w\n"
+                   "DIRAC_PILOT_STAMP=##user_data_pilot_stamp## sh w\n")
+    mt = site(tmp_path, "own").spaces["sp.example.org"].machinetypes["mt"]
+    old_style = render_user_data(space, mt, pilot.name, order, "req", "tok", manager="m").decode()
+    assert old_style == (f"#!/bin/sh\necho {base64.b64encode(wrapper.encode()).decode()} | base64 -d > w\n"
+                         f"DIRAC_PILOT_STAMP={pilot.stamp} sh w\n")
+    (tmp_path / "script.sh").write_text(script)
+    checked = subprocess.run([tool("shellcheck"), str(tmp_path / "script.sh")], capture_output=True, text=True,
+                             check=False)
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_the_schema_validator_rejects_a_broken_cloud_config(tmp_path: Path) -> None:
+    validator = tool("cloud-init")
+    path = tmp_path / "bad"
+    path.write_text("#cloud-config\nruncmd: 3\n")
+    assert subprocess.run([validator, "schema", "--config-file", str(path)], capture_output=True,
+                          check=False).returncode != 0
+
+
+class _Joboutputs(BaseHTTPRequestHandler):
+    received: ClassVar[dict[str, bytes]] = {}
+    authorization: ClassVar[set[str]] = set()
+
+    def do_PUT(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.received[self.path.rsplit("/", 1)[-1]] = self.rfile.read(length)
+        self.authorization.add(self.headers.get("Authorization", ""))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def https_endpoint(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                    str(cert)], check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Joboutputs)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    _Joboutputs.received, _Joboutputs.authorization = {}, set()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"port": server.server_address[1], "ca": str(cert)}
+    server.shutdown()
+
+
+def test_container_entrypoint_runs_and_reports_over_https(tmp_path: Path, https_endpoint: dict[str, Any]) -> None:
+    tool("curl")
+    text = render(site(tmp_path, "pilot-container", OPTIONS["pilot-container"]), token="s3cret")
+    text = text.replace("https://vcycle.example.org:8443", f"https://127.0.0.1:{https_endpoint['port']}")
+    entrypoint = tmp_path / "entrypoint"
+    entrypoint.write_text(text)
+    env = {**os.environ, "CURL_CA_BUNDLE": https_endpoint["ca"]}
+    done = subprocess.run(["bash", str(entrypoint)], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    received = _Joboutputs.received
+    assert received["shutdown_message"] == b"200 Success\n"
+    assert b"working" in received["pilot.log"]
+    assert "vm-heartbeat" in received
+    assert _Joboutputs.authorization == {"Bearer s3cret"}

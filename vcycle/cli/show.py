@@ -1,0 +1,130 @@
+"""What the command line prints: the effective configuration (secrets masked) and the status as tables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from vcycle.config.load import secret_keys
+from vcycle.core.options import values_of
+from vcycle.core.sections import Config
+
+MASK = "********"
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@\s]+(@)")
+
+
+def mask_url(value: str) -> str:
+    """A URL with any embedded password replaced by the mask."""
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(2), value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return f"{int(value.timestamp())}  # {value.isoformat()}"
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return f"{value[0]}:{value[1]}"  # one HOST:PORT
+    if isinstance(value, tuple):
+        return " ".join(":".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value)
+    if isinstance(value, Mapping):
+        return " ".join(f"{k}:{v}" for k, v in value.items())
+    return mask_url(str(value))
+
+
+def _section(out: TextIO, title: str, values: Mapping[str, Any], secrets: Iterable[str] = ()) -> None:
+    hidden = set(secrets)
+    out.write(f"\n[{title}]\n")
+    for key in sorted(values):
+        value = values[key]
+        if value is None or value == () or value == {}:
+            continue
+        out.write(f"{key} = {MASK if key in hidden else _show(value)}\n")
+
+
+def error_text(error: Any) -> str:
+    """One error of a saved cycle report as a line (reports saved before errors had kinds hold plain text)."""
+    if not isinstance(error, Mapping):
+        return str(error)
+    where = " ".join(f"{k}={error[k]}" for k in ("machinetype", "machine") if error.get(k))
+    return f"{where}: {error['message']}" if where else str(error["message"])
+
+
+def _keys(*sections: object) -> tuple[dict[str, Any], set[str]]:
+    """The keys of section objects (the core's and a plugin's), and which of them are secret."""
+    values: dict[str, Any] = {}
+    hidden: set[str] = set()
+    for options in sections:
+        if options is not None:
+            values.update(values_of(options))
+            hidden |= secret_keys(options)
+    return values, hidden
+
+
+def describe(config: Config, out: TextIO) -> None:
+    """The effective configuration as INI text, with every secret masked."""
+    machinetypes = sum(len(s.machinetypes) for s in config.spaces.values())
+    out.write(f"# {len(config.files)} file(s): {', '.join(config.files)}\n")
+    out.write(f"# {len(config.spaces)} space(s), {machinetypes} machinetype(s), "
+              f"{len(config.demands)} demand source(s)\n")
+    _section(out, "settings", *_keys(config.settings))
+    for demand in config.demands.values():
+        _section(out, f"demand {demand.name}", *_keys(demand, demand.options))
+    for space in config.spaces.values():
+        _section(out, f"space {space.name}", *_keys(space, space.connector))
+        for mt in space.machinetypes.values():
+            values, hidden = _keys(mt, mt.connector, mt.source)
+            values.update({**mt.user_data_options, **mt.user_data_files})
+            _section(out, f"machinetype {space.name} {mt.name}", values, hidden)
+
+
+def show(status: dict[str, Any], console: Console) -> None:
+    """Print ``status`` as tables."""
+    console.print(f"vcycle manager {status['manager']} at {status['time']}", soft_wrap=True, markup=False)
+    for name, space in status["spaces"].items():
+        limit = space["processors_limit"] if space["processors_limit"] is not None else "quota"
+        title = f"space {name} ({space['api'] or 'not configured'}): {space['processors_held']}/{limit} processors"
+        if space["draining"]:
+            title += f", draining {' '.join(space['draining'])}"
+        console.print(title, soft_wrap=True, markup=False)
+        table = Table()
+        states = sorted({s for counts in space["machinetypes"].values() for s in counts})
+        table.add_column("machinetype")
+        for state in states:
+            table.add_column(state, justify="right")
+        for mt, counts in space["machinetypes"].items():
+            table.add_row(mt, *(str(counts.get(s, 0)) for s in states))
+        console.print(table)
+        for mt, waiting in space.get("pilots_waiting", {}).items():
+            console.print(f"  {mt}: {waiting} pilot(s) from DIRAC's SiteDirector waiting for machines",
+                          soft_wrap=True, markup=False)
+        for backoff in space["backoffs"]:
+            console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",
+                          soft_wrap=True, markup=False)
+        _show_cycle(space["last_cycle"], console)
+
+
+def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:
+    if report is None:
+        console.print("  no cycle yet")
+        return
+    verdict = "ok" if report["ok"] else "with errors"
+    console.print(f"  last cycle {report['finished_at']} {verdict}: {report['counts'].get('creates', 0)} created, "
+                  f"{report['counts'].get('deletes', 0)} deleted", soft_wrap=True, markup=False)
+    seen = set()
+    for decision in report["decisions"]:
+        key = (decision["action"], decision["machinetype"], decision["reason"])
+        if decision["action"] == "create" or key in seen:
+            continue
+        seen.add(key)
+        who = decision["machine"] or decision["machinetype"] or "space"
+        console.print(f"    {decision['action']} {who}: {decision['reason']}", markup=False, soft_wrap=True)
+    for error in report["errors"]:
+        console.print(f"    error: {error_text(error)}", markup=False, style="red", soft_wrap=True)
+    for warning in report.get("warnings", ()):  # reports saved before warnings existed have none
+        console.print(f"    warning: {warning}", markup=False, style="yellow", soft_wrap=True)

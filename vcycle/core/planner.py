@@ -1,0 +1,332 @@
+"""The planner: from a snapshot of a space, its demand and the rules, a Plan.
+
+The active half of a cycle. Deletes what must go (stopped or failed
+machines, wallclock and shutdown time, stale heartbeats, machines that never
+started, deletes to retry) and creates what the shares, limits, backoff and
+demand allow, lowest hs06-weighted count per share first, ties broken by
+name. Every create, delete and refusal carries a Decision whose reason names
+the numbers.
+
+Pure: no clock, no I/O, no randomness; ``plan(x) == plan(x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from vcycle.core import identity, retire, rules, timeouts
+from vcycle.core.model import (
+    Action,
+    CreateOrder,
+    Decision,
+    DeleteOrder,
+    Demand,
+    DrainOrder,
+    MachineRecord,
+    Plan,
+    SpaceSnapshot,
+)
+from vcycle.core.sections import Config, MachinetypeConfig, Settings, SpaceConfig
+from vcycle.core.states import HOLDS_PROCESSORS, LISTED_ALIVE_STATES, STARTING_STATES, TO_DELETE_STATES, MachineState
+
+S = MachineState
+
+
+class _Tally:
+    """Running counts for one machinetype while planning."""
+
+    __slots__ = ("not_passed_fizzle", "processors", "starting_machines", "starting_processors", "weighted")
+
+    def __init__(self) -> None:
+        self.processors = 0
+        self.starting_processors = 0
+        self.starting_machines = 0
+        self.weighted = 0.0
+        self.not_passed_fizzle = 0
+
+
+def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, now: datetime) -> Plan:
+    """What the next cycle should do in ``snapshot.space``."""
+    space = config.spaces[snapshot.space]
+    tallies = {name: _Tally() for name in space.machinetypes}
+    deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now)
+    creates = _creations(snapshot, demand, space, config.settings, tallies, ours, now, decisions)
+    drains: list[DrainOrder] = []
+    if snapshot.registered is not None:  # the machines run batch daemons: register timeouts, drains, retirement
+        def needed(name: str) -> int | None:
+            return _needed(space.machinetypes[name], demand.get(name), snapshot.flavors)
+
+        drains, more, why = retire.batch_orders(snapshot.records, snapshot.registered, space, config.settings, demand,
+                                                needed, snapshot.draining, {d.machine for d in deletes}, now)
+        deletes += more
+        decisions += why
+    return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions), tuple(drains))
+
+
+def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int]) -> int | None:
+    """How many machines of ``mt`` its idle jobs fill; None when the demand or the machine size is unknown."""
+    if mt.demand is None or wanted is None or not wanted.known:
+        return None
+    flavor = rules.choose_flavor(mt, flavors)
+    if isinstance(flavor, str):
+        return None
+    return _machines_wanted(mt, wanted, flavor[1])[0]
+
+
+def _machines_wanted(mt: MachinetypeConfig, wanted: Demand, size: int) -> tuple[int, int, str]:
+    """Machines of ``size`` processors the idle work fills, jobs too big for one, and how it was counted:
+    job shapes packed into machines, or idle jobs divided by jobs_per_machine (the processors by default)."""
+    if wanted.machines is not None:
+        return wanted.machines, 0, "pilots submitted by DIRAC's SiteDirector"
+    if wanted.shapes is not None and mt.jobs_per_machine is None:
+        needed, too_big = rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
+                                             mt.disk_gb_per_processor * size * 1024 * 1024)
+        return needed, too_big, f"idle jobs fill {needed} machines of {size} processors"
+    per_machine = mt.jobs_per_machine or size
+    return rules.demand_allowance(wanted.idle_jobs, per_machine, 0), 0, f"jobs_per_machine {per_machine}"
+
+
+def _deletions(
+    records: tuple[MachineRecord, ...], space: SpaceConfig, settings: Settings, tallies: dict[str, _Tally],
+    now: datetime,
+) -> tuple[list[DeleteOrder], list[Decision], int]:
+    """Delete orders, their decisions, and the processors our machines hold; fills the tallies.
+
+    This loop runs once per machine per cycle, so a running machine with
+    nothing wrong takes a fast path of plain comparisons; the rules are
+    asked for their verdict and reason only where something may be due.
+    """
+    deletes: list[DeleteOrder] = []
+    decisions: list[Decision] = []
+    held = 0
+    looks = {name: _Look(mt, tallies[name], now) for name, mt in space.machinetypes.items()}
+    space_shutdown = space.shutdown_time
+    if space_shutdown is not None and now >= space_shutdown:
+        space_shutdown = now  # every alive machine gets the full check below
+    running = S.RUNNING
+    space_open = space_shutdown is None or now < space_shutdown
+    for record in records:
+        state = record.state
+        look = looks.get(record.machinetype)
+        processors = record.processors
+        started = record.started_at or record.created_at
+        if state is running:
+            held += processors
+            if look is not None:
+                tally = look.tally
+                tally.processors += processors
+                if look.share > 0.0:
+                    tally.weighted += (record.hs06 or processors) / look.share
+                if started > look.fizzle_cutoff:
+                    tally.not_passed_fizzle += 1
+                # the fast path (most machines, every cycle): plain comparisons, same answers as the rules
+                deadline = record.shutdown_at
+                if space_open and (deadline is None or now < deadline) and not record.delete_requested and (
+                        not look.heartbeat or started >= look.fizzle_cutoff or look.beat_fresh(record.heartbeat_at)):
+                    continue
+        elif state in HOLDS_PROCESSORS:
+            held += processors
+            if look is not None:
+                look.count(record, state, processors)
+        else:
+            continue
+        verdict = _delete_verdict(record, space, settings, space.shutdown_time, now)
+        if verdict is not None:
+            code, message, reason, rule = verdict
+            deletes.append(DeleteOrder(space.name, record.machinetype, record.name, record.cloud_id, code, message,
+                                       reason))
+            decisions.append(Decision(Action.DELETE, space.name, record.machinetype, reason, record.name, rule))
+    return deletes, decisions, held
+
+
+class _Look:
+    """Per-machinetype cut-off times, so most machines need only comparisons."""
+
+    __slots__ = ("fizzle_cutoff", "heartbeat", "share", "stale_cutoff", "tally")
+
+    def __init__(self, mt: MachinetypeConfig, tally: _Tally, now: datetime) -> None:
+        self.tally = tally
+        self.share = mt.target_share
+        self.fizzle_cutoff = now - timedelta(seconds=mt.fizzle_seconds)
+        self.heartbeat = mt.heartbeat_file is not None
+        self.stale_cutoff = now - timedelta(seconds=mt.heartbeat_seconds) if mt.heartbeat_seconds > 0 else None
+
+    def count(self, record: MachineRecord, state: MachineState, processors: int) -> None:
+        """Count a machine that is not running (the running ones are counted inline, for speed)."""
+        tally = self.tally
+        tally.processors += processors
+        if self.share > 0.0:
+            tally.weighted += (record.hs06 or processors) / self.share
+        if state in STARTING_STATES:
+            tally.starting_processors += processors
+            tally.starting_machines += 1
+            tally.not_passed_fizzle += 1
+
+    def beat_fresh(self, beat: datetime | None) -> bool:
+        """Whether a heartbeat at ``beat`` is recent enough (any heartbeat, if heartbeat_seconds is 0)."""
+        return beat is not None and (self.stale_cutoff is None or beat >= self.stale_cutoff)
+
+
+def _delete_verdict(
+    record: MachineRecord, space: SpaceConfig, settings: Settings, space_shutdown: datetime | None, now: datetime
+) -> tuple[int | None, str, str, str] | None:
+    """(code, message, reason, rule) if the record must be deleted now, else None."""
+    state = record.state
+    if state in TO_DELETE_STATES:
+        own = f"{record.shutdown_code} {record.shutdown_text}" if record.shutdown_code is not None else ""
+        what, rule = ("shut down", "stopped") if state is S.STOPPED else ("failed in the cloud", "failed")
+        return (record.shutdown_code, record.shutdown_text or "", f"machine {what}" + (f" with '{own}'" if own else ""),
+                rule)
+    if state is S.DELETE_FAILED:
+        if rules.delete_retry_due(record, settings, now):
+            return None, "", f"retrying delete (attempt {record.delete_attempts + 1})", "delete_retry"
+        return None
+    if state not in LISTED_ALIVE_STATES:
+        return None
+    if record.delete_requested:
+        return (*rules.DELETED_BY_OPERATOR, record.delete_requested, "operator")
+    deadline = record.shutdown_at
+    if deadline is not None and now >= deadline:
+        return (*rules.EXCEEDED_WALLCLOCK, f"past its shutdowntime {deadline.isoformat()}", "wallclock")
+    if space_shutdown is not None and now >= space_shutdown:
+        return (*rules.PASSED_SHUTDOWNTIME, f"past the space's shutdown_time {space_shutdown.isoformat()}",
+                "space_shutdown")
+    if state is S.STARTING:
+        why = timeouts.expired(timeouts.STARTING, record, settings, None, now)
+        return (*rules.FAILED_TO_START, why, "starting_timeout") if why else None
+    mt = space.machinetypes.get(record.machinetype)
+    if mt is not None and mt.heartbeat_file is not None:
+        why = rules.heartbeat_stale(record, mt, now)
+        return (*rules.HEARTBEAT_MISSING, why, "heartbeat") if why else None
+    return None
+
+
+class _Candidate:
+    """A machinetype that may still create this cycle."""
+
+    __slots__ = ("allowance", "demand_note", "flavor", "hs06", "mt", "processors", "tally")
+
+    def __init__(self, mt: MachinetypeConfig, tally: _Tally, flavor: str | None, processors: int,
+                 allowance: int | None, demand_note: str = "") -> None:
+        self.mt = mt
+        self.demand_note = demand_note  # how the demand was counted, for the reasons
+        self.tally = tally
+        self.flavor = flavor
+        self.processors = processors
+        self.allowance = allowance  # machines the demand still asks for; None = no demand source
+        self.hs06 = mt.hs06_per_processor * processors if mt.hs06_per_processor is not None else None
+
+
+def _creations(
+    snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: SpaceConfig, settings: Settings,
+    tallies: dict[str, _Tally], held: int, now: datetime, decisions: list[Decision],
+) -> list[CreateOrder]:
+    """Create orders for this cycle, appending a Decision for each create and refusal."""
+    def hold(machinetype: str, rule: str, reason: str) -> None:
+        decisions.append(Decision(Action.HOLD, space.name, machinetype, reason, rule=rule))
+
+    if space.shutdown_time is not None and now >= space.shutdown_time:
+        hold("", "space_shutdown_time", f"space shutdown_time {space.shutdown_time.isoformat()} has passed: "
+                                        "nothing is created")
+        return []
+    limit, source = rules.space_limit(space, snapshot.quota_processors)
+    if limit is None:
+        hold("", "no_limit", "no processors_limit configured and the cloud reports no quota: nothing is created")
+        return []
+    candidates = _candidates(snapshot, demand, space, tallies, hold)
+    total = held + snapshot.foreign_processors
+    cap = rules.creation_cap(limit, settings.max_create_fraction)
+    created = 0
+    creates: list[CreateOrder] = []
+    while candidates:
+        if total >= limit:
+            hold("", "space_limit", f"{source} {total}/{limit} processors in space {space.name}"
+                                    f" ({snapshot.foreign_processors} not ours)")
+            break
+        if created >= cap:
+            hold("", "creation_cap", f"creation cap {created}/{cap} processors this cycle (max_create_fraction "
+                                     f"{settings.max_create_fraction:g} of {limit})")
+            break
+        best = min(candidates, key=lambda c: (c.tally.weighted, c.mt.name))
+        refusal = _refusal(best, total, limit, source, space, snapshot, now)
+        if refusal is not None:
+            hold(best.mt.name, *refusal)
+            candidates.remove(best)
+            continue
+        creates.append(_create(best, space, now))
+        decisions.append(Decision(Action.CREATE, space.name, best.mt.name, creates[-1].reason, rule="share"))
+        total += best.processors
+        created += best.processors
+        _count_create(best)
+    return creates
+
+
+def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: SpaceConfig,
+                tallies: dict[str, _Tally], hold: Callable[[str, str, str], None]) -> list[_Candidate]:
+    """Machinetypes that may create this cycle; the others get one HOLD decision each."""
+    found: list[_Candidate] = []
+    for name in sorted(space.machinetypes):
+        mt = space.machinetypes[name]
+        if mt.target_share <= 0.0:
+            continue
+        if name in snapshot.draining or "*" in snapshot.draining:
+            hold(name, "operator_drained", "drained by an operator: no new machines")
+            continue
+        flavor = rules.choose_flavor(mt, snapshot.flavors)
+        if isinstance(flavor, str):
+            hold(name, "no_flavor", flavor)
+            continue
+        if mt.demand is not None:
+            wanted = demand.get(name) or Demand.unknown(f"demand source {mt.demand} reported nothing for {name}")
+            if not wanted.known:
+                hold(name, "demand_unknown", f"demand unknown: {wanted.reason}")
+                continue
+            size = flavor[1]
+            needed, too_big, note = _machines_wanted(mt, wanted, size)
+            if too_big:
+                hold(name, "too_big", f"{too_big} idle jobs ask for more than one {size}-processor machine has "
+                                      f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk):"
+                                      " not counted")
+            found.append(_Candidate(mt, tallies[name], flavor[0], size, needed - tallies[name].starting_machines,
+                                    note))
+            continue
+        found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], None))
+    return found
+
+
+def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceConfig, snapshot: SpaceSnapshot,
+             now: datetime) -> tuple[str, str] | None:
+    """(rule, reason) why candidate ``c`` may not create one more machine now, or None."""
+    mt, tally, size = c.mt, c.tally, c.processors
+    if total + size > limit:
+        return "space_limit", f"{source} {total}/{limit} processors in space {space.name}: no room for {size} more"
+    if mt.processors_limit is not None and tally.processors + size > mt.processors_limit:
+        return "machinetype_limit", f"machinetype processors_limit {tally.processors}/{mt.processors_limit}"
+    if mt.max_starting_processors is not None and tally.starting_processors + size > mt.max_starting_processors:
+        return ("starting_limit",
+                f"max_starting_processors {tally.starting_processors}/{mt.max_starting_processors} starting")
+    if c.allowance is not None and c.allowance <= 0:
+        return "demand_satisfied", (f"demand satisfied: idle work needs no more machines ({tally.starting_machines} "
+                                    f"starting, {c.demand_note})")
+    why = rules.backoff_hold(snapshot.backoffs.get(mt.name), mt, tally.not_passed_fizzle, now)
+    return ("backoff", why) if why is not None else None
+
+
+def _create(c: _Candidate, space: SpaceConfig, now: datetime) -> CreateOrder:
+    mt = c.mt
+    why = f"lowest weighted count per share ({c.tally.weighted:.3g}, target_share {mt.target_share:g})"
+    if c.allowance is not None:
+        why += f"; demand asks for {c.allowance} more"
+    return identity.create_order(space, mt, c.processors, c.flavor, now, why)
+
+
+def _count_create(c: _Candidate) -> None:
+    tally = c.tally
+    tally.processors += c.processors
+    tally.starting_processors += c.processors
+    tally.starting_machines += 1
+    tally.not_passed_fizzle += 1
+    tally.weighted += (c.hs06 or c.processors) / c.mt.target_share
+    if c.allowance is not None:
+        c.allowance -= 1

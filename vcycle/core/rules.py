@@ -1,0 +1,250 @@
+"""The vcycle rules: aborts and backoff, deadlines, flavors, packing jobs into machines; and the rule codes.
+
+Each rule is a small function of values and ``now`` that returns its verdict
+with a reason naming the numbers, so that sync and the planner only combine
+them. Every decision names the rule that made it by a code of ``RULES``, so
+that metrics and status count decisions by their rule, never by their text.
+The stuck-state timeouts are a table of their own (timeouts.py).
+
+Pure: no clock, no I/O, no randomness. Configuration objects are only read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from vcycle.core.model import Backoff, JobShape, MachineRecord
+from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
+
+# Rule codes: what made each decision (Decision.rule), with one line each.
+RULES: dict[str, str] = {
+    # creates and the refusals to create (HOLD)
+    "share": "create: the machinetype with the lowest hs06-weighted count per target_share goes next",
+    "space_shutdown_time": "hold: the space's shutdown_time has passed",
+    "no_limit": "hold: neither processors_limit nor the cloud's quota limits the space",
+    "space_limit": "hold: the space's processors limit (or the cloud's quota) is reached",
+    "creation_cap": "hold: max_create_fraction of the space's limit was created this cycle",
+    "operator_drained": "hold: an operator drained the machinetype",
+    "no_flavor": "hold: no flavor has the machinetype's processors",
+    "demand_unknown": "hold: the demand source did not answer",
+    "too_big": "hold: idle jobs bigger than one machine are not counted",
+    "machinetype_limit": "hold: the machinetype's processors_limit is reached",
+    "starting_limit": "hold: max_starting_processors are starting",
+    "demand_satisfied": "hold: the idle work needs no more machines",
+    "backoff": "hold: the machinetype backs off after an abort",
+    # deletes
+    "stopped": "delete: the machine shut down",
+    "failed": "delete: the cloud reports the machine failed",
+    "delete_retry": "delete: a failed delete is tried again",
+    "operator": "delete: an operator (or the pilot factory) asked for it",
+    "wallclock": "delete: the machine is past its shutdowntime (max_wallclock_seconds)",
+    "space_shutdown": "delete: the machine is past the space's shutdown_time",
+    "starting_timeout": "delete: the machine is still starting after starting_timeout_seconds",
+    "heartbeat": "delete: the machine's heartbeat is missing or too old",
+    "register_timeout": "delete: the machine's batch daemon never registered",
+    "drain_done": "delete: the drained machine's batch daemon has left",
+    "drain_timeout": "delete: the machine drained for longer than retire_timeout_seconds",
+    # drains
+    "drain_operator": "drain: an operator drained the machinetype",
+    "idle": "drain: the machine's batch daemon idled beyond what the idle jobs need",
+}
+
+# Shutdown codes (HSF-TN-2016-04). 300-699 are aborts; vcycle writes 700s.
+ABORT_CODES = range(300, 700)
+FAILED_TO_START = (700, "Failed to start")
+EXCEEDED_WALLCLOCK = (700, "Exceeded max_wallclock_seconds")
+HEARTBEAT_MISSING = (700, "Heartbeat file not updated")
+PASSED_SHUTDOWNTIME = (700, "Passed shutdowntime")
+DELETED_BY_OPERATOR = (700, "Deleted by operator")
+
+
+def seconds(delta: timedelta) -> int:
+    """A duration in whole seconds, for messages."""
+    return int(delta.total_seconds())
+
+
+def parse_shutdown_message(message: str) -> tuple[int | None, str]:
+    """``'NNN text'`` -> (NNN, text); a message without a code gives (None, message)."""
+    code, _, text = message.strip().partition(" ")
+    if len(code) == 3 and code.isdigit():
+        return int(code), text.strip()
+    return None, message.strip()
+
+
+def abort_reason(record: MachineRecord, fizzle_seconds: int, stopped_at: datetime) -> str | None:
+    """Why a machine that stopped counts as an abort, or None if it does not.
+
+    An abort is a shutdown code 300-699, or, without a code, a machine that
+    stopped sooner than fizzle_seconds after it started.
+    """
+    if record.shutdown_code is not None:
+        if record.shutdown_code in ABORT_CODES:
+            message = f"{record.shutdown_code} {record.shutdown_text or ''}".strip()
+            return f"{record.name} stopped with '{message}'"
+        return None
+    started = record.started_at or record.created_at
+    lived = stopped_at - started
+    if lived < timedelta(seconds=fizzle_seconds):
+        return f"{record.name} stopped {seconds(lived)}s after start, within fizzle_seconds {fizzle_seconds}"
+    return None
+
+
+def later_backoff(current: Backoff | None, candidate: Backoff) -> Backoff:
+    """The backoff with the later abort."""
+    if current is None or candidate.last_abort_at > current.last_abort_at:
+        return candidate
+    return current
+
+
+def backoff_hold(
+    backoff: Backoff | None, mt: MachinetypeConfig, not_passed_fizzle: int, now: datetime
+) -> str | None:
+    """Why the machinetype may not create now because of its last abort, or None."""
+    if backoff is None:
+        return None
+    since = now - backoff.last_abort_at
+    if since < timedelta(seconds=mt.backoff_seconds):
+        return (f"backoff: last abort {seconds(since)}s ago, backoff_seconds {mt.backoff_seconds} "
+                f"({backoff.reason})")
+    if since < timedelta(seconds=mt.backoff_seconds + mt.fizzle_seconds) and not_passed_fizzle > 0:
+        return (f"backoff: last abort {seconds(since)}s ago, within backoff_seconds + fizzle_seconds "
+                f"{mt.backoff_seconds + mt.fizzle_seconds}, and {not_passed_fizzle} machine(s) not yet past "
+                f"fizzle_seconds {mt.fizzle_seconds}")
+    return None
+
+
+def shutdown_deadline(created_at: datetime, max_wallclock_seconds: int, space_shutdown: datetime | None) -> datetime:
+    """A machine's MJF shutdowntime: its wallclock limit, capped by the space's shutdown_time."""
+    deadline = created_at + timedelta(seconds=max_wallclock_seconds)
+    if space_shutdown is not None and space_shutdown < deadline:
+        return space_shutdown
+    return deadline
+
+
+def creation_cap(limit: int, fraction: float) -> int:
+    """Processors that may be created in one cycle: ceil(fraction x limit)."""
+    return math.ceil(limit * fraction - 1e-9)
+
+
+def space_limit(space: SpaceConfig, quota: int | None) -> tuple[int | None, str]:
+    """The space's processor limit and where it comes from; None if nothing sets one."""
+    configured = space.processors_limit
+    if configured is not None and quota is not None:
+        if quota < configured:
+            return quota, "cloud quota"
+        return configured, "processors_limit"
+    if configured is not None:
+        return configured, "processors_limit"
+    if quota is not None:
+        return quota, "cloud quota"
+    return None, ""
+
+
+def choose_flavor(mt: MachinetypeConfig, flavors: Mapping[str, int]) -> tuple[str | None, int] | str:
+    """(flavor, processors) for a new machine, or the reason none fits.
+
+    The first of flavor_names whose vcpus lie in [min_processors,
+    max_processors] wins; where the cloud does not tell vcpus, the first
+    flavor is taken with min_processors.
+    """
+    names: Sequence[str] = mt.flavor_names
+    if not names:
+        return None, mt.min_processors
+    if not flavors:
+        return names[0], mt.min_processors
+    high = mt.max_processors if mt.max_processors is not None else math.inf
+    for name in names:
+        vcpus = flavors.get(name)
+        if vcpus is not None and mt.min_processors <= vcpus <= high:
+            return name, vcpus
+    seen = ", ".join(f"{n}={flavors[n]}" if n in flavors else f"{n}=not in cloud" for n in names)
+    top = "" if mt.max_processors is None else str(mt.max_processors)
+    return f"no flavor has {mt.min_processors}..{top} processors (vcpus: {seen})"
+
+
+def delete_retry_due(record: MachineRecord, settings: Settings, now: datetime) -> bool:
+    """Whether a DELETE_FAILED machine may be deleted again now."""
+    last = record.last_delete_at
+    return last is None or now - last >= timedelta(seconds=settings.delete_retry_seconds)
+
+
+def heartbeat_stale(record: MachineRecord, mt: MachinetypeConfig, now: datetime) -> str | None:
+    """Why a running machine's heartbeat counts as missing, or None.
+
+    Checked only once fizzle_seconds have passed since the machine started;
+    heartbeat_seconds 0 checks only that a heartbeat arrived at all.
+    """
+    if mt.heartbeat_file is None:
+        return None
+    started = record.started_at or record.created_at
+    if now - started <= timedelta(seconds=mt.fizzle_seconds):
+        return None
+    if record.heartbeat_at is None:
+        return f"no {mt.heartbeat_file} heartbeat {seconds(now - started)}s after start " \
+               f"(fizzle_seconds {mt.fizzle_seconds})"
+    age = now - record.heartbeat_at
+    if mt.heartbeat_seconds > 0 and age > timedelta(seconds=mt.heartbeat_seconds):
+        return f"last {mt.heartbeat_file} heartbeat {seconds(age)}s ago (heartbeat_seconds {mt.heartbeat_seconds})"
+    return None
+
+
+def machines_for(shapes: Sequence[JobShape], processors: int, memory_mb: int, disk_kb: int) -> tuple[int, int]:
+    """How many machines of this size the jobs fill, packed first-fit by decreasing size; and how many jobs
+    are bigger than one machine (those are not counted).
+
+    Machines are kept as a count per free-resource triple, so thousands of jobs of a few shapes pack in
+    a few steps.
+    """
+    capacity = (processors, memory_mb, disk_kb)
+    too_big = 0
+    used = 0
+    free: dict[tuple[int, int, int], int] = {}  # free resources -> machines with exactly that much free
+    for shape in sorted(shapes, key=lambda s: (s.processors, s.memory_mb, s.disk_kb), reverse=True):
+        need = (max(shape.processors, 0), max(shape.memory_mb, 0), max(shape.disk_kb, 0))
+        if any(n > c for n, c in zip(need, capacity, strict=True)):
+            too_big += shape.count
+            continue
+        left = shape.count
+        for room in sorted(free, reverse=True):  # first fit into machines already opened
+            if not left:
+                break
+            fits = _fits(room, need)
+            if fits == 0:
+                continue
+            machines = free.pop(room)
+            placed_machines = min(machines, math.ceil(left / fits))
+            for _ in range(placed_machines):
+                take = min(fits, left)
+                rest = _less(room, need, take)
+                free[rest] = free.get(rest, 0) + 1
+                left -= take
+            if machines > placed_machines:
+                free[room] = free.get(room, 0) + machines - placed_machines
+        if left:
+            per_machine = _fits(capacity, need)
+            full, partial = divmod(left, per_machine)
+            used += full + (1 if partial else 0)
+            if full:
+                rest = _less(capacity, need, per_machine)
+                free[rest] = free.get(rest, 0) + full
+            if partial:
+                rest = _less(capacity, need, partial)
+                free[rest] = free.get(rest, 0) + 1
+    return used, too_big
+
+
+def _less(room: tuple[int, int, int], need: tuple[int, int, int], jobs: int) -> tuple[int, int, int]:
+    """What is left of ``room`` once ``jobs`` jobs of size ``need`` are in it."""
+    return room[0] - jobs * need[0], room[1] - jobs * need[1], room[2] - jobs * need[2]
+
+
+def _fits(room: tuple[int, int, int], need: tuple[int, int, int]) -> int:
+    """How many jobs of size ``need`` fit in ``room`` (a huge number for a job needing nothing)."""
+    return min((r // n if n else 1 << 30) for r, n in zip(room, need, strict=True))
+
+
+def demand_allowance(idle_jobs: int, jobs_per_machine: int, starting: int) -> int:
+    """New machines the idle work asks for beyond those still starting."""
+    return math.ceil(idle_jobs / jobs_per_machine) - starting

@@ -1,0 +1,226 @@
+"""Sync: what the cloud and the machines say, folded into vcycle's records.
+
+The passive half of a cycle. It adopts tagged machines the store does not
+know, moves records along the state table as the cloud reports them, notes
+heartbeats and shutdown messages, marks what vanished as GONE, gives up
+requests and deletes that took too long, and records aborts for backoff.
+It decides nothing about creating or deleting: that is the planner's job.
+
+Pure: no clock, no I/O, no randomness; ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from vcycle.core import rules, timeouts
+from vcycle.core.model import (
+    Backoff,
+    CloudMachine,
+    CloudStatus,
+    Heartbeat,
+    MachineRecord,
+    StatusChange,
+    new_record,
+    transition,
+)
+from vcycle.core.options import default_of
+from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
+from vcycle.core.states import ALIVE_STATES, TERMINAL_STATES, WORKING_STATES, MachineState, can_transition
+
+S = MachineState
+
+# What a cloud status means for a record that the cloud lists.
+OBSERVED: dict[CloudStatus, MachineState | None] = {
+    CloudStatus.STARTING: S.STARTING,
+    CloudStatus.RUNNING: S.RUNNING,
+    CloudStatus.STOPPED: S.STOPPED,
+    CloudStatus.FAILED: S.FAILED,
+    CloudStatus.DELETING: None,  # being deleted: wait until it vanishes
+    CloudStatus.DELETED: None,  # treated as not listed
+    CloudStatus.UNKNOWN: None,  # no change on an unknown state
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """Records after sync, the changes made, and what else was learnt."""
+
+    records: tuple[MachineRecord, ...]
+    changes: tuple[tuple[str, StatusChange], ...]
+    backoffs: Mapping[str, Backoff]
+    foreign_processors: int
+    foreign_machines: int
+    updated: tuple[MachineRecord, ...] = ()  # the records that differ from those given (new ones included)
+
+
+def is_ours(machine: CloudMachine, space: str, manager: str) -> bool:
+    """Tagged for this space by this manager."""
+    owner = machine.owner
+    return owner is not None and owner.space == space and owner.manager == manager
+
+
+def sync(
+    records: Iterable[MachineRecord],
+    cloud_machines: Iterable[CloudMachine],
+    heartbeats: Mapping[str, Heartbeat],
+    now: datetime,
+    *,
+    space: SpaceConfig,
+    settings: Settings,
+    backoffs: Mapping[str, Backoff] | None = None,
+    registered: Mapping[str, bool] | None = None,
+) -> SyncResult:
+    """Fold one observation of a space into its records.
+
+    ``registered`` (machine name -> whether its batch daemon has work, for the machines registered in the
+    batch system; None when unknown) keeps each running machine's ``registered_at`` and ``idle_since``.
+    """
+    manager = settings.manager_name
+    ours: dict[str, CloudMachine] = {}
+    foreign_processors = foreign_machines = 0
+    for machine in cloud_machines:
+        if is_ours(machine, space.name, manager):
+            if machine.status is not CloudStatus.DELETED:
+                ours[machine.name] = machine
+        elif machine.status is not CloudStatus.DELETED:
+            foreign_machines += 1
+            foreign_processors += machine.processors or 1
+    work = _Sync(space, settings, now, dict(backoffs or {}))
+    result: list[MachineRecord] = []
+    updated: list[MachineRecord] = []
+    for record in records:
+        listed = ours.pop(record.name) if record.name in ours else None
+        beat = heartbeats.get(record.name)
+        if (listed is not None and OBSERVED[listed.status] is record.state and listed.id == record.cloud_id
+                and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None))
+                and (not listed.processors or listed.processors == record.processors)):
+            synced = record  # the common case: nothing new about this machine
+        else:
+            synced = work.one(record, listed, beat)
+        if registered is not None and synced.state in WORKING_STATES:
+            synced = _with_registration(synced, registered.get(synced.name), now)
+        result.append(synced)
+        if synced is not record:
+            updated.append(synced)
+    for name in sorted(ours):
+        result.append(work.adopt(ours[name], heartbeats.get(name)))
+        updated.append(result[-1])
+    return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines,
+                      tuple(updated))
+
+
+class _Sync:
+    """The state of one sync run: accumulated changes and backoffs."""
+
+    def __init__(self, space: SpaceConfig, settings: Settings, now: datetime, backoffs: dict[str, Backoff]) -> None:
+        self.space = space
+        self.settings = settings
+        self.now = now
+        self.backoffs = backoffs
+        self.changes: list[tuple[str, StatusChange]] = []
+
+    def move(self, record: MachineRecord, target: MachineState, reason: str, **changes: object) -> MachineRecord:
+        moved = transition(record, target, self.now, reason, **changes)
+        assert moved.last is not None
+        self.changes.append((moved.name, moved.last))
+        return moved
+
+    def one(self, record: MachineRecord, machine: CloudMachine | None, heartbeat: Heartbeat | None) -> MachineRecord:
+        if record.state in TERMINAL_STATES:
+            return record
+        if heartbeat is not None:
+            record = _with_heartbeat(record, heartbeat)
+        if machine is None:
+            return self.unlisted(record)
+        if record.cloud_id != machine.id or (machine.processors and machine.processors != record.processors):
+            processors = machine.processors or record.processors
+            record = dataclasses.replace(record, cloud_id=machine.id, processors=processors)
+        return self.listed(record, machine)
+
+    def unlisted(self, record: MachineRecord) -> MachineRecord:
+        state = record.state
+        if state is S.REQUESTED:
+            why = timeouts.expired(timeouts.REQUEST, record, self.settings, None, self.now)
+            return self.move(record, S.CREATE_FAILED, why) if why else record
+        if state is S.CREATE_FAILED:
+            why = timeouts.expired(timeouts.REQUEST, record, self.settings, None, self.now)
+            return self.move(record, S.GONE, "request closed: " + why) if why else record
+        if state in ALIVE_STATES:
+            self.note_abort(record, self.now)
+        return self.move(record, S.GONE, "no longer listed by the cloud", stopped_at=record.stopped_at or self.now)
+
+    def listed(self, record: MachineRecord, machine: CloudMachine) -> MachineRecord:
+        target = OBSERVED[machine.status]
+        detail = f" ({machine.detail})" if machine.detail else ""
+        if record.state is S.DELETING:
+            why = timeouts.expired(timeouts.DELETING, record, self.settings, None, self.now)
+            return self.move(record, S.DELETE_FAILED, why) if why else record
+        if target is None or target is record.state or not can_transition(record.state, target):
+            return record
+        changes: dict[str, object] = {}
+        if target is S.RUNNING and record.started_at is None:
+            changes["started_at"] = self.now
+        if target in (S.STOPPED, S.FAILED) and record.stopped_at is None:
+            changes["stopped_at"] = self.now
+            if record.state in ALIVE_STATES:
+                self.note_abort(record, self.now)
+        return self.move(record, target, f"cloud reports {machine.status.value}{detail}", **changes)
+
+    def note_abort(self, record: MachineRecord, stopped_at: datetime) -> None:
+        mt = self.space.machinetypes.get(record.machinetype)
+        if mt is None or record.state is S.REQUESTED:
+            return
+        why = rules.abort_reason(record, mt.fizzle_seconds, stopped_at)
+        if why is not None:
+            found = Backoff(record.machinetype, stopped_at, why)
+            self.backoffs[record.machinetype] = rules.later_backoff(self.backoffs.get(record.machinetype), found)
+
+    def adopt(self, machine: CloudMachine, heartbeat: Heartbeat | None) -> MachineRecord:
+        assert machine.owner is not None
+        state = OBSERVED[machine.status] or S.STARTING
+        mt = self.space.machinetypes.get(machine.owner.machinetype)
+        created = machine.created_at or self.now
+        wallclock = mt.max_wallclock_seconds if mt else default_of(MachinetypeConfig, "max_wallclock_seconds")
+        record = new_record(
+            name=machine.name, space=self.space.name, machinetype=machine.owner.machinetype, state=state,
+            processors=machine.processors or (mt.min_processors if mt else default_of(MachinetypeConfig,
+                                                                                      "min_processors")),
+            now=self.now,
+            request_id=machine.owner.request_id,
+            reason=f"adopted: tagged machine listed as {machine.status.value} but not in the store",
+            cloud_id=machine.id, manager=machine.owner.manager, zone=machine.zone, flavor=machine.flavor,
+            started_at=self.now if state is S.RUNNING else None,
+            stopped_at=self.now if state in (S.STOPPED, S.FAILED) else None,
+            shutdown_at=rules.shutdown_deadline(created, wallclock, self.space.shutdown_time),
+        )
+        record = dataclasses.replace(record, created_at=created)
+        assert record.last is not None
+        self.changes.append((record.name, record.last))
+        return _with_heartbeat(record, heartbeat) if heartbeat is not None else record
+
+
+def _with_registration(record: MachineRecord, busy: bool | None, now: datetime) -> MachineRecord:
+    """The record with what the batch system says: registered (busy or idle since when), or not there."""
+    if busy is None:  # not registered (yet, or any more): an idle time no longer runs
+        return record if record.idle_since is None else dataclasses.replace(record, idle_since=None)
+    registered_at = record.registered_at or now
+    idle_since = None if busy else (record.idle_since or now)
+    if (registered_at, idle_since) == (record.registered_at, record.idle_since):
+        return record
+    return dataclasses.replace(record, registered_at=registered_at, idle_since=idle_since)
+
+
+def _with_heartbeat(record: MachineRecord, heartbeat: Heartbeat) -> MachineRecord:
+    """The record with the machine's latest heartbeat and shutdown message."""
+    changes: dict[str, object] = {}
+    if heartbeat.at is not None and heartbeat.at != record.heartbeat_at:
+        changes["heartbeat_at"] = heartbeat.at
+    if heartbeat.shutdown_message is not None:
+        code, text = rules.parse_shutdown_message(heartbeat.shutdown_message)
+        if (code, text) != (record.shutdown_code, record.shutdown_text):
+            changes["shutdown_code"], changes["shutdown_text"] = code, text
+    return dataclasses.replace(record, **changes) if changes else record  # type: ignore[arg-type]

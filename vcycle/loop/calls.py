@@ -1,0 +1,73 @@
+"""Cloud API calls timed per operation, for the cycle report and the endpoint's metrics.
+
+``Timed`` wraps any connector and keeps, per operation, how many calls were
+made and how long they took in all; the cycle takes (and resets) the sums
+into its report, from which ``/metrics`` serves them, in this process or
+another one reading the same store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from vcycle.connectors.base import Connector
+from vcycle.core.model import CloudMachine, LaunchSpec
+
+T = TypeVar("T")
+
+
+class Timed:
+    """A connector whose calls are counted and timed (failed calls too)."""
+
+    def __init__(self, inner: Connector) -> None:
+        self.inner = inner
+        self.api = inner.api
+        self.max_user_data_bytes = inner.max_user_data_bytes
+        self._lock = threading.Lock()
+        self._sums: dict[str, tuple[int, float]] = {}
+
+    def _timed(self, operation: str, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            spent = time.perf_counter() - started
+            with self._lock:
+                count, total = self._sums.get(operation, (0, 0.0))
+                self._sums[operation] = (count + 1, total + spent)
+
+    def list_machines(self) -> list[CloudMachine]:
+        return self._timed("list_machines", self.inner.list_machines)
+
+    def create_machine(self, spec: LaunchSpec) -> CloudMachine:
+        made: CloudMachine = self._timed("create_machine", lambda: self.inner.create_machine(spec))
+        return made
+
+    def delete_machine(self, machine_id: str) -> None:
+        self._timed("delete_machine", lambda: self.inner.delete_machine(machine_id))
+
+    def capacity(self) -> int | None:
+        quota: int | None = self._timed("capacity", self.inner.capacity)
+        return quota
+
+    def flavors(self) -> Mapping[str, int]:
+        return self._timed("flavors", self.inner.flavors)
+
+    def take(self) -> dict[str, tuple[int, float]]:
+        """Calls and seconds per operation since the last take."""
+        with self._lock:
+            sums, self._sums = self._sums, {}
+        return sums
+
+    def __getattr__(self, name: str) -> Any:  # anything else a connector offers (tests, state files)
+        return getattr(self.inner, name)
+
+
+def report_fields(sums: Mapping[str, tuple[int, float]]) -> tuple[dict[str, int], dict[str, float]]:
+    """A take() as report counts (``api_OP_calls``) and timings (``api_OP_s``)."""
+    counts = {f"api_{op}_calls": n for op, (n, _) in sorted(sums.items())}
+    timings = {f"api_{op}_s": round(s, 6) for op, (_, s) in sorted(sums.items())}
+    return counts, timings

@@ -1,0 +1,276 @@
+"""One cycle for one space: observe, sync, plan, record intent, apply, record outcomes.
+
+Each space is isolated: a failing cloud, store or demand source ends that
+space's cycle (or its creations) with one log line and an error in the
+report, and the other spaces go on. ``run_all`` runs spaces concurrently in
+a bounded pool, so a cycle over many slow clouds takes about as long as the
+slowest of them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from vcycle.clock import Clock
+from vcycle.connectors.base import Connector
+from vcycle.core import planner
+from vcycle.core.model import CycleReport, Demand, Plan, ReportError, SpaceSnapshot
+from vcycle.core.sections import Config, SpaceConfig
+from vcycle.core.states import MachineState
+from vcycle.core.sync import SyncResult, sync
+from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
+from vcycle.errors import CloudUnavailable, DemandError, StaleState, StoreError
+from vcycle.loop.calls import Timed, report_fields
+from vcycle.loop.executor import Batch, Executor
+from vcycle.loop.launch import Renderer
+from vcycle.store import SpaceState, Store
+
+log = logging.getLogger(__name__)
+HOUSEKEEPING_SECONDS = 600
+
+
+@dataclass
+class SpaceContext:
+    """Everything one space's cycle needs; built once, used every cycle."""
+
+    config: Config
+    space: SpaceConfig
+    connector: Connector
+    store: Store
+    demand_sources: Mapping[str, DemandSource]
+    render: Renderer
+    clock: Clock
+    last_housekeeping: datetime | None = None
+    pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
+
+    def calls(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.config.settings.create_workers,
+                                           thread_name_prefix=f"vcycle-{self.space.name}")
+        return self.pool
+
+    @property
+    def name(self) -> str:
+        return self.space.name
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at a space: the store's state, sync's result, the demand and the plan."""
+
+    state: SpaceState
+    synced: SyncResult
+    plan: Plan
+    timings: dict[str, float]
+
+
+def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
+    """Demand per machinetype that names a source; a failing source makes its machinetypes unknown."""
+    wanted: dict[str, list[str]] = collections.defaultdict(list)
+    for mt in ctx.space.machinetypes.values():
+        if mt.demand is not None:
+            wanted[mt.demand].append(mt.name)
+    result: dict[str, Demand] = {}
+    for source_name, machinetypes in sorted(wanted.items()):
+        try:
+            found = ctx.demand_sources[source_name].demand(ctx.name)
+        except DemandError as exc:
+            log.warning("space=%s demand=%s unknown, nothing is created for %s: %s", ctx.name, source_name,
+                        " ".join(machinetypes), exc)
+            found = {mt: Demand.unknown(str(exc)) for mt in machinetypes}
+        result.update({mt: found[mt] for mt in machinetypes if mt in found})
+    return result
+
+
+def named_machines(ctx: SpaceContext) -> dict[str, NamedMachines]:
+    """The machinetypes whose demand source hands out named machines (the pilots DIRAC's SiteDirector submits),
+    and that source."""
+    found: dict[str, NamedMachines] = {}
+    for name, mt in ctx.space.machinetypes.items():
+        source = ctx.demand_sources.get(mt.demand) if mt.demand is not None else None
+        if isinstance(source, NamedMachines):
+            found[name] = source
+    return found
+
+
+def batch_system(ctx: SpaceContext) -> tuple[str, BatchSystem] | None:
+    """The batch system the space's machines run daemons of, and its demand section's name: the first demand
+    source of its machinetypes that says which machines are registered and drains them (HTCondor's), or None."""
+    for name in sorted({mt.demand for mt in ctx.space.machinetypes.values() if mt.demand is not None}):
+        source = ctx.demand_sources.get(name)
+        if isinstance(source, BatchSystem):
+            return name, source
+    return None
+
+
+def _registered(ctx: SpaceContext, draining: frozenset[str]) -> Mapping[str, bool] | None:
+    """The batch system's word on the machines' daemons, asked only when a decision needs it: a machinetype
+    with retire_idle_seconds or register_timeout_seconds, or an operator's drain."""
+    wanted = draining or any(mt.retire_idle_seconds or mt.register_timeout_seconds
+                             for mt in ctx.space.machinetypes.values())
+    found = batch_system(ctx) if wanted else None
+    if found is None:
+        return None
+    name, batch = found
+    try:
+        return dict(batch.registered(ctx.name))
+    except DemandError as exc:  # no registration, drain or retire decisions on a guess
+        log.warning("space=%s batch system %s not asked about the machines' daemons: %s", ctx.name, name, exc)
+        return None
+
+
+def observe(ctx: SpaceContext, now: datetime) -> Observation:
+    """Read the store and the cloud, sync and plan, changing nothing. Raises CloudUnavailable, StoreError.
+
+    The store is read before the cloud is listed, so that the listing is never
+    older than the records it is compared with. While each cloud call is in
+    flight, the work that does not need its answer goes on.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    state = ctx.store.load(ctx.name)
+    listing = ctx.calls().submit(ctx.connector.list_machines)
+    heartbeats = ctx.store.heartbeats(ctx.name)
+    manager = ctx.config.settings.manager_name
+    mine = [r for r in state.records if r.manager in (manager, "")]  # other managers' records are theirs
+    timings["store_read_s"] = time.perf_counter() - started
+    waited = time.perf_counter()
+    machines = listing.result()
+    waiting = time.perf_counter() - waited
+    needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
+    limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else {}))
+    registered = _registered(ctx, state.draining)
+    synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
+                  backoffs=state.backoffs, registered=registered)
+    started = time.perf_counter()
+    demand = gather_demand(ctx)
+    timings["demand_s"] = time.perf_counter() - started
+    waited = time.perf_counter()
+    quota, flavors = limits.result()
+    timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
+    snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
+                             state.draining, registered)
+    started = time.perf_counter()
+    result = planner.plan(snapshot, demand, ctx.config, now)
+    timings["plan_s"] = time.perf_counter() - started
+    return Observation(state, synced, result, timings)
+
+
+def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
+    """One full cycle of one space; never raises for a cloud, store or demand failure."""
+    now = ctx.clock()
+    started = time.perf_counter()
+    try:
+        seen = observe(ctx, now)
+        first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes))
+        batch = batch_system(ctx)
+        executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
+                            render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
+                            pool=ctx.calls(), drain=batch[1].drain if batch is not None else None,
+                            named=named_machines(ctx))
+        doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
+        records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
+        changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
+        applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs)
+        _housekeeping(ctx, now)
+    except (CloudUnavailable, StoreError, StaleState) as exc:
+        log.error("space=%s skipped this cycle: %s", ctx.name, exc)
+        return _skipped(ctx, now, started, ReportError("space_skipped", ctx.name, f"skipped: {exc}"), save_report)
+    except Exception as exc:  # the per-space boundary: a bug in one space must not stop the others
+        log.exception("space=%s skipped this cycle: unexpected error", ctx.name)
+        return _skipped(ctx, now, started, ReportError("space_bug", ctx.name, f"skipped: unexpected error: {exc!r}"),
+                        save_report)
+    states = collections.Counter(r.state for r in seen.synced.records)
+    if applied.records:  # what the executor changed replaces what sync left
+        for record in seen.synced.records:
+            if record.name in applied.records:
+                states[record.state] -= 1
+        states.update(r.state for r in applied.records.values())
+    states.pop(MachineState.GONE, None)
+    counts = {**{f"state_{k.value}": v for k, v in sorted(states.items(), key=lambda i: i[0].value) if v},
+              "creates": applied.created,
+              "create_failures": applied.create_failures, "deletes": applied.deleted,
+              "delete_failures": applied.delete_failures, "foreign_machines": seen.synced.foreign_machines}
+    timings = {**seen.timings, "total_s": time.perf_counter() - started}
+    if isinstance(ctx.connector, Timed):
+        api_counts, api_timings = report_fields(ctx.connector.take())
+        counts.update(api_counts)
+        timings.update(api_timings)
+    report = CycleReport(ctx.name, now, ctx.clock(), ok=not applied.errors, counts=counts,
+                         decisions=seen.plan.decisions, errors=tuple(applied.errors), timings=timings,
+                         warnings=_notices(ctx, now))
+    log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
+             applied.deleted, len(applied.errors), timings["total_s"])
+    if save_report:
+        _save_reports(ctx.store, [report])
+    return report
+
+
+def _notices(ctx: SpaceContext, now: datetime) -> tuple[str, ...]:
+    """The connector's warnings (optional method ``notices``); a failure there never fails the cycle."""
+    notices = getattr(ctx.connector, "notices", None)
+    if notices is None:
+        return ()
+    try:
+        return tuple(notices(now))
+    except Exception:  # the boundary of an optional, advisory call
+        log.exception("space=%s connector notices failed", ctx.name)
+        return ()
+
+
+def _skipped(ctx: SpaceContext, now: datetime, started: float, why: ReportError, save: bool) -> CycleReport:
+    report = CycleReport(ctx.name, now, ctx.clock(), ok=False, errors=(why,),
+                         timings={"total_s": time.perf_counter() - started})
+    if save:
+        _save_reports(ctx.store, [report])
+    return report
+
+
+def _housekeeping(ctx: SpaceContext, now: datetime) -> None:
+    """Forget machines gone for longer than cleanup_hours, at most every HOUSEKEEPING_SECONDS."""
+    if ctx.last_housekeeping is not None and now - ctx.last_housekeeping < timedelta(seconds=HOUSEKEEPING_SECONDS):
+        return
+    ctx.last_housekeeping = now
+    purged = ctx.store.purge(ctx.name, now - timedelta(hours=ctx.space.cleanup_hours))
+    if purged:
+        log.info("space=%s forgot %d machine(s) gone for more than %d hours", ctx.name, purged,
+                 ctx.space.cleanup_hours)
+
+
+def _save_reports(store: Store, reports: Sequence[CycleReport]) -> None:
+    try:
+        store.add_reports(reports)
+    except StoreError as exc:
+        log.error("cycle reports of %s not saved: %s", " ".join(r.space for r in reports), exc)
+
+
+def run_all(contexts: Sequence[SpaceContext], workers: int, *, save_reports: bool = True,
+            pool: ThreadPoolExecutor | None = None) -> list[CycleReport]:
+    """One cycle of every space, concurrently in a bounded pool; reports in the order given.
+
+    A long-lived ``pool`` (the daemon keeps one) saves starting threads every cycle.
+    """
+    if not contexts:
+        return []
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=max(1, min(workers, len(contexts))))
+    try:
+        reports = list(pool.map(lambda ctx: run_cycle(ctx, save_report=False), contexts))
+    finally:
+        if own:
+            pool.shutdown()
+    if save_reports:
+        _save_reports(contexts[0].store, reports)  # one transaction for all spaces
+    return reports
+
+
+def save_reports(store: Store, reports: Sequence[CycleReport]) -> None:
+    """Keep reports gathered elsewhere (from worker processes), in one transaction."""
+    if reports:
+        _save_reports(store, reports)

@@ -1,0 +1,280 @@
+"""The executor: applies a Plan through a connector, recording intent before acting.
+
+For every create it prepares the machine (vcycle/loop/launch.py: identity,
+user-data) and commits a REQUESTED record with the request id before the
+cloud is called; for every delete it commits DELETING first. Only then are
+the cloud calls made, concurrently and bounded, and their outcomes
+committed. A crash anywhere leaves records that the next sync resolves: a
+requested machine appears and is adopted, or its request times out; a delete
+that did not happen is retried. What a connector error means is a property
+of its class (vcycle/errors.py): ``backoff`` errors fail the create and back
+off the machinetype, the others leave the request to the next sync;
+NotFound on delete is success.
+
+Machinetypes whose demand source hands out named machines (a ``NamedMachines``
+source, such as the pilots DIRAC's SiteDirector submits) take one waiting
+request per create: its name and its pilot. The source's claim of those
+requests is committed in the same transaction as the REQUESTED records.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vcycle.connectors.base import Connector
+from vcycle.core import rules
+from vcycle.core.model import (
+    Backoff,
+    CloudMachine,
+    DeleteOrder,
+    DrainOrder,
+    LaunchSpec,
+    MachineRecord,
+    PilotRequest,
+    Plan,
+    ReportError,
+    StatusChange,
+    transition,
+)
+from vcycle.core.sections import SpaceConfig
+from vcycle.core.states import STARTING_STATES, MachineState
+from vcycle.demand.base import NamedMachines
+from vcycle.errors import ConnectorError, DemandError, NotFound, RenderError, StaleState
+from vcycle.loop.launch import Renderer, entropy, prepare
+from vcycle.store import Step, Store
+
+log = logging.getLogger(__name__)
+S = MachineState
+
+
+@dataclass
+class Applied:
+    """What applying one plan did."""
+
+    version: int
+    created: int = 0
+    deleted: int = 0
+    create_failures: int = 0
+    delete_failures: int = 0
+    errors: list[ReportError] = field(default_factory=list)
+    records: dict[str, MachineRecord] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Records and history to commit together."""
+
+    records: dict[str, MachineRecord] = field(default_factory=dict)
+    history: list[tuple[str, StatusChange]] = field(default_factory=list)
+    backoffs: dict[str, Backoff] = field(default_factory=dict)
+
+    def put(self, record: MachineRecord) -> MachineRecord:
+        """Keep ``record``, new or just moved, and its last state change."""
+        self.records[record.name] = record
+        if record.last is not None:
+            self.history.append((record.name, record.last))
+        return record
+
+
+class Executor:
+    """Applies plans for one space through one connector."""
+
+    def __init__(self, space: SpaceConfig, connector: Connector, store: Store, *, manager: str, render: Renderer,
+                 workers: int = 8, randomness: Callable[[], bytes] = entropy,
+                 clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None,
+                 drain: Callable[[str, str], None] | None = None,
+                 named: Mapping[str, NamedMachines] | None = None) -> None:
+        self.space = space
+        self.connector = connector
+        self.store = store
+        self.manager = manager
+        self.render = render
+        self.workers = max(1, workers)
+        self.randomness = randomness  # ENTROPY_BYTES for each new machine's identity
+        self.clock = clock
+        self.pool = pool  # shared between cycles; one is made per apply if not given
+        self.drain = drain  # asks the batch system to drain (space, machine); raises DemandError
+        self.named = dict(named or {})  # machinetype -> the source handing out its machines' names
+
+    def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
+              backoffs: Mapping[str, Backoff] | None = None) -> Applied:
+        """Commit intent (with ``first``, sync's changes), act, commit outcomes. StaleState before acting."""
+        now = plan.now
+        intent = first or Batch()
+        applied = Applied(version)
+        errors = applied.errors
+        steps: list[Step] = []
+        launches = self._intents(plan, now, intent, errors, steps)
+        deleting = [self._deleting(order, records[order.machine], now, intent, errors) for order in plan.deletes
+                    if order.machine in records]
+        drains = [self._draining(order, records[order.machine], now, intent) for order in plan.drains
+                  if order.machine in records and records[order.machine].state is S.RUNNING]
+        if intent.records or intent.history or backoffs or intent.backoffs:
+            version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
+                                       backoffs={**(backoffs or {}), **intent.backoffs}, steps=steps)
+        applied.version = version
+        for record in drains:  # quick calls to the batch system, not the cloud: made here, in order
+            self._drain(record, errors)
+        deletes = [record for record in deleting if record is not None]
+        if not launches and not deletes:
+            applied.records = dict(intent.records)
+            return applied  # nothing to do in the cloud, nothing more to record
+        outcome = Batch()
+        now = self.clock() if self.clock is not None else now  # outcomes carry the time they happened
+        pool = self.pool or ThreadPoolExecutor(max_workers=self.workers)
+        try:
+            creates = [pool.submit(self._create, record, spec, now, outcome, errors) for record, spec in launches]
+            removes = [pool.submit(self._delete, record, now, outcome, errors) for record in deletes]
+            created = [f.result() for f in creates]
+            removed = [f.result() for f in removes]
+        finally:
+            if pool is not self.pool:
+                pool.shutdown()
+        applied.created, applied.create_failures = created.count(True), created.count(False)
+        applied.deleted, applied.delete_failures = removed.count(True), removed.count(False)
+        if outcome.records or outcome.backoffs:
+            try:
+                applied.version = self.store.write(self.space.name, version, outcome.records.values(),
+                                                   outcome.history, backoffs=outcome.backoffs or None)
+            except StaleState as exc:
+                errors.append(ReportError("store", self.space.name,
+                                          f"outcomes not recorded ({exc}); the next sync reconciles them"))
+        applied.records = {**intent.records, **outcome.records}
+        return applied
+
+    # --- intent ------------------------------------------------------------------------
+
+    def _waiting(self, plan: Plan) -> dict[str, collections.deque[PilotRequest]]:
+        """The requests waiting for the machines this plan creates, oldest first (read only when needed)."""
+        sources = {id(source): source for mt, source in self.named.items()
+                   if any(o.machinetype == mt for o in plan.creates)}
+        waiting: dict[str, collections.deque[PilotRequest]] = {}
+        for source in sources.values():
+            waiting.update((mt, collections.deque(found)) for mt, found in source.waiting(self.space.name).items()
+                           if self.named.get(mt) is source)
+        return waiting
+
+    def _intents(self, plan: Plan, now: datetime, batch: Batch, errors: list[ReportError],
+                 steps: list[Step]) -> list[tuple[MachineRecord, LaunchSpec]]:
+        refused: set[str] = set()
+        launches = []
+        waiting = self._waiting(plan)
+        claims: dict[int, tuple[NamedMachines, list[str]]] = {}
+        for order in plan.creates:
+            if order.machinetype in refused:
+                continue
+            mt = self.space.machinetypes[order.machinetype]
+            source = self.named.get(order.machinetype)
+            if source is not None:  # the machine runs the oldest waiting request's pilot, under its name
+                queue = waiting.get(order.machinetype)
+                if not queue:
+                    continue  # the requests were cancelled or expired since the demand was read
+                order = dataclasses.replace(order, pilot=queue.popleft())
+            try:
+                launch = prepare(self.space, mt, order, manager=self.manager, render=self.render, now=now,
+                                 randomness=self.randomness())
+            except (RenderError, OSError) as exc:
+                refused.add(order.machinetype)
+                error = ReportError("user_data", self.space.name, f"user-data not rendered, no machines created: "
+                                    f"{exc}", mt.name)
+                log.error("%s", error)
+                errors.append(error)
+                continue
+            launches.append((batch.put(launch.record), launch.spec))
+            if source is not None and order.pilot is not None:  # it leaves the queue with the machine's record
+                claims.setdefault(id(source), (source, []))[1].append(order.pilot.name)
+        steps.extend(source.claim(self.space.name, names, now) for source, names in claims.values())
+        return launches
+
+    def _deleting(self, order: DeleteOrder, record: MachineRecord, now: datetime, batch: Batch,
+                  errors: list[ReportError]) -> MachineRecord | None:
+        if record.cloud_id is None:  # a cloud deletes by its id only: the next listing gives it
+            errors.append(ReportError("delete_unknown_id", self.space.name, "delete waits: the cloud has not listed "
+                                      "the machine's id yet", record.machinetype, record.name))
+            return None
+        changes: dict[str, object] = {"delete_attempts": record.delete_attempts + 1, "last_delete_at": now}
+        if record.shutdown_code is None and order.code is not None:
+            changes.update(shutdown_code=order.code, shutdown_text=order.message)
+            if order.code in rules.ABORT_CODES and record.state in (S.RUNNING, *STARTING_STATES):
+                # vcycle ends it for a fault of the machine (its startd never joined): an abort, so back off
+                batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"{record.name} deleted "
+                                                             f"with '{order.code} {order.message}'")
+        moved = transition(record, S.DELETING, now, "delete: " + order.reason, **changes)
+        log.info("space=%s machinetype=%s machine=%s delete: %s", self.space.name, record.machinetype, record.name,
+                 order.reason)
+        return batch.put(moved)
+
+    def _draining(self, order: DrainOrder, record: MachineRecord, now: datetime, batch: Batch) -> MachineRecord:
+        log.info("space=%s machinetype=%s machine=%s drain: %s", self.space.name, record.machinetype, record.name,
+                 order.reason)
+        return batch.put(transition(record, S.DRAINING, now, "drain: " + order.reason))
+
+    def _drain(self, record: MachineRecord, errors: list[ReportError]) -> None:
+        def failed(message: str) -> None:
+            errors.append(ReportError("drain_failed", self.space.name, message, record.machinetype, record.name))
+
+        if self.drain is None:
+            failed("no batch system to ask for the drain")
+            return
+        try:
+            self.drain(self.space.name, record.name)
+        except DemandError as exc:  # it stays DRAINING: deleted after retire_timeout_seconds at the latest
+            log.warning("space=%s machinetype=%s machine=%s drain not sent: %s", self.space.name,
+                        record.machinetype, record.name, exc)
+            failed(f"drain not sent: {exc}")
+
+    # --- cloud calls ----------------------------------------------------------------------
+
+    def _create(self, record: MachineRecord, spec: LaunchSpec, now: datetime, batch: Batch,
+                errors: list[ReportError]) -> bool:
+        where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
+
+        def failed(kind: str, message: str) -> bool:
+            errors.append(ReportError(kind, self.space.name, message, record.machinetype, record.name))
+            return False
+
+        try:
+            machine: CloudMachine = self.connector.create_machine(spec)
+        except ConnectorError as exc:
+            if not exc.backoff:  # the cloud may yet have made it: the next sync adopts it or gives it up
+                log.warning("%s create not confirmed, left to the next sync: %s", where, exc)
+                return failed("create_not_confirmed", f"create not confirmed: {exc}")
+            log.error("%s create refused (%s): %s", where, exc.kind, exc)
+            batch.put(transition(record, S.CREATE_FAILED, now, f"create refused ({exc.kind}): {exc}"))
+            batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"create refused ({exc.kind}): {exc}")
+            return failed(f"create_refused_{exc.kind}", f"create refused ({exc.kind}): {exc}")
+        except Exception as exc:  # the per-action boundary: a connector bug must not stop the cycle
+            log.exception("%s create failed unexpectedly", where)
+            return failed("create_bug", f"create failed unexpectedly: {exc!r}")
+        log.info("%s created (cloud id %s)", where, machine.id)
+        moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors)
+        batch.put(transition(moved, S.STARTING, now, f"create accepted by the cloud (id {machine.id})"))
+        return True
+
+    def _delete(self, record: MachineRecord, now: datetime, batch: Batch, errors: list[ReportError]) -> bool:
+        where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
+        assert record.cloud_id is not None  # _deleting left out those without one
+        try:
+            self.connector.delete_machine(record.cloud_id)
+        except NotFound:
+            return True
+        except ConnectorError as exc:
+            log.warning("%s delete failed, retried later: %s", where, exc)
+            batch.put(transition(record, S.DELETE_FAILED, now, f"delete failed: {exc}"))
+            errors.append(ReportError("delete_failed", self.space.name, f"delete failed: {exc}", record.machinetype,
+                                      record.name))
+            return False
+        except Exception as exc:  # the per-action boundary
+            log.exception("%s delete failed unexpectedly", where)
+            batch.put(transition(record, S.DELETE_FAILED, now, f"delete failed unexpectedly: {exc!r}"))
+            errors.append(ReportError("delete_bug", self.space.name, f"delete failed unexpectedly: {exc!r}",
+                                      record.machinetype, record.name))
+            return False
+        return True
+
