@@ -18,6 +18,10 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 MT_DEFAULTS = {"user_data": "ud", "target_share": 1, "backoff_seconds": 600, "fizzle_seconds": 300}
 
 
+class UnitViolation(AssertionError):
+    """A unit test started a thread or a process, opened a socket, or slept (tests/unit/conftest.py)."""
+
+
 def unavailable(what: str, reason: str) -> None:
     """Skip (or, under CI=true, fail) a test whose real peer cannot run here."""
     import pytest

@@ -16,10 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-
-class UnitViolation(AssertionError):
-    """A unit test started a thread or a process, opened a socket, or slept."""
+from vctest import UnitViolation
 
 
 def _refuse(what: str) -> Any:

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import UnitViolation
+from vctest import UnitViolation
 
 
 def test_a_thread_is_refused() -> None:
