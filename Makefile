@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-# Debian packages some tests and the demo use: cloud-init's schema validator, shellcheck, curl (pilots' uploads).
-TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap  # command:package
+# Debian packages some tests and the demo use: cloud-init's schema validator, shellcheck, curl (pilots' uploads),
+# bubblewrap, systemd-analyze (the shipped unit is verified).
+TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap systemd-analyze:systemd  # command:package
 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
 BENCH_TOOLS := wrk nginx
@@ -130,7 +131,7 @@ bench: $(STAMP) bench-tools services openstack-testbed dirac-testbed
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 check-config: $(STAMP)
-	@for f in etc/*.example etc/vcycle.d/*.example; do echo "== $$f"; $(BIN)/vcycle check-config --config $$f >/dev/null || exit 1; done
+	@for f in etc/*.example etc/vcycle.d/*.example; do echo "== $$f"; $(BIN)/vcycle check-config --syntax-only --quiet --config $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .openstack .pytest_cache .mypy_cache .ruff_cache .hypothesis

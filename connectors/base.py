@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vcycle.core.model import CloudMachine, LaunchSpec
-from vcycle.core.sections import Settings, SpaceConfig
+from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.errors import LaunchRejected
 
 
@@ -52,12 +52,16 @@ class Connector(Protocol):
         """Optional (return None). The space's processor quota, counting foreign machines."""
         ...
 
-    def flavors(self) -> Mapping[str, int]:
-        """Optional (return {}). Flavor name -> vcpus, looked up at most once per cycle."""
+    def flavors(self) -> Mapping[str, int] | None:
+        """Optional (return None). Flavor name -> vcpus of the flavors the cloud offers (those the machinetypes
+        name, at least), looked up at most once per cycle; None when the cloud cannot tell. Raises
+        CloudUnavailable."""
         ...
 
     # Optional, looked up with getattr: ``notices(now) -> list[str]``, warnings for the cycle report
     # and ``vcycle status`` (an expiring credential); cheap, as it is called every cycle.
+    # ``check_images(images: Mapping[str, str | None]) -> dict[str, str]``: for ``vcycle check-config
+    # --online``, machinetype -> what is wrong with its root_image, found without changing anything.
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ class ConnectorPlugin:
     machinetype: type | None = None  # ... and to [machinetype] sections
     no_effect: Mapping[str, str] = field(default_factory=dict)  # old keys of this api that do nothing now
     check: Callable[[Any], list[tuple[str, str]]] | None = None  # checks across its space keys: [(key, problem)]
+    # what a machinetype of its spaces must have: [(key, problem)]
+    check_machinetype: Callable[[MachinetypeConfig], list[tuple[str, str]]] | None = None
 
 
 def fit_user_data(data: bytes, limit: int) -> bytes:

@@ -27,7 +27,7 @@ from typing import Any
 from vcycle.connectors.base import ConnectorPlugin, fit_user_data
 from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import boolean, integer, key, number, options_of, text, words
-from vcycle.core.sections import Settings, SpaceConfig
+from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
 
 
@@ -44,8 +44,8 @@ class EC2Space:
     security_group_ids: tuple[str, ...] = key(words, (), "security groups of every machine")
     key_name: str | None = key(text, None, "an EC2 key pair for the machines")
     iam_instance_profile: str | None = key(text, None, "an instance profile name or ARN for the machines")
-    api_attempts: int = key(integer(1, 20), 5, "tries of one API call, retries included")
-    api_timeout_seconds: float = key(number(1.0), 30.0, "connect and read timeout of one API call")
+    api_attempts: int = key(integer(1, 20), 5, "tries of one API call, retries included (all within the space's "
+                            "api_timeout_seconds)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +63,16 @@ class MachinetypeOptions:
     cloud: EC2Machinetype = field(default_factory=EC2Machinetype)
     volume_gb_per_processor: int = 0
     flavor_names: tuple[str, ...] = ()
+
+
+def _check_machinetype(mt: MachinetypeConfig) -> list[tuple[str, str]]:
+    problems = []
+    if not mt.root_image:
+        problems.append(("root_image", "is required for EC2: image:ami-... or image:NAME"))
+    if not mt.flavor_names:
+        problems.append(("flavor_names", f"is required for EC2: instance types with {mt.min_processors} processors "
+                                         "or more (EC2 would launch its default size, whatever min_processors says)"))
+    return problems
 
 
 def _check(options: EC2Space) -> list[tuple[str, str]]:
@@ -116,9 +126,19 @@ def map_state(name: str) -> CloudStatus:
     return STATE_MAP.get(name, CloudStatus.UNKNOWN)
 
 
+def _errors() -> tuple[type[Exception], ...]:
+    """What botocore raises for a cloud's failure: its API errors, its own (timeouts, connections), and an
+    answer that is not EC2's XML (a proxy's error page). A bug of ours is none of them."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
+
+    return ClientError, BotoCoreError, ResponseParserError
+
+
 def map_error(error: Exception, doing: str) -> Exception:
     """vcycle's error for a botocore/boto3 error (raise it ``from`` the original)."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
@@ -131,16 +151,18 @@ def map_error(error: Exception, doing: str) -> Exception:
         return CloudUnavailable(f"{doing}: {code or status}: {message}")
     if isinstance(error, BotoCoreError):
         return CloudUnavailable(f"{doing}: {error}")
+    if isinstance(error, ResponseParserError):  # its text repeats the page: a line of it is enough
+        page = str(error).partition("\n")[2].strip()[:80]
+        return CloudUnavailable(f"{doing}: the endpoint answered with a page that is not EC2's XML (a proxy's error "
+                                f"page?){': ' + page if page else ''}")
     return CloudUnavailable(f"{doing}: {error!r}")
 
 
 @contextmanager
 def _mapped(doing: str) -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         yield
-    except (ClientError, BotoCoreError) as error:
+    except _errors() as error:
         raise map_error(error, doing) from error
 
 
@@ -170,6 +192,7 @@ class EC2Connector:
         self._subnet_use: dict[str, int] = {}
         self._quota: tuple[float, int | None] | None = None  # (asked again after, the quota)
         self._names: dict[str, str] = {}  # our live machines' names -> their request ids, from listings and creates
+        self._not_offered: set[str] = set()  # instance types the region answered it does not know
 
     # --- listing ------------------------------------------------------------------------
 
@@ -181,7 +204,7 @@ class EC2Connector:
                 PaginationConfig={"PageSize": 1000})
             instances = [i for page in pages for reservation in page.get("Reservations", [])
                          for i in reservation.get("Instances", [])]
-        self._learn_vcpus({i.get("InstanceType", "") for i in instances if "CpuOptions" not in i})
+        self._sizes({i.get("InstanceType", "") for i in instances if "CpuOptions" not in i})
         use: dict[str, int] = {}
         names: dict[str, str] = {}
         for instance in instances:
@@ -220,17 +243,24 @@ class EC2Connector:
                 for item in page.get("InstanceTypes", []):
                     self._vcpus[item["InstanceType"]] = int(item["VCpuInfo"]["DefaultVCpus"])
 
-    def flavors(self) -> Mapping[str, int]:
-        """vCPUs of the instance types the machinetypes name (looked up once, then cached)."""
-        wanted = {name for mt in self.machinetypes.values() for name in mt.flavor_names}
+    def _sizes(self, types: set[str]) -> None:
+        """Learn the vCPUs of ``types``; a type the region does not offer is left unknown (remembered, and said
+        once), never a failure of the listing or of the other types."""
         try:
-            self._learn_vcpus(wanted)
+            self._learn_vcpus(types - self._not_offered)
         except LaunchRejected:  # a type this region does not know: size the others one by one
-            for name in sorted(wanted - set(self._vcpus)):
+            for name in sorted(types - set(self._vcpus) - self._not_offered):
                 try:
                     self._learn_vcpus({name})
-                except LaunchRejected:
-                    continue
+                except LaunchRejected as exc:
+                    self._not_offered.add(name)
+                    log.warning("space=%s instance type %s is not offered in this region: %s", self.space, name, exc)
+
+    def flavors(self) -> Mapping[str, int]:
+        """vCPUs of the instance types the machinetypes name that the region offers (looked up once, cached):
+        a type it does not offer is left out, so the planner never picks it."""
+        wanted = {name for mt in self.machinetypes.values() for name in mt.flavor_names}
+        self._sizes(wanted)
         return {name: self._vcpus[name] for name in wanted if name in self._vcpus}
 
     def capacity(self) -> int | None:
@@ -243,14 +273,12 @@ class EC2Connector:
         now = self.clock()
         if self._quota is not None and now < self._quota[0]:
             return self._quota[1]
-        from botocore.exceptions import BotoCoreError, ClientError
-
         known = self._quota[1] if self._quota is not None else None
         value: int | None
         try:
             answer = self.quotas.get_service_quota(ServiceCode="ec2", QuotaCode=ON_DEMAND_VCPU_QUOTA)
             value = int(answer["Quota"]["Value"])
-        except (ClientError, BotoCoreError) as error:
+        except _errors() as error:
             mapped = map_error(error, f"GetServiceQuota {ON_DEMAND_VCPU_QUOTA}")
             if isinstance(mapped, CloudUnavailable) and _transient(error):
                 log.warning("space=%s vCPU quota not read now, %s kept, asked again next cycle: %s", self.space,
@@ -352,29 +380,41 @@ class EC2Connector:
         self._images[root_image] = found
         return found
 
+    def check_images(self, wanted: Mapping[str, str | None]) -> dict[str, str]:
+        """machinetype -> what is wrong with its root_image in this region (looked up, nothing changed)."""
+        problems = {}
+        for machinetype, root_image in sorted(wanted.items()):
+            try:
+                if not root_image:
+                    raise LaunchRejected("no root_image")
+                self._image(root_image)
+            except LaunchRejected as exc:
+                problems[machinetype] = str(exc)
+        return problems
+
     def delete_machine(self, machine_id: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ClientError
 
         try:
             self.client.terminate_instances(InstanceIds=[machine_id])
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in GONE_CODES:
+        except _errors() as error:
+            if isinstance(error, ClientError) and str(error.response.get("Error", {}).get("Code")) in GONE_CODES:
                 return
             raise map_error(error, f"TerminateInstances {machine_id}") from error
-        except BotoCoreError as error:  # botocore's own: timeouts, connections (a bug of ours is not one)
-            raise map_error(error, f"TerminateInstances {machine_id}") from error
 
 
-def make_client(options: EC2Space, settings: Settings, service: str = "ec2") -> Any:
-    """A boto3 client for a space's keys, with botocore's standard retry mode."""
+def make_client(options: EC2Space, settings: Settings, service: str = "ec2", api_timeout: float = 60.0) -> Any:
+    """A boto3 client for a space's keys, with botocore's standard retry mode: every try of a call gets its
+    share of ``api_timeout``, so that one call with its retries ends within it."""
     import boto3
     from botocore.config import Config as BotoConfig
 
     session = boto3.session.Session(
         profile_name=options.profile, aws_access_key_id=options.access_key,
         aws_secret_access_key=options.secret_key, region_name=options.region)
+    per_try = max(1.0, api_timeout / options.api_attempts)
     config = BotoConfig(retries={"mode": "standard", "total_max_attempts": options.api_attempts},
-                        connect_timeout=options.api_timeout_seconds, read_timeout=options.api_timeout_seconds,
+                        connect_timeout=min(per_try, 10.0), read_timeout=per_try,
                         max_pool_connections=max(10, settings.create_workers + 2), user_agent_extra="vcycle")
     return session.client(service, endpoint_url=options.url if service == "ec2" else None, config=config)
 
@@ -385,14 +425,15 @@ def make_connector(space: SpaceConfig, settings: Settings) -> EC2Connector:
     machinetypes = {name: MachinetypeOptions(options_of(mt.connector, EC2Machinetype), mt.volume_gb_per_processor,
                                              mt.flavor_names)
                     for name, mt in space.machinetypes.items()}
-    quotas = None if options.url else make_client(options, settings, "service-quotas")
-    return EC2Connector(make_client(options, settings), space.name, subnet_ids=options.subnet_ids,
+    quotas = None if options.url else make_client(options, settings, "service-quotas", space.api_timeout_seconds)
+    return EC2Connector(make_client(options, settings, api_timeout=space.api_timeout_seconds), space.name,
+                        subnet_ids=options.subnet_ids,
                         security_group_ids=options.security_group_ids, key_name=options.key_name,
                         iam_instance_profile=options.iam_instance_profile, machinetypes=machinetypes,
                         quotas=quotas)
 
 
 PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA, space=EC2Space,
-                         machinetype=EC2Machinetype, check=_check,
+                         machinetype=EC2Machinetype, check=_check, check_machinetype=_check_machinetype,
                          no_effect={"version": "boto3 chooses the EC2 API version",
                                     "service": "boto3 signs requests for the ec2 service"})

@@ -287,8 +287,8 @@ class LocalConnector:
     def capacity(self) -> int | None:
         return self.processors_limit if self.processors_limit is not None else (os.cpu_count() or 1)
 
-    def flavors(self) -> Mapping[str, int]:
-        return {}
+    def flavors(self) -> Mapping[str, int] | None:
+        return None  # a local machine takes the processors it is given
 
 
 def session_members(sid: int) -> list[int]:

@@ -294,6 +294,24 @@ class OpenStackConnector:
                 self._images[name] = found
         return found
 
+    def check_images(self, wanted: Mapping[str, str | None]) -> dict[str, str]:
+        """machinetype -> what is wrong with its root_image: an image not in Glance, a file that cannot be read
+        (nothing is uploaded; a URL is not fetched)."""
+        problems = {}
+        for machinetype, image in sorted(wanted.items()):
+            try:
+                if image and images.is_file_or_url(image):
+                    if not image.startswith(("http://", "https://")):
+                        path = image.removeprefix("file://")
+                        if not os.access(path, os.R_OK):
+                            why = "does not exist" if not os.path.exists(path) else "cannot be read by this user"
+                            problems[machinetype] = f"root_image {path} {why}"
+                    continue
+                self._image(image, MachinetypeOptions())
+            except LaunchRejected as exc:
+                problems[machinetype] = str(exc)
+        return problems
+
     def _uploaded(self, source: str, options: MachinetypeOptions) -> str:
         """The Glance image of a file or URL at its current version: found, or uploaded once."""
         with self._lock:
@@ -441,24 +459,26 @@ class OpenStackConnector:
         return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def make_connection(options: OpenStackSpace) -> Any:
-    """An openstacksdk connection for a space's keys (the old vcycle's, or cloud = NAME of a clouds.yaml)."""
+def make_connection(options: OpenStackSpace, api_timeout: float = 60.0) -> Any:
+    """An openstacksdk connection for a space's keys (the old vcycle's, or cloud = NAME of a clouds.yaml); each
+    request times out after ``api_timeout``."""
     import openstack
 
     with _mapped("connect"):
         if options.cloud:
-            return openstack.connect(cloud=options.cloud, region_name=options.region)
+            return openstack.connect(cloud=options.cloud, region_name=options.region, api_timeout=api_timeout)
         auth: dict[str, Any] = {"auth_url": options.url}
         if options.cred_id:
             auth.update(application_credential_id=options.cred_id, application_credential_secret=options.cred_secret)
             return openstack.connection.Connection(auth_type="v3applicationcredential", auth=auth,
-                                                   region_name=options.region, identity_api_version="3")
+                                                   region_name=options.region, identity_api_version="3",
+                                                   api_timeout=api_timeout)
         domain = options.domain_name
         auth.update(username=options.username,
                     password=base64.b64decode(options.password_base64 or "").decode("utf-8"),
                     project_name=options.project_name, user_domain_name=domain, project_domain_name=domain)
         return openstack.connection.Connection(auth_type="password", auth=auth, region_name=options.region,
-                                               identity_api_version="3")
+                                               identity_api_version="3", api_timeout=api_timeout)
 
 
 def make_connector(space: SpaceConfig, settings: Settings) -> OpenStackConnector:
@@ -468,7 +488,8 @@ def make_connector(space: SpaceConfig, settings: Settings) -> OpenStackConnector
                                              root_public_key=mt.root_public_key,
                                              volume_gb_per_processor=mt.volume_gb_per_processor)
                     for name, mt in space.machinetypes.items()}
-    return OpenStackConnector(make_connection(options), space.name, zones=options.zones, network=options.network_uuid,
+    return OpenStackConnector(make_connection(options, space.api_timeout_seconds), space.name, zones=options.zones,
+                              network=options.network_uuid,
                               security_groups=options.security_groups, key_name=options.key_name,
                               machinetypes=machinetypes, image_cache=Path(settings.state_dir) / "imagecache",
                               signing_ca_dir=options.signing_ca_dir, image_url_ca=options.image_url_ca,

@@ -97,8 +97,9 @@ class Service:
         left += [f"port {port} ({what})" for what, port in self.ports.items() if listening(port)]
         return left
 
-    def stop(self) -> None:
-        """Stop every process of the service and remove its directory; ServiceLeft if anything survived."""
+    def stop(self, wait: float = 10.0) -> None:
+        """Stop every process of the service and remove its directory; ServiceLeft if anything survived
+        ``wait`` seconds."""
         if self.on_stop is not None and self.processes:
             try:
                 self.on_stop()
@@ -107,7 +108,7 @@ class Service:
         started = dict(self.processes)
         testbed_processes.stop(self.processes)
         self.processes = started  # kept to be checked
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + wait
         while self.leftovers() and time.monotonic() < deadline:
             time.sleep(0.1)
         left = self.leftovers()

@@ -98,6 +98,10 @@ class StoreError(VcycleError):
     """The state store cannot be opened, migrated or used."""
 
 
+class NoStore(StoreError):
+    """A store opened only to read is not there yet: no cycle has made it."""
+
+
 class RenderError(VcycleError):
     """A machinetype's user-data cannot be rendered; no machine of it is created this cycle."""
 

@@ -178,9 +178,9 @@ class FakeConnector:
         with self._call("capacity", ""):
             return self.quota_processors
 
-    def flavors(self) -> Mapping[str, int]:
+    def flavors(self) -> Mapping[str, int] | None:
         with self._call("flavors", ""):
-            return dict(self.flavor_sizes)
+            return dict(self.flavor_sizes) if self.flavor_sizes else None  # without flavors: it cannot tell
 
     # --- knobs for tests ----------------------------------------------------------------
 

@@ -70,7 +70,7 @@ class Faults:
     """before-send hooks that answer some requests themselves, as a broken EC2 would."""
 
     def __init__(self) -> None:
-        self.plan: list[str] = []  # one of: "500", "throttle", "timeout" per request to fault
+        self.plan: list[str] = []  # one of: "500", "throttle", "timeout", "html" per request to fault
         self.seen: list[str] = []
 
     def __call__(self, request: Any, **kwargs: Any) -> Any:
@@ -81,6 +81,9 @@ class Faults:
         fault = self.plan.pop(0)
         if fault == "timeout":
             raise ReadTimeoutError(endpoint_url=request.url)
+        if fault == "html":  # a proxy in front of the endpoint, answering with its own page
+            return AWSResponse(request.url, 200, {"Content-Type": "text/html"},
+                               _Raw(b"<html><body>Gateway busy<br>try later</body>"))
         if fault == "throttle":
             body = (b"<Response><Errors><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
                     b"</Errors><RequestID>x</RequestID></Response>")
@@ -124,6 +127,25 @@ def test_a_lasting_fault_is_cloud_unavailable(moto_url: str) -> None:
         connector.list_machines()
 
 
+def test_a_page_that_is_not_xml_is_cloud_unavailable_for_every_call(moto_url: str, moto_ami: str) -> None:
+    """botocore raises ResponseParserError (not one of its ClientError/BotoCoreError) for an answer that is
+    not XML: each call must still end as CloudUnavailable with a short reason, never as a bug."""
+    from datetime import UTC, datetime
+
+    from vcycle.core.model import LaunchSpec
+
+    connector, faults = faulty_connector(moto_url, attempts=1)
+    spec = LaunchSpec(name="m", request_id="r", space=connector.space, machinetype="mt", manager="mgr", processors=2,
+                      flavor="t3.micro", zone=None, image=f"image:{moto_ami}", user_data=b"x",
+                      shutdown_at=datetime(2030, 1, 1, tzinfo=UTC))
+    calls = [connector.list_machines, lambda: connector.create_machine(spec), lambda: connector.delete_machine("i-1")]
+    for call in calls:
+        faults.plan = ["html"] * 3
+        with pytest.raises(CloudUnavailable, match="not EC2's XML") as caught:
+            call()
+        assert len(str(caught.value)) < 300
+
+
 def test_cycles_carry_on_through_faults_and_limits_hold(moto_url: str, moto_ami: str, tmp_path: Path) -> None:
     connector, faults = faulty_connector(moto_url, attempts=2)
     config = load_text(f"[settings]\nmanager_name = mgr\nmax_create_fraction = 0.5\n[space {connector.space}]\n"
@@ -131,8 +153,12 @@ def test_cycles_carry_on_through_faults_and_limits_hold(moto_url: str, moto_ami:
                        f"[machinetype {connector.space} mt]\nuser_data = ud\ntarget_share = 1\n"
                        f"backoff_seconds = 0\nfizzle_seconds = 0\nroot_image = image:{moto_ami}\n"
                        "flavor_names = t3.micro\nmin_processors = 2\n")
-    store = Store.open(f"sqlite:///{tmp_path}/state.db")
     from datetime import UTC, datetime
+
+    from vcycle.connectors.ec2 import make_connector
+
+    connector.machinetypes = make_connector(config.spaces[connector.space], config.settings).machinetypes
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
 
     ctx = SpaceContext(config, config.spaces[connector.space], connector, store, {}, lambda *a: b"#!/bin/sh\n",
                        lambda: datetime.now(UTC))

@@ -100,3 +100,61 @@ fizzle_seconds = 0
     assert f"HTTPS endpoint on https://127.0.0.1:{port}" in log.read_text()
     with socket.socket() as sock:  # the endpoint stopped with the daemon
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_sighup_moves_the_endpoint_to_a_new_https_listen_and_keeps_it_when_the_new_one_is_unusable(
+        tmp_path: Path) -> None:
+    """A reload that changes https_listen rebinds (the old port closes, the new one answers over TLS); one that
+    names a certificate that cannot be read keeps the endpoint where it was, and says so."""
+    pki = PKI.create(tmp_path / "pki")
+    cert, key = pki.issue("server", grid_name(("DC", "org"), ("DC", "example"), ("CN", "localhost")), server=True)
+    first, second = free_port(), free_port()
+    conf = tmp_path / "v.conf"
+    text = f"""[settings]
+state_url = sqlite:///{tmp_path}/state.db
+state_dir = {tmp_path}
+manager_name = e2e
+cycle_seconds = 1
+https_listen = 127.0.0.1:{first}
+https_cert = {cert}
+https_key = {key}
+
+[space e2e]
+api = fake
+state_file = {tmp_path}/cloud.json
+processors_limit = 0
+
+[machinetype e2e pilot]
+user_data = pilot-container
+backoff_seconds = 600
+fizzle_seconds = 0
+"""
+    conf.write_text(text)
+    log = tmp_path / "vcycle.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "vcycle.cli", "daemon", "--config", str(conf), "--log-file",
+                               str(log)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    context = ssl.create_default_context(cafile=str(pki.directory / "ca.pem"))
+
+    def answers(port: int) -> bool:
+        try:
+            return httpx.get(f"https://127.0.0.1:{port}/api/v1/status", verify=context, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(lambda: answers(first))
+        conf.write_text(text.replace(f"https_listen = 127.0.0.1:{first}", f"https_listen = 127.0.0.1:{second}"))
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: answers(second))
+        assert not answers(first)
+        wait_for(lambda: f"HTTPS endpoint now on https://127.0.0.1:{second} (was https://127.0.0.1:{first})"
+                 in log.read_text())
+        conf.write_text(text.replace(f"https_cert = {cert}", f"https_cert = {tmp_path}/missing.pem"))  # back to first
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: f"HTTPS endpoint kept on https://127.0.0.1:{second} as it was: " in log.read_text())
+        assert answers(second) and not answers(first)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    assert daemon.returncode == 0
+    assert daemon.stderr is not None and b"Traceback" not in daemon.stderr.read()

@@ -139,3 +139,41 @@ def test_sigkill_between_intent_and_create_leaks_nothing(site: dict[str, Any], m
     tagged = {next(t["Value"] for t in i["Tags"] if t["Key"] == "Name") for i in instances(moto_url, site["space"])}
     assert tagged <= known  # every instance vcycle made is in its store: nothing leaked
     assert len(tagged) == 4
+
+
+def test_an_instance_type_the_region_lacks_is_held_and_never_wedges_the_space(
+        site: dict[str, Any], moto_url: str, moto_ami: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flavor_names = x9.superlarge: nothing is created (the reason is in plan), and an instance of a type
+    DescribeInstanceTypes does not know (made by hand, or before the region dropped it) neither fails the
+    listing nor escapes vcycle's delete."""
+    import moto.settings
+
+    conf = site["conf"]
+    conf.write_text(conf.read_text().replace("flavor_names = t3.micro", "flavor_names = x9.superlarge"))
+    set_demand(site, 20)
+    done = cycle(site)
+    assert done is not None and done.returncode == 0 and "0 created" in done.stdout, done.stderr
+    plan = subprocess.run([sys.executable, "-m", "vcycle.cli", "plan", "--config", str(conf)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert "hold pilot: no flavor has 2.. processors (vcpus: x9.superlarge=not in cloud)" in plan.stdout, plan.stdout
+    assert instances(moto_url, site["space"]) == []
+
+    monkeypatch.setattr(moto.settings, "EC2_ENABLE_INSTANCE_TYPE_VALIDATION", False)
+    made = ec2(moto_url).run_instances(
+        ImageId=moto_ami, InstanceType="x9.superlarge", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "Name", "Value": "vcycle-pilot-handmade01"}, {"Key": "vcycle-space", "Value": site["space"]},
+            {"Key": "vcycle-machinetype", "Value": "pilot"}, {"Key": "vcycle-manager", "Value": "cron-host"},
+            {"Key": "vcycle-request", "Value": "0" * 32}]}])
+    monkeypatch.setattr(moto.settings, "EC2_ENABLE_INSTANCE_TYPE_VALIDATION", True)
+    instance_id = made["Instances"][0]["InstanceId"]
+    for _ in range(2):
+        done = cycle(site)
+        assert done is not None and done.returncode == 0, done.stdout + done.stderr  # the listing survives
+    deleted = subprocess.run([sys.executable, "-m", "vcycle.cli", "machines", "delete", "vcycle-pilot-handmade01",
+                              "--config", str(conf)], capture_output=True, text=True, timeout=120, check=False)
+    assert deleted.returncode == 0, deleted.stderr
+    done = cycle(site)
+    assert done is not None and "1 deleted" in done.stdout, done.stdout + done.stderr
+    gone = instances(moto_url, site["space"], ("terminated", "shutting-down"))
+    assert [i["InstanceId"] for i in gone] == [instance_id]

@@ -85,4 +85,4 @@ def test_a_service_that_leaves_a_port_answering_fails_its_stop(tmp_path: Path) -
         service = services.Service("stray", tmp_path / "stray", {"listener": port}, "none://")
         (tmp_path / "stray").mkdir()
         with pytest.raises(services.ServiceLeft, match=f"port {port}"):
-            service.stop()
+            service.stop(wait=0.5)

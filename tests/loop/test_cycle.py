@@ -206,6 +206,11 @@ def test_unrenderable_user_data_stops_that_machinetype_only(store: Store) -> Non
     report = run_cycle(context(config, store, cloud, clock, render=render))
     assert {m.owner.machinetype for m in cloud.ours() if m.owner} == {"good"}
     assert any("user-data not rendered" in e.message and e.kind == "user_data" for e in report.errors)
+    assert len(cloud.ours()) == 10  # the broken one's share went to the other, not to waste
+    held = [d for d in report.decisions if d.machinetype == "bad"]
+    assert held and all(d.action.value == "hold" and d.rule == "user_data" for d in held), held
+    assert "template missing" in held[0].reason
+    assert not any(d.action.value == "create" and d.machinetype == "bad" for d in report.decisions)
 
 
 def test_one_failing_space_does_not_stop_the_others(store: Store) -> None:
@@ -269,7 +274,7 @@ def test_each_machine_gets_a_token_in_its_user_data_and_only_the_hash_is_stored(
                                    machinetypes={"mt": {"hs06_per_processor": 10, "max_wallclock_seconds": 7200}}))
     run_cycle(context(config, store, cloud, clock, render=render))
     records = store.load("sp").records
-    assert len(records) == 2 and len(set(seen.values())) == 2
+    assert len(records) == 2 and len({seen[r.name] for r in records}) == 2  # (a trial render checks first)
     for record in records:
         token = seen[record.name]
         assert record.token_hash == hashlib.sha256(token.encode()).hexdigest()
@@ -306,9 +311,119 @@ def test_connector_notices_reach_the_report_and_status(store: Store) -> None:
             raise RuntimeError("bug in an advisory call")
 
     config = load_text(config_text())
-    report = run_cycle(context(config, store, Expiring(clock=clock), clock))
+    expiring = Expiring(clock=clock)
+    report = run_cycle(context(config, store, expiring, clock))
     assert report.ok and report.warnings == (f"the OpenStack password of this space expires at {clock():%Y-%m-%d}",)
     out = io.StringIO()
     show(collect(config, store, clock()), Console(file=out, width=200))
     assert f"warning: the OpenStack password of this space expires at {clock():%Y-%m-%d}" in out.getvalue()
-    assert run_cycle(context(config, store, Broken(clock=clock), clock)).warnings == ()  # never fails a cycle
+    broken = Broken(clock=clock)
+    broken.machines = expiring.machines  # the same cloud, so that nothing vanishes
+    assert run_cycle(context(config, store, broken, clock)).warnings == ()  # never fails a cycle
+
+
+class Hanging(FakeConnector):
+    """A fake cloud whose chosen calls hang until released (an endpoint that stopped answering)."""
+
+    def __init__(self, *args: Any, hang: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hang = set(hang)
+        self.release = __import__("threading").Event()
+        self.hung = 0  # calls begun and not yet answered
+
+    def _hold(self, what: str) -> bool:
+        if what not in self.hang:
+            return False
+        self.hung += 1
+        self.release.wait(60)
+        self.hung -= 1
+        return True
+
+    def list_machines(self):  # type: ignore[no-untyped-def]
+        self._hold("list")
+        return super().list_machines()
+
+    def create_machine(self, spec):  # type: ignore[no-untyped-def]
+        self._hold("create")
+        return super().create_machine(spec)
+
+    def delete_machine(self, machine_id):  # type: ignore[no-untyped-def]
+        if self._hold("delete"):
+            return None  # the delete was lost on the way
+        return super().delete_machine(machine_id)
+
+
+def test_creates_that_do_not_answer_are_left_to_the_next_sync_after_api_timeout(
+        store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cycle waits for its creates api_timeout_seconds per round of workers, not for ever, and says so while
+    it waits; the machines the cloud makes after all are adopted by the next listing, none is lost."""
+    from vcycle.loop import calls
+
+    monkeypatch.setattr(calls, "LONG_SECONDS", 0.2)
+    clock = FakeClock()
+    cloud = Hanging(clock=clock, hang=("create",))
+    config = load_text(config_text(limit=2, settings={"max_create_fraction": 1}, space={"api_timeout_seconds": 1}))
+    try:
+        report = run_cycle(context(config, store, cloud, clock))
+        assert cloud.hung == 2  # both creates still running: the cycle did not wait for them
+        assert [e.kind for e in report.errors] == ["create_not_confirmed"] * 2
+        assert "no answer within 1s (api_timeout_seconds)" in report.errors[0].message
+        assert "space=sp api=fake 2 of 2 create/delete calls have not answered for 0.2s" in caplog.text
+        assert states(store) == {"requested": 2}
+    finally:
+        cloud.release.set()
+    for _ in range(100):
+        if cloud.hung == 0 and len(cloud.machines) == 2:
+            break
+        time.sleep(0.05)
+    cloud.hang.clear()
+    clock.advance(1)
+    run_cycle(context(config, store, cloud, clock))
+    assert states(store) == {"running": 2} and len(cloud.machines) == 2  # adopted, nothing made twice
+
+
+def test_a_delete_that_does_not_answer_is_sent_again_while_the_machine_is_listed(store: Store) -> None:
+    clock = FakeClock()
+    cloud = Hanging(clock=clock)
+    config = load_text(config_text(limit=1, settings={"max_create_fraction": 1}, space={"api_timeout_seconds": 1},
+                                   machinetypes={"mt": {"max_wallclock_seconds": 60}}))
+    run_cycle(context(config, store, cloud, clock))
+    (first,) = store.load("sp").records
+    clock.advance(61)  # past its wallclock: deleted
+    cloud.hang = {"delete"}
+    try:
+        report = run_cycle(context(config, store, cloud, clock))
+        assert cloud.hung == 1 and "delete not confirmed: no answer within 1s" in report.errors[0].message
+        assert states(store) == {"deleting": 1}
+    finally:
+        cloud.release.set()
+    while cloud.hung:
+        time.sleep(0.01)
+    cloud.hang.clear()
+    assert first.name in cloud.machines  # the delete was lost
+    clock.advance(1)
+    calls = len(cloud.calls)
+    run_cycle(context(config, store, cloud, clock))
+    assert ("delete", first.cloud_id) in cloud.calls[calls:]  # sent again at once, not after 900 s
+    assert first.name not in cloud.machines
+
+
+def test_a_listing_that_does_not_answer_skips_its_space_only(store: Store, caplog: pytest.LogCaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from vcycle.loop import calls
+
+    monkeypatch.setattr(calls, "LONG_SECONDS", 0.2)
+    clock = FakeClock()
+    text = config_text(limit=2, settings={"max_create_fraction": 1}, space={"api_timeout_seconds": 1})
+    text += text[text.index("[space sp]"):].replace(" sp", " other")
+    config = load_text(text)
+    silent = Hanging(clock=clock, hang=("list",))
+    try:
+        reports = run_all([context(config, store, silent, clock), context(config, store, FakeConnector(clock=clock),
+                                                                          clock, space="other")], 4)
+        assert silent.hung == 1
+    finally:
+        silent.release.set()
+    assert not reports[0].ok and "fake list_machines did not answer within 1s" in reports[0].errors[0].message
+    assert reports[1].ok and states(store, "other") == {"starting": 2}
+    assert "space=sp api=fake list_machines has not answered for 0.2s" in caplog.text  # said while waiting

@@ -46,7 +46,8 @@ def test_manager_name_defaults_to_host_name(tmp_path: Path) -> None:
 
 def test_every_file_in_etc_loads() -> None:
     files = [f for f in glob.glob(str(REPO / "etc" / "**" / "*"), recursive=True)
-             if f.endswith((".conf", ".example")) and os.path.isfile(f)]
+             if f.endswith((".conf", ".example")) and os.path.isfile(f)
+             and os.path.basename(os.path.dirname(f)) not in ("sysusers.d", "tmpfiles.d")]  # systemd's, not ours
     assert len(files) >= 4
     for path in files:
         config = load_config([path], hostname="h")
@@ -174,8 +175,24 @@ def test_openstack_cloud_name_replaces_url_and_credentials() -> None:
 
 def test_ec2_old_keys_without_effect_warn() -> None:
     config = load_text("[space e]\napi = ec2\nurl = https://ec2\naccess_key = A\nsecret_key = B\nversion = 2010-08-31\n"
-                       "[machinetype e mt]\nuser_data = u\nbackoff_seconds = 1\nfizzle_seconds = 1\n")
+                       "[machinetype e mt]\nuser_data = u\nbackoff_seconds = 1\nfizzle_seconds = 1\n"
+                       "root_image = image:ami-1\nflavor_names = m5.large\n")
     assert any(w.key == "version" and "no effect" in w.message for w in config.warnings)
+
+
+@pytest.mark.parametrize(("lines", "key", "words"), [
+    ("flavor_names = m5.large\n", "root_image", "is required for EC2"),
+    ("root_image = image:ami-1\n", "flavor_names", "EC2 would launch its default size"),
+    ("root_image = image:ami-1\nflavor_names =\n", "flavor_names", "EC2 would launch its default size"),
+])
+def test_ec2_machinetype_without_image_or_instance_type_is_refused(lines: str, key: str, words: str) -> None:
+    """Without them EC2 launches no image, or its default size whatever min_processors says: refused at load
+    (so by check-config too), naming the key, before anything is created."""
+    with pytest.raises(ConfigError) as caught:
+        load_text("[space e]\napi = ec2\nurl = https://ec2\naccess_key = A\nsecret_key = B\n"
+                  "[machinetype e mt]\nuser_data = u\nbackoff_seconds = 1\nfizzle_seconds = 1\n" + lines)
+    assert any(p.section == "machinetype e mt" and p.key == key and words in p.message
+               for p in caught.value.problems), caught.value
 
 
 def test_files_in_a_directory_are_read_sorted_and_later_values_win(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from vctest import T0, cloud, make_config, rec
 
+from vcycle.core import rules
 from vcycle.core.model import Backoff, CloudStatus, Heartbeat
 from vcycle.core.states import MachineState
 from vcycle.core.sync import sync
@@ -59,9 +60,15 @@ def test_listed_machine_moves_as_the_cloud_reports(before: S, status: C, after: 
 @pytest.mark.parametrize("before", [S.STARTING, S.RUNNING, S.DRAINING, S.STOPPED, S.FAILED, S.DELETING,
                                     S.DELETE_FAILED])
 def test_vanished_machine_is_gone(before: S) -> None:
-    record = only(run([rec("m", before)], []))
+    result = run([rec("m", before)], [])
+    record = only(result)
     assert record.state is S.GONE
-    assert record.last.reason == "no longer listed by the cloud"
+    if before in (S.STARTING, S.RUNNING, S.DRAINING):  # alive, and vcycle sent no delete
+        assert record.last.reason.startswith("vanished from the cloud's listing without a delete from vcycle")
+        assert result.vanished == ("m",)
+    else:
+        assert record.last.reason == "no longer listed by the cloud"
+        assert result.vanished == ()
 
 
 def test_nova_deleted_flash_is_read_as_not_listed_and_never_adopted() -> None:
@@ -139,9 +146,31 @@ def test_stopping_after_fizzle_without_code_is_not_an_abort() -> None:
     assert run([record], [cloud("m", C.STOPPED)]).backoffs == {}
 
 
-def test_vanishing_soon_after_start_is_an_abort() -> None:
+def test_vanishing_soon_after_start_is_not_an_abort() -> None:
+    """A machine that leaves the listing without a delete and without a word did not fail: the cloud lost it
+    (or someone deleted it). Counting it as a fizzle would back off a machinetype for the cloud's fault."""
     record = rec("m", S.RUNNING, started_at=LATER - timedelta(seconds=10))
-    assert "mt" in run([record], []).backoffs
+    result = run([record], [])
+    assert result.backoffs == {} and result.vanished == ("m",)
+    assert "not counted as an abort" in only(result).last.reason
+
+
+def test_vanishing_after_an_abort_message_is_an_abort() -> None:
+    record = rec("m", S.RUNNING, started_at=LATER - timedelta(seconds=10), shutdown_code=500,
+                 shutdown_text="Missing requirement")
+    result = run([record], [])
+    assert "stopped with '500 Missing requirement'" in result.backoffs["mt"].reason and result.vanished == ()
+
+
+def test_many_vanishing_at_once_are_warned_about_and_one_is_not() -> None:
+    many = [rec(f"m{i}", S.RUNNING, cloud_id=f"id-m{i}") for i in range(10)]
+    result = run(many, [cloud("m0", C.RUNNING)])
+    assert len(result.vanished) == 9 and result.backoffs == {}
+    assert result.warnings == ("9 of 10 machines vanished from the cloud at once without a delete from vcycle: "
+                               "was the cloud restarted empty, or were they deleted by hand? (not counted as "
+                               "aborts)",)
+    one = run(many, [cloud(f"m{i}", C.RUNNING) for i in range(1, 10)])
+    assert one.vanished == ("m0",) and one.warnings == ()
 
 
 def test_later_abort_replaces_an_earlier_backoff_only() -> None:
@@ -164,3 +193,50 @@ def test_delete_that_does_not_complete_becomes_delete_failed() -> None:
 def test_cloud_id_and_processors_are_learnt_from_the_listing() -> None:
     record = only(run([rec("m", S.REQUESTED, processors=1)], [cloud("m", C.STARTING, processors=8)]))
     assert (record.cloud_id, record.processors) == ("id-m", 8)
+
+
+# --- recovery at the next complete listing ------------------------------------------------
+
+BOUND = timedelta(seconds=CONFIG.spaces["sp"].api_timeout_seconds)
+
+
+def listed(records, machines, listed_at):  # type: ignore[no-untyped-def]
+    return sync(records, machines, {}, listed_at, space=CONFIG.spaces["sp"], settings=CONFIG.settings,
+                listed_at=listed_at)
+
+
+def test_intent_a_later_listing_does_not_show_is_given_up_at_once() -> None:
+    """A crash between the REQUESTED record and the create (or a create that failed unseen): a listing begun
+    after the create could have answered shows no such machine, so its capacity is freed now, not after
+    request_timeout_seconds (900 s)."""
+    intent = rec("m", S.REQUESTED)
+    record = only(listed([intent], [], T0 + BOUND))
+    assert record.state is S.CREATE_FAILED
+    assert record.last.reason.startswith(f"not in a complete listing taken {int(BOUND.total_seconds())}s after")
+    assert CONFIG.settings.request_timeout_seconds > BOUND.total_seconds()  # the old wait was longer
+
+
+def test_intent_a_listing_too_soon_does_not_show_is_kept() -> None:
+    assert only(listed([rec("m", S.REQUESTED)], [], T0 + BOUND - timedelta(seconds=1))).state is S.REQUESTED
+    assert only(run([rec("m", S.REQUESTED)], [], now=T0 + BOUND * 2)).state is S.REQUESTED  # no listed_at: timeout
+
+
+def test_intent_the_listing_shows_is_adopted() -> None:
+    record = only(listed([rec("m", S.REQUESTED)], [cloud("m", C.STARTING)], T0 + BOUND * 2))
+    assert record.state is S.STARTING and record.cloud_id == "id-m"
+
+
+def test_interrupted_delete_is_sent_again_at_the_next_listing() -> None:
+    """DELETING recorded, the delete never reached the cloud (a crash, a timeout): the machine is still listed
+    alive a call's bound later, so it is marked for an immediate retry (deletes are idempotent)."""
+    deleting = rec("m", S.DELETING, cloud_id="id-m", last_delete_at=T0, delete_attempts=1)
+    record = only(listed([deleting], [cloud("m", C.RUNNING)], T0 + BOUND))
+    assert record.state is S.DELETE_FAILED and record.last_delete_at is None
+    assert "sent again" in record.last.reason
+    assert rules.delete_retry_due(record, CONFIG.settings, T0 + BOUND)
+
+
+def test_delete_in_progress_is_left_alone() -> None:
+    deleting = rec("m", S.DELETING, cloud_id="id-m", last_delete_at=T0, delete_attempts=1)
+    assert only(listed([deleting], [cloud("m", C.DELETING)], T0 + BOUND)).state is S.DELETING
+    assert only(listed([deleting], [cloud("m", C.RUNNING)], T0 + BOUND / 2)).state is S.DELETING

@@ -173,7 +173,8 @@ def test_vcycle_render_prints_the_user_data_its_size_and_masks_secrets(tmp_path:
     config_file = tmp_path / "v.conf"
     config_file.write_text(f"[settings]\nstate_dir = {tmp_path}\n[space sp.example.org]\napi = ec2\n"
                            "[machinetype sp.example.org mt]\nuser_data = secret.sh\nbackoff_seconds = 1\n"
-                           "fizzle_seconds = 1\nuser_data_option_pool_password = hunter2\n")
+                           "fizzle_seconds = 1\nuser_data_option_pool_password = hunter2\nroot_image = image:ami-1\n"
+                           "flavor_names = m5.large\n")
     files.mkdir(parents=True)
     (files / "secret.sh").write_text("#!/bin/sh\nPOOL=##user_data_option_pool_password##\n")
     assert main(["render", "--config", str(config_file), "sp.example.org", "mt"]) == 0

@@ -14,6 +14,7 @@ import gzip
 import json
 import logging
 import logging.handlers
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,16 @@ from vcycle.core.model import MachineRecord
 from vcycle.core.options import host_port
 from vcycle.core.sections import Config
 from vcycle.core.states import MachineState
-from vcycle.errors import CommandFailed, ConfigError, ConfigProblem, LockHeld, StaleState, StoreError, VcycleError
+from vcycle.errors import (
+    CommandFailed,
+    ConfigError,
+    ConfigProblem,
+    LockHeld,
+    NoStore,
+    StaleState,
+    StoreError,
+    VcycleError,
+)
 from vcycle.loop.cycle import observe
 from vcycle.loop.daemon import Daemon, Lock, Manager, lock_path
 from vcycle.store import SpaceState, Store, status
@@ -45,14 +55,28 @@ def print_problems(problems: Iterable[ConfigProblem], kind: str, out: TextIO) ->
 
 
 def check_config(args: argparse.Namespace) -> int:
+    """Load, then check what cycle and daemon would refuse later (checks.py); exit 2 on any error."""
+    from vcycle import connectors
+    from vcycle.cli import checks
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print_problems(exc.problems, "error", sys.stderr)
         sys.stderr.write(f"configuration invalid: {len(exc.problems)} error(s)\n")
         return EXIT_CONFIG
-    print_problems(config.warnings, "warning", sys.stderr)
-    describe(config, sys.stdout)
+    errors, warnings = ([], []) if args.syntax_only else checks.offline(config)
+    if args.online:
+        errors += checks.online(config, lambda space: connectors.REGISTRY.load(space.api).make(space,
+                                                                                             config.settings))
+        warnings = [w for w in warnings if w.key != "user_data"]  # fetched and rendered online
+    print_problems([*config.warnings, *warnings], "warning", sys.stderr)
+    print_problems(errors, "error", sys.stderr)
+    if errors:
+        sys.stderr.write(f"configuration invalid: {len(errors)} error(s)\n")
+        return EXIT_CONFIG
+    if not args.quiet:
+        describe(config, sys.stdout)
     return EXIT_OK
 
 
@@ -68,15 +92,33 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _store(config: Config) -> Store:
+def _store(config: Config, *, readonly: bool = False) -> Store:
+    """The state store; ``readonly`` for the commands that only read (they write nothing, not even a lock)."""
     try:
-        return Store.open(config.settings.state_url)
+        return Store.open(config.settings.state_url, readonly=readonly)
+    except NoStore as exc:  # nothing has run yet: what there is to see is an empty store
+        sys.stderr.write(f"note: {exc}; shown as empty\n")
+        return Store.open("sqlite://")
     except StoreError as exc:
         sys.stderr.write(f"error: {mask_url(str(exc))}\n")
         raise CommandFailed(EXIT_FAILED) from exc
 
 
+def _log_to(path: str | None) -> None:
+    """Log to ``path`` instead of stderr (reopened when logrotate moves it)."""
+    if not path:
+        return
+    try:
+        handler: logging.Handler = logging.handlers.WatchedFileHandler(path)
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot write the log file {path}: {exc.strerror}\n")
+        raise CommandFailed(EXIT_FAILED) from exc
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().handlers[:] = [handler]
+
+
 def cycle_once(args: argparse.Namespace) -> int:
+    _log_to(args.log_file)
     config = _config(args)
     try:
         with Lock(lock_path(config)):
@@ -93,17 +135,18 @@ def cycle_once(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_FAILED
     for report in reports:
-        verdict = "ok" if report.ok else "FAILED: " + "; ".join(e.message for e in report.errors)
-        print(f"{report.space}: {report.counts.get('creates', 0)} created, {report.counts.get('deletes', 0)} "
-              f"deleted, {verdict}")
+        verdict = "ok" if report.ok else "FAILED: " + "; ".join(show.grouped_errors(e.as_dict() for e in report.errors))
+        line = f"{report.space}: {report.counts.get('creates', 0)} created, {report.counts.get('deletes', 0)} " \
+               f"deleted, {verdict}"
+        if args.log_file:  # cron mails what a job prints: with a log file, the summary goes there
+            logging.getLogger("vcycle.cli").info("%s", line)
+        else:
+            print(line)
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
 
 
 def daemon(args: argparse.Namespace) -> int:
-    if args.log_file:
-        handler: logging.Handler = logging.handlers.WatchedFileHandler(args.log_file)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logging.getLogger().handlers[:] = [handler]
+    _log_to(args.log_file)
     config = _config(args)
     try:
         with Lock(lock_path(config)):
@@ -112,6 +155,8 @@ def daemon(args: argparse.Namespace) -> int:
             background = None
             if config.settings.https_listen is not None:
                 background = _endpoint_thread(config, store, runner)
+            else:
+                runner.on_reload.append(_unserved)
             runner.install_signals()
             try:
                 return runner.run()
@@ -121,6 +166,12 @@ def daemon(args: argparse.Namespace) -> int:
     except LockHeld as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_BUSY
+
+
+def _unserved(new: Config) -> None:
+    if new.settings.https_listen is not None:
+        logging.getLogger("vcycle.web").warning("https_listen is set now, but this daemon started without an "
+                                                "endpoint: restart vcycle to serve it")
 
 
 def _endpoint(config: Config, store: Store, fetcher: Fetcher | None = None) -> tuple[Any, Any]:
@@ -136,18 +187,28 @@ def _endpoint(config: Config, store: Store, fetcher: Fetcher | None = None) -> t
 
 
 def _endpoint_thread(config: Config, store: Store, runner: Daemon) -> Any:
-    from vcycle.web import server
+    """The endpoint served in a thread of the daemon; a reload gives it the new configuration, and moves it
+    when ``https_listen`` or its certificate and key change."""
+    from vcycle.web import app, server
 
-    endpoint, uvicorn_server = _endpoint(config, store, runner.manager.fetcher)
-    background = server.Background(uvicorn_server)
+    endpoint = app.build(config, store, render=app.user_data_renderer(runner.manager.fetcher))
     try:
-        background.start()
+        served = server.Served(app.create_app(endpoint), config.settings)
+        served.start()
+    except ConfigError as exc:
+        print_problems(exc.problems, "error", sys.stderr)
+        raise CommandFailed(EXIT_CONFIG) from exc
     except OSError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise CommandFailed(EXIT_FAILED) from exc
-    runner.on_reload.append(lambda new: setattr(endpoint, "config", new))
+
+    def reloaded(new: Config) -> None:
+        endpoint.config = new
+        served.reload(new.settings)
+
+    runner.on_reload.append(reloaded)
     logging.getLogger("vcycle.web").info("HTTPS endpoint on %s", server.describe(config))
-    return background
+    return served
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -165,7 +226,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def plan_command(args: argparse.Namespace) -> int:
     config = _config(args)
-    manager = Manager(config, _store(config), processes=1)
+    manager = Manager(config, _store(config, readonly=True), processes=1)
     failed = False
     for space in config.spaces.values():
         if args.space and space.name not in args.space:
@@ -179,18 +240,20 @@ def plan_command(args: argparse.Namespace) -> int:
             continue
         print(f"  {len(seen.synced.records)} machine(s) of ours, {seen.synced.foreign_machines} foreign; "
               f"{len(seen.synced.changes)} state change(s) to record")
-        for change_name, change in seen.synced.changes:
-            print(f"  sync {change_name} -> {change.state.value}: {change.reason}")
-        for decision in seen.plan.decisions:
-            who = decision.machine or decision.machinetype or "space"
-            print(f"  {decision.action.value} {who}: {decision.reason}")
+        unconfirmed = [r for r in seen.synced.records if r.state is MachineState.REQUESTED]
+        if unconfirmed:
+            oldest = min(r.created_at for r in unconfirmed)
+            print(f"  {len(unconfirmed)} create(s) not yet confirmed by the cloud, the oldest requested at "
+                  f"{oldest.isoformat(timespec='seconds')}")
+        for line in show.plan_lines(seen.synced.changes, seen.plan.decisions, each=args.machines):
+            print(f"  {line}")
     print("(dry run: nothing was changed)")
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def status_command(args: argparse.Namespace) -> int:
     config = _config(args)
-    collected = status.collect(config, _store(config), datetime.now(UTC))
+    collected = status.collect(config, _store(config, readonly=True), datetime.now(UTC))
     if args.json:
         json.dump(collected, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -212,22 +275,23 @@ def _one_machine(store: Store, name: str, space: str | None) -> MachineRecord:
 
 def machines_list(args: argparse.Namespace) -> int:
     config = _config(args)
-    store = _store(config)
+    store = _store(config, readonly=True)
     rows = [r for state in store.spaces().values() for r in state.records
             if (not args.space or r.space == args.space) and (not args.state or r.state.value == args.state)]
+    print("SPACE\tMACHINETYPE\tNAME\tSTATE\tSINCE\tREASON")
     for r in sorted(rows, key=lambda r: (r.space, r.machinetype, r.name)):
-        print(f"{r.space}\t{r.machinetype}\t{r.name}\t{r.state.value}\tsince {r.state_since.isoformat()}\t"
+        print(f"{r.space}\t{r.machinetype}\t{r.name}\t{r.state.value}\t{r.state_since.isoformat(timespec='seconds')}\t"
               f"{r.reason}")
     return EXIT_OK
 
 
 def machines_history(args: argparse.Namespace) -> int:
     config = _config(args)
-    store = _store(config)
+    store = _store(config, readonly=True)
     record = _one_machine(store, args.name, args.space)
     print(f"{record.name} ({record.machinetype} in {record.space}), now {record.state.value}")
     for change in store.history(record.space, record.name):
-        print(f"  {change.at.isoformat()}  {change.state.value:<13}  {change.reason}")
+        print(f"  {change.at.isoformat(timespec='seconds')}  {change.state.value:<13}  {change.reason}")
     return EXIT_OK
 
 
@@ -339,20 +403,32 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    command("check-config", check_config, "validate the configuration and print it, secrets masked")
+    checking = command("check-config", check_config, "validate the configuration and print it, secrets masked")
+    checking.add_argument("--quiet", action="store_true", help="print only errors and warnings (systemd's "
+                                                               "ExecStartPre: not the whole configuration)")
+    checking.add_argument("--syntax-only", action="store_true", help="only load the files (sections, keys, values): "
+                                                                     "no certificates, templates or clouds, for a "
+                                                                     "configuration checked away from its host")
+    checking.add_argument("--online", action="store_true", help="also ask each cloud (credentials, flavors, images) "
+                                                                "and fetch URL templates, changing nothing")
     once = command("cycle", cycle_once, "run one cycle of every space and exit (cron mode)")
     once.add_argument("--once", action="store_true", default=True, help="one cycle (the only mode; for clarity)")
     once.add_argument("--space", action="append", help="only this space (repeatable)")
     once.add_argument("--fetch-pipes", action="store_true", help="refresh http(s) vacuum pipes first")
+    once.add_argument("--log-file", help="log here instead of stderr (reopened after logrotate)")
     run = command("daemon", daemon, "cycle every cycle_seconds until SIGTERM; SIGHUP reloads the configuration")
     run.add_argument("--log-file", help="log here instead of stderr (reopened after logrotate)")
     run.add_argument("--cycles", type=int, help="stop after this many cycles")
-    run.add_argument("--fetch-pipes", action="store_true", help="refresh http(s) vacuum pipes first")
+    run.add_argument("--fetch-pipes", action="store_true", default=True,
+                     help="refresh http(s) vacuum pipes at start and at every SIGHUP (always done; accepted for "
+                          "old command lines)")
     serving = command("serve", serve, "serve the HTTPS endpoint alone (the daemon serves it when https_listen is "
                                       "set)")
     serving.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="instead of [settings] https_listen")
     planning = command("plan", plan_command, "dry run: what the next cycle would do and why; changes nothing")
     planning.add_argument("--space", action="append", help="only this space (repeatable)")
+    planning.add_argument("--machines", action="store_true",
+                          help="each machine's change and decision on a line of its own (default: grouped)")
     show = command("status", status_command, "spaces, machines by state, backoffs, the last cycle")
     show.add_argument("--json", action="store_true", help="JSON instead of tables")
     machines = commands.add_parser("machines", help="list, explain or delete machines")
@@ -386,13 +462,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "daemon" else logging.WARNING,
                         format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are its own, not vcycle's
     try:
         result: int = args.run(args)
+        sys.stdout.flush()
     except CommandFailed as done:
         return done.status
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader went away (vcycle plan | head): what it read was all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     return result
 
 

@@ -47,6 +47,53 @@ def _section(out: TextIO, title: str, values: Mapping[str, Any], secrets: Iterab
         out.write(f"{key} = {MASK if key in hidden else _show(value)}\n")
 
 
+def grouped_errors(errors: Iterable[Any]) -> list[str]:
+    """Errors as lines, those alike but for their machine once, with how many and a few of the machines
+    (twenty alike are one line, not twenty)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for error in errors:
+        machine = str(error.get("machine") or "") if isinstance(error, Mapping) else ""
+        alike = error_text({**error, "machine": ""}) if machine else error_text(error)
+        groups.setdefault(alike, []).append((machine, error_text(error)))
+    lines = []
+    for alike, found in groups.items():
+        if len(found) == 1:
+            lines.append(found[0][1])
+            continue
+        named = [machine for machine, _ in found if machine]
+        few = f": {', '.join(named[:3])}{', ...' if len(named) > 3 else ''}" if named else ""
+        lines.append(f"{alike} (x{len(found)}{few})")
+    return lines
+
+
+def plan_lines(changes: Iterable[tuple[str, Any]], decisions: Iterable[Any], *, each: bool) -> list[str]:
+    """What a plan would do, a line per kind of change and decision (with ``each``: a line per machine)."""
+    lines: list[str] = []
+    synced: dict[tuple[str, str], list[str]] = {}
+    for name, change in changes:
+        synced.setdefault((change.state.value, change.reason), []).append(name)
+    for (state, reason), names in synced.items():
+        if each or len(names) == 1:
+            lines += [f"sync {name} -> {state}: {reason}" for name in names]
+        else:
+            lines.append(f"sync {len(names)} machines -> {state}: {reason} ({', '.join(names[:3])}, ...)")
+    decided: dict[tuple[str, str, str], list[Any]] = {}
+    for decision in decisions:
+        key = (decision.action.value, decision.machinetype, decision.rule or decision.reason)
+        decided.setdefault(key, []).append(decision)
+    for (action, machinetype, _), found in decided.items():
+        if each or len(found) == 1:
+            lines += [f"{d.action.value} {d.machine or d.machinetype or 'space'}: {d.reason}" for d in found]
+        else:
+            who = machinetype or "space"
+            machines = [d.machine for d in found if d.machine]
+            also = f" ({', '.join(machines[:3])}, ...)" if machines else ""
+            alike = len({d.reason for d in found}) > 1
+            lines.append(f"{action} {len(found)} x {who}{also}: " + (f"{found[0].reason} ... {found[-1].reason}"
+                                                                    if alike else found[0].reason))
+    return lines
+
+
 def error_text(error: Any) -> str:
     """One error of a saved cycle report as a line (reports saved before errors had kinds hold plain text)."""
     if not isinstance(error, Mapping):
@@ -100,6 +147,10 @@ def show(status: dict[str, Any], console: Console) -> None:
         for mt, counts in space["machinetypes"].items():
             table.add_row(mt, *(str(counts.get(s, 0)) for s in states))
         console.print(table)
+        unconfirmed = space.get("unconfirmed") or {}
+        if unconfirmed.get("creates"):
+            console.print(f"  {unconfirmed['creates']} create(s) not yet confirmed by the cloud, the oldest "
+                          f"requested at {unconfirmed['since']}", soft_wrap=True, markup=False)
         for mt, waiting in space.get("pilots_waiting", {}).items():
             console.print(f"  {mt}: {waiting} pilot(s) from DIRAC's SiteDirector waiting for machines",
                           soft_wrap=True, markup=False)
@@ -124,7 +175,7 @@ def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:
         seen.add(key)
         who = decision["machine"] or decision["machinetype"] or "space"
         console.print(f"    {decision['action']} {who}: {decision['reason']}", markup=False, soft_wrap=True)
-    for error in report["errors"]:
-        console.print(f"    error: {error_text(error)}", markup=False, style="red", soft_wrap=True)
+    for error in grouped_errors(report["errors"]):
+        console.print(f"    error: {error}", markup=False, style="red", soft_wrap=True)
     for warning in report.get("warnings", ()):  # reports saved before warnings existed have none
         console.print(f"    warning: {warning}", markup=False, style="yellow", soft_wrap=True)

@@ -4,6 +4,7 @@
 retired keys; ``vacuum_pipe`` expands VO-published machinetypes.
 """
 
-from vcycle.config.load import expand_paths, load_config
+from vcycle.config.files import expand_paths
+from vcycle.config.load import load_config
 
 __all__ = ["expand_paths", "load_config"]

@@ -13,9 +13,7 @@ clouds or stores, or import any connector's SDK.
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
-import glob
 import os
 import re
 import socket
@@ -24,68 +22,17 @@ from typing import Any
 
 from vcycle import connectors, demand
 from vcycle.config import compat, vacuum_pipe
+from vcycle.config.files import Raw, expand_paths, read_files
 from vcycle.connectors.base import ConnectorPlugin
 from vcycle.core import sections
-from vcycle.core.options import Option, RawValue, did_you_mean, looks_secret, parse_section, table
+from vcycle.core.options import Option, did_you_mean, looks_secret, parse_section, table
 from vcycle.core.sections import Config, DemandConfig, MachinetypeConfig, Settings, SpaceConfig
 from vcycle.demand.base import DemandPlugin
 from vcycle.errors import ConfigError, ConfigProblem, PipeError
 
 DEFAULT_PATHS = ("/var/lib/vcycle/shared/vcycle.d", "/etc/vcycle.d", "/etc/vcycle.conf")
 
-Raw = dict[str, RawValue]
 USER_DATA_KEY = re.compile(r"user_data_(option|file)_[a-z0-9_]+")
-
-
-def expand_paths(
-    paths: Sequence[str | os.PathLike[str]], problems: list[ConfigProblem], *, required: bool
-) -> list[str]:
-    """The files named by ``paths``: files as given, directories as their sorted ``*.conf``."""
-    files: list[str] = []
-    for path in map(str, paths):
-        if os.path.isdir(path):
-            files.extend(sorted(glob.glob(os.path.join(path, "*.conf"))))
-        elif os.path.exists(path):
-            files.append(path)
-        elif required:
-            problems.append(ConfigProblem(path, "", "", "no such file or directory"))
-    return files
-
-
-def _read_files(files: Sequence[str], problems: list[ConfigProblem]) -> tuple[dict[str, Raw], dict[str, str]]:
-    """Section name -> key -> RawValue, merged in file order; and where each section first appeared."""
-    merged: dict[str, Raw] = {}
-    origin: dict[str, str] = {}
-    for path in files:
-        parser = configparser.RawConfigParser(strict=False, delimiters=("=", ":"))
-        try:
-            with open(path, encoding="utf-8") as stream:
-                parser.read_file(stream)
-        except OSError as exc:
-            problems.append(ConfigProblem(path, "", "", f"cannot be read: {exc.strerror}"))
-            continue
-        except UnicodeDecodeError:
-            problems.append(ConfigProblem(path, "", "", "is not UTF-8 text"))
-            continue
-        except configparser.Error as exc:
-            problems.append(ConfigProblem(path, "", "", _parse_error(exc)))
-            continue
-        for section in parser.sections():
-            name = " ".join(section.lower().split())
-            origin.setdefault(name, path)
-            target = merged.setdefault(name, {})
-            for key, value in parser.items(section):
-                target[key] = RawValue(value, path)
-    return merged, origin
-
-
-def _parse_error(exc: configparser.Error) -> str:
-    if isinstance(exc, configparser.MissingSectionHeaderError):
-        return f"line {exc.lineno}: a key before any [section] header"
-    if isinstance(exc, configparser.ParsingError):
-        lines = ", ".join(str(lineno) for lineno, _ in exc.errors)
-        return f"cannot parse line(s) {lines}: expected 'key = value'"
-    return exc.message if hasattr(exc, "message") else str(exc)
 
 
 class _Loader:
@@ -223,6 +170,11 @@ class _Loader:
             section = found[0][0]
             values = self._parse(section, keys)
             self._unknown(section, set(keys))
+        url = values["state_url"]
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url[10:] not in ("", ":memory:"):
+            item = self.raw[found[0][0]]["state_url"]
+            self.warn(item.file, found[0][0], "state_url", f"sqlite:///{url[10:]} is relative to the working "
+                      f"directory of each command; write sqlite:////ABSOLUTE/PATH")
         values["manager_name"] = values["manager_name"] or self.hostname
         values["joboutputs_dir"] = values["joboutputs_dir"] or os.path.join(values["state_dir"], "joboutputs")
         if values["https_listen"] is not None and found:
@@ -343,6 +295,8 @@ class _Loader:
             connector=plugin.machinetype(**cloud) if plugin and plugin.machinetype else None,
             source=source.machinetype(**mine) if source and source.machinetype else None)
         self._machinetype_checks(section, mt, demand_names, source)
+        if plugin is not None and plugin.check_machinetype is not None:
+            self._checks(section, plugin.check_machinetype(mt))
         return mt
 
     def _machinetype_checks(self, section: str, mt: MachinetypeConfig, demand_names: set[str],
@@ -394,7 +348,8 @@ def load_config(
     if not files and not problems:
         searched = ", ".join(map(str, paths or DEFAULT_PATHS))
         problems.append(ConfigProblem(searched, "", "", "no configuration files found"))
-    raw, origin = _read_files(files, problems)
-    loader = _Loader(raw, origin, hostname or socket.gethostname(), fetch_pipes)
-    loader.problems.extend(problems)
+    found = read_files(files)
+    loader = _Loader(found.sections, found.origin, hostname or socket.gethostname(), fetch_pipes)
+    loader.problems.extend(problems + found.problems)
+    loader.warnings.extend(found.warnings)
     return loader.load(files)

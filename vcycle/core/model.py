@@ -252,11 +252,12 @@ class SpaceSnapshot:
     foreign_processors: int = 0  # machines in the space that are not ours
     backoffs: Mapping[str, Backoff] = field(default_factory=dict)
     quota_processors: int | None = None  # the cloud's own limit, if it tells
-    flavors: Mapping[str, int] = field(default_factory=dict)  # flavor name -> vcpus
+    flavors: Mapping[str, int] | None = None  # name -> vcpus of the flavors the cloud offers; None: it cannot tell
     draining: frozenset[str] = frozenset()  # machinetypes drained by an operator; "*" = all
     # machine name -> whether its batch daemon has work, for the machines registered in the batch system;
     # None when the space has no batch system to ask, or it did not answer
     registered: Mapping[str, bool] | None = None
+    unrenderable: Mapping[str, str] = field(default_factory=dict)  # machinetype -> why its user-data does not render
 
 
 class Action(enum.Enum):

@@ -55,10 +55,11 @@ class Option:
 
 @dataclass(frozen=True, slots=True)
 class RawValue:
-    """A value as read from a file, with the file it came from."""
+    """A value as read from a file, with the file (and line) it came from."""
 
     value: str
     file: str
+    line: int = 0
 
 
 def key(parse: Parser, default: Any = None, doc: str = "", *, secret: bool = False) -> Any:
@@ -110,7 +111,11 @@ def words(value: str) -> tuple[str, ...]:
     return tuple(value.split())
 
 
-def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
+LARGEST = 10**15  # no count, size or time vcycle reads is larger: it keeps arithmetic quick and dates in range
+SECONDS_LIMIT = 10 * 366 * 86400  # ten years: the longest time any *_seconds key may say
+
+
+def integer(minimum: int | None = None, maximum: int = LARGEST) -> Parser:
     def parse(value: str) -> int:
         try:
             number = int(value.strip())
@@ -118,14 +123,19 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
             raise ValueError(f"{value.strip()!r} is not a whole number") from None
         if minimum is not None and number < minimum:
             raise ValueError(f"{number} is less than the smallest allowed, {minimum}")
-        if maximum is not None and number > maximum:
+        if number > maximum:
             raise ValueError(f"{number} is more than the largest allowed, {maximum}")
         return number
 
     return parse
 
 
-def number(minimum: float | None = None, maximum: float | None = None) -> Parser:
+def seconds(minimum: int = 0) -> Parser:
+    """A whole number of seconds, at most ten years."""
+    return integer(minimum, SECONDS_LIMIT)
+
+
+def number(minimum: float | None = None, maximum: float = LARGEST) -> Parser:
     def parse(value: str) -> float:
         try:
             result = float(value.strip())
@@ -135,7 +145,7 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Parser
             raise ValueError(f"{value.strip()!r} is not a finite number")
         if minimum is not None and result < minimum:
             raise ValueError(f"{result:g} is less than the smallest allowed, {minimum:g}")
-        if maximum is not None and result > maximum:
+        if result > maximum:
             raise ValueError(f"{result:g} is more than the largest allowed, {maximum:g}")
         return result
 

@@ -3,8 +3,8 @@
 The active half of a cycle. Deletes what must go (stopped or failed
 machines, wallclock and shutdown time, stale heartbeats, machines that never
 started, deletes to retry) and creates what the shares, limits, backoff and
-demand allow, lowest hs06-weighted count per share first, ties broken by
-name. Every create, delete and refusal carries a Decision whose reason names
+demand allow, lowest hs06-weighted count per share first, ties to the
+larger share, then by name. Every create, delete and refusal carries a Decision whose reason names
 the numbers.
 
 Pure: no clock, no I/O, no randomness; ``plan(x) == plan(x)``.
@@ -64,7 +64,7 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
     return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions), tuple(drains))
 
 
-def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int]) -> int | None:
+def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int] | None) -> int | None:
     """How many machines of ``mt`` its idle jobs fill; None when the demand or the machine size is unknown."""
     if mt.demand is None or wanted is None or not wanted.known:
         return None
@@ -248,7 +248,8 @@ def _creations(
             hold("", "creation_cap", f"creation cap {created}/{cap} processors this cycle (max_create_fraction "
                                      f"{settings.max_create_fraction:g} of {limit})")
             break
-        best = min(candidates, key=lambda c: (c.tally.weighted, c.mt.name))
+        # the lowest weighted count goes first; a tie to the larger share, then by name (never by chance)
+        best = min(candidates, key=lambda c: (c.tally.weighted, -c.mt.target_share, c.mt.name))
         refusal = _refusal(best, total, limit, source, space, snapshot, now)
         if refusal is not None:
             hold(best.mt.name, *refusal)
@@ -272,6 +273,9 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
             continue
         if name in snapshot.draining or "*" in snapshot.draining:
             hold(name, "operator_drained", "drained by an operator: no new machines")
+            continue
+        if name in snapshot.unrenderable:
+            hold(name, "user_data", f"user-data cannot be rendered, nothing is created: {snapshot.unrenderable[name]}")
             continue
         flavor = rules.choose_flavor(mt, snapshot.flavors)
         if isinstance(flavor, str):

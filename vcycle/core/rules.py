@@ -34,6 +34,7 @@ RULES: dict[str, str] = {
     "starting_limit": "hold: max_starting_processors are starting",
     "demand_satisfied": "hold: the idle work needs no more machines",
     "backoff": "hold: the machinetype backs off after an abort",
+    "user_data": "hold: the machinetype's user-data cannot be rendered: its capacity goes to the others",
     # deletes
     "stopped": "delete: the machine shut down",
     "failed": "delete: the cloud reports the machine failed",
@@ -142,17 +143,18 @@ def space_limit(space: SpaceConfig, quota: int | None) -> tuple[int | None, str]
     return None, ""
 
 
-def choose_flavor(mt: MachinetypeConfig, flavors: Mapping[str, int]) -> tuple[str | None, int] | str:
+def choose_flavor(mt: MachinetypeConfig, flavors: Mapping[str, int] | None) -> tuple[str | None, int] | str:
     """(flavor, processors) for a new machine, or the reason none fits.
 
     The first of flavor_names whose vcpus lie in [min_processors,
-    max_processors] wins; where the cloud does not tell vcpus, the first
-    flavor is taken with min_processors.
+    max_processors] wins; where the cloud cannot tell its flavors (None),
+    the first flavor is taken with min_processors. A flavor the cloud does
+    not offer is never taken.
     """
     names: Sequence[str] = mt.flavor_names
     if not names:
         return None, mt.min_processors
-    if not flavors:
+    if flavors is None:
         return names[0], mt.min_processors
     high = mt.max_processors if mt.max_processors is not None else math.inf
     for name in names:

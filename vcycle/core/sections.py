@@ -29,6 +29,7 @@ from vcycle.core.options import (
     key,
     matching,
     number,
+    seconds,
     text,
     unix_time,
     words,
@@ -42,6 +43,19 @@ DEMAND_NAME = r"[a-z0-9._-]+"
 COUNT_LIMIT = 10**9  # processors and counts: far above any site, small enough for arithmetic to stay quick
 
 
+DATABASES = ("sqlite", "postgresql", "postgresql+psycopg")  # the state_url schemes the store speaks
+
+
+def database_url(value: str) -> str:
+    """An SQLAlchemy URL of a database the store can use: ``sqlite:///PATH`` or ``postgresql+psycopg://...``."""
+    url = text(value)
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in DATABASES:
+        raise ValueError(f"{scheme if sep else url!r} is not a database vcycle can keep its state in: use "
+                         "sqlite:////ABSOLUTE/PATH or postgresql+psycopg://USER@HOST/DATABASE")
+    return url
+
+
 def proxy_machinetype(value: str) -> tuple[str, int]:
     """``MACHINETYPE[:PORT]`` (port 280 by default) -> (machinetype, port)."""
     found = matching(MACHINETYPE_NAME + r"(:[0-9]+)?", "MACHINETYPE[:PORT]")(value)
@@ -53,19 +67,19 @@ def proxy_machinetype(value: str) -> tuple[str, int]:
 class Settings:
     """The manager's own settings, from ``[settings]``."""
 
-    state_url: str = key(text, "sqlite:////var/lib/vcycle/state.db", "SQLAlchemy URL of the state store",
-                         secret=True)
+    state_url: str = key(database_url, "sqlite:////var/lib/vcycle/state.db",
+                         "SQLAlchemy URL of the state store (any password in it is masked when shown)")
     state_dir: str = key(text, "/var/lib/vcycle", "directory of machinetype files, caches and joboutputs")
-    cycle_seconds: int = key(integer(1), 60, "seconds between the starts of two cycles")
+    cycle_seconds: int = key(seconds(1), 60, "seconds between the starts of two cycles")
     max_create_fraction: float = key(number(0.0, 1.0), 0.1,
                                      "share of a space's processors_limit that may be created in one cycle")
-    starting_timeout_seconds: int = key(integer(1), 3600,
+    starting_timeout_seconds: int = key(seconds(1), 3600,
                                         "a machine still starting after this is deleted with '700 Failed to start'")
-    request_timeout_seconds: int = key(integer(1), 900,
+    request_timeout_seconds: int = key(seconds(1), 900,
                                        "a requested machine the cloud does not list after this is given up")
-    deleting_timeout_seconds: int = key(integer(1), 900,
+    deleting_timeout_seconds: int = key(seconds(1), 900,
                                         "a machine still listed this long after its delete is retried")
-    delete_retry_seconds: int = key(integer(1), 600, "the least time between two delete attempts of one machine")
+    delete_retry_seconds: int = key(seconds(1), 600, "the least time between two delete attempts of one machine")
     manager_name: str = key(text, None, "this manager's name in tags; default the host name")
     space_workers: int = key(integer(1, 256), 16, "spaces cycled at once")
     create_workers: int = key(integer(1, 256), 8, "cloud calls made at once within one space")
@@ -115,15 +129,15 @@ class MachinetypeConfig:
     hs06_per_processor: float | None = key(number(0.0), None, "HEPSPEC06 per processor: MJF, shares, accounting")
     mb_per_processor: int = key(integer(1, COUNT_LIMIT), 2048, "memory per processor (MJF max_rss_bytes)")
     target_share: float = key(number(0.0), 0.0, "relative share, weighted by hs06; 0 = never created")
-    backoff_seconds: int = key(integer(0), REQUIRED, "no creation this long after an abort")
-    fizzle_seconds: int = key(integer(0), REQUIRED, "a machine stopping sooner than this counts as an abort")
+    backoff_seconds: int = key(seconds(0), REQUIRED, "no creation this long after an abort")
+    fizzle_seconds: int = key(seconds(0), REQUIRED, "a machine stopping sooner than this counts as an abort")
     processors_limit: int | None = key(integer(0, COUNT_LIMIT), None, "processors of this machinetype, at most")
     max_starting_processors: int | None = key(integer(0, COUNT_LIMIT), None,
                                               "processors still starting, at most; default processors_limit")
-    max_wallclock_seconds: int = key(integer(1), 86400, "machines are deleted after this; MJF shutdowntime")
+    max_wallclock_seconds: int = key(seconds(1), 86400, "machines are deleted after this; MJF shutdowntime")
     heartbeat_file: str | None = key(matching(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a plain file name"), None,
                                      "a joboutputs file the machine must keep writing")
-    heartbeat_seconds: int = key(integer(0), 0, "heartbeat_file older than this: deleted (0 = it must exist)")
+    heartbeat_seconds: int = key(seconds(0), 0, "heartbeat_file older than this: deleted (0 = it must exist)")
     cvmfs_proxy_machinetype: tuple[str, int] | None = key(
         proxy_machinetype, None, "MACHINETYPE[:PORT] whose heartbeating machines are the cvmfs proxies")
     https_x509dn: str | None = key(text, None, "the DN allowed to act for these machines on the endpoint")
@@ -137,11 +151,11 @@ class MachinetypeConfig:
     jobs_per_machine: int | None = key(integer(1, COUNT_LIMIT), None,
                                        "idle jobs one machine takes (default its processors)")
     retire_idle_seconds: int = key(
-        integer(0), 0, "drain a machine whose batch daemon had no work this long while there are more idle machines "
+        seconds(0), 0, "drain a machine whose batch daemon had no work this long while there are more idle machines "
         "than idle jobs need; 0 = never")
-    retire_timeout_seconds: int = key(integer(1), 3600, "a draining machine is deleted after this at most")
+    retire_timeout_seconds: int = key(seconds(1), 3600, "a draining machine is deleted after this at most")
     register_timeout_seconds: int = key(
-        integer(0), 0, "delete a running machine whose batch daemon has not registered after this; 0 = never")
+        seconds(0), 0, "delete a running machine whose batch daemon has not registered after this; 0 = never")
     user_data_options: Mapping[str, str] = field(default_factory=dict)  # user_data_option_XXX -> value
     user_data_files: Mapping[str, str] = field(default_factory=dict)  # user_data_file_XXX -> path
     connector: Any = None  # the keys its space's connector adds (its own declaration), or None
@@ -166,7 +180,10 @@ class SpaceConfig:
     vacmon_hostport: tuple[tuple[str, int], ...] = key(host_ports, (), "HOST:PORT ... of VacMon listeners")
     https_host: str = key(text, None, "host in the URLs given to machines; default the manager's name")
     https_port: int = key(integer(1, 65535), 443, "port in the URLs given to machines")
-    cleanup_hours: int = key(integer(0), 72, "records, reports and joboutputs of deleted machines are kept this long")
+    cleanup_hours: int = key(integer(0, 10 * 366 * 24), 72,
+                             "records, reports and joboutputs of deleted machines are kept this long")
+    api_timeout_seconds: float = key(number(1.0, 3600.0), 60.0, "the longest one call to the cloud may take, its "
+                                     "retries included; a cycle stops waiting for it then")
     machinetypes: Mapping[str, MachinetypeConfig] = field(default_factory=dict)
     connector: Any = None  # the keys its connector adds (its own declaration)
 

@@ -6,6 +6,15 @@ heartbeats and shutdown messages, marks what vanished as GONE, gives up
 requests and deletes that took too long, and records aborts for backoff.
 It decides nothing about creating or deleting: that is the planner's job.
 
+A listing says more than what it shows, when it is known to have started
+after a call could have finished (``listed_at``, the space's
+``api_timeout_seconds`` after the call): a request it does not show was never
+made (a crash between intent and create, or a create that failed unseen),
+and is given up at once; a machine still shown alive after its delete did
+not get the delete, which is sent again. A machine that vanishes without a
+delete from vcycle is not counted as an abort, and many vanishing at once
+are warned about (a cloud restarted empty is not a batch of failed pilots).
+
 Pure: no clock, no I/O, no randomness; ``now`` is a parameter.
 """
 
@@ -14,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vcycle.core import rules, timeouts
 from vcycle.core.model import (
@@ -29,9 +38,17 @@ from vcycle.core.model import (
 )
 from vcycle.core.options import default_of
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
-from vcycle.core.states import ALIVE_STATES, TERMINAL_STATES, WORKING_STATES, MachineState, can_transition
+from vcycle.core.states import (
+    ALIVE_STATES,
+    LISTED_ALIVE_STATES,
+    TERMINAL_STATES,
+    WORKING_STATES,
+    MachineState,
+    can_transition,
+)
 
 S = MachineState
+VANISHED_AT_ONCE = 2  # this many vanishing in one listing, a fifth of the machines or more, is warned about
 
 # What a cloud status means for a record that the cloud lists.
 OBSERVED: dict[CloudStatus, MachineState | None] = {
@@ -55,6 +72,8 @@ class SyncResult:
     foreign_processors: int
     foreign_machines: int
     updated: tuple[MachineRecord, ...] = ()  # the records that differ from those given (new ones included)
+    vanished: tuple[str, ...] = ()  # machines gone from the listing without a delete from vcycle
+    warnings: tuple[str, ...] = ()  # for the report and the log: things an operator should look at
 
 
 def is_ours(machine: CloudMachine, space: str, manager: str) -> bool:
@@ -73,11 +92,13 @@ def sync(
     settings: Settings,
     backoffs: Mapping[str, Backoff] | None = None,
     registered: Mapping[str, bool] | None = None,
+    listed_at: datetime | None = None,
 ) -> SyncResult:
     """Fold one observation of a space into its records.
 
     ``registered`` (machine name -> whether its batch daemon has work, for the machines registered in the
     batch system; None when unknown) keeps each running machine's ``registered_at`` and ``idle_since``.
+    ``listed_at`` is when the listing began (None: unknown; then only the timeouts decide).
     """
     manager = settings.manager_name
     ours: dict[str, CloudMachine] = {}
@@ -89,7 +110,7 @@ def sync(
         elif machine.status is not CloudStatus.DELETED:
             foreign_machines += 1
             foreign_processors += machine.processors or 1
-    work = _Sync(space, settings, now, dict(backoffs or {}))
+    work = _Sync(space, settings, now, dict(backoffs or {}), listed_at)
     result: list[MachineRecord] = []
     updated: list[MachineRecord] = []
     for record in records:
@@ -109,19 +130,35 @@ def sync(
     for name in sorted(ours):
         result.append(work.adopt(ours[name], heartbeats.get(name)))
         updated.append(result[-1])
+    alive = sum(1 for r in result if r.state in LISTED_ALIVE_STATES) + len(work.vanished)
+    warnings: tuple[str, ...] = ()
+    if len(work.vanished) >= VANISHED_AT_ONCE and len(work.vanished) * 5 >= alive:
+        warnings = (f"{len(work.vanished)} of {alive} machines vanished from the cloud at once without a delete "
+                    f"from vcycle: was the cloud restarted empty, or were they deleted by hand? (not counted as "
+                    f"aborts)",)
     return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines,
-                      tuple(updated))
+                      tuple(updated), tuple(work.vanished), warnings)
 
 
 class _Sync:
     """The state of one sync run: accumulated changes and backoffs."""
 
-    def __init__(self, space: SpaceConfig, settings: Settings, now: datetime, backoffs: dict[str, Backoff]) -> None:
+    def __init__(self, space: SpaceConfig, settings: Settings, now: datetime, backoffs: dict[str, Backoff],
+                 listed_at: datetime | None) -> None:
         self.space = space
         self.settings = settings
         self.now = now
         self.backoffs = backoffs
         self.changes: list[tuple[str, StatusChange]] = []
+        self.vanished: list[str] = []
+        self.listed_at = listed_at
+        self.bound = timedelta(seconds=space.api_timeout_seconds)  # by then any call has answered, or failed
+
+    def after(self, since: datetime) -> int | None:
+        """Seconds from ``since`` to the listing's start, if the listing began a call's bound after it."""
+        if self.listed_at is None or self.listed_at - since < self.bound:
+            return None
+        return int((self.listed_at - since).total_seconds())
 
     def move(self, record: MachineRecord, target: MachineState, reason: str, **changes: object) -> MachineRecord:
         moved = transition(record, target, self.now, reason, **changes)
@@ -144,19 +181,31 @@ class _Sync:
     def unlisted(self, record: MachineRecord) -> MachineRecord:
         state = record.state
         if state is S.REQUESTED:
+            waited = self.after(record.created_at)
+            if waited is not None:  # the create could have finished: the listing would show it
+                return self.move(record, S.CREATE_FAILED, f"not in a complete listing taken {waited}s after the "
+                                 f"request (api_timeout_seconds {self.space.api_timeout_seconds:g}): never made")
             why = timeouts.expired(timeouts.REQUEST, record, self.settings, None, self.now)
             return self.move(record, S.CREATE_FAILED, why) if why else record
         if state is S.CREATE_FAILED:
             why = timeouts.expired(timeouts.REQUEST, record, self.settings, None, self.now)
             return self.move(record, S.GONE, "request closed: " + why) if why else record
-        if state in ALIVE_STATES:
+        if state in ALIVE_STATES and record.shutdown_code is not None:  # it said why it stopped: its word counts
             self.note_abort(record, self.now)
+        elif state in ALIVE_STATES:  # no delete of ours, no shutdown seen: not the machine's fault, not an abort
+            self.vanished.append(record.name)
+            return self.move(record, S.GONE, "vanished from the cloud's listing without a delete from vcycle (not "
+                             "counted as an abort)", stopped_at=record.stopped_at or self.now)
         return self.move(record, S.GONE, "no longer listed by the cloud", stopped_at=record.stopped_at or self.now)
 
     def listed(self, record: MachineRecord, machine: CloudMachine) -> MachineRecord:
         target = OBSERVED[machine.status]
         detail = f" ({machine.detail})" if machine.detail else ""
         if record.state is S.DELETING:
+            waited = self.after(record.last_delete_at or record.state_since)
+            if waited is not None and machine.status not in (CloudStatus.DELETING, CloudStatus.UNKNOWN):
+                return self.move(record, S.DELETE_FAILED, f"the delete did not reach the cloud: still listed as "
+                                 f"{machine.status.value} {waited}s after it; sent again", last_delete_at=None)
             why = timeouts.expired(timeouts.DELETING, record, self.settings, None, self.now)
             return self.move(record, S.DELETE_FAILED, why) if why else record
         if target is None or target is record.state or not can_transition(record.state, target):

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 
 from vcycle.core.model import Demand
-from vcycle.core.options import REQUIRED, integer, key, options_of, text
+from vcycle.core.options import REQUIRED, key, options_of, seconds, text
 from vcycle.core.sections import DemandConfig
 from vcycle.demand.base import DemandPlugin, SourceContext
 from vcycle.demand.document import parse_document
@@ -24,7 +24,7 @@ class CommandSection:
     """The keys of a ``type = command`` section."""
 
     command: str = key(text, REQUIRED, "the program (and its arguments) printing the JSON document; no shell")
-    timeout_seconds: int = key(integer(1), 60, "how long the program may take")
+    timeout_seconds: int = key(seconds(1), 60, "how long the program may take")
 
 
 class CommandDemand:

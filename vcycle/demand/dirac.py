@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vcycle.core.model import Demand, JobShape
-from vcycle.core.options import integer, key, options_of, text, words
+from vcycle.core.options import integer, key, options_of, seconds, text, words
 from vcycle.core.sections import DemandConfig, MachinetypeConfig
 from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
 from vcycle.demand.watch import Watch
@@ -63,7 +63,7 @@ class DiracSection:
     ca_dir: str = key(text, "/etc/grid-security/certificates", "the CA certificates directory")
     vo: str | None = key(text, None, "count only jobs of this VO's groups (as DIRAC's SiteDirector does)")
     python: str | None = key(text, None, "a Python with DIRAC installed; default the one vcycle runs under")
-    timeout_seconds: int = key(integer(1), 60, "how long one question to DIRAC may take")
+    timeout_seconds: int = key(seconds(1), 60, "how long one question to DIRAC may take")
     poll_seconds: float = key(poll_seconds, 0.0, "also ask this often between cycles and start a cycle at once "
                               "when waiting jobs appear; 0 = ask once per cycle")
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from vcycle.clock import utc_now
 from vcycle.core.model import Demand, JobShape
-from vcycle.core.options import choice, integer, key, options_of, text, words
+from vcycle.core.options import choice, key, options_of, seconds, text, words
 from vcycle.core.sections import DemandConfig, MachinetypeConfig
 from vcycle.demand.base import DemandPlugin, SourceContext
 from vcycle.errors import DemandError
@@ -43,10 +43,10 @@ class HTCondorSection:
     collector: str | None = key(text, None, "the pool's collector, HOST[:PORT]; default HTCondor's COLLECTOR_HOST")
     schedds: tuple[str, ...] = key(words, (), "schedd names to ask; default every schedd the collector knows")
     constraint: str | None = key(text, None, "a ClassAd expression every counted job must match")
-    min_idle_seconds: int = key(integer(0), 0, "jobs idle for less than this are not counted yet")
+    min_idle_seconds: int = key(seconds(0), 0, "jobs idle for less than this are not counted yet")
     method: str = key(choice("auto", "bindings", "commands"), "auto",
                       "the htcondor2 bindings, or condor_q and condor_status -json; auto = bindings if installed")
-    timeout_seconds: int = key(integer(1), 60, "how long one query may take")
+    timeout_seconds: int = key(seconds(1), 60, "how long one query may take")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,7 +34,7 @@ from typing import Any
 from vcycle.clock import Clock, utc_now
 from vcycle.core.identity import ENTROPY_BYTES, machine_name
 from vcycle.core.model import Demand, PilotRequest
-from vcycle.core.options import integer, key, options_of
+from vcycle.core.options import key, options_of, seconds
 from vcycle.core.sections import Config, DemandConfig, MachinetypeConfig
 from vcycle.core.states import MachineState
 from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
@@ -51,7 +51,7 @@ class SiteDirectorSection:
     """The keys of a ``type = sitedirector`` section."""
 
     request_timeout_seconds: int = key(
-        integer(1), 3600, "a pilot DIRAC submitted that got no machine within this is given up (Aborted in DIRAC)")
+        seconds(1), 3600, "a pilot DIRAC submitted that got no machine within this is given up (Aborted in DIRAC)")
     poll_seconds: float = key(poll_seconds, 5.0, "look this often for new pilots between cycles and start a cycle at "
                               "once for them; 0 = never")
 

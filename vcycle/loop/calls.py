@@ -1,4 +1,10 @@
-"""Cloud API calls timed per operation, for the cycle report and the endpoint's metrics.
+"""Cloud API calls: bounded in time, and timed per operation for the cycle report and the endpoint's metrics.
+
+``answer`` waits for a call running in the space's pool no longer than the
+space's ``api_timeout_seconds``: a cloud that stops answering costs its own
+space that long, says so in the log as soon as the call runs long (space and
+cloud named), and never holds up the other spaces. The call goes on in its
+thread until the SDK gives up; nothing waits for it any more.
 
 ``Timed`` wraps any connector and keeps, per operation, how many calls were
 made and how long they took in all; the cycle takes (and resets) the sums
@@ -8,15 +14,38 @@ another one reading the same store.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, TypeVar
 
 from vcycle.connectors.base import Connector
 from vcycle.core.model import CloudMachine, LaunchSpec
+from vcycle.errors import CloudUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+LONG_SECONDS = 10.0  # a call running this long is said in the log, while the cycle still waits for it
+
+
+def answer(call: Future[T], *, space: str, api: str, what: str, bound: float) -> T:
+    """The answer of ``call``, waited for at most ``bound`` seconds (said in the log once it runs long);
+    CloudUnavailable when it does not come in time."""
+    first = min(LONG_SECONDS, bound)
+    try:
+        return call.result(timeout=first)
+    except FuturesTimeout:
+        if first >= bound:
+            raise CloudUnavailable(f"{api} {what} did not answer within {bound:g}s (api_timeout_seconds)") from None
+        log.warning("space=%s api=%s %s has not answered for %gs; waiting up to %gs (api_timeout_seconds)", space, api,
+                    what, first, bound)
+    try:
+        return call.result(timeout=bound - first)
+    except FuturesTimeout:
+        raise CloudUnavailable(f"{api} {what} did not answer within {bound:g}s (api_timeout_seconds)") from None
 
 
 class Timed:
@@ -53,7 +82,7 @@ class Timed:
         quota: int | None = self._timed("capacity", self.inner.capacity)
         return quota
 
-    def flavors(self) -> Mapping[str, int]:
+    def flavors(self) -> Mapping[str, int] | None:
         return self._timed("flavors", self.inner.flavors)
 
     def take(self) -> dict[str, tuple[int, float]]:

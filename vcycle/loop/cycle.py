@@ -10,12 +10,14 @@ slowest of them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
@@ -25,14 +27,15 @@ from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import MachineState
 from vcycle.core.sync import SyncResult, sync
 from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
-from vcycle.errors import CloudUnavailable, DemandError, StaleState, StoreError
-from vcycle.loop.calls import Timed, report_fields
+from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError
+from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
-from vcycle.loop.launch import Renderer
+from vcycle.loop.launch import Renderer, prepare
 from vcycle.store import SpaceState, Store
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 600
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Observation:
     synced: SyncResult
     plan: Plan
     timings: dict[str, float]
+    unrenderable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # machinetype -> why not rendered
 
 
 def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
@@ -135,31 +139,53 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     state = ctx.store.load(ctx.name)
-    listing = ctx.calls().submit(ctx.connector.list_machines)
+    listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
     heartbeats = ctx.store.heartbeats(ctx.name)
     manager = ctx.config.settings.manager_name
     mine = [r for r in state.records if r.manager in (manager, "")]  # other managers' records are theirs
     timings["store_read_s"] = time.perf_counter() - started
     waited = time.perf_counter()
-    machines = listing.result()
+    machines = _answer(ctx, listing, "list_machines")
     waiting = time.perf_counter() - waited
     needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
-    limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else {}))
+    limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else None))
     registered = _registered(ctx, state.draining)
     synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
-                  backoffs=state.backoffs, registered=registered)
+                  backoffs=state.backoffs, registered=registered, listed_at=now)
+    for warning in synced.warnings:
+        log.warning("space=%s %s", ctx.name, warning)
     started = time.perf_counter()
     demand = gather_demand(ctx)
     timings["demand_s"] = time.perf_counter() - started
     waited = time.perf_counter()
-    quota, flavors = limits.result()
+    quota, flavors = _answer(ctx, limits, "capacity and flavors")
     timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining, registered)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
+    unrenderable = _unrenderable(ctx, result, now)
+    if unrenderable:  # planned again without them: their capacity goes to the others
+        result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
-    return Observation(state, synced, result, timings)
+    return Observation(state, synced, result, timings, unrenderable)
+
+
+def _answer(ctx: SpaceContext, call: Future[T], what: str) -> T:
+    return answer(call, space=ctx.name, api=ctx.space.api, what=what, bound=ctx.space.api_timeout_seconds)
+
+
+def _unrenderable(ctx: SpaceContext, plan: Plan, now: datetime) -> dict[str, str]:
+    """The machinetypes the plan creates whose user-data does not render, and why (one trial machine each)."""
+    found: dict[str, str] = {}
+    for order in {o.machinetype: o for o in plan.creates}.values():
+        mt = ctx.space.machinetypes[order.machinetype]
+        try:
+            prepare(ctx.space, mt, order, manager=ctx.config.settings.manager_name, render=ctx.render, now=now)
+        except (RenderError, OSError) as exc:
+            log.error("space=%s machinetype=%s user-data not rendered, nothing created: %s", ctx.name, mt.name, exc)
+            found[mt.name] = str(exc)
+    return found
 
 
 def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
@@ -202,9 +228,10 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         api_counts, api_timings = report_fields(ctx.connector.take())
         counts.update(api_counts)
         timings.update(api_timings)
-    report = CycleReport(ctx.name, now, ctx.clock(), ok=not applied.errors, counts=counts,
-                         decisions=seen.plan.decisions, errors=tuple(applied.errors), timings=timings,
-                         warnings=_notices(ctx, now))
+    errors = [*applied.errors, *(ReportError("user_data", ctx.name, f"user-data not rendered, no machines created: "
+                                             f"{why}", mt) for mt, why in seen.unrenderable.items())]
+    report = CycleReport(ctx.name, now, ctx.clock(), ok=not errors, counts=counts, decisions=seen.plan.decisions,
+                         errors=tuple(errors), timings=timings, warnings=(*seen.synced.warnings, *_notices(ctx, now)))
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
     if save_report:

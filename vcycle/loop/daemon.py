@@ -2,8 +2,8 @@
 
 The daemon cycles every ``cycle_seconds`` with a little jitter; SIGTERM (or
 SIGINT) lets the current cycle finish and exits; SIGHUP re-reads the
-configuration between cycles, keeping the old one if the new one is
-invalid. Cron runs and the daemon take the same lock, so two of them never
+configuration between cycles (refreshing http(s) vacuum pipes), keeping the
+old one if the new one is invalid. Cron runs and the daemon take the same lock, so two of them never
 act on the same state at once. With ``NOTIFY_SOCKET`` set (systemd
 ``Type=notify``), readiness, status and watchdog pings are sent.
 """
@@ -209,7 +209,7 @@ class Daemon:
     def reload(self) -> None:
         self.reload_wanted = False
         try:
-            config = load_config(self.paths)
+            config = load_config(self.paths, fetch_pipes=True)  # http(s) vacuum pipes refreshed too
         except ConfigError as exc:
             log.error("configuration not reloaded, keeping the old one: %s", str(exc).replace("\n", " "))
             return

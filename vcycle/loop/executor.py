@@ -3,8 +3,11 @@
 For every create it prepares the machine (vcycle/loop/launch.py: identity,
 user-data) and commits a REQUESTED record with the request id before the
 cloud is called; for every delete it commits DELETING first. Only then are
-the cloud calls made, concurrently and bounded, and their outcomes
-committed. A crash anywhere leaves records that the next sync resolves: a
+the cloud calls made, ``create_workers`` at a time, and their outcomes
+committed. No call is waited for longer than the space's
+``api_timeout_seconds`` (per round of workers): a call that has not answered
+then is left to the next sync, which adopts or gives up the create and sends
+the delete again. A crash anywhere leaves records that the next sync resolves: a
 requested machine appears and is adopted, or its request times out; a delete
 that did not happen is retried. What a connector error means is a property
 of its class (vcycle/errors.py): ``backoff`` errors fail the create and back
@@ -22,8 +25,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,6 +50,7 @@ from vcycle.core.sections import SpaceConfig
 from vcycle.core.states import STARTING_STATES, MachineState
 from vcycle.demand.base import NamedMachines
 from vcycle.errors import ConnectorError, DemandError, NotFound, RenderError, StaleState
+from vcycle.loop import calls as cloud_calls
 from vcycle.loop.launch import Renderer, entropy, prepare
 from vcycle.store import Step, Store
 
@@ -64,6 +69,17 @@ class Applied:
     delete_failures: int = 0
     errors: list[ReportError] = field(default_factory=list)
     records: dict[str, MachineRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one cloud call did: the record it moved, the backoff it caused, the error it met."""
+
+    create: bool  # a create (else a delete)
+    done: bool  # the cloud confirmed it
+    record: MachineRecord | None = None
+    backoff: Backoff | None = None
+    error: ReportError | None = None
 
 
 @dataclass
@@ -125,19 +141,20 @@ class Executor:
         if not launches and not deletes:
             applied.records = dict(intent.records)
             return applied  # nothing to do in the cloud, nothing more to record
-        outcome = Batch()
         now = self.clock() if self.clock is not None else now  # outcomes carry the time they happened
-        pool = self.pool or ThreadPoolExecutor(max_workers=self.workers)
-        try:
-            creates = [pool.submit(self._create, record, spec, now, outcome, errors) for record, spec in launches]
-            removes = [pool.submit(self._delete, record, now, outcome, errors) for record in deletes]
-            created = [f.result() for f in creates]
-            removed = [f.result() for f in removes]
-        finally:
-            if pool is not self.pool:
-                pool.shutdown()
-        applied.created, applied.create_failures = created.count(True), created.count(False)
-        applied.deleted, applied.delete_failures = removed.count(True), removed.count(False)
+        outcome = Batch()
+        results = self._call(launches, deletes, now)
+        for result in results:
+            if result.record is not None:
+                outcome.put(result.record)
+            if result.backoff is not None:
+                outcome.backoffs[result.backoff.machinetype] = result.backoff
+            if result.error is not None:
+                errors.append(result.error)
+        applied.created = sum(r.done for r in results if r.create)
+        applied.create_failures = sum(not r.done for r in results if r.create)
+        applied.deleted = sum(r.done for r in results if not r.create)
+        applied.delete_failures = sum(not r.done for r in results if not r.create)
         if outcome.records or outcome.backoffs:
             try:
                 applied.version = self.store.write(self.space.name, version, outcome.records.values(),
@@ -231,13 +248,56 @@ class Executor:
 
     # --- cloud calls ----------------------------------------------------------------------
 
-    def _create(self, record: MachineRecord, spec: LaunchSpec, now: datetime, batch: Batch,
-                errors: list[ReportError]) -> bool:
+    def _call(self, launches: list[tuple[MachineRecord, LaunchSpec]], deletes: list[MachineRecord],
+              now: datetime) -> list[Outcome]:
+        """Make the creates and deletes, ``workers`` at a time, waiting for them no longer than the space's
+        ``api_timeout_seconds`` per round of calls. A call still running then is left to the next sync."""
+        pool = self.pool or ThreadPoolExecutor(max_workers=self.workers)
+        calls: dict[Future[Outcome], MachineRecord] = {}
+        try:
+            for record, spec in launches:
+                calls[pool.submit(self._create, record, spec, now)] = record
+            for record in deletes:
+                calls[pool.submit(self._delete, record, now)] = record
+            bound = self.space.api_timeout_seconds * math.ceil(len(calls) / self.workers)
+            first = min(cloud_calls.LONG_SECONDS, bound)
+            done, late = wait(calls, timeout=first)
+            if late and first < bound:
+                log.warning("space=%s api=%s %d of %d create/delete calls have not answered for %gs; waiting up to "
+                            "%gs (api_timeout_seconds)", self.space.name, self.space.api, len(late), len(calls), first,
+                            bound)
+                done, late = wait(calls, timeout=bound - first)
+            results = [call.result() for call in calls if call in done]
+            for call in late:
+                call.cancel()  # not begun: never made; begun: its answer is no longer waited for
+                results.append(self._late(calls[call], bound))
+            return results
+        finally:
+            if pool is not self.pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _late(self, record: MachineRecord, bound: float) -> Outcome:
+        """A call that did not answer in time: the next complete listing says what the cloud did."""
+        where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
+        if record.state is S.REQUESTED:
+            log.warning("%s create not confirmed within %gs (api_timeout_seconds), left to the next sync", where,
+                        bound)
+            return Outcome(True, False, error=ReportError(
+                "create_not_confirmed", self.space.name, f"create not confirmed: no answer within {bound:g}s "
+                "(api_timeout_seconds)", record.machinetype, record.name))
+        log.warning("%s delete not confirmed within %gs (api_timeout_seconds), sent again if still listed", where,
+                    bound)
+        return Outcome(False, False, error=ReportError(
+            "delete_failed", self.space.name, f"delete not confirmed: no answer within {bound:g}s "
+            "(api_timeout_seconds)", record.machinetype, record.name))
+
+    def _create(self, record: MachineRecord, spec: LaunchSpec, now: datetime) -> Outcome:
         where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
 
-        def failed(kind: str, message: str) -> bool:
-            errors.append(ReportError(kind, self.space.name, message, record.machinetype, record.name))
-            return False
+        def failed(kind: str, message: str, moved: MachineRecord | None = None,
+                   backoff: Backoff | None = None) -> Outcome:
+            return Outcome(True, False, moved, backoff,
+                           ReportError(kind, self.space.name, message, record.machinetype, record.name))
 
         try:
             machine: CloudMachine = self.connector.create_machine(spec)
@@ -246,35 +306,33 @@ class Executor:
                 log.warning("%s create not confirmed, left to the next sync: %s", where, exc)
                 return failed("create_not_confirmed", f"create not confirmed: {exc}")
             log.error("%s create refused (%s): %s", where, exc.kind, exc)
-            batch.put(transition(record, S.CREATE_FAILED, now, f"create refused ({exc.kind}): {exc}"))
-            batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"create refused ({exc.kind}): {exc}")
-            return failed(f"create_refused_{exc.kind}", f"create refused ({exc.kind}): {exc}")
+            why = f"create refused ({exc.kind}): {exc}"
+            return failed(f"create_refused_{exc.kind}", why, transition(record, S.CREATE_FAILED, now, why),
+                          Backoff(record.machinetype, now, why))
         except Exception as exc:  # the per-action boundary: a connector bug must not stop the cycle
             log.exception("%s create failed unexpectedly", where)
             return failed("create_bug", f"create failed unexpectedly: {exc!r}")
         log.info("%s created (cloud id %s)", where, machine.id)
         moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors)
-        batch.put(transition(moved, S.STARTING, now, f"create accepted by the cloud (id {machine.id})"))
-        return True
+        return Outcome(True, True, transition(moved, S.STARTING, now,
+                                              f"create accepted by the cloud (id {machine.id})"))
 
-    def _delete(self, record: MachineRecord, now: datetime, batch: Batch, errors: list[ReportError]) -> bool:
+    def _delete(self, record: MachineRecord, now: datetime) -> Outcome:
         where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"
         assert record.cloud_id is not None  # _deleting left out those without one
+
+        def failed(kind: str, message: str) -> Outcome:
+            return Outcome(False, False, transition(record, S.DELETE_FAILED, now, message),
+                           error=ReportError(kind, self.space.name, message, record.machinetype, record.name))
+
         try:
             self.connector.delete_machine(record.cloud_id)
         except NotFound:
-            return True
+            return Outcome(False, True)
         except ConnectorError as exc:
             log.warning("%s delete failed, retried later: %s", where, exc)
-            batch.put(transition(record, S.DELETE_FAILED, now, f"delete failed: {exc}"))
-            errors.append(ReportError("delete_failed", self.space.name, f"delete failed: {exc}", record.machinetype,
-                                      record.name))
-            return False
+            return failed("delete_failed", f"delete failed: {exc}")
         except Exception as exc:  # the per-action boundary
             log.exception("%s delete failed unexpectedly", where)
-            batch.put(transition(record, S.DELETE_FAILED, now, f"delete failed unexpectedly: {exc!r}"))
-            errors.append(ReportError("delete_bug", self.space.name, f"delete failed unexpectedly: {exc!r}",
-                                      record.machinetype, record.name))
-            return False
-        return True
-
+            return failed("delete_bug", f"delete failed unexpectedly: {exc!r}")
+        return Outcome(False, True)

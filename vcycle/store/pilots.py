@@ -136,6 +136,8 @@ class PilotBook:
 
     def expire(self, space: str, timeout_seconds: int, now: datetime) -> int:
         """Give up the pilots that waited longer than ``timeout_seconds`` for a machine; how many."""
+        if self.store.readonly:
+            return 0  # a store opened for reading (vcycle plan) gives nothing up
         requested_before = now - timedelta(seconds=timeout_seconds)
         with self.store._begin(write=True) as c:
             done = c.execute(update(P).where(P.c.space == space, P.c.state == PENDING,

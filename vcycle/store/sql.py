@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,15 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from vcycle.core.model import Backoff, CycleReport, Heartbeat, MachineRecord, StatusChange
 from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
 from vcycle.store import schema
+from vcycle.store.engine import check_current, make_engine, migrate, reason, shown, sqlite_path
 
 # Statements run every cycle, built once (building them costs more than running them).
 _SPACE: Any = bindparam("space")
@@ -51,48 +49,6 @@ class SpaceState:
     records: tuple[MachineRecord, ...]
     backoffs: Mapping[str, Backoff] = field(default_factory=dict)
     draining: frozenset[str] = frozenset()
-
-
-def _engine(url: str) -> Engine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"state_url {url!r} is not a database URL") from exc
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True, pool_size=16, max_overflow=64)
-    if parsed.database in (None, "", ":memory:"):
-        engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        directory = os.path.dirname(os.path.abspath(parsed.database))
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the state directory {directory}: {exc.strerror}") from exc
-        engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=32,
-                               max_overflow=128)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(connection: Any, _record: Any) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.close()
-
-    return engine
-
-
-def _migrate(engine: Engine) -> None:
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    config = AlembicConfig()
-    config.set_main_option("script_location", os.path.join(os.path.dirname(__file__), "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
 
 
 def _dialect_insert(connection: Connection, table: Any) -> Any:
@@ -170,26 +126,34 @@ def _record(row: Any) -> MachineRecord:
 
 
 class Store:
-    """A migrated database holding vcycle's state; safe to share between threads."""
+    """A migrated database holding vcycle's state; safe to share between threads.
 
-    def __init__(self, engine: Engine) -> None:
+    A store opened ``readonly`` reads only: spaces it does not know read as empty, and a write is a
+    StoreError."""
+
+    def __init__(self, engine: Engine, url: str = "", readonly: bool = False) -> None:
         self.engine = engine
+        self.url = url
+        self.readonly = readonly
         self._cache: dict[str, SpaceState] = {}
         self._known_spaces: set[str] = set()
-        self._write_lock = _WriteLock(engine.url.database) if engine.dialect.name == "sqlite" else None
+        path = sqlite_path(engine.url) if not readonly else None
+        self._write_lock = _WriteLock(path) if engine.dialect.name == "sqlite" else None
         self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        """Open (and migrate) the store at ``url``; StoreError if it cannot be used."""
-        engine = _engine(url)
+    def open(cls, url: str, *, readonly: bool = False) -> Store:
+        """Open (and migrate, unless ``readonly``) the store at ``url``; StoreError if it cannot be used."""
+        engine = make_engine(url, readonly=readonly)
         try:
-            _migrate(engine)
+            check_current(engine) if readonly else migrate(engine)
         except (SQLAlchemyError, OSError) as exc:
             engine.dispose()
-            raise StoreError(f"cannot open the state store {make_url(url).render_as_string()}: "
-                             f"{_reason(exc)}") from exc
-        return cls(engine)
+            raise StoreError(f"cannot open the state store {shown(url)}: {reason(exc, url)}") from exc
+        except StoreError:
+            engine.dispose()
+            raise
+        return cls(engine, url, readonly)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -202,9 +166,15 @@ class Store:
         What this Store last read or wrote is kept in memory; while the version
         in the database is unchanged (no other writer), only the version is read.
         """
-        with self._begin(write=space not in self._known_spaces) as c:
-            self._ensure_space(c, space)
-            version, draining = c.execute(_VERSION_OF, {"space": space}).one()
+        with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
+            if self.readonly:
+                found = c.execute(_VERSION_OF, {"space": space}).one_or_none()
+                if found is None:
+                    return SpaceState(space, 0, ())
+                version, draining = found
+            else:
+                self._ensure_space(c, space)
+                version, draining = c.execute(_VERSION_OF, {"space": space}).one()
             cached = self._cache.get(space)
             if cached is not None and cached.version == version:
                 return cached
@@ -390,7 +360,9 @@ class Store:
 
     def _begin(self, write: bool = False) -> _Transaction:
         """A transaction; on SQLite, writers queue here rather than in SQLite's sleeping busy handler."""
-        return _Transaction(self.engine, self._write_lock if write else None)
+        if write and self.readonly:
+            raise StoreError(f"the state store {shown(self.url)} was opened read-only")
+        return _Transaction(self.engine, self._write_lock if write else None, self.url)
 
     def _ensure_space(self, c: Connection, space: str) -> None:
         if space in self._known_spaces:
@@ -428,41 +400,36 @@ class _WriteLock:
 class _Transaction:
     """engine.begin() that turns database failures into StoreError (StaleState passes through)."""
 
-    def __init__(self, engine: Engine, lock: _WriteLock | None) -> None:
+    def __init__(self, engine: Engine, lock: _WriteLock | None, url: str) -> None:
         self.engine = engine
         self.lock = lock
+        self.url = url
 
     def __enter__(self) -> Connection:
         if self.lock is not None:
             try:
                 self.lock.acquire()
             except OSError as exc:
-                self.lock = None
-                raise StoreError(f"cannot lock the state store: {exc.strerror}") from exc
+                path, self.lock = self.lock.path, None
+                raise StoreError(f"cannot lock the state store with {path}: {exc.strerror}") from exc
         try:
             self.context = self.engine.begin()
             return self.context.__enter__()
         except SQLAlchemyError as exc:
             self._release()
-            raise StoreError(f"state store unavailable: {_reason(exc)}") from exc
+            raise StoreError(f"state store unavailable: {reason(exc, self.url)}") from exc
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         try:
             self.context.__exit__(kind, error, trace)
         except SQLAlchemyError as exc:
-            raise StoreError(f"state store write failed: {_reason(exc)}") from exc
+            raise StoreError(f"state store write failed: {reason(exc, self.url)}") from exc
         finally:
             self._release()
         if isinstance(error, SQLAlchemyError):
-            raise StoreError(f"state store error: {_reason(error)}") from error
+            raise StoreError(f"state store error: {reason(error, self.url)}") from error
 
     def _release(self) -> None:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OperationalError) and exc.orig is not None:
-        return str(exc.orig).strip().splitlines()[0]
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

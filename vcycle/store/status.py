@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vcycle.core.sections import Config
-from vcycle.core.states import HOLDS_PROCESSORS
+from vcycle.core.states import HOLDS_PROCESSORS, MachineState
 from vcycle.store import Store
 from vcycle.store.pilots import PilotBook
 
@@ -26,9 +26,11 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
         state = known.get(name)
         space = config.spaces.get(name)
         records = state.records if state else ()
-        by_type: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        for record in records:
-            by_type[record.machinetype][record.state.value] += 1
+        by_type: dict[str, collections.Counter[str]] = {mt: collections.Counter() for mt in
+                                                          (space.machinetypes if space else ())}
+        for record in records:  # every configured machinetype is shown, those without machines too
+            by_type.setdefault(record.machinetype, collections.Counter())[record.state.value] += 1
+        requested = [r.created_at for r in records if r.state is MachineState.REQUESTED]
         backoffs = []
         for backoff in (state.backoffs.values() if state else ()):
             mt = space.machinetypes.get(backoff.machinetype) if space else None
@@ -47,6 +49,8 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "draining": sorted(state.draining) if state else [],
             "machinetypes": {mt: dict(sorted(c.items())) for mt, c in sorted(by_type.items())},
             "backoffs": backoffs,
+            "unconfirmed": {"creates": len(requested),
+                            "since": min(requested).isoformat(timespec="seconds") if requested else None},
             "pilots_waiting": _pilots_waiting(config, store, name),
             "last_cycle": reports.get(name),
         }

@@ -116,6 +116,59 @@ class Background:
         self.thread.join(timeout=30)
 
 
-def describe(config: Config) -> str:
-    host, port = config.settings.https_listen or ("127.0.0.1", 8443)
+def _tls(settings: Settings) -> tuple[object, ...]:
+    """What the server is made from: where it listens and with which files."""
+    return settings.https_listen, settings.https_cert, settings.https_key, settings.https_client_ca
+
+
+class Served:
+    """The endpoint served by the daemon, rebound when a reload changes ``https_listen`` or its files.
+
+    The new server is checked (files readable, certificate and key a pair) before the old one stops; if it
+    cannot listen, the old one is started again. Either way the log says where the endpoint is.
+    """
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.background = Background(make_server(app, settings))
+
+    def start(self) -> None:
+        self.background.start()
+
+    def stop(self) -> None:
+        self.background.stop()
+
+    def reload(self, settings: Settings) -> None:
+        if _tls(settings) == _tls(self.settings):
+            return
+        where = _where(self.settings)
+        if settings.https_listen is None:
+            log.warning("https_listen was removed: the endpoint goes on serving on %s until vcycle is restarted",
+                        where)
+            return
+        try:
+            server = make_server(self.app, settings)
+        except ConfigError as exc:
+            log.error("HTTPS endpoint kept on %s as it was: %s", where, "; ".join(str(p) for p in exc.problems))
+            return
+        self.background.stop()
+        moved = Background(server)
+        try:
+            moved.start()
+        except OSError as exc:
+            log.error("HTTPS endpoint cannot serve on %s (%s): serving on %s again", _where(settings), exc, where)
+            self.background = Background(make_server(self.app, self.settings))
+            self.background.start()
+            return
+        self.background, self.settings = moved, settings
+        log.info("HTTPS endpoint now on %s (was %s)", _where(settings), where)
+
+
+def _where(settings: Settings) -> str:
+    host, port = settings.https_listen or ("127.0.0.1", 8443)
     return f"https://{host}:{port}"
+
+
+def describe(config: Config) -> str:
+    return _where(config.settings)
