@@ -145,3 +145,18 @@ def test_a_postgresql_url_without_its_driver_is_a_clear_error(conf: Path, tmp_pa
                                                                     "PYTHONPATH": str(shadow)})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "no driver for 'postgresql+psycopg' is installed" in done.stderr and "hunter2" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [("plan", "--space", "nosuch"), ("cycle", "--space", "nosuch"),
+                                  ("drain", "nosuch"), ("render", "sp", "nosuch")])
+def test_a_space_or_machinetype_not_configured_exits_2_as_a_configuration_error(conf: Path,
+                                                                                 argv: tuple[str, ...]) -> None:
+    done = vcycle(conf, *argv)
+    assert done.returncode == 2 and "nosuch" in done.stderr and done.stdout == ""
+
+
+def test_a_machine_the_store_does_not_hold_exits_1(conf: Path) -> None:
+    vcycle(conf, "cycle")
+    for argv in (("machines", "history", "nosuch"), ("machines", "delete", "nosuch")):
+        done = vcycle(conf, *argv)
+        assert done.returncode == 1 and "no machine named nosuch" in done.stderr

@@ -92,6 +92,15 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _spaces(config: Config, names: Sequence[str] | None) -> None:
+    """CommandFailed (status 2) unless every ``--space`` given is a configured space."""
+    unknown = [name for name in names or () if name not in config.spaces]
+    if unknown:
+        sys.stderr.write(f"no space {', '.join(unknown)} in the configuration (spaces: "
+                         f"{', '.join(sorted(config.spaces)) or 'none'})\n")
+        raise CommandFailed(EXIT_CONFIG)
+
+
 def _store(config: Config, *, readonly: bool = False) -> Store:
     """The state store; ``readonly`` for the commands that only read (they write nothing, not even a lock)."""
     try:
@@ -120,6 +129,7 @@ def _log_to(path: str | None) -> None:
 def cycle_once(args: argparse.Namespace) -> int:
     _log_to(args.log_file)
     config = _config(args)
+    _spaces(config, args.space)
     try:
         with Lock(lock_path(config)):
             store = _store(config)
@@ -226,6 +236,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def plan_command(args: argparse.Namespace) -> int:
     config = _config(args)
+    _spaces(config, args.space)
     manager = Manager(config, _store(config, readonly=True), processes=1)
     failed = False
     for space in config.spaces.values():
