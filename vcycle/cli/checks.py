@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from vcycle.core import identity, rules
+from vcycle.core import rules
 from vcycle.core.sections import Config, MachinetypeConfig, SpaceConfig
 from vcycle.errors import ConfigError, ConfigProblem, RenderError, VcycleError
-from vcycle.loop.launch import prepare, renderer
+from vcycle.loop.launch import renderer, sample
 from vcycle.userdata.render import LEFTOVER, option_values
 from vcycle.userdata.sources import Fetcher, load, template_cache
 
@@ -97,12 +97,9 @@ def online(config: Config, make: Callable[[SpaceConfig], object]) -> list[Config
 
 def render_sample(config: Config, space: SpaceConfig, mt: MachinetypeConfig, fetcher: Fetcher) -> bytes:
     """The user-data of a sample new machine of ``mt``, prepared as a create prepares it."""
-    now = datetime.now(UTC)
-    flavor = rules.choose_flavor(mt, None)
-    name, processors = (None, mt.min_processors) if isinstance(flavor, str) else flavor
-    order = identity.create_order(space, mt, processors, name, now, "vcycle check-config")
     manager = config.settings.manager_name
-    return prepare(space, mt, order, manager=manager, render=renderer(manager, fetcher), now=now).spec.user_data
+    return sample(space, mt, manager=manager, render=renderer(manager, fetcher), now=datetime.now(UTC),
+                  reason="vcycle check-config").spec.user_data
 
 
 def _cloud(space: SpaceConfig, make: Callable[[SpaceConfig], object]) -> list[ConfigProblem]:

@@ -251,11 +251,9 @@ def plan_command(args: argparse.Namespace) -> int:
             continue
         print(f"  {len(seen.synced.records)} machine(s) of ours, {seen.synced.foreign_machines} foreign; "
               f"{len(seen.synced.changes)} state change(s) to record")
-        unconfirmed = [r for r in seen.synced.records if r.state is MachineState.REQUESTED]
+        unconfirmed = show.unconfirmed_line(status.unconfirmed(seen.synced.records))
         if unconfirmed:
-            oldest = min(r.created_at for r in unconfirmed)
-            print(f"  {len(unconfirmed)} create(s) not yet confirmed by the cloud, the oldest requested at "
-                  f"{oldest.isoformat(timespec='seconds')}")
+            print(f"  {unconfirmed}")
         for line in show.plan_lines(seen.synced.changes, seen.plan.decisions, each=args.machines):
             print(f"  {line}")
     print("(dry run: nothing was changed)")
@@ -359,9 +357,8 @@ def render_command(args: argparse.Namespace) -> int:
     """What a new machine of SPACE MACHINETYPE would get, prepared as a real create prepares it, with its size."""
     from vcycle import connectors
     from vcycle.connectors.base import fits
-    from vcycle.core import identity, rules
     from vcycle.core.options import looks_secret
-    from vcycle.loop.launch import prepare, renderer
+    from vcycle.loop.launch import renderer, sample
 
     config = _config(args)
     space = config.spaces.get(args.space)
@@ -369,13 +366,10 @@ def render_command(args: argparse.Namespace) -> int:
     if space is None or mt is None:
         sys.stderr.write(f"no machinetype {args.machinetype} in space {args.space}\n")
         return EXIT_CONFIG
-    now = datetime.now(UTC)
-    flavor = rules.choose_flavor(mt, {})  # the first flavor_names, as the planner takes it when the cloud is not asked
-    flavor_name, processors = (None, mt.min_processors) if isinstance(flavor, str) else flavor
-    order = identity.create_order(space, mt, processors, flavor_name, now, "vcycle render")
     render = renderer(config.settings.manager_name, Fetcher(template_cache(config.settings.state_dir)))
     try:
-        launch = prepare(space, mt, order, manager=config.settings.manager_name, render=render, now=now)
+        launch = sample(space, mt, manager=config.settings.manager_name, render=render, now=datetime.now(UTC),
+                        reason="vcycle render")
     except VcycleError as exc:
         sys.stderr.write(f"cannot render: {exc}\n")
         return EXIT_FAILED

@@ -94,6 +94,14 @@ def plan_lines(changes: Iterable[tuple[str, Any]], decisions: Iterable[Any], *, 
     return lines
 
 
+def unconfirmed_line(unconfirmed: Mapping[str, Any]) -> str:
+    """A status's ``unconfirmed`` as a line, or "" when every create is confirmed."""
+    if not unconfirmed.get("creates"):
+        return ""
+    return (f"{unconfirmed['creates']} create(s) not yet confirmed by the cloud, the oldest requested at "
+            f"{unconfirmed['since']}")
+
+
 def error_text(error: Any) -> str:
     """One error of a saved cycle report as a line (reports saved before errors had kinds hold plain text)."""
     if not isinstance(error, Mapping):
@@ -147,10 +155,9 @@ def show(status: dict[str, Any], console: Console) -> None:
         for mt, counts in space["machinetypes"].items():
             table.add_row(mt, *(str(counts.get(s, 0)) for s in states))
         console.print(table)
-        unconfirmed = space.get("unconfirmed") or {}
-        if unconfirmed.get("creates"):
-            console.print(f"  {unconfirmed['creates']} create(s) not yet confirmed by the cloud, the oldest "
-                          f"requested at {unconfirmed['since']}", soft_wrap=True, markup=False)
+        line = unconfirmed_line(space.get("unconfirmed") or {})
+        if line:
+            console.print(f"  {line}", soft_wrap=True, markup=False)
         for mt, waiting in space.get("pilots_waiting", {}).items():
             console.print(f"  {mt}: {waiting} pilot(s) from DIRAC's SiteDirector waiting for machines",
                           soft_wrap=True, markup=False)

@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, wait
 from typing import Any, TypeVar
 
 from vcycle.connectors.base import Connector
@@ -31,21 +30,27 @@ log = logging.getLogger(__name__)
 LONG_SECONDS = 10.0  # a call running this long is said in the log, while the cycle still waits for it
 
 
+def settle(calls: Collection[Future[Any]], *, space: str, api: str, what: str | Callable[[int], str],
+           bound: float) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """(done, late) of ``calls`` after waiting for them at most ``bound`` seconds, said in the log once they
+    run long (``what`` names the call, or says how many of them are late)."""
+    first = min(LONG_SECONDS, bound)
+    done, late = wait(calls, timeout=first)
+    if late and first < bound:
+        phrase = f"{what} has" if isinstance(what, str) else what(len(late))
+        log.warning("space=%s api=%s %s not answered for %gs; waiting up to %gs (api_timeout_seconds)", space, api,
+                    phrase, first, bound)
+        done, late = wait(calls, timeout=bound - first)
+    return done, late
+
+
 def answer(call: Future[T], *, space: str, api: str, what: str, bound: float) -> T:
     """The answer of ``call``, waited for at most ``bound`` seconds (said in the log once it runs long);
     CloudUnavailable when it does not come in time."""
-    first = min(LONG_SECONDS, bound)
-    try:
-        return call.result(timeout=first)
-    except FuturesTimeout:
-        if first >= bound:
-            raise CloudUnavailable(f"{api} {what} did not answer within {bound:g}s (api_timeout_seconds)") from None
-        log.warning("space=%s api=%s %s has not answered for %gs; waiting up to %gs (api_timeout_seconds)", space, api,
-                    what, first, bound)
-    try:
-        return call.result(timeout=bound - first)
-    except FuturesTimeout:
-        raise CloudUnavailable(f"{api} {what} did not answer within {bound:g}s (api_timeout_seconds)") from None
+    _, late = settle([call], space=space, api=api, what=what, bound=bound)
+    if late:
+        raise CloudUnavailable(f"{api} {what} did not answer within {bound:g}s (api_timeout_seconds)")
+    return call.result()
 
 
 class Timed:

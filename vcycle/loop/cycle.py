@@ -22,7 +22,7 @@ from typing import TypeVar
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
 from vcycle.core import planner
-from vcycle.core.model import CycleReport, Demand, Plan, ReportError, SpaceSnapshot
+from vcycle.core.model import CreateOrder, CycleReport, Demand, Plan, ReportError, SpaceSnapshot
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import MachineState
 from vcycle.core.sync import SyncResult, sync
@@ -30,7 +30,7 @@ from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
 from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError
 from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
-from vcycle.loop.launch import Renderer, prepare
+from vcycle.loop.launch import Launch, Renderer, prepare
 from vcycle.store import SpaceState, Store
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Observation:
     plan: Plan
     timings: dict[str, float]
     unrenderable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # machinetype -> why not rendered
+    trials: Mapping[CreateOrder, Launch] = dataclasses.field(default_factory=dict)  # prepared while planning
 
 
 def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
@@ -164,28 +165,31 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
                              state.draining, registered)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
-    unrenderable = _unrenderable(ctx, result, now)
+    trials, unrenderable = _trials(ctx, result, now)
     if unrenderable:  # planned again without them: their capacity goes to the others
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
-    return Observation(state, synced, result, timings, unrenderable)
+    return Observation(state, synced, result, timings, unrenderable, trials)
 
 
 def _answer(ctx: SpaceContext, call: Future[T], what: str) -> T:
     return answer(call, space=ctx.name, api=ctx.space.api, what=what, bound=ctx.space.api_timeout_seconds)
 
 
-def _unrenderable(ctx: SpaceContext, plan: Plan, now: datetime) -> dict[str, str]:
-    """The machinetypes the plan creates whose user-data does not render, and why (one trial machine each)."""
-    found: dict[str, str] = {}
-    for order in {o.machinetype: o for o in plan.creates}.values():
+def _trials(ctx: SpaceContext, plan: Plan, now: datetime) -> tuple[dict[CreateOrder, Launch], dict[str, str]]:
+    """The first create of each machinetype the plan creates, prepared (the executor uses it as it is), and the
+    machinetypes whose user-data does not render, with why."""
+    trials: dict[CreateOrder, Launch] = {}
+    unrenderable: dict[str, str] = {}
+    for order in {o.machinetype: o for o in reversed(plan.creates)}.values():
         mt = ctx.space.machinetypes[order.machinetype]
         try:
-            prepare(ctx.space, mt, order, manager=ctx.config.settings.manager_name, render=ctx.render, now=now)
+            trials[order] = prepare(ctx.space, mt, order, manager=ctx.config.settings.manager_name,
+                                    render=ctx.render, now=now)
         except (RenderError, OSError) as exc:
             log.error("space=%s machinetype=%s user-data not rendered, nothing created: %s", ctx.name, mt.name, exc)
-            found[mt.name] = str(exc)
-    return found
+            unrenderable[mt.name] = str(exc)
+    return trials, unrenderable
 
 
 def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
@@ -203,7 +207,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
-        applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs)
+        applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
         log.error("space=%s skipped this cycle: %s", ctx.name, exc)

@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -36,6 +36,7 @@ from vcycle.core import rules
 from vcycle.core.model import (
     Backoff,
     CloudMachine,
+    CreateOrder,
     DeleteOrder,
     DrainOrder,
     LaunchSpec,
@@ -50,8 +51,8 @@ from vcycle.core.sections import SpaceConfig
 from vcycle.core.states import STARTING_STATES, MachineState
 from vcycle.demand.base import NamedMachines
 from vcycle.errors import ConnectorError, DemandError, NotFound, RenderError, StaleState
-from vcycle.loop import calls as cloud_calls
-from vcycle.loop.launch import Renderer, entropy, prepare
+from vcycle.loop.calls import settle
+from vcycle.loop.launch import Launch, Renderer, entropy, prepare
 from vcycle.store import Step, Store
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,18 @@ class Executor:
         self.named = dict(named or {})  # machinetype -> the source handing out its machines' names
 
     def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
-              backoffs: Mapping[str, Backoff] | None = None) -> Applied:
-        """Commit intent (with ``first``, sync's changes), act, commit outcomes. StaleState before acting."""
+              backoffs: Mapping[str, Backoff] | None = None,
+              prepared: Mapping[CreateOrder, Launch] | None = None) -> Applied:
+        """Commit intent (with ``first``, sync's changes), act, commit outcomes. StaleState before acting.
+
+        ``prepared`` holds launches already made for some of the plan's orders (the cycle's trial renders):
+        each is used once, for its order, instead of rendering that machine again."""
         now = plan.now
         intent = first or Batch()
         applied = Applied(version)
         errors = applied.errors
         steps: list[Step] = []
-        launches = self._intents(plan, now, intent, errors, steps)
+        launches = self._intents(plan, now, intent, errors, steps, dict(prepared or {}))
         deleting = [self._deleting(order, records[order.machine], now, intent, errors) for order in plan.deletes
                     if order.machine in records]
         drains = [self._draining(order, records[order.machine], now, intent) for order in plan.drains
@@ -177,8 +182,8 @@ class Executor:
                            if self.named.get(mt) is source)
         return waiting
 
-    def _intents(self, plan: Plan, now: datetime, batch: Batch, errors: list[ReportError],
-                 steps: list[Step]) -> list[tuple[MachineRecord, LaunchSpec]]:
+    def _intents(self, plan: Plan, now: datetime, batch: Batch, errors: list[ReportError], steps: list[Step],
+                 prepared: dict[CreateOrder, Launch]) -> list[tuple[MachineRecord, LaunchSpec]]:
         refused: set[str] = set()
         launches = []
         waiting = self._waiting(plan)
@@ -194,8 +199,9 @@ class Executor:
                     continue  # the requests were cancelled or expired since the demand was read
                 order = dataclasses.replace(order, pilot=queue.popleft())
             try:
-                launch = prepare(self.space, mt, order, manager=self.manager, render=self.render, now=now,
-                                 randomness=self.randomness())
+                launch = prepared.pop(order, None) or prepare(self.space, mt, order, manager=self.manager,
+                                                              render=self.render, now=now,
+                                                              randomness=self.randomness())
             except (RenderError, OSError) as exc:
                 refused.add(order.machinetype)
                 error = ReportError("user_data", self.space.name, f"user-data not rendered, no machines created: "
@@ -260,13 +266,8 @@ class Executor:
             for record in deletes:
                 calls[pool.submit(self._delete, record, now)] = record
             bound = self.space.api_timeout_seconds * math.ceil(len(calls) / self.workers)
-            first = min(cloud_calls.LONG_SECONDS, bound)
-            done, late = wait(calls, timeout=first)
-            if late and first < bound:
-                log.warning("space=%s api=%s %d of %d create/delete calls have not answered for %gs; waiting up to "
-                            "%gs (api_timeout_seconds)", self.space.name, self.space.api, len(late), len(calls), first,
-                            bound)
-                done, late = wait(calls, timeout=bound - first)
+            done, late = settle(calls, space=self.space.name, api=self.space.api, bound=bound,
+                                what=lambda late: f"{late} of {len(calls)} create/delete calls have")
             results = [call.result() for call in calls if call in done]
             for call in late:
                 call.cancel()  # not begun: never made; begun: its answer is no longer waited for

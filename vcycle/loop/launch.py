@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from vcycle.core import identity, mjf
+from vcycle.core import identity, mjf, rules
 from vcycle.core.model import CreateOrder, LaunchSpec, MachineRecord, new_record
 from vcycle.core.sections import MachinetypeConfig, SpaceConfig
 from vcycle.core.states import MachineState
@@ -57,3 +57,13 @@ def prepare(space: SpaceConfig, mt: MachinetypeConfig, order: CreateOrder, *, ma
     spec = LaunchSpec(who.name, who.request_id, space.name, mt.name, manager, order.processors, order.flavor, None,
                       mt.root_image, user_data, order.shutdown_at, identity.metadata(space, who.name), who.token)
     return Launch(record, spec)
+
+
+def sample(space: SpaceConfig, mt: MachinetypeConfig, *, manager: str, render: Renderer, now: datetime,
+           reason: str) -> Launch:
+    """A new machine of ``mt`` as the next create would make it when the cloud is not asked: the first of its
+    flavor_names, with min_processors (``vcycle render``, check-config's trial). Raises RenderError."""
+    flavor = rules.choose_flavor(mt, None)
+    name, processors = (None, mt.min_processors) if isinstance(flavor, str) else flavor
+    order = identity.create_order(space, mt, processors, name, now, reason)
+    return prepare(space, mt, order, manager=manager, render=render, now=now)

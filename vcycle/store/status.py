@@ -8,9 +8,11 @@ HTTPS endpoint serves the same dict. Nothing secret is in it.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from vcycle.core.model import MachineRecord
 from vcycle.core.sections import Config
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
 from vcycle.store import Store
@@ -30,7 +32,6 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
                                                           (space.machinetypes if space else ())}
         for record in records:  # every configured machinetype is shown, those without machines too
             by_type.setdefault(record.machinetype, collections.Counter())[record.state.value] += 1
-        requested = [r.created_at for r in records if r.state is MachineState.REQUESTED]
         backoffs = []
         for backoff in (state.backoffs.values() if state else ()):
             mt = space.machinetypes.get(backoff.machinetype) if space else None
@@ -49,12 +50,17 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "draining": sorted(state.draining) if state else [],
             "machinetypes": {mt: dict(sorted(c.items())) for mt, c in sorted(by_type.items())},
             "backoffs": backoffs,
-            "unconfirmed": {"creates": len(requested),
-                            "since": min(requested).isoformat(timespec="seconds") if requested else None},
+            "unconfirmed": unconfirmed(records),
             "pilots_waiting": _pilots_waiting(config, store, name),
             "last_cycle": reports.get(name),
         }
     return {"manager": config.settings.manager_name, "time": now.isoformat(), "spaces": spaces}
+
+
+def unconfirmed(records: Iterable[MachineRecord]) -> dict[str, Any]:
+    """How many creates the cloud has not confirmed yet (REQUESTED), and since when."""
+    requested = [r.created_at for r in records if r.state is MachineState.REQUESTED]
+    return {"creates": len(requested), "since": min(requested).isoformat(timespec="seconds") if requested else None}
 
 
 def _pilots_waiting(config: Config, store: Store, space: str) -> dict[str, int]:
