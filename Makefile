@@ -47,7 +47,8 @@ DIRAC_VERSION := 9.1.22
 DIRAC_STAMP := $(DIRAC_VENV)/.installed-1
 DIRAC_DEBS := swig libssl-dev pkg-config libmariadb-dev libmariadb-dev-compat unzip
 
-.PHONY: all install tools services bench-tools openstack-testbed dirac-testbed demo test lint bench openapi check-config clean
+.PHONY: all install tools services bench-tools openstack-testbed dirac-testbed kubernetes-testbed demo test lint bench \
+	openapi check-config clean
 
 all: test
 
@@ -112,7 +113,15 @@ $(DIRAC_VCYCLE_STAMP): $(DIRAC_STAMP)
 
 dirac-testbed: $(DIRAC_STAMP) $(DIRAC_VCYCLE_STAMP)
 
-test: lint tools services openstack-testbed dirac-testbed
+# A real Kubernetes control plane for the Kubernetes tests (scripts/kubernetes_testbed.py): etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok, built with the machine's Go from the Go module proxy into a
+# cache outside the clone (scripts/kubernetes/build.sh: about 10 minutes on 2 cores the first time, nothing after;
+# VCYCLE_KUBERNETES_CACHE moves it, VCYCLE_KUBERNETES_BIN uses prebuilt binaries instead).
+kubernetes-testbed:
+	@if command -v go >/dev/null || [ -n "$$VCYCLE_KUBERNETES_BIN" ]; then bash scripts/kubernetes/build.sh >/dev/null; \
+	else echo "note: no go command: the Kubernetes control plane is not built; the Kubernetes tests skip"; fi
+
+test: lint tools services openstack-testbed dirac-testbed kubernetes-testbed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-tools:
@@ -127,7 +136,7 @@ bench-tools:
 openapi: $(STAMP)
 	$(BIN)/python scripts/openapi.py
 
-bench: $(STAMP) bench-tools services openstack-testbed dirac-testbed
+bench: $(STAMP) bench-tools services openstack-testbed dirac-testbed kubernetes-testbed
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 check-config: $(STAMP)

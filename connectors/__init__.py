@@ -14,6 +14,7 @@ from vcycle.plugins import Registry
 REGISTRY: Registry[ConnectorPlugin] = Registry(ConnectorPlugin, "vcycle.connectors", {
     "ec2": "vcycle.connectors.ec2",
     "fake": "vcycle.testing",
+    "kubernetes": "vcycle.connectors.kubernetes",
     "local": "vcycle.connectors.local",
     "openstack": "vcycle.connectors.openstack",
 })

@@ -13,6 +13,7 @@ every connector calls before its create.
 
 from __future__ import annotations
 
+import email
 import gzip
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ class ConnectorPlugin:
     check: Callable[[Any], list[tuple[str, str]]] | None = None  # checks across its space keys: [(key, problem)]
     # what a machinetype of its spaces must have: [(key, problem)]
     check_machinetype: Callable[[MachinetypeConfig], list[tuple[str, str]]] | None = None
+    # its machines run the user-data as a script (containers, processes), not through cloud-init: templates
+    # render their script form, and user-data with no script part is refused before any create
+    runs_script: bool = False
 
 
 def fit_user_data(data: bytes, limit: int) -> bytes:
@@ -100,3 +104,20 @@ def fits(data: bytes, limit: int) -> str:
     except LaunchRejected:
         return "TOO LARGE"
     return "fits" if fitted is data else "fits gzipped"
+
+
+def entrypoint(user_data: bytes) -> bytes:
+    """The script to run: the user-data itself, or the first shell-script part of a MIME multipart (gzipped
+    user-data is read as cloud-init reads it: unzipped first)."""
+    if user_data.startswith(b"\x1f\x8b"):
+        user_data = gzip.decompress(user_data)
+    if user_data.startswith(b"#!"):
+        return user_data
+    if user_data.lstrip().lower().startswith(b"content-type: multipart/"):
+        message = email.message_from_bytes(user_data)
+        for part in message.walk():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes) and payload.startswith(b"#!"):
+                return payload
+    raise LaunchRejected("a container runs its user-data as a script: the user-data has no part starting with "
+                         "'#!' (use the pilot-container or htcondor-startd template, or a script of your own)")

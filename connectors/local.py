@@ -25,8 +25,6 @@ a ``deleting`` marker with the process still there is DELETING.
 
 from __future__ import annotations
 
-import email
-import gzip
 import json
 import logging
 import os
@@ -40,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.connectors.base import ConnectorPlugin, entrypoint, fit_user_data
 from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import choice, key, options_of, text
 from vcycle.core.sections import Settings, SpaceConfig
@@ -67,23 +65,6 @@ RAW_STATES = {"running": CloudStatus.RUNNING, "exited": CloudStatus.STOPPED, "ki
 # The wrapper: the entrypoint under timeout, then its exit status written atomically.
 WRAPPER = ('seconds="$1"; shift; timeout --kill-after=10 "$seconds" "$@" > console.log 2>&1; '
            'echo $? > exit-status.new && mv exit-status.new exit-status')
-
-
-def entrypoint(user_data: bytes) -> bytes:
-    """The script to run: the user-data itself, or the first shell-script part of a MIME multipart (gzipped
-    user-data is read as cloud-init reads it: unzipped first)."""
-    if user_data.startswith(b"\x1f\x8b"):
-        user_data = gzip.decompress(user_data)
-    if user_data.startswith(b"#!"):
-        return user_data
-    if user_data.lstrip().lower().startswith(b"content-type: multipart/"):
-        message = email.message_from_bytes(user_data)
-        for part in message.walk():
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes) and payload.startswith(b"#!"):
-                return payload
-    raise LaunchRejected("a local machine runs a script: the user-data has no part starting with '#!' "
-                         "(use the pilot-container template, or a script of your own)")
 
 
 def _process_start(pid: int) -> str | None:
@@ -315,4 +296,5 @@ def make_connector(space: SpaceConfig, settings: Settings) -> LocalConnector:
                           ca_bundle=options.ca_bundle)
 
 
-PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=LocalSpace)
+PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=LocalSpace,
+                         runs_script=True)

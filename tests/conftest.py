@@ -1,18 +1,19 @@
 """Session-wide fixtures: the real peers the tests run against, each started once per test session.
 
 moto's server for EC2; private PostgreSQL and RabbitMQ servers (scripts/services.py: their own data
-directories and free loopback ports, stopped at the end); the OpenStack and DIRAC testbeds. Each starts
-only when a selected test needs it. Where one cannot start, its tests skip and say why, except under
+directories and free loopback ports, stopped at the end); the OpenStack, DIRAC and Kubernetes testbeds. Each
+starts only when a selected test needs it. Where one cannot start, its tests skip and say why, except under
 CI=true, where they fail. VCYCLE_TEST_POSTGRES_URL and VCYCLE_TEST_RABBITMQ_URL point the tests at servers
 of one's own instead (they are then used, never stopped).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,43 +82,45 @@ def moto_ami(moto_url: str) -> str:
     return str((images or client.describe_images()["Images"])[0]["ImageId"])
 
 
+def _testbed(name: str, what: str, start: Callable[[Any], Any]) -> Iterator[Any]:
+    """The testbed of scripts/NAME.py: one started by hand where VCYCLE_<NAME>=DIR says so (used, never stopped),
+    else one ``start(module)`` starts, stopped at the end; where it cannot start, unavailable (skip, or fail
+    under CI=true) with its reason."""
+    module = importlib.import_module(name)
+    running = os.environ.get(f"VCYCLE_{name.upper()}")
+    if running:
+        yield module.attach(Path(running))
+        return
+    reason = module.unavailable_reason()
+    if reason is not None:
+        unavailable(what, reason)
+    testbed = start(module)
+    yield testbed
+    testbed.stop()
+
+
 @pytest.fixture(scope="session")
 def openstack_testbed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[object]:
     """A real OpenStack on this machine (scripts/openstack_testbed.py) on the session's RabbitMQ, started once
-    per test session. VCYCLE_OPENSTACK_TESTBED=DIR uses one started by hand (used, never stopped)."""
-    import openstack_testbed
-
-    running = os.environ.get("VCYCLE_OPENSTACK_TESTBED")
-    if running:
-        yield openstack_testbed.attach(Path(running))
-        return
-    reason = openstack_testbed.unavailable_reason()
-    if reason is not None:
-        unavailable("real OpenStack", reason)
-    testbed = openstack_testbed.start(tmp_path_factory.mktemp("openstack"), request.getfixturevalue("rabbitmq_url"))
-    yield testbed
-    testbed.stop()
+    per test session. VCYCLE_OPENSTACK_TESTBED=DIR uses one started by hand."""
+    yield from _testbed("openstack_testbed", "real OpenStack", lambda module: module.start(
+        tmp_path_factory.mktemp("openstack"), request.getfixturevalue("rabbitmq_url")))
 
 
 @pytest.fixture(scope="session")
 def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real DIRAC 9 WMS on this machine (scripts/dirac_testbed.py), started once per test session.
+    """A real DIRAC 9 WMS on this machine (scripts/dirac_testbed.py), started once per test session (not
+    installed: make dirac-testbed). VCYCLE_DIRAC_TESTBED=DIR uses one started by hand."""
+    yield from _testbed("dirac_testbed", "real DIRAC", lambda module: module.start(tmp_path_factory.mktemp("dirac")))
 
-    Where it cannot start (not installed: make dirac-testbed), the tests using it skip and say why, except
-    under CI=true, where they fail. VCYCLE_DIRAC_TESTBED=DIR uses one started by hand.
-    """
-    import dirac_testbed
 
-    running = os.environ.get("VCYCLE_DIRAC_TESTBED")
-    if running:
-        yield dirac_testbed.attach(Path(running))
-        return
-    reason = dirac_testbed.unavailable_reason()
-    if reason is not None:
-        unavailable("real DIRAC", reason)
-    testbed = dirac_testbed.start(tmp_path_factory.mktemp("dirac"))
-    yield testbed
-    testbed.stop()
+@pytest.fixture(scope="session")
+def kubernetes_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Kubernetes control plane on this machine (scripts/kubernetes_testbed.py: etcd, kube-apiserver,
+    kube-controller-manager, kube-scheduler and kwok), started once per test session (not built: make
+    kubernetes-testbed). VCYCLE_KUBERNETES_TESTBED=DIR uses one started by hand."""
+    yield from _testbed("kubernetes_testbed", "real Kubernetes",
+                        lambda module: module.start(tmp_path_factory.mktemp("kubernetes")))
 
 
 @pytest.fixture(scope="session")

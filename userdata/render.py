@@ -59,6 +59,7 @@ class MachineContext:
     token: str | None = None  # the machine's one-time token for the HTTPS endpoint, once there is one
     pilot_stamp: str = ""  # the pilot factory's stamp of the pilot the machine runs, if it runs one
     pilot_wrapper: str = field(default="", repr=False)  # that pilot's wrapper script: it carries a proxy
+    script: bool = False  # its cloud runs the user-data as a script (a container), not through cloud-init
 
 
 def substitutions(ctx: MachineContext, mt: MachinetypeConfig) -> dict[str, str]:
@@ -107,7 +108,7 @@ def jinja_context(ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[s
         "space": ctx.space, "site": ctx.site, "machinetype": ctx.machinetype, "machine": ctx.machine,
         "manager": ctx.manager, "manager_version": __version__, "processors": ctx.processors,
         "shutdown_time": int(ctx.shutdown_at.timestamp()), "request_id": ctx.request_id,
-        "root_image": mt.root_image or "", "options": dict(options), **ctx.urls,
+        "root_image": mt.root_image or "", "options": dict(options), "script": ctx.script, **ctx.urls,
     }
     if ctx.token is not None:
         context["token"] = ctx.token
@@ -141,7 +142,8 @@ def render_user_data(space: SpaceConfig, mt: MachinetypeConfig, name: str, order
     """The user-data of a new machine ``name`` of ``mt`` in ``space``."""
     ctx = MachineContext(space.name, mt.name, name, manager, space.site, order.processors, order.shutdown_at,
                          request_id, identity.machine_urls(space, name), token,
-                         order.pilot.stamp if order.pilot else "", order.pilot.wrapper if order.pilot else "")
+                         order.pilot.stamp if order.pilot else "", order.pilot.wrapper if order.pilot else "",
+                         space.runs_script)
     options = option_values(mt)
     if mt.user_data_proxy:  # ##user_data_option_x509_proxy## and {{ options.x509_proxy }}
         options["x509_proxy"] = proxy_for(mt, order.shutdown_at)

@@ -7,6 +7,7 @@ these tests skip and say why, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import ssl
@@ -175,3 +176,30 @@ def test_container_entrypoint_runs_and_reports_over_https(tmp_path: Path, https_
     assert b"working" in received["pilot.log"]
     assert "vm-heartbeat" in received
     assert _Joboutputs.authorization == {"Bearer s3cret"}
+
+
+def container_form(tmp_path: Path, name: str) -> str:
+    """``name`` rendered for a space whose cloud runs the user-data as a script (Kubernetes, local)."""
+    config = site(tmp_path, name, OPTIONS[name])
+    space = dataclasses.replace(config.spaces["sp.example.org"], runs_script=True)
+    return render(dataclasses.replace(config, spaces={space.name: space}), token="tok")
+
+
+def test_the_htcondor_startd_template_has_a_container_form(tmp_path: Path) -> None:
+    """Where the cloud runs a script (a pod, a local machine), htcondor-startd is a script that runs the startd
+    as the container's own user, with its vcycle name in its ads; its cloud-config form is left for VMs."""
+    script = container_form(tmp_path, "htcondor-startd")
+    assert script == (GOLDEN / "shipped-htcondor-startd-container.expected").read_text()
+    assert script.startswith("#!/bin/bash\n") and "#cloud-config" not in script
+    assert 'VCYCLE_MACHINE = "vcycle-mt-golden0001"' in script
+    assert "STARTD_ATTRS = \\$(STARTD_ATTRS) VCYCLE_MACHINE VCYCLE_SPACE" in script  # left for HTCondor to expand
+    path = tmp_path / "startd.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True, check=False).returncode == 0
+    done = subprocess.run([tool("shellcheck"), str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+
+
+def test_the_pilot_container_template_is_the_same_in_both_forms(tmp_path: Path) -> None:
+    assert container_form(tmp_path, "pilot-container") == render(site(tmp_path, "pilot-container",
+                                                                      OPTIONS["pilot-container"]), token="tok")

@@ -260,7 +260,8 @@ class _Loader:
             self._checks(section, plugin.check(connector))
         values["https_host"] = values["https_host"] or settings.manager_name
         values["api"] = api
-        space = SpaceConfig(name=name, file=self.origin[section], **values, connector=connector)
+        space = SpaceConfig(name=name, file=self.origin[section], **values, connector=connector,
+                            runs_script=plugin is not None and plugin.runs_script)
         mts = {mt: self._machinetype(s, space, mt, plugin, settings, demands, demand_names) for s, mt in machinetypes}
         return dataclasses.replace(space, machinetypes=mts) if plugin is not None else None
 

@@ -186,6 +186,7 @@ class SpaceConfig:
                                      "retries included; a cycle stops waiting for it then")
     machinetypes: Mapping[str, MachinetypeConfig] = field(default_factory=dict)
     connector: Any = None  # the keys its connector adds (its own declaration)
+    runs_script: bool = False  # its connector runs the user-data as a script (ConnectorPlugin.runs_script)
 
     @property
     def site(self) -> str:

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from vcycle.connectors.base import entrypoint
 from vcycle.core import identity, mjf, rules
 from vcycle.core.model import CreateOrder, LaunchSpec, MachineRecord, new_record
 from vcycle.core.sections import MachinetypeConfig, SpaceConfig
 from vcycle.core.states import MachineState
+from vcycle.errors import LaunchRejected, RenderError
 from vcycle.userdata.render import render_user_data
 from vcycle.userdata.sources import Fetcher
 
@@ -48,6 +50,11 @@ def prepare(space: SpaceConfig, mt: MachinetypeConfig, order: CreateOrder, *, ma
     """The launch of one machine for ``order`` (the pilot it runs, if any, names it). Raises RenderError."""
     who = identity.new_identity(mt.name, randomness or entropy(), order.pilot.name if order.pilot else None)
     user_data = render(space, mt, who.name, order, who.request_id, who.token)
+    if space.runs_script:
+        try:
+            entrypoint(user_data)
+        except LaunchRejected as exc:
+            raise RenderError(f"user_data = {mt.user_data}: {exc}") from None
     reason = "intent: " + order.reason + (f"; runs pilot stamp {order.pilot.stamp}" if order.pilot else "")
     features = mjf.features(mt, order.processors, now, order.shutdown_at, space.shutdown_time)
     record = new_record(name=who.name, space=space.name, machinetype=mt.name, state=MachineState.REQUESTED,
