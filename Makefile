@@ -14,9 +14,9 @@ TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
 BENCH_TOOLS := wrk nginx
 
-# The servers the tests start private instances of (scripts/services.py): the store's PostgreSQL, the OpenStack
-# testbed's RabbitMQ, the DIRAC testbed's MariaDB.
-SERVICE_DEBS := postgresql rabbitmq-server mariadb-server
+# The servers the tests start private instances of (scripts/services.py, scripts/slurm_testbed.py): the store's
+# PostgreSQL, the OpenStack testbed's RabbitMQ, the DIRAC testbed's MariaDB, the Slurm testbed's munge and Slurm.
+SERVICE_DEBS := postgresql rabbitmq-server mariadb-server munge slurmctld slurmd slurm-client
 
 # Installs the Debian packages $(1) that are missing, for $(2); as root only (else a note: their tests skip, or
 # fail under CI=true). Their services are left stopped while installing (a policy-rc.d that says no, where the

@@ -1,7 +1,7 @@
 """Session-wide fixtures: the real peers the tests run against, each started once per test session.
 
 moto's server for EC2; private PostgreSQL and RabbitMQ servers (scripts/services.py: their own data
-directories and free loopback ports, stopped at the end); the OpenStack, DIRAC and Kubernetes testbeds. Each
+directories and free loopback ports, stopped at the end); the OpenStack, DIRAC, Kubernetes and Slurm testbeds. Each
 starts only when a selected test needs it. Where one cannot start, its tests skip and say why, except under
 CI=true, where they fail. VCYCLE_TEST_POSTGRES_URL and VCYCLE_TEST_RABBITMQ_URL point the tests at servers
 of one's own instead (they are then used, never stopped).
@@ -121,6 +121,14 @@ def kubernetes_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
     kubernetes-testbed). VCYCLE_KUBERNETES_TESTBED=DIR uses one started by hand."""
     yield from _testbed("kubernetes_testbed", "real Kubernetes",
                         lambda module: module.start(tmp_path_factory.mktemp("kubernetes")))
+
+
+@pytest.fixture(scope="session")
+def slurm_testbed() -> Iterator[object]:
+    """A real Slurm 22.05 cluster on this machine (scripts/slurm_testbed.py: munged, slurmctld, slurmds; Debian's
+    packages: make services), started once per test session. VCYCLE_SLURM_TESTBED=DIR uses one started by
+    hand."""
+    yield from _testbed("slurm_testbed", "real Slurm", lambda module: module.start())
 
 
 @pytest.fixture(scope="session")

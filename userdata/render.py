@@ -107,6 +107,7 @@ def jinja_context(ctx: MachineContext, mt: MachinetypeConfig, options: Mapping[s
     context: dict[str, Any] = {
         "space": ctx.space, "site": ctx.site, "machinetype": ctx.machinetype, "machine": ctx.machine,
         "manager": ctx.manager, "manager_version": __version__, "processors": ctx.processors,
+        "memory_mb": ctx.processors * mt.mb_per_processor,
         "shutdown_time": int(ctx.shutdown_at.timestamp()), "request_id": ctx.request_id,
         "root_image": mt.root_image or "", "options": dict(options), "script": ctx.script, **ctx.urls,
     }

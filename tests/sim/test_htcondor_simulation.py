@@ -231,9 +231,9 @@ def test_idle_machines_are_retired_and_broken_ones_deleted_over_six_hundred_cycl
             name = master.removesuffix(".example.org")
             assert command == "DaemonsOffPeaceful" and name not in busy_before, (cycle, name)
             machines.drained.setdefault(name, cycle)
-        aborts += sum(1 for d in report.decisions if d.action.value == "delete" and "has not joined" in d.reason)
+        aborts += sum(1 for d in report.decisions if d.action.value == "delete" and "has not registered" in d.reason)
         backoff = store.load("sim").backoffs.get("atlas")
-        backed_off |= backoff is not None and "500 Startd did not join the pool" in backoff.reason
+        backed_off |= backoff is not None and "500 Batch daemon did not register" in backoff.reason
         ran += machines.play(cloud, int(clock().timestamp()))
         clock.advance(60)
     assert ran > 0 and not machines.running and jobs == []  # every job ran

@@ -41,8 +41,8 @@ def test_a_machine_whose_startd_never_joins_is_deleted_as_an_abort() -> None:
     gone = running("gone", up=5000)  # registered once, now missing: not a register timeout
     result = run([late, young, gone], registered={})
     (order,) = result.deletes
-    assert (order.machine, order.code, order.message) == ("late", 500, "Startd did not join the pool")
-    assert "has not joined the pool 1000s after the machine started (register_timeout_seconds 900)" in order.reason
+    assert (order.machine, order.code, order.message) == ("late", 500, "Batch daemon did not register")
+    assert "has not registered 1000s after the machine started (register_timeout_seconds 900)" in order.reason
 
 
 def test_idle_machines_beyond_what_the_idle_jobs_fill_are_drained_longest_idle_first() -> None:
@@ -54,7 +54,7 @@ def test_idle_machines_beyond_what_the_idle_jobs_fill_are_drained_longest_idle_f
     # 4 idle machines (a, b, c, e), the idle jobs fill 1: 3 may go; c has been idle only 100 s
     assert [d.machine for d in result.drains] == ["a", "b", "e"]
     reason = next(d.reason for d in result.decisions if d.action is Action.DRAIN and d.machine == "a")
-    assert reason == ("its startd has had no claimed slot for 3000s (retire_idle_seconds 600); "
+    assert reason == ("its batch daemon has had no work for 3000s (retire_idle_seconds 600); "
                       "4 mt machines are idle and the idle jobs fill 1")
     assert run(machines, registered, Demand(idle_jobs=20, shapes=(JobShape(1, 1000, 0, 20),))).drains == ()
     assert run(machines, registered, Demand.unknown("schedd down")).drains == ()  # never on a guess

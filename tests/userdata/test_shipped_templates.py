@@ -27,6 +27,8 @@ OPTIONS = {
     "pilot-container": "user_data_option_pilot_command = echo 'working'; sleep 1",
     "htcondor-startd": "user_data_option_condor_host = cm.example.org\nuser_data_option_pool_token = eyJ.x.y",
     "cernvm-dirac-pilot": "user_data_option_dirac_vo = belle\nuser_data_option_dirac_setup = Belle-KEK",
+    "slurm-worker": "user_data_option_slurm_conf_server = slurmctld.example.org:6817\n"
+                    "user_data_option_slurm_features = cloud avx2\nuser_data_option_munge_key_base64 = c2VjcmV0",
 }
 
 

@@ -237,7 +237,7 @@ def did_you_mean(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-SECRET_WORDS = ("password", "secret", "token", "credential")
+SECRET_WORDS = ("password", "secret", "token", "credential", "private_key", "munge_key")
 
 
 def looks_secret(key: str) -> bool:

@@ -1,17 +1,19 @@
 """Machines and their batch daemons: register timeouts, drains and retirement.
 
 Where a space's machines run a batch daemon (an HTCondor startd that
-advertises its vcycle machine name), the batch system says which machines
-are registered in it and which have work. From that, per machinetype:
+advertises its vcycle machine name, a slurmd that joins as a node named after
+it), the batch system says which machines are registered in it and which
+have work. From that, per machinetype:
 
 - a running machine whose daemon never registered within
-  ``register_timeout_seconds`` is deleted with '500 Startd did not join the
-  pool' (an abort: the machinetype backs off);
+  ``register_timeout_seconds`` is deleted with '500 Batch daemon did not
+  register' (an abort: the machinetype backs off);
 - a running machine whose daemon has had no work for
   ``retire_idle_seconds``, while the machinetype has more idle machines than
   its idle jobs fill, is asked to drain (longest idle first), and so is
   every registered machine of a machinetype an operator drained;
-- a draining machine is deleted once its daemon has left the pool, or after
+- a draining machine is deleted once its daemon has finished and left (a startd
+  gone from the pool, a Slurm node drained), or after
   ``retire_timeout_seconds``.
 
 Pure: no clock, no I/O; ``now`` and the observations are given.
@@ -28,7 +30,7 @@ from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import WORKING_STATES, MachineState
 
 S = MachineState
-REGISTER_TIMEOUT = (500, "Startd did not join the pool")
+REGISTER_TIMEOUT = (500, "Batch daemon did not register")
 DRAINED = (100, "Shutdown as requested: drained")
 
 
@@ -81,14 +83,14 @@ def _verdict(record: MachineRecord, registered: Mapping[str, bool], mt: Machinet
     """What one running or draining machine's batch daemon calls for, if anything."""
     if record.state is S.DRAINING:
         if record.name not in registered:
-            return "delete", DRAINED, "drained: its startd has left the pool", "drain_done"
+            return "delete", DRAINED, "drained: its batch daemon has finished and left", "drain_done"
         why = timeouts.expired(timeouts.DRAINING, record, settings, mt, now)
         return ("delete", DRAINED, why, "drain_timeout") if why else None
     if record.name not in registered:
         why = timeouts.expired(timeouts.REGISTER, record, settings, mt, now) if record.registered_at is None else None
         return ("delete", REGISTER_TIMEOUT, why, "register_timeout") if why else None
     if operator_drained:
-        return ("drain", DRAINED, "drained by an operator: its startd finishes its jobs and takes no more",
+        return ("drain", DRAINED, "drained by an operator: its batch daemon finishes its jobs and takes no more",
                 "drain_operator")
     return None if registered[record.name] else ("idle", DRAINED, "", "idle")
 
@@ -105,5 +107,5 @@ def _retire(name: str, machines: list[MachineRecord], space: SpaceConfig, demand
     surplus = len(machines) - max(needed, 0)
     for record in long_idle[:max(surplus, 0)]:
         idle_for = int((now - record.idle_since).total_seconds()) if record.idle_since else 0
-        drain(record, f"its startd has had no claimed slot for {idle_for}s (retire_idle_seconds {after}); "
+        drain(record, f"its batch daemon has had no work for {idle_for}s (retire_idle_seconds {after}); "
                       f"{len(machines)} {name} machines are idle and the idle jobs fill {max(needed, 0)}", "idle")

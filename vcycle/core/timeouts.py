@@ -62,7 +62,7 @@ STARTING = Timeout("starting", frozenset({S.STARTING}), "starting_timeout_second
 DRAINING = Timeout("draining", frozenset({S.DRAINING}), "retire_timeout_seconds", "machinetype", _in_state,
                    "still draining after {waited}s ({key} {limit})", at_limit=True)
 REGISTER = Timeout("register", frozenset({S.RUNNING}), "register_timeout_seconds", "machinetype", _started,
-                   "its startd has not joined the pool {waited}s after the machine started ({key} {limit})",
+                   "its batch daemon has not registered {waited}s after the machine started ({key} {limit})",
                    at_limit=True)
 
 TIMEOUTS: tuple[Timeout, ...] = (REQUEST, DELETING, STARTING, DRAINING, REGISTER)

@@ -3,7 +3,7 @@
 Each source module declares ``PLUGIN`` (a ``DemandPlugin``: its keys and ``make``; see
 vcycle/demand/base.py for the contract and the abilities a source may have). Built-in sources are
 registered here by dotted path: ``file``, ``command``, ``htcondor``, ``dirac`` (DIRAC's task queues) and
-``sitedirector`` (the pilots DIRAC's SiteDirector submits through the Vcycle CE); others arrive through
+``sitedirector`` (the pilots DIRAC's SiteDirector submits through the Vcycle CE), ``slurm``; others arrive through
 the ``vcycle.demand`` entry-point group.
 """
 
@@ -23,6 +23,7 @@ REGISTRY: Registry[DemandPlugin] = Registry(DemandPlugin, "vcycle.demand", {
     "file": "vcycle.demand.file",
     "htcondor": "vcycle.demand.htcondor",
     "sitedirector": "vcycle.demand.sitedirector",
+    "slurm": "vcycle.demand.slurm",
 })
 
 

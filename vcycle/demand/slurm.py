@@ -1,0 +1,361 @@
+"""``[demand NAME] type = slurm``: pending Slurm jobs, by shape, per machinetype; machines followed as nodes.
+
+Demand: the jobs ``squeue --json`` shows pending in the section's
+``partitions`` (default all), for a reason more machines would help with
+(resources, priority, a node or feature not up, a partition with no node
+yet: ``COUNTED``), pending for at least ``min_idle_seconds``. Held jobs, jobs
+waiting on a dependency or a begin time, and jobs beyond a limit (QOS,
+association, partition) are not counted: each reason is one row of
+``REASONS``. A machinetype serves the jobs of its ``slurm_partition`` whose
+``--constraint`` its ``slurm_constraint`` features satisfy, each job counted
+once per space (for the first machinetype by name that serves it). Per node,
+a job's CPUs, memory (``--mem``, or ``--mem-per-cpu`` times its CPUs) and
+temporary disk become ``JobShape`` counts (an array counts its pending
+tasks, up to its throttle; a job of N nodes N times), which the planner packs
+into machines of the machinetype's size. A job whose GPUs per node are more
+than ``slurm_gpus``, or whose time limit is longer than the machinetype's
+``max_wallclock_seconds``, is not counted and is named in the demand's
+reason.
+
+Machines as nodes: a machine's slurmd joins the cluster as a node named after
+the machine (the shipped ``slurm-worker`` template starts it as a dynamic
+node). ``registered`` reads ``sinfo --json``: a node that answers is
+registered, busy while it has CPUs allocated; a drained node (idle with the
+DRAIN flag) and a node that does not respond are not. ``drain`` is ``scontrol
+update nodename=NAME state=drain reason=...``: running jobs finish, no new
+ones start, and vcycle deletes the machine once it is drained.
+
+Slurm's commands are run with ``SLURM_CONF`` from ``slurm_conf`` if given;
+any failure (no answer within ``timeout_seconds``, a command missing, JSON
+that does not parse) is a DemandError: the demand is unknown, nothing is
+created, deletions go on, and the cycle says why in one line. 22.05's
+``--json`` ignores squeue's and sinfo's filters, so everything is filtered
+here (finished jobs stay listed for MinJobAge).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from vcycle.clock import utc_now
+from vcycle.core.model import Demand, JobShape
+from vcycle.core.options import integer, key, options_of, seconds, text, words
+from vcycle.core.sections import DemandConfig, MachinetypeConfig
+from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
+from vcycle.demand.watch import Watch
+from vcycle.errors import DemandError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmSection:
+    """The keys of a ``type = slurm`` section."""
+
+    partitions: tuple[str, ...] = key(words, (), "partitions whose pending jobs count; default all")
+    min_idle_seconds: int = key(seconds(0), 0, "jobs pending for less than this are not counted yet")
+    slurm_conf: str | None = key(text, None, "the cluster's slurm.conf (SLURM_CONF); default Slurm's own")
+    timeout_seconds: int = key(seconds(1), 30, "how long one Slurm command may take")
+    poll_seconds: float = key(poll_seconds, 0.0, "also ask this often between cycles and start a cycle at once "
+                              "when more jobs are pending; 0 = only at cycles")
+    drain_reason: str = key(text, "vcycle: retiring machine", "the reason given to Slurm for a drain")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmMachinetype:
+    """The keys a ``type = slurm`` source adds to the machinetypes naming it."""
+
+    slurm_partition: tuple[str, ...] = key(words, (), "the partitions this machinetype's nodes serve; default the "
+                                           "section's partitions")
+    slurm_constraint: tuple[str, ...] = key(words, (), "the features its nodes have: a job's --constraint must be "
+                                            "satisfied by them")
+    slurm_gpus: int = key(integer(0, 1024), 0, "GPUs of each of its machines: jobs asking for more per node are "
+                          "not counted")
+
+
+# Why a pending job waits -> whether more machines would help (True), or not (False). Reasons not listed are not
+# counted either (a limit, an account, a reservation, a licence): the REASONS table is the policy.
+COUNTED = frozenset({
+    "None",  # just submitted: the scheduler has not looked at it yet
+    "Resources", "Priority",  # no room now / behind higher-priority jobs that wait for room
+    "ReqNodeNotAvail", "NodeDown", "BadConstraints",  # the nodes or features it needs are not up (yet)
+    "PartitionConfig", "PartitionNodeLimit",  # a partition with no node, or too few (vcycle's nodes join it)
+    "Nodes_required_for_job_are_DOWN,_DRAINED_or_reserved_for_jobs_in_higher_priority_partitions",
+})
+REASONS: dict[str, bool] = {
+    **dict.fromkeys(COUNTED, True),
+    **dict.fromkeys(("JobHeldUser", "JobHeldAdmin", "Dependency", "DependencyNeverSatisfied", "BeginTime",
+                     "JobArrayTaskLimit", "PartitionDown", "PartitionInactive", "PartitionTimeLimit", "Reservation",
+                     "Licenses", "InvalidQOS", "InvalidAccount", "AssocGrpCpuLimit", "AssocMaxJobsLimit",
+                     "QOSMaxJobsPerUserLimit", "QOSGrpCpuLimit", "launch_failed_requeued_held", "SystemFailure",
+                     "JobLaunchFailure", "NonZeroExitCode"), False),
+}
+UNLIMITED = 0xFFFFFFFE  # Slurm's INFINITE/NO_VAL in time_limit (minutes)
+
+
+def counted_reason(reason: str | None) -> bool:
+    """Whether a pending job with this reason is demand (the REASONS table; unknown reasons are not)."""
+    return REASONS.get(reason or "None", False)
+
+
+def tasks(array: str | None) -> int:
+    """The pending tasks of an array record (``1-1000``, ``1,3,5-7``, ``1-9:2``, ``1-10%3``: at most 3 at once);
+    1 for a plain job."""
+    if not array:
+        return 1
+    ranges, _, throttle = array.partition("%")
+    count = 0
+    for part in ranges.split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
+        if match is None:
+            continue
+        first, last, step = int(match[1]), int(match[2] or match[1]), int(match[3] or 1)
+        count += len(range(first, last + 1, max(step, 1)))
+    if throttle.strip().isdigit():
+        count = min(count, int(throttle))
+    return max(count, 1)
+
+
+def gpus_per_node(job: Mapping[str, Any]) -> int:
+    """GPUs a job asks for on each of its nodes (``--gres=gpu:N``, ``--gpus-per-node``, ``--gpus`` spread over
+    its nodes, ``--gpus-per-task`` times its tasks per node)."""
+    def count(value: Any) -> int:
+        total = 0
+        for item in str(value or "").split(","):  # gres:gpu:2, gres:gpu:fake:2 (22.05), gres/gpu:2 (later)
+            parts = item.strip().replace("gres/", "gres:").split(":")
+            if parts and parts[0] == "gres":
+                parts = parts[1:]
+            if parts and parts[0] == "gpu":
+                total += int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+        return total
+
+    nodes = max(int(job.get("node_count") or 1), 1)
+    per_task = count(job.get("tres_per_task")) * math.ceil(max(int(job.get("tasks") or 1), 1) / nodes)
+    return count(job.get("tres_per_node")) + math.ceil(count(job.get("tres_per_job")) / nodes) + per_task
+
+
+def node_shape(job: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(CPUs, memory MB, temporary disk KiB) a job asks for on each of its nodes."""
+    nodes = max(int(job.get("node_count") or 1), 1)
+    cpus = max(int(job.get("minimum_cpus_per_node") or 0), math.ceil(max(int(job.get("cpus") or 1), 1) / nodes), 1)
+    memory = job.get("memory_per_node")
+    if memory is None and job.get("memory_per_cpu") is not None:
+        memory = int(job["memory_per_cpu"]) * cpus
+    disk = int(job.get("minimum_tmp_disk_per_node") or 0) * 1024
+    return cpus, max(int(memory or 0), 0), disk
+
+
+def satisfied(constraint: str | None, features: Iterable[str]) -> bool:
+    """Whether nodes with ``features`` satisfy a job's ``--constraint`` (``a``, ``a&b``, ``a,b``, ``a|b``);
+    counts and brackets (``[a*2&b]``) are never taken as satisfied."""
+    if not constraint:
+        return True
+    if any(c in constraint for c in "[]*()"):
+        return False
+    have = set(features)
+    return any(all(term in have for term in re.split(r"[&,]", alternative) if term)
+               for alternative in constraint.split("|"))
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What a machinetype serves: its partitions (empty: any), features, GPUs per machine, longest time limit."""
+
+    partitions: frozenset[str]
+    features: tuple[str, ...]
+    gpus: int
+    minutes: float
+
+    def takes(self, job: Mapping[str, Any]) -> bool:
+        mine = {p for p in str(job.get("partition") or "").split(",") if p}
+        return (not self.partitions or bool(mine & self.partitions)) and satisfied(job.get("features"), self.features)
+
+
+def pending(jobs: Iterable[Mapping[str, Any]], partitions: Sequence[str], now: datetime,
+            min_idle_seconds: int) -> list[Mapping[str, Any]]:
+    """The jobs that are demand: pending, for a counted reason, in the partitions, pending long enough."""
+    wanted = set(partitions)
+    found = []
+    for job in jobs:
+        if job.get("job_state") != "PENDING" or not counted_reason(job.get("state_reason")):
+            continue
+        if wanted and not wanted & set(str(job.get("partition") or "").split(",")):
+            continue
+        since = job.get("eligible_time") or job.get("submit_time") or 0
+        if min_idle_seconds and now.timestamp() - float(since) < min_idle_seconds:
+            continue
+        found.append(job)
+    return found
+
+
+def demand_for(jobs: Iterable[Mapping[str, Any]], served: Mapping[str, Served]) -> dict[str, Demand]:
+    """Each job counted for the first machinetype (by name) that serves it, by shape; those it cannot run named
+    in the reason."""
+    shapes: dict[str, collections.Counter[tuple[int, int, int]]] = {name: collections.Counter() for name in served}
+    refused: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in served}
+    for job in jobs:
+        for name in sorted(served):
+            mine = served[name]
+            if not mine.takes(job):
+                continue
+            count = tasks(job.get("array_task_string")) * max(int(job.get("node_count") or 1), 1)
+            limit = int(job.get("time_limit") or 0)
+            if gpus_per_node(job) > mine.gpus:
+                refused[name]["ask for more GPUs per node than slurm_gpus"] += count
+            elif limit >= UNLIMITED or (limit and limit > mine.minutes):
+                refused[name]["have a time limit over max_wallclock_seconds"] += count
+            else:
+                shapes[name][node_shape(job)] += count
+            break
+    result = {}
+    for name in served:
+        found = tuple(JobShape(c, m, d, n) for (c, m, d), n in sorted(shapes[name].items()))
+        reason = "; ".join(f"{n} pending job nodes not counted: they {why}" for why, n in sorted(refused[name].items()))
+        result[name] = Demand(idle_jobs=sum(s.count for s in found), shapes=found, reason=reason)
+    return result
+
+
+# --- the cluster --------------------------------------------------------------------------------
+
+Runner = Callable[[list[str], float], str]
+
+
+class Cluster:
+    """Slurm's commands, with ``SLURM_CONF`` if given, each bounded by ``timeout``."""
+
+    def __init__(self, slurm_conf: str | None = None, timeout: float = 30.0, runner: Runner | None = None) -> None:
+        self.slurm_conf = slurm_conf
+        self.timeout = timeout
+        self.runner = runner or self._run
+
+    def _run(self, command: list[str], timeout: float) -> str:
+        env = {**os.environ, **({"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {})}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=env)
+        except FileNotFoundError:
+            raise DemandError(f"{command[0]} not found: install Slurm's client commands (Debian's slurm-client)") \
+                from None
+        except subprocess.TimeoutExpired:
+            raise DemandError(f"{command[0]} did not answer within {timeout:g} s (is slurmctld up?)") from None
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise DemandError(f"{command[0]} exited with status {done.returncode}: {lines[-1] if lines else ''}")
+        return done.stdout
+
+    def _json(self, command: list[str], field_: str) -> list[dict[str, Any]]:
+        out = self.runner(command, self.timeout)
+        try:
+            document = json.loads(out)
+            items = document[field_]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DemandError(f"{command[0]} --json: not the document Slurm writes ({exc})") from exc
+        if document.get("errors"):  # 22.05 reports a controller it cannot reach here, with status 0
+            said = "; ".join(f"{e.get('description') or e.get('error')} ({e.get('source')}: {e.get('error')})"
+                             if isinstance(e, dict) else str(e) for e in document["errors"])
+            raise DemandError(f"{command[0]}: {said} (is slurmctld up and reachable?)")
+        return list(items)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._json(["squeue", "--json"], "jobs")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._json(["sinfo", "--json"], "nodes")
+
+    def drain(self, node: str, reason: str) -> None:
+        self.runner(["scontrol", "update", f"nodename={node}", "state=drain", f"reason={reason}"], self.timeout)
+
+
+def node_state(node: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(registered, busy) of one node: it answers and is not drained; busy while CPUs are allocated to it."""
+    flags = set(node.get("state_flags") or ())
+    state = str(node.get("state") or "")
+    if state in ("down", "unknown", "future") or flags & {"NOT_RESPONDING", "POWERED_DOWN", "POWERING_DOWN"}:
+        return False, False
+    busy = int(node.get("alloc_cpus") or 0) > 0 or state in ("allocated", "mixed")
+    if "DRAIN" in flags and not busy:
+        return False, False  # drained: its work is done, as a startd that left the pool
+    return True, busy
+
+
+class SlurmDemand:
+    """Pending jobs per machinetype, shaped, for every space whose machinetypes name this source; its machines'
+    nodes registered and drained."""
+
+    def __init__(self, name: str, options: SlurmSection,
+                 machinetypes: Mapping[str, Mapping[str, MachinetypeConfig]], cluster: Cluster,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.name = name
+        self.options = options
+        self.machinetypes = machinetypes  # space -> machinetype name -> config
+        self.cluster = cluster
+        self.clock = clock
+        self.latest: tuple[float, list[dict[str, Any]]] | None = None  # (monotonic, jobs) of the watch's last look
+        self.watcher = Watch(name, options.poll_seconds, self._counts, "pending jobs") if options.poll_seconds else None
+
+    def _served(self, space: str) -> dict[str, Served]:
+        found = {}
+        for name, mt in self.machinetypes.get(space, {}).items():
+            mine = options_of(mt.source, SlurmMachinetype)
+            found[name] = Served(frozenset(mine.slurm_partition or self.options.partitions), mine.slurm_constraint,
+                                 mine.slurm_gpus, mt.max_wallclock_seconds / 60)
+        return found
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        if self.watcher is not None:
+            self.watcher.start()
+            if self.latest is not None and time.monotonic() - self.latest[0] < self.options.poll_seconds:
+                return self.latest[1]
+        return self.cluster.jobs()
+
+    def demand(self, space: str) -> dict[str, Demand]:
+        jobs = pending(self._jobs(), self.options.partitions, self.clock(), self.options.min_idle_seconds)
+        return demand_for(jobs, self._served(space))
+
+    def registered(self, space: str) -> dict[str, bool]:
+        """Every node that answers and is not drained, and whether it has work (its name is its machine's)."""
+        found = {}
+        for node in self.cluster.nodes():
+            registered, busy = node_state(node)
+            if registered:
+                found[str(node["name"])] = busy
+        return found
+
+    def drain(self, space: str, machine: str) -> None:
+        self.cluster.drain(machine, self.options.drain_reason)
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """With poll_seconds: ask between cycles too (from the first demand on) and ``wake`` when more wait."""
+        if self.watcher is not None:
+            self.watcher.on_change = wake
+
+    def _counts(self) -> dict[Hashable, int]:
+        jobs = self.cluster.jobs()
+        self.latest = (time.monotonic(), jobs)
+        counts: dict[Hashable, int] = {}
+        now = self.clock()
+        for space in self.machinetypes:
+            found = demand_for(pending(jobs, self.options.partitions, now, self.options.min_idle_seconds),
+                               self._served(space))
+            counts.update({(space, mt): d.idle_jobs for mt, d in found.items()})
+        return counts
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop(self.cluster.timeout + 5)
+
+
+def make(config: DemandConfig, context: SourceContext) -> SlurmDemand:
+    options = options_of(config.options, SlurmSection)
+    return SlurmDemand(config.name, options, context.machinetypes,
+                       Cluster(options.slurm_conf, float(options.timeout_seconds)), context.clock)
+
+
+PLUGIN = DemandPlugin(make=make, section=SlurmSection, machinetype=SlurmMachinetype)
