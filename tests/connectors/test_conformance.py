@@ -73,12 +73,12 @@ def test_a_registered_demand_source_conforms(name: str) -> None:
 
 
 def test_the_abilities_of_the_built_in_sources_are_what_the_loop_asks_for() -> None:
-    """The loop finds abilities with isinstance: HTCondor and Slurm are batch systems, DIRAC's sources and Slurm
-    are watched, the SiteDirector's hands out named machines."""
+    """The loop finds abilities with isinstance: HTCondor and Slurm are batch systems, DIRAC's sources and Slurm's
+    are watched, the SiteDirector's and Slurm's cloud nodes hand out named machines."""
     kinds = {name: get_type_hints(demand.REGISTRY.load(name).make)["return"] for name in demand.REGISTRY.names()}
-    assert {n for n, c in kinds.items() if issubclass(c, Watched)} == {"dirac", "sitedirector", "slurm"}
-    assert {n for n, c in kinds.items() if issubclass(c, NamedMachines)} == {"sitedirector"}
-    assert {n for n, c in kinds.items() if hasattr(c, "registered")} == {"htcondor", "slurm"}
+    assert {n for n, c in kinds.items() if issubclass(c, Watched)} == {"dirac", "sitedirector", "slurm", "slurm_cloud"}
+    assert {n for n, c in kinds.items() if issubclass(c, NamedMachines)} == {"sitedirector", "slurm_cloud"}
+    assert {n for n, c in kinds.items() if hasattr(c, "registered")} == {"htcondor", "slurm", "slurm_cloud"}
 
 
 def test_a_connector_that_drifts_fails_the_check() -> None:

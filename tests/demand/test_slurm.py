@@ -159,3 +159,52 @@ def test_a_munge_key_in_the_configuration_is_masked() -> None:
 
     assert looks_secret("user_data_option_munge_key_base64")
     assert not looks_secret("user_data_option_slurm_features")
+
+
+@pytest.mark.parametrize(("expression", "names"), [
+    ("cl1", ["cl1"]), ("cl[1-3]", ["cl1", "cl2", "cl3"]), ("cl[1-2,5]", ["cl1", "cl2", "cl5"]),
+    ("gpu[08-10]", ["gpu08", "gpu09", "gpu10"]), ("a,b[1-2]", ["a", "b1", "b2"]),
+    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]), ("", []),
+])
+def test_hostlists(expression: str, names: list[str]) -> None:
+    from vcycle.demand.slurm import hostnames
+
+    assert hostnames(expression) == names
+
+
+def test_a_bad_hostlist_is_refused() -> None:
+    from vcycle.demand.slurm import hostnames
+
+    with pytest.raises(ValueError, match="not a Slurm hostlist"):
+        hostnames("cl[a-b]")
+
+
+def test_a_slurm_cloud_machinetype_needs_its_nodes_and_a_share(tmp_path: Path) -> None:
+    from vcycle.config import load_config
+    from vcycle.errors import ConfigError
+
+    conf = tmp_path / "vcycle.conf"
+    conf.write_text(f"""[settings]
+state_dir = {tmp_path}
+[space here]
+api = fake
+[demand power]
+type = slurm_cloud
+[machinetype here cloud]
+demand = power
+user_data = slurm-worker
+backoff_seconds = 0
+fizzle_seconds = 0
+[machinetype here bad]
+demand = power
+slurm_cloud_nodes = cl[a-b]
+user_data = slurm-worker
+target_share = 1
+backoff_seconds = 0
+fizzle_seconds = 0
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_config([conf])
+    assert {(p.section, p.key) for p in caught.value.problems} == {
+        ("machinetype here cloud", "slurm_cloud_nodes"), ("machinetype here cloud", "target_share"),
+        ("machinetype here bad", "slurm_cloud_nodes")}

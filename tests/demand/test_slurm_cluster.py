@@ -146,3 +146,10 @@ def test_an_unreachable_controller_makes_the_demand_unknown(cluster: Any, tmp_pa
     with pytest.raises(DemandError, match=r"squeue: Failed while looking for jobs .*is slurmctld up and reachable"):
         made.demand("here")
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("expression", ["cl[1-3]", "gpu[08-10],c1", "r[1-2]n[1-2]", "cl[1-2,5]"])
+def test_hostlists_expand_as_scontrol_expands_them(cluster: Any, expression: str) -> None:
+    from vcycle.demand.slurm import hostnames
+
+    assert hostnames(expression) == cluster.run("scontrol", "show", "hostnames", expression).split()

@@ -353,6 +353,12 @@ def drain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def slurm_power(args: argparse.Namespace) -> int:
+    from vcycle.cli.slurm import power
+
+    return power(args, _config, _store)
+
+
 def render_command(args: argparse.Namespace) -> int:
     """What a new machine of SPACE MACHINETYPE would get, prepared as a real create prepares it, with its size."""
     from vcycle import connectors
@@ -460,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     draining.add_argument("space")
     draining.add_argument("machinetype", nargs="?")
     draining.add_argument("--undo", action="store_true", help="end the drain")
+    for name, resuming, text in (("slurm-resume", True, "Slurm's ResumeProgram: machines for these cloud nodes"),
+                                 ("slurm-suspend", False, "Slurm's SuspendProgram: delete these cloud nodes' "
+                                                          "machines")):
+        powering = command(name, slurm_power, text)
+        powering.add_argument("nodes", metavar="NODELIST", help="a Slurm hostlist, as slurmctld gives it: cloud[1-3]")
+        powering.set_defaults(resume=resuming)
     return parser
 
 

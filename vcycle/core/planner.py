@@ -78,7 +78,7 @@ def _machines_wanted(mt: MachinetypeConfig, wanted: Demand, size: int) -> tuple[
     """Machines of ``size`` processors the idle work fills, jobs too big for one, and how it was counted:
     job shapes packed into machines, or idle jobs divided by jobs_per_machine (the processors by default)."""
     if wanted.machines is not None:
-        return wanted.machines, 0, "pilots submitted by DIRAC's SiteDirector"
+        return wanted.machines, 0, "named machines asked for (DIRAC's SiteDirector, Slurm's ResumeProgram)"
     if wanted.shapes is not None and mt.jobs_per_machine is None:
         needed, too_big = rules.machines_for(wanted.shapes, size, mt.mb_per_processor * size,
                                              mt.disk_gb_per_processor * size * 1024 * 1024)

@@ -24,6 +24,7 @@ REGISTRY: Registry[DemandPlugin] = Registry(DemandPlugin, "vcycle.demand", {
     "htcondor": "vcycle.demand.htcondor",
     "sitedirector": "vcycle.demand.sitedirector",
     "slurm": "vcycle.demand.slurm",
+    "slurm_cloud": "vcycle.demand.slurm:CLOUD",
 })
 
 

@@ -36,7 +36,9 @@ here (finished jobs stay listed for MinJobAge).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -48,12 +50,17 @@ from datetime import datetime
 from typing import Any
 
 from vcycle.clock import utc_now
+from vcycle.core.identity import ENTROPY_BYTES, machine_name
 from vcycle.core.model import Demand, JobShape
 from vcycle.core.options import integer, key, options_of, seconds, text, words
 from vcycle.core.sections import DemandConfig, MachinetypeConfig
 from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
 from vcycle.demand.watch import Watch
-from vcycle.errors import DemandError
+from vcycle.errors import DemandError, StoreError
+from vcycle.store import Store
+from vcycle.store.pilots import PilotBook
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,3 +366,233 @@ def make(config: DemandConfig, context: SourceContext) -> SlurmDemand:
 
 
 PLUGIN = DemandPlugin(make=make, section=SlurmSection, machinetype=SlurmMachinetype)
+
+
+# --- Slurm's own cloud mode: ResumeProgram and SuspendProgram ------------------------------------------------
+
+def hostnames(expression: str) -> list[str]:
+    """A Slurm hostlist (``cl[1-3,5]``, ``gpu[01-02]``, ``a,b[1-2]``, ``r[1-2]n[1-2]``) as its names, in order."""
+    pieces, depth, start = [], 0, 0
+    for index, char in enumerate(expression):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            pieces.append(expression[start:index])
+            start = index + 1
+    pieces.append(expression[start:])
+    names: list[str] = []
+    for piece in (p.strip() for p in pieces):
+        match = re.fullmatch(r"([^\[\]]*)\[([^\[\]]+)\](.*)", piece)
+        if match is None:
+            if piece:
+                names.append(piece)
+            continue
+        head, ranges, rest = match.groups()
+        tails = hostnames(rest) if rest else [""]
+        for part in ranges.split(","):
+            first, _, last = part.partition("-")
+            if not first.isdigit() or (last and not last.isdigit()):
+                raise ValueError(f"{expression!r} is not a Slurm hostlist")
+            width = len(first) if first.startswith("0") else 0
+            for number in range(int(first), int(last or first) + 1):
+                names += [f"{head}{number:0{width}d}{tail}" for tail in tails]
+    return names
+
+
+def _hostlist(value: str) -> tuple[str, ...]:
+    names = tuple(hostnames(value.strip()))
+    if not names:
+        raise ValueError("names no node")
+    return names
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmCloudSection:
+    """The keys of a ``type = slurm_cloud`` section: the machines Slurm's ResumeProgram asks for."""
+
+    slurm_conf: str | None = key(text, None, "the cluster's slurm.conf (SLURM_CONF); default Slurm's own")
+    timeout_seconds: int = key(seconds(1), 30, "how long one Slurm command may take")
+    request_timeout_seconds: int = key(seconds(1), 600, "a node Slurm resumed that got no machine within this is "
+                                       "given up and set down in Slurm with the reason")
+    poll_seconds: float = key(poll_seconds, 2.0, "look this often for nodes Slurm resumed and start a cycle at once "
+                              "for them; 0 = only at cycles")
+    drain_reason: str = key(text, "vcycle: retiring machine", "the reason given to Slurm for a drain")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmCloudMachinetype:
+    """The keys a ``type = slurm_cloud`` source adds to its machinetypes."""
+
+    slurm_cloud_nodes: tuple[str, ...] | None = key(_hostlist, None, "the State=CLOUD nodes of slurm.conf this "
+                                                    "machinetype's machines become (a hostlist: cloud[1-20])")
+
+
+def _check_cloud_machinetype(mt: MachinetypeConfig) -> list[tuple[str, str]]:
+    problems = []
+    if not options_of(mt.source, SlurmCloudMachinetype).slurm_cloud_nodes:
+        problems.append(("slurm_cloud_nodes", "is required: the State=CLOUD nodes of slurm.conf this machinetype "
+                                              "becomes (a hostlist: cloud[1-20])"))
+    if mt.target_share <= 0:
+        problems.append(("target_share", "must be more than 0: the nodes Slurm resumes would never get machines"))
+    return problems
+
+
+RESUMED = "resumed by slurmctld (ResumeProgram)"
+SUSPENDED = "suspended by slurmctld (SuspendProgram)"
+
+
+class SlurmCloud:
+    """The machines of Slurm's cloud nodes: each node slurmctld resumes is a request for one named machine (the
+    node's name as its stamp), created by the cycle under the space's limits; the machine's slurmd registers as
+    that node, and is followed, drained and deleted as a node."""
+
+    def __init__(self, name: str, options: SlurmCloudSection,
+                 machinetypes: Mapping[str, Mapping[str, MachinetypeConfig]], store: Store, cluster: Cluster,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.name = name
+        self.options = options
+        self.machinetypes = {space: sorted(found) for space, found in machinetypes.items() if found}
+        self.book = PilotBook(store)
+        self.cluster = cluster
+        self.clock = clock
+        seconds_ = options.poll_seconds
+        self.watcher = Watch(name, seconds_, self._counts, "nodes resumed by Slurm") if seconds_ else None
+
+    def demand(self, space: str) -> dict[str, Demand]:
+        if self.watcher is not None:
+            self.watcher.start()
+        try:
+            self._give_up(space)
+            waiting = self.book.waiting(space)
+        except StoreError as exc:
+            raise DemandError(f"resumed nodes not read from the store: {exc}") from exc
+        return {mt: Demand(idle_jobs=waiting.get(mt, 0), machines=waiting.get(mt, 0))
+                for mt in self.machinetypes.get(space, ())}
+
+    def _give_up(self, space: str) -> None:
+        """Requests older than request_timeout_seconds are given up, and their nodes set down in Slurm."""
+        before = {stamp: name for stamp, (name, state, _) in self.book.stamps(space).items() if state == "pending"}
+        if not self.book.expire(space, self.options.request_timeout_seconds, self.clock()):
+            return
+        after = self.book.stamps(space)
+        for node in sorted(before):
+            if node not in after or after[node][1] != "pending":
+                self.report_down(node, f"vcycle: no machine within {self.options.request_timeout_seconds}s")
+
+    def report_down(self, node: str, reason: str) -> None:
+        try:
+            self.cluster.runner(["scontrol", "update", f"nodename={node}", "state=down", f"reason={reason}"],
+                                self.cluster.timeout)
+        except DemandError as exc:
+            log.warning("demand=%s node %s not set down in Slurm: %s", self.name, node, exc)
+
+    def waiting(self, space: str) -> Mapping[str, Sequence[Any]]:
+        return {mt: found for mt, found in self.book.pending(space).items() if mt in self.machinetypes.get(space, ())}
+
+    def claim(self, space: str, names: Sequence[str], now: datetime) -> Any:
+        return self.book.claim(space, names, now)
+
+    def _machines(self, space: str) -> dict[str, str]:
+        """Node -> the machine that is (or will be) it."""
+        return {stamp: name for stamp, (name, _, _) in self.book.stamps(space).items()}
+
+    def registered(self, space: str) -> dict[str, bool]:
+        machines = self._machines(space)
+        found = {}
+        for node in self.cluster.nodes():
+            registered, busy = node_state(node)
+            if registered and node.get("name") in machines:
+                found[machines[str(node["name"])]] = busy
+        return found
+
+    def drain(self, space: str, machine: str) -> None:
+        node = next((n for n, m in self._machines(space).items() if m == machine), None)
+        if node is None:
+            raise DemandError(f"machine {machine} is no Slurm node's")
+        self.cluster.drain(node, self.options.drain_reason)
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        if self.watcher is not None:
+            self.watcher.on_change = wake
+
+    def _counts(self) -> dict[Hashable, int]:
+        return {(space, mt): n for space in self.machinetypes
+                for mt, n in self.book.pending_counts(space).items() if mt in self.machinetypes[space]}
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+
+def _cloud_machinetypes(config: Any) -> dict[str, tuple[str, str]]:
+    """Node -> (space, machinetype) of every machinetype of a ``type = slurm_cloud`` source."""
+    found: dict[str, tuple[str, str]] = {}
+    for space in config.spaces.values():
+        for mt in space.machinetypes.values():
+            section = config.demands.get(mt.demand) if mt.demand else None
+            if section is not None and isinstance(section.options, SlurmCloudSection):
+                for node in options_of(mt.source, SlurmCloudMachinetype).slurm_cloud_nodes or ():
+                    found.setdefault(node, (space.name, mt.name))
+    return found
+
+
+def resume(config: Any, store: Store, nodes: Sequence[str], now: datetime) -> dict[str, str]:
+    """What ``vcycle slurm-resume`` does: one request for a named machine per node (unless one waits or its
+    machine lives); node -> what went wrong, for the nodes that got none."""
+    book = PilotBook(store)
+    owners = _cloud_machinetypes(config)
+    problems: dict[str, str] = {}
+    wanted: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
+    live: dict[str, dict[str, tuple[str, str, str]]] = {}
+    for node in nodes:
+        if node not in owners:
+            problems[node] = "no machinetype has it in slurm_cloud_nodes"
+            continue
+        space, mt = owners[node]
+        known = live.setdefault(space, book.stamps(space)).get(node)
+        if known is not None and (known[1] == "pending" or known[2] not in ("", "gone", "deleting")):
+            continue  # asked for already
+        wanted[(space, mt)].append((machine_name(mt, os.urandom(ENTROPY_BYTES)), node))
+    for (space, mt), pilots in sorted(wanted.items()):
+        book.add(space, mt, "slurm", "", pilots, "", now, reason=RESUMED)
+    return problems
+
+
+def suspend(config: Any, store: Store, nodes: Sequence[str], now: datetime) -> dict[str, str]:
+    """What ``vcycle slurm-suspend`` does: a node's waiting request is cancelled, its machine deleted by the next
+    cycle; node -> what went wrong."""
+    book = PilotBook(store)
+    owners = _cloud_machinetypes(config)
+    problems: dict[str, str] = {}
+    doomed: dict[str, set[str]] = collections.defaultdict(set)
+    for node in nodes:
+        if node not in owners:
+            problems[node] = "no machinetype has it in slurm_cloud_nodes"
+            continue
+        space, _ = owners[node]
+        known = book.stamps(space).get(node)
+        if known is None:
+            continue
+        name, request, _ = known
+        if request == "pending":
+            book.cancel(space, [name], SUSPENDED, now)
+        doomed[space].add(name)
+    for space, names in doomed.items():
+        def change(state: Any, names: set[str] = names) -> dict[str, Any] | None:
+            marked = [dataclasses.replace(r, delete_requested=SUSPENDED) for r in state.records
+                      if r.name in names and not r.delete_requested]
+            return {"records": marked} if marked else None
+
+        store.update(space, change)
+    return problems
+
+
+def make_cloud(config: DemandConfig, context: SourceContext) -> SlurmCloud:
+    if context.store is None:
+        raise DemandError(f"demand {config.name}: the nodes Slurm resumes are read from the state store")
+    options = options_of(config.options, SlurmCloudSection)
+    return SlurmCloud(config.name, options, context.machinetypes, context.store,
+                      Cluster(options.slurm_conf, float(options.timeout_seconds)), context.clock)
+
+
+CLOUD = DemandPlugin(make=make_cloud, section=SlurmCloudSection, machinetype=SlurmCloudMachinetype,
+                     check_machinetype=_check_cloud_machinetype)

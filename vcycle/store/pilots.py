@@ -1,4 +1,5 @@
-"""The pilots DIRAC's SiteDirector submitted through the Vcycle CE, kept in the state store.
+"""Requests for named machines, kept in the state store: the pilots DIRAC's SiteDirector submitted through the
+Vcycle CE, and the cloud nodes Slurm's ResumeProgram asked for (the node's name as the stamp).
 
 A submitted pilot is a *request*: the name of the machine that will run it
 (chosen at once, so DIRAC's pilot reference names the machine from the
@@ -54,10 +55,10 @@ class PilotBook:
         self.store = store
 
     def add(self, space: str, machinetype: str, ce: str, queue: str, pilots: Sequence[tuple[str, str]],
-            wrapper: str, now: datetime) -> None:
+            wrapper: str, now: datetime, reason: str = "submitted by DIRAC's SiteDirector") -> None:
         """Record pilots (machine name, stamp) waiting for machines; all or none."""
         rows = [{"space": space, "name": name, "machinetype": machinetype, "stamp": stamp, "ce": ce,
-                 "queue": queue, "state": PENDING, "reason": "submitted by DIRAC's SiteDirector",
+                 "queue": queue, "state": PENDING, "reason": reason,
                  "requested_at": now, "changed_at": now, "wrapper": wrapper} for name, stamp in pilots]
         if rows:
             with self.store._begin(write=True) as c:
@@ -101,6 +102,15 @@ class PilotBook:
                 elif machine in WORKING:
                     counts[mt][1] += n
         return {mt: (waiting, running) for mt, (waiting, running) in counts.items()}
+
+    def stamps(self, space: str) -> dict[str, tuple[str, str, str]]:
+        """Stamp -> (name, request state, machine state or "") of the space's newest pending or claimed request
+        with that stamp."""
+        joined = P.outerjoin(M, and_(M.c.space == P.c.space, M.c.name == P.c.name))
+        query = select(P.c.stamp, P.c.name, P.c.state, M.c.state.label("machine")).select_from(joined).where(
+            P.c.space == space, P.c.state.in_((PENDING, CLAIMED))).order_by(P.c.requested_at, P.c.name)
+        with self.store._begin() as c:
+            return {row.stamp: (row.name, row.state, row.machine or "") for row in c.execute(query)}
 
     def states(self, space: str, names: Iterable[str]) -> dict[str, PilotState]:
         """What the store knows of these pilots (names it does not know are left out)."""
