@@ -16,7 +16,8 @@ BENCH_TOOLS := wrk nginx
 
 # The servers the tests start private instances of (scripts/services.py, scripts/slurm_testbed.py): the store's
 # PostgreSQL, the OpenStack testbed's RabbitMQ, the DIRAC testbed's MariaDB, the Slurm testbed's munge and Slurm.
-SERVICE_DEBS := postgresql rabbitmq-server mariadb-server munge slurmctld slurmd slurm-client
+SERVICE_DEBS := postgresql rabbitmq-server mariadb-server munge slurmctld slurmd slurm-client slurmrestd \
+	slurm-wlm-jwt-plugin
 
 # Installs the Debian packages $(1) that are missing, for $(2); as root only (else a note: their tests skip, or
 # fail under CI=true). Their services are left stopped while installing (a policy-rc.d that says no, where the

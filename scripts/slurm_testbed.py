@@ -14,7 +14,10 @@ whoever starts them, everything under one directory:
   needs only the controller's address;
 - partition ``cloud``: cl1-cl3, ``State=CLOUD``, powered up and down by
   slurmctld through the ResumeProgram and SuspendProgram the caller gives
-  (``start(..., resume=..., suspend=...)``), else programs that only log.
+  (``start(..., resume=..., suspend=...)``), else programs that only log;
+- slurmrestd on a loopback port with JWT authentication (``rest_url``,
+  ``token()``), where Debian's slurmrestd and JWT plugin are installed: it
+  runs as the ``slurm`` user (it refuses root) with ``SLURM_JWT=daemon``.
 
 What it takes (see the Slurm probe's report): munged checks that every
 parent of its socket is world-executable (so the directory is made under the
@@ -49,6 +52,13 @@ STATIC = {"c1": "CPUs=4 RealMemory=8000 Feature=cpu,avx2", "c2": "CPUs=4 RealMem
 STARTED = ("c1", "c2", "g1")
 CLOUD = ("cl1", "cl2", "cl3")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _rest_available() -> bool:
+    """Whether slurmrestd and Slurm's JWT plugin are installed (Debian's slurmrestd, slurm-wlm-jwt-plugin)."""
+    return shutil.which("slurmrestd", path=os.environ.get("PATH", "") + ":" + PATH) is not None and any(
+        Path(d, "slurm-wlm", "auth_jwt.so").exists() for d in ("/usr/lib/x86_64-linux-gnu",
+                                                               "/usr/lib/aarch64-linux-gnu", "/usr/lib"))
 
 
 class TestbedUnavailable(Exception):
@@ -91,6 +101,16 @@ class Testbed:
     def controller(self) -> str:
         """HOST:PORT of slurmctld, for configless slurmds (``--conf-server``)."""
         return f"127.0.0.1:{self.ports['slurmctld']}"
+
+    @property
+    def rest_url(self) -> str:
+        """slurmrestd's address (JWT authentication: ``token()``)."""
+        return f"http://127.0.0.1:{self.ports['slurmrestd']}"
+
+    def token(self, user: str = "root", seconds: int = 3600) -> str:
+        """A JWT for ``user`` from ``scontrol token``."""
+        return self.run("scontrol", "token", f"username={user}", f"lifespan={seconds}").strip().removeprefix(
+            "SLURM_JWT=")
 
     @property
     def env(self) -> dict[str, str]:
@@ -192,7 +212,7 @@ def start(*, resume: Path | None = None, suspend: Path | None = None, slurmd_tim
     key = munge / "etc" / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
-    names = ["slurmctld", "slurmd", *STATIC, *CLOUD]
+    names = ["slurmctld", "slurmd", "slurmrestd", *STATIC, *CLOUD]
     ports = dict(zip(names, _ports(len(names)), strict=True))
     testbed = Testbed(directory, ports)
     for index, name in enumerate(("nvidia0", "nvidia1")):
@@ -203,6 +223,10 @@ def start(*, resume: Path | None = None, suspend: Path | None = None, slurmd_tim
     resume = resume or _logging_program(etc / "resume", logs / "power.log")
     suspend = suspend or _logging_program(etc / "suspend", logs / "power.log")
     sock = munge / "run" / "munge.socket.2"
+    jwt = etc / "jwt.key"
+    jwt.write_bytes(os.urandom(32))
+    jwt.chmod(0o600)
+    rest = _rest_available()
     nodes = [f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={ports[n]} {spec} State=UNKNOWN"
              for n, spec in STATIC.items()]
     nodes += [f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={ports[n]} CPUs=4 RealMemory=8000 "
@@ -210,6 +234,7 @@ def start(*, resume: Path | None = None, suspend: Path | None = None, slurmd_tim
     testbed.conf.write_text("\n".join([
         "ClusterName=vcycletest", "SlurmctldHost=localhost(127.0.0.1)", f"SlurmctldPort={ports['slurmctld']}",
         f"SlurmdPort={ports['slurmd']}", "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={sock}",
+        *(["AuthAltTypes=auth/jwt", f"AuthAltParameters=jwt_key={jwt}"] if rest else []),
         "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={state / 'ctld'}", f"SlurmdSpoolDir={state}/%n",
         f"SlurmctldPidFile={run}/slurmctld.pid", f"SlurmdPidFile={run}/slurmd-%n.pid",
         f"SlurmctldLogFile={logs}/slurmctld.log", f"SlurmdLogFile={logs}/slurmd-%n.log", "SlurmctldDebug=info",
@@ -244,6 +269,13 @@ def start(*, resume: Path | None = None, suspend: Path | None = None, slurmd_tim
                   env=testbed.env)
         _wait("the static nodes to be idle",
               lambda: all(testbed.nodes()[n]["state"] == "idle" for n in STARTED), 60, testbed)
+        if rest:
+            begin(testbed.processes, logs, "slurmrestd", [
+                "setpriv", "--reuid=slurm", "--regid=slurm", "--clear-groups", "slurmrestd", "-f", str(testbed.conf),
+                "-a", "rest_auth/jwt", "-s", "openapi/v0.0.38", f"127.0.0.1:{ports['slurmrestd']}"],
+                env={**testbed.env, "SLURM_JWT": "daemon"})
+            _wait("slurmrestd", lambda: socket.create_connection(("127.0.0.1", ports["slurmrestd"]), 1).close()
+                  is None, 20, testbed)
     except BaseException:
         testbed.stop()
         raise

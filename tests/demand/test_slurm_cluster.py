@@ -153,3 +153,45 @@ def test_hostlists_expand_as_scontrol_expands_them(cluster: Any, expression: str
     from vcycle.demand.slurm import hostnames
 
     assert hostnames(expression) == cluster.run("scontrol", "show", "hostnames", expression).split()
+
+
+def rest_source(tmp_path: Path, cluster: Any, token: str) -> SlurmDemand:
+    if "AuthAltTypes" not in cluster.conf.read_text():  # the testbed starts slurmrestd where it is installed
+        from vctest import unavailable
+
+        unavailable("slurmrestd", "Debian's slurmrestd and slurm-wlm-jwt-plugin are not installed (make services)")
+    (tmp_path / "token").write_text(f"SLURM_JWT={token}\n")
+    return source(tmp_path, cluster, f"method = rest\nrest_url = {cluster.rest_url}\nrest_user = root\n"
+                                     f"rest_token_file = {tmp_path / 'token'}")
+
+
+def test_slurmrestd_gives_the_same_demand_and_nodes_as_the_commands(cluster: Any, tmp_path: Path) -> None:
+    cluster.sbatch("-c", "4")
+    cluster.sbatch("-c", "4")
+    cluster.sbatch("-c", "4")
+    cluster.sbatch("-c", "2", "--mem=3000")
+    settle(cluster)
+    rest = rest_source(tmp_path, cluster, cluster.token())
+    commands = source(tmp_path, cluster)
+    assert rest.demand("here") == commands.demand("here")
+    assert rest.demand("here")["main"].idle_jobs == 2
+    assert rest.registered("here") == commands.registered("here")
+
+
+def test_slurmrestd_refusing_the_token_is_a_clear_error(cluster: Any, tmp_path: Path) -> None:
+    rest = rest_source(tmp_path, cluster, "not-a-token")
+    with pytest.raises(DemandError, match=r"slurmrestd at http://127\.0\.0\.1:\d+: \d+ for /jobs: .*is the token in "
+                                          r".*token valid for root") as caught:
+        rest.demand("here")
+    assert "not-a-token" not in str(caught.value)
+    (tmp_path / "token").unlink()
+    with pytest.raises(DemandError, match="rest_token_file .*token: No such file"):
+        rest.demand("here")
+
+
+def test_method_rest_needs_its_keys(cluster: Any, tmp_path: Path) -> None:
+    from vcycle.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        config(tmp_path, cluster, "method = rest")
+    assert {p.key for p in caught.value.problems} == {"rest_url", "rest_user", "rest_token_file"}

@@ -44,6 +44,8 @@ import os
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,7 +54,7 @@ from typing import Any
 from vcycle.clock import utc_now
 from vcycle.core.identity import ENTROPY_BYTES, machine_name
 from vcycle.core.model import Demand, JobShape
-from vcycle.core.options import integer, key, options_of, seconds, text, words
+from vcycle.core.options import choice, integer, key, options_of, seconds, text, words
 from vcycle.core.sections import DemandConfig, MachinetypeConfig
 from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
 from vcycle.demand.watch import Watch
@@ -68,6 +70,12 @@ class SlurmSection:
     """The keys of a ``type = slurm`` section."""
 
     partitions: tuple[str, ...] = key(words, (), "partitions whose pending jobs count; default all")
+    method: str = key(choice("commands", "rest"), "commands", "squeue and sinfo --json, or slurmrestd (rest_url)")
+    rest_url: str | None = key(text, None, "slurmrestd's address, http://HOST:PORT (method = rest)")
+    rest_user: str | None = key(text, None, "the user the token is for (X-SLURM-USER-NAME; method = rest)")
+    rest_token_file: str | None = key(text, None, "a file holding that user's JWT (scontrol token), read at each "
+                                      "call so that it can be renewed in place (method = rest)")
+    rest_api_version: str = key(text, "v0.0.38", "slurmrestd's API version (22.05: v0.0.38)")
     min_idle_seconds: int = key(seconds(0), 0, "jobs pending for less than this are not counted yet")
     slurm_conf: str | None = key(text, None, "the cluster's slurm.conf (SLURM_CONF); default Slurm's own")
     timeout_seconds: int = key(seconds(1), 30, "how long one Slurm command may take")
@@ -258,16 +266,19 @@ class Cluster:
         return done.stdout
 
     def _json(self, command: list[str], field_: str) -> list[dict[str, Any]]:
-        out = self.runner(command, self.timeout)
+        return self._parse(self.runner(command, self.timeout), command[0], field_)
+
+    @staticmethod
+    def _parse(out: str | bytes, what: str, field_: str) -> list[dict[str, Any]]:
         try:
             document = json.loads(out)
             items = document[field_]
         except (ValueError, KeyError, TypeError) as exc:
-            raise DemandError(f"{command[0]} --json: not the document Slurm writes ({exc})") from exc
+            raise DemandError(f"{what} --json: not the document Slurm writes ({exc})") from exc
         if document.get("errors"):  # 22.05 reports a controller it cannot reach here, with status 0
             said = "; ".join(f"{e.get('description') or e.get('error')} ({e.get('source')}: {e.get('error')})"
                              if isinstance(e, dict) else str(e) for e in document["errors"])
-            raise DemandError(f"{command[0]}: {said} (is slurmctld up and reachable?)")
+            raise DemandError(f"{what}: {said} (is slurmctld up and reachable?)")
         return list(items)
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -278,6 +289,47 @@ class Cluster:
 
     def drain(self, node: str, reason: str) -> None:
         self.runner(["scontrol", "update", f"nodename={node}", "state=drain", f"reason={reason}"], self.timeout)
+
+
+class RestCluster(Cluster):
+    """The same documents from slurmrestd (``GET /slurm/VERSION/jobs`` and ``/nodes``, JWT authentication); drains
+    still go through scontrol, as v0.0.38 has no node update."""
+
+    def __init__(self, url: str, user: str, token_file: str, version: str = "v0.0.38",
+                 slurm_conf: str | None = None, timeout: float = 30.0, runner: Runner | None = None) -> None:
+        super().__init__(slurm_conf, timeout, runner)
+        self.url, self.user, self.token_file, self.version = url.rstrip("/"), user, token_file, version
+
+    def _get(self, path: str, field_: str) -> list[dict[str, Any]]:
+        where = f"slurmrestd at {self.url}"
+        try:
+            with open(self.token_file) as stream:
+                token = stream.read().strip().removeprefix("SLURM_JWT=")
+        except OSError as exc:
+            raise DemandError(f"{where}: rest_token_file {self.token_file}: {exc.strerror}") from None
+        request = urllib.request.Request(f"{self.url}/slurm/{self.version}/{path}",
+                                         headers={"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": token})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                text_ = answer.read()
+        except urllib.error.HTTPError as exc:
+            said = exc.read()[:2000].decode("utf-8", "replace")
+            try:
+                errors = json.loads(said).get("errors") or said
+            except ValueError:
+                errors = said.strip() or exc.reason
+            raise DemandError(f"{where}: {exc.code} for /{path}: {errors} (is the token in {self.token_file} "
+                              f"valid for {self.user}?)") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DemandError(f"{where}: {reason}") from None
+        return self._parse(text_, f"slurmrestd /{path}", field_)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._get("jobs", "jobs")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._get("nodes", "nodes")
 
 
 def node_state(node: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -359,13 +411,23 @@ class SlurmDemand:
             self.watcher.stop(self.cluster.timeout + 5)
 
 
+def _check(options: SlurmSection) -> list[tuple[str, str]]:
+    if options.method != "rest":
+        return []
+    return [(name, "is required with method = rest") for name in ("rest_url", "rest_user", "rest_token_file")
+            if not getattr(options, name)]
+
+
 def make(config: DemandConfig, context: SourceContext) -> SlurmDemand:
     options = options_of(config.options, SlurmSection)
-    return SlurmDemand(config.name, options, context.machinetypes,
-                       Cluster(options.slurm_conf, float(options.timeout_seconds)), context.clock)
+    timeout = float(options.timeout_seconds)
+    cluster = (RestCluster(options.rest_url or "", options.rest_user or "", options.rest_token_file or "",
+                           options.rest_api_version, options.slurm_conf, timeout)
+               if options.method == "rest" else Cluster(options.slurm_conf, timeout))
+    return SlurmDemand(config.name, options, context.machinetypes, cluster, context.clock)
 
 
-PLUGIN = DemandPlugin(make=make, section=SlurmSection, machinetype=SlurmMachinetype)
+PLUGIN = DemandPlugin(make=make, section=SlurmSection, machinetype=SlurmMachinetype, check=_check)
 
 
 # --- Slurm's own cloud mode: ResumeProgram and SuspendProgram ------------------------------------------------
