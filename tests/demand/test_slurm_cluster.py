@@ -185,7 +185,7 @@ def test_slurmrestd_refusing_the_token_is_a_clear_error(cluster: Any, tmp_path: 
         rest.demand("here")
     assert "not-a-token" not in str(caught.value)
     (tmp_path / "token").unlink()
-    with pytest.raises(DemandError, match="rest_token_file .*token: No such file"):
+    with pytest.raises(DemandError, match=r"rest_token_file .*token: No such file"):
         rest.demand("here")
 
 
