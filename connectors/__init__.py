@@ -15,6 +15,7 @@ REGISTRY: Registry[ConnectorPlugin] = Registry(ConnectorPlugin, "vcycle.connecto
     "ec2": "vcycle.connectors.ec2",
     "fake": "vcycle.testing",
     "kubernetes": "vcycle.connectors.kubernetes",
+    "libcloud": "vcycle.connectors.libcloud",
     "local": "vcycle.connectors.local",
     "openstack": "vcycle.connectors.openstack",
 })
