@@ -618,6 +618,9 @@ def make_client(options: KubernetesSpace, pool: int) -> tuple[Any, bool]:
     configuration = client.Configuration()
     in_cluster = options.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
     where = "the in-cluster service account" if in_cluster else f"kubeconfig {options.kubeconfig or '(default)'}"
+    if options.kubeconfig is not None and not os.access(options.kubeconfig, os.R_OK):
+        why = "does not exist" if not os.path.exists(options.kubeconfig) else "cannot be read by this user"
+        raise CloudUnavailable(f"kubeconfig {options.kubeconfig} {why}")
     try:
         if in_cluster:
             config.load_incluster_config(client_configuration=configuration)

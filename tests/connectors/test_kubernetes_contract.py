@@ -266,7 +266,7 @@ def test_credentials_never_reach_the_logs_or_errors(kspace: kubespace.Space, cap
 
 
 def test_a_kubeconfig_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CloudUnavailable, match=r"kubeconfig .*missing\.kubeconfig cannot be used"):
+    with pytest.raises(CloudUnavailable, match=r"kubeconfig .*missing\.kubeconfig does not exist"):
         make_client(KubernetesSpace(kubeconfig=str(tmp_path / "missing.kubeconfig")), 2)
     (tmp_path / "broken.kubeconfig").write_text("apiVersion: v1\nkind: Config\ncontexts: []\n")
     with pytest.raises(CloudUnavailable, match="cannot be used"):
