@@ -56,6 +56,7 @@ from vcycle.core.identity import ENTROPY_BYTES, machine_name
 from vcycle.core.model import Demand, JobShape
 from vcycle.core.options import choice, integer, key, options_of, seconds, text, words
 from vcycle.core.sections import DemandConfig, MachinetypeConfig
+from vcycle.core.states import ALIVE_STATES
 from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
 from vcycle.demand.watch import Watch
 from vcycle.errors import DemandError, StoreError
@@ -499,6 +500,7 @@ def _check_cloud_machinetype(mt: MachinetypeConfig) -> list[tuple[str, str]]:
 
 
 RESUMED = "resumed by slurmctld (ResumeProgram)"
+ALIVE = frozenset(s.value for s in ALIVE_STATES)  # a machine in one of these is (or will be) the node
 SUSPENDED = "suspended by slurmctld (SuspendProgram)"
 
 
@@ -611,8 +613,8 @@ def resume(config: Any, store: Store, nodes: Sequence[str], now: datetime) -> di
             continue
         space, mt = owners[node]
         known = live.setdefault(space, book.stamps(space)).get(node)
-        if known is not None and (known[1] == "pending" or known[2] not in ("", "gone", "deleting")):
-            continue  # asked for already
+        if known is not None and (known[1] == "pending" or known[2] in ALIVE):
+            continue  # asked for already: waiting, or its machine is alive
         wanted[(space, mt)].append((machine_name(mt, os.urandom(ENTROPY_BYTES)), node))
     for (space, mt), pilots in sorted(wanted.items()):
         book.add(space, mt, "slurm", "", pilots, "", now, reason=RESUMED)
