@@ -30,6 +30,7 @@ class _ClientDNProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol, passing the verified client certificate's identity to the app."""
 
     client_dn: str | None = None
+    stopping = False  # the server is shutting down
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -41,6 +42,30 @@ class _ClientDNProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self.client_dn is not None:
             self.scope["extensions"] = {"tls": {"client_dn": self.client_dn}}
+
+    def shutdown(self) -> None:
+        """At a graceful shutdown, an idle keep-alive connection is dropped at once: closing it as uvicorn does
+        waits for the client's TLS close_notify, which an idle client never sends, so the server waited out
+        timeout_graceful_shutdown. A request in flight is still answered, and its connection dropped once the
+        answer has left (one still being sent is closed as uvicorn closes it)."""
+        self.stopping = True
+        if (self.cycle is None or self.cycle.response_complete) and self._sent():
+            self.transport.abort()
+        else:
+            super().shutdown()
+
+    def on_response_complete(self) -> None:
+        if self.stopping and self._sent():
+            self.transport.abort()
+            return
+        super().on_response_complete()
+
+    def _sent(self) -> bool:
+        """Nothing is left in the transport's write buffer (an abort would drop it)."""
+        try:
+            return self.transport.get_write_buffer_size() == 0
+        except (AttributeError, NotImplementedError, RuntimeError):
+            return False
 
 
 def check_files(settings: Settings) -> None:
