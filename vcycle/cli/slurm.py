@@ -15,21 +15,22 @@ Slurm with the reason, as Slurm asks of these programs, and the command exits
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from vcycle.core.sections import Config
 from vcycle.demand.slurm import SlurmCloudSection, hostnames, resume, suspend
 from vcycle.errors import CommandFailed, VcycleError
+from vcycle.store import Store
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _down(config: Config | None, nodes: dict[str, str]) -> None:
     """Set these nodes DOWN in Slurm, each with its reason (SLURM_CONF from the slurm_cloud section, if given)."""
-    import os
-
     conf = next((d.options.slurm_conf for d in (config.demands.values() if config else ())
                  if isinstance(d.options, SlurmCloudSection) and d.options.slurm_conf), None)
     env = {**os.environ, **({"SLURM_CONF": conf} if conf else {}),
@@ -43,7 +44,8 @@ def _down(config: Config | None, nodes: dict[str, str]) -> None:
             sys.stderr.write(f"{node}: not set down: {exc}\n")
 
 
-def power(args: argparse.Namespace, load: object, open_store: object) -> int:
+def power(args: argparse.Namespace, load: Callable[[argparse.Namespace], Config],
+          open_store: Callable[[Config], Store]) -> int:
     """Run slurm-resume (``args.resume``) or slurm-suspend for ``args.nodes``."""
     try:
         nodes = hostnames(args.nodes)
@@ -52,8 +54,8 @@ def power(args: argparse.Namespace, load: object, open_store: object) -> int:
         return EXIT_FAILED
     config = None
     try:
-        config = load(args)  # type: ignore[operator]
-        store = open_store(config)  # type: ignore[operator]
+        config = load(args)
+        store = open_store(config)
         act = resume if args.resume else suspend
         problems = act(config, store, nodes, datetime.now(UTC))
     except (VcycleError, OSError) as exc:
