@@ -63,10 +63,17 @@ def source(tmp_path: Path, testbed: Any, extra: str = "") -> SlurmDemand:
     return made
 
 
-def settle(testbed: Any) -> None:
-    """Until a scheduler pass has looked at every job (none pending with reason None)."""
+def settle(testbed: Any, running: int = 0) -> None:
+    """Until a scheduler pass has looked at every job (none pending with reason None) and ``running`` of them run
+    (the nodes a test before freed may still be completing its jobs)."""
     deadline = time.monotonic() + 30
-    while any(j["job_state"] == "PENDING" and j["state_reason"] == "None" for j in testbed.jobs()):
+
+    def unsettled() -> bool:
+        jobs = testbed.jobs()
+        return (any(j["job_state"] == "PENDING" and j["state_reason"] == "None" for j in jobs)
+                or sum(j["job_state"] == "RUNNING" for j in jobs) < running)
+
+    while unsettled():
         assert time.monotonic() < deadline, "the scheduler did not look at the jobs"
         time.sleep(0.2)
 
@@ -91,7 +98,7 @@ def test_demand_is_what_squeue_shows_pending_for_resources(cluster: Any, tmp_pat
     sbatch("-p", "gpu", "--gres=gpu:1", "-c", "2")
     sbatch("-p", "gpu", "--gres=gpu:1", "-c", "2")  # g1 has two GPUs: Resources
     sbatch("-p", "gpu", "--gres=gpu:2", "-c", "1")  # more GPUs than a gpu machine has
-    settle(cluster)
+    settle(cluster, running=4)  # c1, c2 and two GPU jobs on g1
     found = source(tmp_path, cluster).demand("here")
     assert found["main"].shapes == (JobShape(2, 3000, 0, 1), JobShape(4, 4000, 0, 1))
     assert found["gpu"].shapes == (JobShape(2, 2000, 0, 1),)
@@ -108,7 +115,7 @@ def test_min_idle_seconds_and_partitions(cluster: Any, tmp_path: Path) -> None:
     cluster.sbatch("-c", "4")
     cluster.sbatch("-c", "4")
     cluster.sbatch("-c", "4")
-    settle(cluster)
+    settle(cluster, running=2)
     assert source(tmp_path, cluster, "min_idle_seconds = 3600").demand("here")["main"].idle_jobs == 0
     assert source(tmp_path, cluster, "partitions = gpu").demand("here")["main"].idle_jobs == 0
     assert source(tmp_path, cluster).demand("here")["main"].idle_jobs == 1
@@ -170,7 +177,7 @@ def test_slurmrestd_gives_the_same_demand_and_nodes_as_the_commands(cluster: Any
     cluster.sbatch("-c", "4")
     cluster.sbatch("-c", "4")
     cluster.sbatch("-c", "2", "--mem=3000")
-    settle(cluster)
+    settle(cluster, running=2)
     rest = rest_source(tmp_path, cluster, cluster.token())
     commands = source(tmp_path, cluster)
     assert rest.demand("here") == commands.demand("here")
