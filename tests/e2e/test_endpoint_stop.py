@@ -122,7 +122,7 @@ def test_the_daemons_endpoint_answers_a_request_in_flight_and_stops_at_once(tmp_
         exited = time.monotonic() - started  # its cycle done, its endpoint stopped
     finally:
         daemon.kill()
-    assert exited < 3.0, f"the daemon stopped {exited:.2f} s after SIGTERM"
+    assert exited < 5.0, f"the daemon stopped {exited:.2f} s after SIGTERM"  # its cycle may be running; 10.5 s before
     assert daemon.returncode == 0
     assert (tmp_path / "joboutputs" / "e2e" / machine / "pilot.log").read_bytes() == body
     assert daemon.stderr is not None and b"Traceback" not in daemon.stderr.read()
