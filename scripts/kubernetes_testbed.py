@@ -36,6 +36,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,21 +192,9 @@ def _certificates(pki: Path) -> None:
         (pki / name).chmod(0o600)
 
 
-def _wait(what: str, ready: Any, seconds: float, testbed: Testbed) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for name, process in testbed.processes.items():
-            if process.poll() is not None:
-                log = (testbed.directory / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise TestbedUnavailable(f"{name} exited with status {process.returncode} while waiting for "
-                                         f"{what}:\n{log}")
-        try:
-            if ready():
-                return
-        except (OSError, urllib.error.URLError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise TestbedUnavailable(f"timed out after {seconds:.0f} s waiting for {what}")
+def _wait(what: str, ready: Callable[[], object], seconds: float, testbed: Testbed) -> None:
+    testbed_processes.wait_ready(what, ready, seconds, testbed.processes, testbed.directory / "logs",
+                                 TestbedUnavailable)
 
 
 def start(directory: Path) -> Testbed:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,21 +172,9 @@ def _strays(conf: Path) -> list[int]:
     return found
 
 
-def _wait(what: str, ready: object, seconds: float, testbed: Testbed) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for name, process in testbed.processes.items():
-            if process.poll() is not None:
-                log = testbed.directory / "logs" / f"{name}.log"
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                raise TestbedUnavailable(f"{name} exited with status {process.returncode} waiting for {what}:\n{tail}")
-        try:
-            if ready():  # type: ignore[operator]
-                return
-        except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-            pass
-        time.sleep(0.1)
-    raise TestbedUnavailable(f"timed out after {seconds:.0f} s waiting for {what}")
+def _wait(what: str, ready: Callable[[], object], seconds: float, testbed: Testbed) -> None:
+    testbed_processes.wait_ready(what, ready, seconds, testbed.processes, testbed.directory / "logs",
+                                 TestbedUnavailable)
 
 
 def _logging_program(path: Path, log: Path) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -52,3 +53,25 @@ def serve_until_signal(stop_testbed: Callable[[], None]) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_testbed()
+
+
+def wait_ready(what: str, ready: Callable[[], object], seconds: float,
+               processes: Mapping[str, subprocess.Popen[bytes]], logs: Path,
+               unavailable: Callable[[str], Exception]) -> None:
+    """Poll ``ready()`` until it is true; ``unavailable(why)`` is raised when a process of the testbed exits
+    meanwhile (with the end of its log) or after ``seconds``. A check that raises (the server not up yet) is a
+    no."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                log = logs / f"{name}.log"
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise unavailable(f"{name} exited with status {process.returncode} while waiting for {what}:\n{tail}")
+        try:
+            if ready():
+                return
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise unavailable(f"timed out after {seconds:.0f} s waiting for {what}")

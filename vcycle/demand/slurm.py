@@ -612,7 +612,9 @@ def resume(config: Any, store: Store, nodes: Sequence[str], now: datetime) -> di
             problems[node] = "no machinetype has it in slurm_cloud_nodes"
             continue
         space, mt = owners[node]
-        known = live.setdefault(space, book.stamps(space)).get(node)
+        if space not in live:
+            live[space] = book.stamps(space)
+        known = live[space].get(node)
         if known is not None and (known[1] == "pending" or known[2] in ALIVE):
             continue  # asked for already: waiting, or its machine is alive
         wanted[(space, mt)].append((machine_name(mt, os.urandom(ENTROPY_BYTES)), node))
@@ -628,12 +630,15 @@ def suspend(config: Any, store: Store, nodes: Sequence[str], now: datetime) -> d
     owners = _cloud_machinetypes(config)
     problems: dict[str, str] = {}
     doomed: dict[str, set[str]] = collections.defaultdict(set)
+    stamps: dict[str, dict[str, tuple[str, str, str]]] = {}
     for node in nodes:
         if node not in owners:
             problems[node] = "no machinetype has it in slurm_cloud_nodes"
             continue
         space, _ = owners[node]
-        known = book.stamps(space).get(node)
+        if space not in stamps:
+            stamps[space] = book.stamps(space)
+        known = stamps[space].get(node)
         if known is None:
             continue
         name, request, _ = known
