@@ -12,6 +12,7 @@ from vcycle.connectors.base import ConnectorPlugin
 from vcycle.plugins import Registry
 
 REGISTRY: Registry[ConnectorPlugin] = Registry(ConnectorPlugin, "vcycle.connectors", {
+    "azure": "vcycle.connectors.azure",
     "ec2": "vcycle.connectors.ec2",
     "fake": "vcycle.testing",
     "kubernetes": "vcycle.connectors.kubernetes",

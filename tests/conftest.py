@@ -114,6 +114,14 @@ def dirac_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     yield from _testbed("dirac_testbed", "real DIRAC", lambda module: module.start(tmp_path_factory.mktemp("dirac")))
 
 
+@pytest.fixture
+def arm(tmp_path: Path) -> Iterator[Any]:
+    """A fresh fake Azure Resource Manager and Entra ID token endpoint over real TLS (tests/fakearm.py)."""
+    import fakearm
+
+    yield from fakearm.serve(tmp_path / "arm")
+
+
 @pytest.fixture(scope="session")
 def kubernetes_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real Kubernetes control plane on this machine (scripts/kubernetes_testbed.py: etcd, kube-apiserver,
