@@ -172,7 +172,8 @@ fizzle_seconds = 0
     assert {(p.section, p.key, p.message.split(":")[0]) for p in caught.value.problems} == {
         ("space gce", "ex_tenant_name", "is for driver openstack, not gce"),
         ("space gce", "signature_version", "is for driver ec2, not gce"),
-        ("space gce", "driver", "gce is not supported yet"),
+        ("space gce", "secret_file", "is required for gce"),
+        ("space gce", "zones", "is required for gce (or zone)"),
         ("space os", "signature_version", "is for driver ec2, not openstack")}
 
 
