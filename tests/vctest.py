@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
 from vcycle.config import load_config
 from vcycle.core.model import CloudMachine, CloudStatus, MachineRecord
@@ -20,6 +23,14 @@ MT_DEFAULTS = {"user_data": "ud", "target_share": 1, "backoff_seconds": 600, "fi
 
 class UnitViolation(AssertionError):
     """A unit test started a thread or a process, opened a socket, or slept (tests/unit/conftest.py)."""
+
+
+def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``vcycle ARGS --config CONF`` run as a user runs it: its output, and never a traceback."""
+    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
+                          text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
 
 
 def unavailable(what: str, reason: str) -> None:

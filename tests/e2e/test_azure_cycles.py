@@ -16,13 +16,7 @@ from pathlib import Path
 
 import azurespace
 from fakearm import Arm
-
-
-def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
+from vctest import vcycle
 
 
 def write(tmp_path: Path, arm: Arm, *, limit: int, spot: bool = False, extra: str = "", space: str = "") -> Path:

@@ -5,26 +5,18 @@ GCE emulator exists)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakegce import Gce, serve
+from vctest import vcycle
 
 
 @pytest.fixture
 def gce(tmp_path: Path) -> Iterator[Gce]:
     yield from serve(tmp_path / "gce")
-
-
-def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 def write(tmp_path: Path, gce: Gce, limit: int) -> Path:

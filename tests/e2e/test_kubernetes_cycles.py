@@ -15,15 +15,9 @@ from typing import Any
 
 import kubespace
 import pytest
+from vctest import vcycle
 
 from vcycle.testing import wait_for
-
-
-def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 def write(tmp_path: Path, space: kubespace.Space, *, limit: int, machinetypes: str, extra: str = "") -> Path:

@@ -12,15 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vctest import vcycle
 
 from vcycle.testing import wait_for
-
-
-def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ slurm-suspend``, and the cycle deletes its machine. A node vcycle cannot serve i
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,15 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vctest import vcycle
 
 from vcycle.connectors.local import LocalConnector
-
-
-def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 def program(path: Path, command: str, conf: Path, log: Path) -> Path:

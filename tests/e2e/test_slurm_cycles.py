@@ -5,22 +5,14 @@ through Slurm when idle beyond the demand; a machine whose slurmd never register
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from vctest import vcycle
 
 from vcycle.connectors.local import LocalConnector
-
-
-def vcycle(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "vcycle.cli", *args, "--config", str(conf)], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 def write(tmp_path: Path, testbed: Any, machinetype: str) -> Path:
