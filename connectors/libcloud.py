@@ -359,6 +359,11 @@ def label_value(value: str) -> str:
     return f"{safe[:52]}-{hashlib.sha256(value.encode()).hexdigest()[:10]}"
 
 
+def label_key(tag: str) -> str:
+    """A tag's name as a label key that filter expressions read as one name (vcycle_space)."""
+    return tag.replace("-", "_")
+
+
 def gce_user_data(data: bytes, key: str) -> list[dict[str, str]]:
     """The metadata items that carry a machine's user-data: text as it is under ``key``; otherwise (gzip, binary)
     base64 with cloud-init's ``user-data-encoding`` (a startup-script must be text). LaunchRejected over GCE's
@@ -451,7 +456,7 @@ class GCEConnector(LibcloudConnector):
     # --- listing ---------------------------------------------------------------------------
 
     def list_machines(self) -> list[CloudMachine]:
-        query = {"maxResults": 500, "filter": f'labels.{TAG_SPACE} = "{self._label}"'}
+        query = {"maxResults": 500, "filter": f'labels.{label_key(TAG_SPACE)} = "{self._label}"'}
         instances: list[dict[str, Any]] = []
         while True:  # one aggregated list of the space's label, its pages followed
             page = self._request("list instances", "/aggregated/instances", params=query)
@@ -599,7 +604,7 @@ class GCEConnector(LibcloudConnector):
         interface: dict[str, Any] = {"network": self.options.network or "global/networks/default"}
         if self.options.subnetwork:
             interface["subnetwork"] = self.options.subnetwork
-        labels = {k: label_value(v) for k, v in spec.owner.as_dict().items()}
+        labels = {label_key(k): label_value(v) for k, v in spec.owner.as_dict().items()}
         body: dict[str, Any] = {
             "name": spec.name, "machineType": f"zones/{zone}/machineTypes/{spec.flavor}", "labels": labels,
             "metadata": {"items": items}, "networkInterfaces": [interface],

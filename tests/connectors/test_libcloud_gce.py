@@ -164,7 +164,8 @@ def test_a_machine_has_labels_metadata_user_data_and_spot_scheduling(gce: Gce, t
     instance = gce.instances["vcycle-mt-contract01"]
     items = {i["key"]: i["value"] for i in instance["metadata"]["items"]}
     assert items["user-data"] == user_data.decode() and items["vcycle-space"] == "contract"
-    assert instance["labels"]["vcycle-request"] == "req-contract-01"
+    assert instance["labels"]["vcycle_request"] == "req-contract-01"
+    assert instance["labels"]["vcycle_space"] == "contract"
     assert instance["scheduling"]["provisioningModel"] == "SPOT"
     assert instance["scheduling"]["instanceTerminationAction"] == "DELETE"
     assert instance["disks"][0]["autoDelete"] is True
