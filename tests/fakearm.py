@@ -116,6 +116,7 @@ class Arm:
         self.record = record
         self.tenant, self.client_id, self.client_secret = tenant, client_id, client_secret
         self.secret_expired = False  # answer the client-credentials grant with AADSTS7000222
+        self.client_certificate: Any = None  # the application's certificate, for client assertions
         self.unavailable: set[str] = set()  # sizes restricted in the location (NotAvailableForSubscription)
         self.lock = threading.RLock()
         self.resources: dict[str, dict[str, Any]] = {}  # lower-case id -> resource (keys with _ are the fake's)
@@ -439,6 +440,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(404, {}, {"error": "not_found"})
         if tenant != arm.tenant:
             return self._reply(400, {}, _login_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found."))
+        if "client_assertion" in form:  # a certificate's signed JWT instead of a secret
+            if form.get("client_id") != arm.client_id or not self._asserted(form["client_assertion"], tenant):
+                return self._reply(401, {}, _login_error("invalid_client", 700027, "Client assertion failed "
+                                                         "signature validation."))
+            return self._reply(200, {}, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+                                         "access_token": arm.issue_token()})
         if form.get("client_id") != arm.client_id or form.get("client_secret") != arm.client_secret:
             return self._reply(401, {}, _login_error("invalid_client", 7000215, "Invalid client secret provided. "
                                                      "Ensure the secret being sent in the request is the client "
@@ -448,6 +455,29 @@ class _Handler(BaseHTTPRequestHandler):
                                                      f"for app '{arm.client_id}' are expired."))
         return self._reply(200, {}, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
                                      "access_token": arm.issue_token()})
+
+    def _asserted(self, assertion: str, tenant: str) -> bool:
+        """A client assertion (RS256 or PS256) signed by the key of the application's certificate, for this
+        tenant's token endpoint, issued by and for the application, not expired."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        certificate = self.arm.client_certificate
+        if certificate is None:
+            return False
+        try:
+            header, claims, signature = assertion.split(".")
+            head = json.loads(base64.urlsafe_b64decode(header + "=="))
+            claim = json.loads(base64.urlsafe_b64decode(claims + "=="))
+            scheme = padding.PSS(padding.MGF1(hashes.SHA256()), 32) if head.get("alg") == "PS256" else \
+                padding.PKCS1v15()
+            certificate.public_key().verify(base64.urlsafe_b64decode(signature + "=="), f"{header}.{claims}".encode(),
+                                            scheme, hashes.SHA256())
+        except (ValueError, InvalidSignature):
+            return False
+        return bool(claim.get("iss") == claim.get("sub") == self.arm.client_id and claim.get("exp", 0) > time.time()
+                    and str(claim.get("aud", "")).endswith(f"/{tenant}/oauth2/v2.0/token"))
 
     # --- the fake's own control API (when it runs as a process of its own) ------------------------
 

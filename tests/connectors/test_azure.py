@@ -510,3 +510,31 @@ def test_credentials_that_do_not_go_together_are_configuration_errors(tmp_path: 
     for line in ("[space az] client_certificate_file: give client_secret_file or client_certificate_file, not both",
                  "[space az] tenant_id: is required for a service principal"):
         assert line in said, (line, said)
+
+
+def test_a_service_principal_with_a_certificate_gets_its_token(arm: Arm, tmp_path: Path) -> None:
+    """azure-identity's CertificateCredential signs a client assertion with the certificate's key; the fake's
+    token endpoint checks its signature against the certificate registered for the application."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcycle")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+                    + certificate.public_bytes(serialization.Encoding.PEM))
+    found = azurespace.connector(arm, tmp_path, client_secret_file=None, client_certificate_file=str(pem))
+    with pytest.raises(CloudUnavailable, match="AADSTS700027"):  # not registered yet
+        found.list_machines()
+    arm.client_certificate = certificate
+    assert azurespace.connector(arm, tmp_path, client_secret_file=None,
+                                client_certificate_file=str(pem)).list_machines() == []
