@@ -1,7 +1,8 @@
 """The connector contract: every connector, fake or real, passes these tests.
 
 A test module subclasses ``ConnectorContract`` and provides the fixtures
-``connector`` (a fresh, empty space) and ``cloud_tweak`` (how to make the
+``connector`` (a fresh, empty space), ``spec_defaults`` (what its specs need: a flavor, an image, a space)
+and ``cloud_tweak`` (how to make the
 cloud show each of the connector's own states), plus ``state_row`` over its
 ``STATE_ROWS``: (raw state words, the CloudStatus the connector must map them
 to). The cases hold every connector to what the executor relies on: a retried
@@ -13,6 +14,7 @@ machine appears.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,10 +24,15 @@ from vcycle.connectors.base import Connector, fit_user_data
 from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.errors import LaunchRejected
 
+# what every spec of the running suite has beside these (a flavor, an image, a space): its spec_defaults
+DEFAULTS: dict[str, Any] = {}
+
 
 def spec(name: str = "vcycle-mt-contract01", request: str = "req-contract-01", processors: int = 1,
          user_data: bytes = b"#!/bin/sh\nsleep 60\n", **extra: Any) -> LaunchSpec:
-    return LaunchSpec(name=name, request_id=request, space="contract", machinetype="mt", manager="mgr",
+    extra = {**DEFAULTS, **extra}
+    return LaunchSpec(name=name, request_id=request, space=extra.pop("space", "contract"), machinetype="mt",
+                      manager="mgr",
                       processors=processors, flavor=extra.pop("flavor", None), zone=None,
                       image=extra.pop("image", None), user_data=user_data,
                       shutdown_at=extra.pop("shutdown_at", datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=1)),
@@ -38,6 +45,15 @@ def by_name(connector: Connector) -> dict[str, CloudMachine]:
 
 class ConnectorContract:
     """Subclass me with the fixtures described above."""
+
+    @pytest.fixture
+    def spec_defaults(self) -> dict[str, Any]:
+        """What every spec of the suite has: a cloud's flavor and image, the connector's space. Override me."""
+        return {}
+
+    @pytest.fixture(autouse=True)
+    def _spec_defaults(self, monkeypatch: pytest.MonkeyPatch, spec_defaults: dict[str, Any]) -> None:
+        monkeypatch.setattr(sys.modules[__name__], "DEFAULTS", spec_defaults)
 
     def test_created_machine_is_listed_with_its_owner_tags(self, connector: Connector) -> None:
         made = connector.create_machine(spec())

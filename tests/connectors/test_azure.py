@@ -65,11 +65,9 @@ def state_row(request: pytest.FixtureRequest) -> tuple[str, CloudStatus]:
 class TestAzureConnector(ConnectorContract):
     """The contract, with an Azure size and image in every spec."""
 
-    @pytest.fixture(autouse=True)
-    def _specs(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import contract
-
-        monkeypatch.setattr(contract, "spec", azure_spec)
+    @pytest.fixture
+    def spec_defaults(self) -> dict[str, Any]:
+        return {"flavor": SIZE, "image": azurespace.IMAGE}
 
 
 @pytest.mark.parametrize(("provisioning", "power", "expected"),

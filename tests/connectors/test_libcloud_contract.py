@@ -50,19 +50,10 @@ def ec2(moto_url: str) -> Any:
 class TestLibcloudEC2(ConnectorContract):
     """The contract suite, through libcloud's EC2 driver, with specs for this connector's space and a real AMI."""
 
-    @pytest.fixture(autouse=True)
-    def _specs(self, monkeypatch: pytest.MonkeyPatch, connector: LibcloudConnector) -> None:
-        import contract
-
-        original = contract.spec
-
-        def for_ec2(*args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
-            kwargs.setdefault("flavor", "t3.micro")
-            kwargs.setdefault("image", f"image:{connector.test_ami}")  # type: ignore[attr-defined]
-            made = original(*args, **kwargs)
-            return made.__class__(**{**{f: getattr(made, f) for f in made.__slots__}, "space": connector.space})
-
-        monkeypatch.setattr(contract, "spec", for_ec2)
+    @pytest.fixture
+    def spec_defaults(self, connector: LibcloudConnector) -> dict[str, Any]:
+        return {"flavor": "t3.micro", "image": f"image:{connector.test_ami}",  # type: ignore[attr-defined]
+                "space": connector.space}
 
     def test_created_machine_is_listed_with_its_owner_tags(self, connector: LibcloudConnector) -> None:  # type: ignore[override]
         import contract

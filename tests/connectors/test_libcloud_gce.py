@@ -91,11 +91,9 @@ def state_row(request: pytest.FixtureRequest) -> tuple[str, CloudStatus]:
 class TestGCE(ConnectorContract):
     """The contract, with a machine type and an image in every spec."""
 
-    @pytest.fixture(autouse=True)
-    def _specs(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import contract
-
-        monkeypatch.setattr(contract, "spec", gce_spec)
+    @pytest.fixture
+    def spec_defaults(self) -> dict[str, Any]:
+        return {"flavor": "e2-small", "image": IMAGE}
 
 
 def test_every_status_has_a_row() -> None:

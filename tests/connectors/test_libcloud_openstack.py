@@ -60,18 +60,9 @@ def state_row(request: pytest.FixtureRequest) -> tuple[str, CloudStatus]:
 class TestLibcloudOpenStack(ConnectorContract):
     """The contract, with an image and a size the testbed has."""
 
-    @pytest.fixture(autouse=True)
-    def _specs(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import contract
-
-        original = contract.spec
-
-        def for_nova(*args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
-            kwargs.setdefault("flavor", "m1.small")
-            kwargs.setdefault("image", "image:cernvm-test")
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(contract, "spec", for_nova)
+    @pytest.fixture
+    def spec_defaults(self) -> dict[str, Any]:
+        return {"flavor": "m1.small", "image": "image:cernvm-test"}
 
 
 def test_metadata_and_user_data_reach_the_server(connector: LibcloudConnector, openstack_testbed: Any) -> None:

@@ -59,18 +59,9 @@ def nova_spec(**extra: Any) -> Any:
 class TestOpenStackConnector(ConnectorContract):
     """The contract, with an image and flavor that exist in the testbed."""
 
-    @pytest.fixture(autouse=True)
-    def _real_spec(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import contract
-
-        plain = contract.spec
-
-        def with_image(*args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("image", "image:cernvm-test")
-            kwargs.setdefault("flavor", "m1.small")
-            return plain(*args, **kwargs)
-
-        monkeypatch.setattr(contract, "spec", with_image)
+    @pytest.fixture
+    def spec_defaults(self) -> dict[str, Any]:
+        return {"flavor": "m1.small", "image": "image:cernvm-test"}
 
 
 def test_metadata_user_data_and_flavor_as_nova_keeps_them(connector: OpenStackConnector,
