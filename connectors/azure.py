@@ -34,6 +34,7 @@ hold. Sizes (vCPUs, memory, zones, restrictions) come from the resource SKUs API
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import re
 import threading
@@ -561,9 +562,7 @@ class AzureConnector:
         with self._mapped(f"get VM {spec.name}"):
             vm = self.compute.virtual_machines.get(self.group, spec.name)
         machine = self._machine(vm.as_dict(), None, self.sizes())
-        machine = CloudMachine(machine.id, machine.name, CloudStatus.STARTING, machine.owner, machine.processors,
-                               machine.created_at, machine.detail, machine.zone, machine.flavor)
-        return self._same(spec, machine)
+        return self._same(spec, dataclasses.replace(machine, status=CloudStatus.STARTING))
 
     def _undo_nic(self, name: str) -> None:
         """A create refused after its NIC was made: the NIC goes now (its IP, held until the NIC is gone, at the
@@ -809,8 +808,7 @@ def make_clients(options: AzureSpace, timeout: float, credential: Any = None) ->
         logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     arm, _ = endpoints(options)
     credential = credential if credential is not None else make_credential(options, timeout)
-    common: dict[str, Any] = {"base_url": arm, "credential_scopes": [f"{CLOUDS[options.cloud][0]}/.default"
-                                                                     if not options.base_url else f"{arm}/.default"],
+    common: dict[str, Any] = {"base_url": arm, "credential_scopes": [f"{arm}/.default"],
                               "connection_timeout": timeout, "read_timeout": timeout,
                               "user_agent": f"vcycle/{__version__}"}
     if options.ca_file:

@@ -365,29 +365,24 @@ def label_key(tag: str) -> str:
 
 
 def gce_user_data(data: bytes, key: str) -> list[dict[str, str]]:
-    """The metadata items that carry a machine's user-data: text as it is under ``key``; otherwise (gzip, binary)
-    base64 with cloud-init's ``user-data-encoding`` (a startup-script must be text). LaunchRejected over GCE's
-    256 KB per value."""
-    fitted = data
-    try:
-        text = data.decode()
-        if len(data) > GCE_VALUE_BYTES:
-            raise UnicodeError
-        return [{"key": key, "value": text}]
-    except UnicodeError:
-        if key == "startup-script":
-            raise LaunchRejected(f"a startup-script is text of at most {GCE_VALUE_BYTES} bytes: the user-data is "
-                                 f"{len(data)} bytes{'' if data.isascii() else ', not text'}") from None
+    """The metadata items that carry a machine's user-data: text as it is under ``key``; otherwise (gzip, binary,
+    over a value) base64 with cloud-init's ``user-data-encoding``, gzipped by ``fit_user_data`` if that makes it
+    fit (a startup-script must be text). LaunchRejected over GCE's 256 KB per value."""
     import base64
-    import gzip
 
-    if len(base64.b64encode(data)) > GCE_VALUE_BYTES:
-        fitted = gzip.compress(data, compresslevel=9, mtime=0)
-    value = base64.b64encode(fitted).decode()
-    if len(value) > GCE_VALUE_BYTES:
-        raise LaunchRejected(f"user-data is {len(data)} bytes ({len(fitted)} gzipped, {len(value)} in base64), "
-                             f"over the {GCE_VALUE_BYTES} bytes of a GCE metadata value")
-    return [{"key": key, "value": value}, {"key": "user-data-encoding", "value": "base64"}]
+    if len(data) <= GCE_VALUE_BYTES:
+        try:
+            return [{"key": key, "value": data.decode()}]
+        except UnicodeDecodeError:
+            pass
+    if key == "startup-script":
+        raise LaunchRejected(f"a startup-script is text of at most {GCE_VALUE_BYTES} bytes: the user-data is "
+                             f"{len(data)} bytes{'' if data.isascii() else ', not text'}")
+    try:
+        fitted = fit_user_data(data, GCE_VALUE_BYTES // 4 * 3)  # whose base64 fills a value at most
+    except LaunchRejected as exc:
+        raise LaunchRejected(f"{exc}: over the {GCE_VALUE_BYTES} bytes of a GCE metadata value in base64") from None
+    return [{"key": key, "value": base64.b64encode(fitted).decode()}, {"key": "user-data-encoding", "value": "base64"}]
 
 
 class GCEConnector(LibcloudConnector):
@@ -465,6 +460,8 @@ class GCEConnector(LibcloudConnector):
             if not page.get("nextPageToken"):
                 break
             query = {**query, "pageToken": page["nextPageToken"]}
+        with self._lock:
+            self._sizes = None  # machine types looked up again once a cycle, here: creates use these
         sizes = self._gce_sizes()
         machines = [self._gce_machine(i, sizes) for i in instances]
         listed = {m.name for m in machines}
@@ -483,12 +480,14 @@ class GCEConnector(LibcloudConnector):
                 if m.zone in counts:
                     counts[m.zone] += 1
             self._zone_counts = counts
-            self._sizes = None
         return machines
+
+    def _place(self) -> Any:
+        return self.driver.zone  # the driver's first zone, which it looked up when it was made
 
     def _gce_sizes(self) -> dict[str, int]:
         try:
-            return {name: self._processors(size) for name, size in self._size_table().items()}
+            return dict(self.flavors())
         except CloudUnavailable as exc:
             log.warning("space=%s machine types not listed, processors unknown this cycle: %s", self.space, exc)
             return {}

@@ -31,29 +31,27 @@ def files(arm: Arm, directory: Path) -> tuple[Path, Path]:
     return secret, key
 
 
-def options(arm: Arm, directory: Path, **extra: Any) -> AzureSpace:
+def keys(arm: Arm, directory: Path) -> dict[str, str]:
+    """The keys of a space on this fake (its secret and SSH key files written in ``directory``)."""
     secret, key = files(arm, directory)
-    given: dict[str, Any] = {"subscription_id": SUBSCRIPTION, "resource_group": GROUP, "location": LOCATION,
-                             "subnet_id": SUBNET, "tenant_id": arm.tenant, "client_id": arm.client_id,
-                             "client_secret_file": str(secret), "base_url": arm.url, "authority": arm.url,
-                             "ca_file": str(arm.ca_file), "ssh_public_key_file": str(key)}
-    return AzureSpace(**(given | extra))
+    return {"subscription_id": SUBSCRIPTION, "resource_group": GROUP, "location": LOCATION, "subnet_id": SUBNET,
+            "tenant_id": arm.tenant, "client_id": arm.client_id, "client_secret_file": str(secret),
+            "base_url": arm.url, "authority": arm.url, "ca_file": str(arm.ca_file), "ssh_public_key_file": str(key)}
+
+
+def options(arm: Arm, directory: Path, **extra: Any) -> AzureSpace:
+    return AzureSpace(**(keys(arm, directory) | extra))
 
 
 def connector(arm: Arm, directory: Path, space: str = "contract", *,
               machinetypes: dict[str, AzureMachinetype] | None = None, flavors: tuple[str, ...] = (),
               timeout: float = 30, **extra: Any) -> AzureConnector:
-    keys = options(arm, directory, **extra)
-    clients = make_clients(keys, timeout)
-    return AzureConnector(clients.compute, clients.network, space, keys, machinetypes=machinetypes,
+    given = options(arm, directory, **extra)
+    clients = make_clients(given, timeout)
+    return AzureConnector(clients.compute, clients.network, space, given, machinetypes=machinetypes,
                           flavors=flavors, ssh_key=SSH_KEY)
 
 
 def space_lines(arm: Arm, directory: Path, **extra: str) -> str:
     """The keys of a ``[space ...]`` section for this fake, one per line."""
-    secret, key = files(arm, directory)
-    keys = {"api": "azure", "subscription_id": SUBSCRIPTION, "resource_group": GROUP, "location": LOCATION,
-            "subnet_id": SUBNET, "tenant_id": arm.tenant, "client_id": arm.client_id,
-            "client_secret_file": str(secret), "base_url": arm.url, "authority": arm.url,
-            "ca_file": str(arm.ca_file), "ssh_public_key_file": str(key)} | extra
-    return "".join(f"{k} = {v}\n" for k, v in keys.items())
+    return "".join(f"{k} = {v}\n" for k, v in ({"api": "azure"} | keys(arm, directory) | extra).items())

@@ -16,7 +16,7 @@ from typing import Any
 import azurespace
 import pytest
 from contract import ConnectorContract, by_name, spec
-from fakearm import Arm
+from fakearm import TYPES, Arm
 
 from vcycle.connectors import azure
 from vcycle.connectors.azure import AzureConnector, AzureMachinetype, classify, image_reference, vm_status
@@ -251,7 +251,7 @@ def test_orphans_of_ours_are_deleted_and_logged_young_and_foreign_ones_are_not(a
         arm.settle()
         arm._remove_vm(vm)
     # a foreign NIC, and a young one of ours whose create may be under way
-    arm.resources["/x/foreign-nic"] = {"name": "foreign-nic", "id": "/x/foreign-nic", "type": azure_types("nic"),
+    arm.resources["/x/foreign-nic"] = {"name": "foreign-nic", "id": "/x/foreign-nic", "type": TYPES["nic"],
                                        "tags": {"vcycle-space": "other", "vcycle-machine": "m"},
                                        "properties": {"ipConfigurations": []}, "location": "westeurope"}
     assert sorted(arm.names("nic")) == ["foreign-nic", "vcycle-mt-detached01-nic", "vcycle-mt-orphan0001-nic"]
@@ -269,12 +269,6 @@ def test_orphans_of_ours_are_deleted_and_logged_young_and_foreign_ones_are_not(a
     said = caplog.text
     assert "deleted orphan NIC vcycle-mt-orphan0001-nic" in said and "deleted orphan disk vcycle-mt-detached01-osdisk" \
         in said
-
-
-def azure_types(kind: str) -> str:
-    import fakearm
-
-    return fakearm.TYPES[kind]
 
 
 def test_a_listing_alone_deletes_nothing(arm: Arm, tmp_path: Path) -> None:
