@@ -19,6 +19,8 @@ from vcycle.core.states import MachineState
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 MT_DEFAULTS = {"user_data": "ud", "target_share": 1, "backoff_seconds": 600, "fizzle_seconds": 300}
+# The tests' configurations keep what vcycle writes beside its state (the APEL archive) out of /var/lib/vcycle.
+STATE_DIR = tempfile.mkdtemp(prefix="vcycle-test-state-")
 
 
 class UnitViolation(AssertionError):
@@ -50,7 +52,8 @@ def config_text(
     extra: str = "",
 ) -> str:
     """INI text: [settings] manager_name=mgr, a fake space 'sp', and its machinetypes."""
-    lines = ["[settings]", "manager_name = mgr", *(f"{k} = {v}" for k, v in (settings or {}).items())]
+    settings = {"state_dir": STATE_DIR, **(settings or {})}
+    lines = ["[settings]", "manager_name = mgr", *(f"{k} = {v}" for k, v in settings.items())]
     lines += ["[space sp]", "api = fake"]
     if limit is not None:
         lines.append(f"processors_limit = {limit}")

@@ -217,3 +217,14 @@ def test_online_names_a_cloud_that_refuses_the_credentials(tmp_path: Path) -> No
                            str(conf)], capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 2 and "[space e]: the ec2 cloud cannot be used: DescribeInstances" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_apel_queue_that_cannot_be_made_is_an_error_and_unsent_spaces_a_warning(tmp_path: Path) -> None:
+    """The systemd unit's ExecStartPre says at once what the cycles would only log: records kept nowhere."""
+    (tmp_path / "a-file").write_text("")
+    code, _, err = check(tmp_path, settings=f"apel_outgoing_dir = {tmp_path}/a-file/outgoing\n")
+    assert code == 2 and f"[settings] apel_outgoing_dir: {tmp_path}/a-file/outgoing cannot be written" in err, err
+    assert "[space sp] gocdb_sitename: not set: its APEL records are archived but not sent" in err
+    code, _, err = check(tmp_path, "user_data = pilot-container\n", f"apel_outgoing_dir = {tmp_path}/spool/outgoing\n",
+                         "--quiet")
+    assert code == 0 and "gocdb_sitename: not set" in err

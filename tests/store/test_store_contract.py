@@ -116,15 +116,17 @@ def test_history_keeps_every_change_in_order_with_its_cause(store: Store) -> Non
 
 
 def test_purge_forgets_old_gone_machines_only(store: Store) -> None:
-    old = transition(full_record("old"), S.GONE, T0, "vanished")
-    young = transition(full_record("young"), S.GONE, T0 + timedelta(hours=80), "vanished")
+    old = transition(full_record("old"), S.GONE, T0, "vanished", accounted_at=T0)
+    young = transition(full_record("young"), S.GONE, T0 + timedelta(hours=80), "vanished", accounted_at=T0)
+    waiting = transition(full_record("waiting"), S.GONE, T0, "vanished")  # its accounting not yet done
     alive = full_record("alive")
-    store.write("sp", 0, [old, young, alive], [("old", old.last), ("young", young.last)])
+    store.write("sp", 0, [old, young, waiting, alive], [("old", old.last), ("young", young.last)])
     store.put_heartbeats([("sp", Heartbeat("old", T0))])
     assert store.purge("sp", T0 + timedelta(hours=72)) == 1
     assert store.find("old") == [] and store.history("sp", "old") == []
     assert "old" not in store.heartbeats("sp")
     assert [r.name for r in store.find("young")] == ["young"]
+    assert [(r.name, r.accounted_at) for r in store.find("waiting")] == [("waiting", None)]
 
 
 def test_backoffs_round_trip_and_later_ones_replace_earlier(store: Store) -> None:

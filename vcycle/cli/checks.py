@@ -1,7 +1,8 @@
 """What ``vcycle check-config`` checks beyond loading: what ``cycle`` and ``daemon`` would refuse later.
 
 Offline (every run, the systemd unit's ExecStartPre included): the endpoint's
-certificate and key when ``https_listen`` is set, and the user-data of every
+certificate and key when ``https_listen`` is set, the APEL queues (writable,
+and which spaces send to ``apel_outgoing_dir``), and the user-data of every
 machinetype rendered for a sample machine, as a create would render it (a
 template that fetches from a URL is rendered from the cached copy, or said to
 be unchecked), with a warning for each ``##user_data_option_X##`` that no
@@ -51,6 +52,9 @@ def offline(config: Config) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
             check_files(config.settings)
         except ConfigError as exc:
             errors.extend(exc.problems)
+    apel_errors, apel_warnings = _apel(config)
+    errors.extend(apel_errors)
+    warnings.extend(apel_warnings)
     fetcher = _Cached(template_cache(config.settings.state_dir))
     for space, mt in _machinetypes(config):
         try:
@@ -63,6 +67,32 @@ def offline(config: Config) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
         else:
             warnings.extend(_problem(mt, "user_data", message) for message in unset_options(mt, fetcher))
     return errors, warnings
+
+
+def _apel(config: Config) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
+    """The APEL queues can be written (or made); the spaces whose records would not be sent, for want of a
+    gocdb_sitename."""
+    settings = config.settings
+    errors: list[ConfigProblem] = []
+    for key in ("apel_outgoing_dir", "apel_archive_dir"):
+        path = getattr(settings, key)
+        if path and not _writable(path):
+            errors.append(ConfigProblem(settings.file, "settings", key, f"{path} cannot be written by this user "
+                                        "(nor made): APEL messages would not be kept"))
+    warnings = [ConfigProblem(space.file, f"space {space.name}", "gocdb_sitename",
+                              "not set: its APEL records are archived but not sent to apel_outgoing_dir")
+                for space in config.spaces.values() if settings.apel_outgoing_dir and not space.gocdb_sitename]
+    return errors, warnings
+
+
+def _writable(path: str) -> bool:
+    """The directory is writable, or the nearest one above it that exists is (so it can be made)."""
+    while not os.path.exists(path):
+        parent = os.path.dirname(path.rstrip("/")) or "/"
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def unset_options(mt: MachinetypeConfig, fetcher: Fetcher) -> list[str]:

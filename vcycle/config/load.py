@@ -177,6 +177,7 @@ class _Loader:
                       f"directory of each command; write sqlite:////ABSOLUTE/PATH")
         values["manager_name"] = values["manager_name"] or self.hostname
         values["joboutputs_dir"] = values["joboutputs_dir"] or os.path.join(values["state_dir"], "joboutputs")
+        values["apel_archive_dir"] = values["apel_archive_dir"] or os.path.join(values["state_dir"], "apel-archive")
         if values["https_listen"] is not None and found:
             for key in ("https_cert", "https_key"):
                 if values[key] is None:

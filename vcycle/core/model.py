@@ -123,6 +123,7 @@ class MachineRecord:
     features: str | None = None  # its Machine/Job Features, as JSON
     registered_at: datetime | None = None  # its batch daemon (HTCondor startd) first seen in the pool
     idle_since: datetime | None = None  # its batch daemon has had no work since then (None: busy or unknown)
+    accounted_at: datetime | None = None  # its accounting (APEL, VacMon) was done then, once it was GONE
     last: StatusChange | None = None
 
     @property

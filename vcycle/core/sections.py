@@ -107,6 +107,12 @@ class Settings:
         integer(1), 600, "requests one machine may make to the endpoint per minute (bursts of a tenth of it allowed)")
     heartbeat_flush_seconds: float = key(number(0.05, 60.0), 1.0,
                                          "heartbeats received are written to the store in one batch this often")
+    # Accounting: an APEL record for every machine that ran at least fizzle_seconds (vcycle/accounting/).
+    apel_outgoing_dir: str | None = key(
+        text, None, "the APEL client's outgoing message queue (dirq) that ssmsend reads, e.g. "
+        "/var/spool/apel/outgoing; records go there for spaces with gocdb_sitename; unset = none sent")
+    apel_archive_dir: str = key(text, None, "a dirq queue keeping a copy of every APEL message; default "
+                                "STATE_DIR/apel-archive")
     file: str = ""  # where [settings] is, for messages about its keys
 
 

@@ -22,12 +22,13 @@ from typing import TypeVar
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
 from vcycle.core import planner
-from vcycle.core.model import CreateOrder, CycleReport, Demand, Plan, ReportError, SpaceSnapshot
+from vcycle.core.model import CreateOrder, CycleReport, Demand, MachineRecord, Plan, ReportError, SpaceSnapshot
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import MachineState
 from vcycle.core.sync import SyncResult, sync
 from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
 from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError
+from vcycle.loop import accounts
 from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
 from vcycle.loop.launch import Launch, Renderer, prepare
@@ -50,6 +51,7 @@ class SpaceContext:
     render: Renderer
     clock: Clock
     last_housekeeping: datetime | None = None
+    last_accounting: datetime | None = None  # the last look for machines left unaccounted (None: not yet)
     pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
 
     def calls(self) -> ThreadPoolExecutor:
@@ -208,6 +210,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials)
+        accounting = _accounting(ctx, now, seen.synced, applied.records)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
         log.error("space=%s skipped this cycle: %s", ctx.name, exc)
@@ -233,7 +236,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         counts.update(api_counts)
         timings.update(api_timings)
     errors = [*applied.errors, *(ReportError("user_data", ctx.name, f"user-data not rendered, no machines created: "
-                                             f"{why}", mt) for mt, why in seen.unrenderable.items())]
+                                             f"{why}", mt) for mt, why in seen.unrenderable.items()), *accounting]
     report = CycleReport(ctx.name, now, ctx.clock(), ok=not errors, counts=counts, decisions=seen.plan.decisions,
                          errors=tuple(errors), timings=timings, warnings=(*seen.synced.warnings, *_notices(ctx, now)))
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
@@ -261,6 +264,28 @@ def _skipped(ctx: SpaceContext, now: datetime, started: float, why: ReportError,
     if save:
         _save_reports(ctx.store, [report])
     return report
+
+
+def _accounting(ctx: SpaceContext, now: datetime, synced: SyncResult,
+                applied: Mapping[str, MachineRecord]) -> list[ReportError]:
+    """APEL and VacMon for the machines that ended (when some did this cycle, at start, and at every
+    housekeeping pass for any left over), and the space's VacMon status; the errors met."""
+    due = ctx.last_accounting is None or now - ctx.last_accounting >= timedelta(seconds=HOUSEKEEPING_SECONDS)
+    ended = any(r.state is MachineState.GONE for r in (*synced.updated, *applied.values()))
+    errors: list[ReportError] = []
+    if due or ended:
+        try:
+            errors = accounts.account(ctx.config, ctx.space, ctx.store, now)
+        except StoreError as exc:
+            log.error("space=%s accounting not done this cycle: %s", ctx.name, exc)
+            errors = [ReportError("accounting", ctx.name, f"accounting not done: {exc}")]
+        if due:
+            ctx.last_accounting = now
+    if ctx.space.vacmon_hostport:
+        final = {**{r.name: r for r in synced.records}, **applied}
+        live = [r for r in final.values() if r.state is not MachineState.GONE]
+        accounts.status(ctx.space, live, ctx.config.settings.manager_name, ctx.config.settings.state_dir, now)
+    return errors
 
 
 def _housekeeping(ctx: SpaceContext, now: datetime) -> None:

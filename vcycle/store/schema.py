@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Dialect,
@@ -81,6 +82,7 @@ machines = Table(
     Column("features", Text),
     Column("registered_at", UTCDateTime),
     Column("idle_since", UTCDateTime),
+    Column("accounted_at", UTCDateTime),  # accounting done (APEL, VacMon); NULL while GONE: not yet
     Index("ix_machines_space_state", "space", "state"),
     Index("ix_machines_name", "name"),
 )
@@ -143,4 +145,22 @@ pilot_requests = Table(
     Column("changed_at", UTCDateTime, nullable=False),
     Column("wrapper", Text),  # the pilot wrapper (it carries a proxy): dropped once the machine is requested
     Index("ix_pilot_requests_space_state", "space", "state"),
+)
+
+# What the machines of a machinetype used in one calendar month (UTC, by the month they ended), added to in the
+# transaction that marks them accounted; APEL's cloud summary records are made from it.
+usage_months = Table(
+    "usage_months", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("machinetype", String(255), primary_key=True),
+    Column("month", String(7), primary_key=True),  # YYYY-MM
+    Column("machines", Integer, nullable=False),
+    Column("wall_seconds", BigInteger, nullable=False),
+    Column("cpu_seconds", BigInteger, nullable=False),
+    Column("processors", Integer, nullable=False),  # summed over the machines
+    Column("hs06_per_processor", Float, nullable=False),  # of the last machine added
+    Column("earliest_start", UTCDateTime, nullable=False),
+    Column("latest_start", UTCDateTime, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),  # its summary last written to the APEL queues
 )

@@ -107,7 +107,7 @@ def _row(space: str, record: MachineRecord) -> dict[str, Any]:
         "shutdown_text": record.shutdown_text, "delete_attempts": record.delete_attempts,
         "last_delete_at": record.last_delete_at, "delete_requested": record.delete_requested,
         "token_hash": record.token_hash, "features": record.features, "registered_at": record.registered_at,
-        "idle_since": record.idle_since,
+        "idle_since": record.idle_since, "accounted_at": record.accounted_at,
     }
 
 
@@ -120,7 +120,7 @@ def _record(row: Any) -> MachineRecord:
         shutdown_at=row.shutdown_at, heartbeat_at=row.heartbeat_at, shutdown_code=row.shutdown_code,
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
         delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
-        registered_at=row.registered_at, idle_since=row.idle_since,
+        registered_at=row.registered_at, idle_since=row.idle_since, accounted_at=row.accounted_at,
         last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
     )
 
@@ -337,11 +337,12 @@ class Store:
         return [StatusChange(MachineState(r.state), r.at, r.reason, r.cause) for r in rows]
 
     def purge(self, space: str, before: datetime) -> int:
-        """Forget machines GONE before ``before``, their history, heartbeats and pilot requests; how many."""
+        """Forget machines GONE before ``before`` and accounted, their history, heartbeats and pilot requests; how
+        many."""
         with self._begin(write=True) as c:
-            old = select(schema.machines.c.name).where(
+            old = select(schema.machines.c.name).where(  # those not yet accounted wait for their accounting
                 schema.machines.c.space == space, schema.machines.c.state == MachineState.GONE.value,
-                schema.machines.c.state_since < before)
+                schema.machines.c.state_since < before, schema.machines.c.accounted_at.is_not(None))
             names = c.execute(old).scalars().all()
             seen = self._beats.get(space, ({}, None))[0]
             for name in names:

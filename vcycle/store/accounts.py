@@ -1,0 +1,109 @@
+"""The accounting ledger in the state store: which GONE machines were accounted, and each month's usage.
+
+A machine is accounted once: ``account`` marks it and adds its usage to its
+month in one transaction, and skips any already marked, so a month is never
+summed twice whatever crashes between the messages and the mark. The
+messages themselves are sent at least once (APEL's server keeps one record
+per machine and per summary key, so a repeat replaces, never adds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+
+from vcycle.core.model import MachineRecord
+from vcycle.core.states import MachineState
+from vcycle.core.usage import MonthUsage, Usage, add
+from vcycle.store import schema
+from vcycle.store.sql import Store, _record
+
+M = schema.machines
+U = schema.usage_months
+GONE = MachineState.GONE.value
+
+
+def _month(r: Any) -> MonthUsage:
+    return MonthUsage(r.space, r.machinetype, r.month, r.machines, r.wall_seconds, r.cpu_seconds, r.processors,
+                      r.hs06_per_processor, r.earliest_start, r.latest_start)
+
+
+class Ledger:
+    """The accounting rows of one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def unaccounted(self, space: str) -> list[MachineRecord]:
+        """The space's GONE machines not yet accounted, oldest first."""
+        with self.store._begin() as c:
+            rows = c.execute(select(M).where(M.c.space == space, M.c.state == GONE, M.c.accounted_at.is_(None))
+                             .order_by(M.c.state_since, M.c.name)).all()
+        return [_record(r) for r in rows]
+
+    def account(self, space: str, names: Iterable[str], usages: Sequence[Usage], at: datetime) -> set[str]:
+        """Mark the GONE machines ``names`` accounted at ``at`` and add the ``usages`` of those not marked before
+        to their months; the names marked now (the others were accounted already, or are not GONE)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return set()
+        with self.store._begin(write=True) as c:
+            # One accountant of a space at a time (on SQLite the store's write lock already does this), and
+            # a machine marked by one is not marked again by another: the UPDATE re-checks accounted_at.
+            c.execute(select(schema.spaces.c.version).where(schema.spaces.c.name == space).with_for_update())
+            open_ = set(c.execute(update(M).where(M.c.space == space, M.c.state == GONE, M.c.accounted_at.is_(None),
+                                                  M.c.name.in_(wanted)).values(accounted_at=at)
+                                  .returning(M.c.name)).scalars())
+            if not open_:
+                return set()
+            counted = [u for u in usages if u.machine in open_ and u.space == space]
+            keys = sorted({(u.machinetype, u.month) for u in counted})
+            months: dict[tuple[str, str], MonthUsage | None] = dict.fromkeys(keys)
+            for mt in sorted({k[0] for k in keys}):
+                for row in c.execute(select(U).where(U.c.space == space, U.c.machinetype == mt,
+                                                     U.c.month.in_(sorted(k[1] for k in keys if k[0] == mt)))):
+                    months[(row.machinetype, row.month)] = _month(row)
+            stored = {k for k, m in months.items() if m is not None}
+            for u in sorted(counted, key=lambda u: (u.ended_at, u.machine)):
+                months[(u.machinetype, u.month)] = add(months[(u.machinetype, u.month)], u)
+            for (mt, month), m in months.items():
+                assert m is not None  # every key has a usage
+                values = {**_columns(m), "changed_at": at}
+                if (mt, month) in stored:  # sent_at stays: a month changing all day is still summed hourly
+                    c.execute(update(U).where(U.c.space == space, U.c.machinetype == mt, U.c.month == month)
+                              .values(**values))
+                else:
+                    c.execute(insert(U).values(**values))
+        return open_
+
+    def unsent(self, space: str, before: datetime) -> list[MonthUsage]:
+        """Months whose figures changed since their summary was last sent, if that was before ``before`` (or
+        never)."""
+        with self.store._begin() as c:
+            rows = c.execute(select(U).where(U.c.space == space, or_(
+                U.c.sent_at.is_(None), (U.c.sent_at < U.c.changed_at) & (U.c.sent_at < before)))
+                .order_by(U.c.machinetype, U.c.month)).all()
+        return [_month(r) for r in rows]
+
+    def months(self, space: str) -> list[MonthUsage]:
+        """Every month kept for the space."""
+        with self.store._begin() as c:
+            rows = c.execute(select(U).where(U.c.space == space).order_by(U.c.machinetype, U.c.month)).all()
+        return [_month(r) for r in rows]
+
+    def sent(self, months: Iterable[MonthUsage], at: datetime) -> None:
+        """The summaries of ``months``, as read at ``at``, were written: they wait for their next change."""
+        with self.store._begin(write=True) as c:
+            for m in months:
+                c.execute(update(U).where(U.c.space == m.space, U.c.machinetype == m.machinetype,
+                                          U.c.month == m.month).values(sent_at=at))
+
+
+def _columns(m: MonthUsage) -> dict[str, object]:
+    return {"space": m.space, "machinetype": m.machinetype, "month": m.month, "machines": m.machines,
+            "wall_seconds": m.wall_seconds, "cpu_seconds": m.cpu_seconds, "processors": m.processors,
+            "hs06_per_processor": m.hs06_per_processor, "earliest_start": m.earliest_start,
+            "latest_start": m.latest_start}
