@@ -95,3 +95,9 @@ def test_the_wheel_installs_the_documentation_and_the_deployment_files(tmp_path:
             "share/vcycle/etc/sysusers.d/vcycle.conf", "share/vcycle/etc/tmpfiles.d/vcycle.conf",
             "share/vcycle/etc/cron.d/vcycle", "share/vcycle/etc/logrotate.d/vcycle",
             "share/vcycle/etc/vcycle.conf.example"} <= names
+    members = set(zipfile.ZipFile(wheel).namelist())
+    packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "vcycle").rglob("__init__.py")
+                if "connectors" not in p.parts and "userdata" not in p.parts}
+    missing = {p for p in packages if f"{p}/__init__.py" not in members}
+    assert not missing, f"packages left out of the wheel ([tool.setuptools] packages): {sorted(missing)}"
+    assert {"vcycle/connectors/ec2.py", "vcycle/userdata/templates/pilot-container.j2"} <= members
