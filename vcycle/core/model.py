@@ -397,6 +397,7 @@ class CycleReport:
     errors: tuple[ReportError, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # from the connector: things an admin must act on soon (an expiring credential)
+    series: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # the plots' point (core/series.py)
 
     def summary(self) -> dict[str, object]:
         """A JSON-ready summary (decisions and errors as dicts)."""

@@ -107,6 +107,7 @@ class Settings:
         integer(1), 600, "requests one machine may make to the endpoint per minute (bursts of a tenth of it allowed)")
     heartbeat_flush_seconds: float = key(number(0.05, 60.0), 1.0,
                                          "heartbeats received are written to the store in one batch this often")
+    history_days: int = key(integer(1, 3660), 14, "days of the status page's time series kept in the store")
     # Accounting: an APEL record for every machine that ran at least fizzle_seconds (vcycle/accounting/).
     apel_outgoing_dir: str | None = key(
         text, None, "the APEL client's outgoing message queue (dirq) that ssmsend reads, e.g. "

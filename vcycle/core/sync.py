@@ -74,6 +74,7 @@ class SyncResult:
     updated: tuple[MachineRecord, ...] = ()  # the records that differ from those given (new ones included)
     vanished: tuple[str, ...] = ()  # machines gone from the listing without a delete from vcycle
     warnings: tuple[str, ...] = ()  # for the report and the log: things an operator should look at
+    aborted: tuple[str, ...] = ()  # machines whose stop this cycle counted as an abort (their backoff)
 
 
 def is_ours(machine: CloudMachine, space: str, manager: str) -> bool:
@@ -137,7 +138,7 @@ def sync(
                     f"from vcycle: was the cloud restarted empty, or were they deleted by hand? (not counted as "
                     f"aborts)",)
     return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines,
-                      tuple(updated), tuple(work.vanished), warnings)
+                      tuple(updated), tuple(work.vanished), warnings, tuple(work.aborted))
 
 
 class _Sync:
@@ -151,6 +152,7 @@ class _Sync:
         self.backoffs = backoffs
         self.changes: list[tuple[str, StatusChange]] = []
         self.vanished: list[str] = []
+        self.aborted: list[str] = []
         self.listed_at = listed_at
         self.bound = timedelta(seconds=space.api_timeout_seconds)  # by then any call has answered, or failed
 
@@ -225,6 +227,7 @@ class _Sync:
             return
         why = rules.abort_reason(record, mt.fizzle_seconds, stopped_at)
         if why is not None:
+            self.aborted.append(record.name)
             found = Backoff(record.machinetype, stopped_at, why)
             self.backoffs[record.machinetype] = rules.later_backoff(self.backoffs.get(record.machinetype), found)
 

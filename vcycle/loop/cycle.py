@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
-from vcycle.core import planner
+from vcycle.core import planner, series
 from vcycle.core.model import CreateOrder, CycleReport, Demand, MachineRecord, Plan, ReportError, SpaceSnapshot
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import MachineState
@@ -33,6 +33,7 @@ from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
 from vcycle.loop.launch import Launch, Renderer, prepare
 from vcycle.store import SpaceState, Store
+from vcycle.store.series import Series
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 600
@@ -75,6 +76,7 @@ class Observation:
     timings: dict[str, float]
     unrenderable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # machinetype -> why not rendered
     trials: Mapping[CreateOrder, Launch] = dataclasses.field(default_factory=dict)  # prepared while planning
+    demand: Mapping[str, Demand] = dataclasses.field(default_factory=dict)
 
 
 def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
@@ -171,7 +173,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     if unrenderable:  # planned again without them: their capacity goes to the others
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
-    return Observation(state, synced, result, timings, unrenderable, trials)
+    return Observation(state, synced, result, timings, unrenderable, trials, demand)
 
 
 def _answer(ctx: SpaceContext, call: Future[T], what: str) -> T:
@@ -210,7 +212,8 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials)
-        accounting = _accounting(ctx, now, seen.synced, applied.records)
+        final = {**{r.name: r for r in seen.synced.records}, **applied.records}
+        accounting = _accounting(ctx, now, final)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
         log.error("space=%s skipped this cycle: %s", ctx.name, exc)
@@ -238,7 +241,8 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
     errors = [*applied.errors, *(ReportError("user_data", ctx.name, f"user-data not rendered, no machines created: "
                                              f"{why}", mt) for mt, why in seen.unrenderable.items()), *accounting]
     report = CycleReport(ctx.name, now, ctx.clock(), ok=not errors, counts=counts, decisions=seen.plan.decisions,
-                         errors=tuple(errors), timings=timings, warnings=(*seen.synced.warnings, *_notices(ctx, now)))
+                         errors=tuple(errors), timings=timings, warnings=(*seen.synced.warnings, *_notices(ctx, now)),
+                         series=_point(ctx, now, seen, applied.records, final))
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
     if save_report:
@@ -266,12 +270,23 @@ def _skipped(ctx: SpaceContext, now: datetime, started: float, why: ReportError,
     return report
 
 
-def _accounting(ctx: SpaceContext, now: datetime, synced: SyncResult,
-                applied: Mapping[str, MachineRecord]) -> list[ReportError]:
+def _point(ctx: SpaceContext, now: datetime, seen: Observation, applied: Mapping[str, MachineRecord],
+           final: Mapping[str, MachineRecord]) -> series.Point:
+    """This cycle's point of the status page's time series."""
+    doomed = {o.machine for o in seen.plan.deletes}
+    creates = collections.Counter(r.machinetype for r in applied.values()
+                                  if r.created_at == now and r.state is not MachineState.CREATE_FAILED)
+    deletes = collections.Counter(r.machinetype for r in applied.values()
+                                  if r.name in doomed and r.state is MachineState.DELETING)
+    aborts = collections.Counter(final[n].machinetype for n in seen.synced.aborted if n in final)
+    return series.point(ctx.space.machinetypes, final.values(), seen.demand, creates, deletes, aborts)
+
+
+def _accounting(ctx: SpaceContext, now: datetime, final: Mapping[str, MachineRecord]) -> list[ReportError]:
     """APEL and VacMon for the machines that ended (when some did this cycle, at start, and at every
     housekeeping pass for any left over), and the space's VacMon status; the errors met."""
     due = ctx.last_accounting is None or now - ctx.last_accounting >= timedelta(seconds=HOUSEKEEPING_SECONDS)
-    ended = any(r.state is MachineState.GONE for r in (*synced.updated, *applied.values()))
+    ended = any(r.state is MachineState.GONE and r.accounted_at is None for r in final.values())
     errors: list[ReportError] = []
     if due or ended:
         try:
@@ -282,7 +297,6 @@ def _accounting(ctx: SpaceContext, now: datetime, synced: SyncResult,
         if due:
             ctx.last_accounting = now
     if ctx.space.vacmon_hostport:
-        final = {**{r.name: r for r in synced.records}, **applied}
         live = [r for r in final.values() if r.state is not MachineState.GONE]
         accounts.status(ctx.space, live, ctx.config.settings.manager_name, ctx.config.settings.state_dir, now)
     return errors
@@ -294,6 +308,7 @@ def _housekeeping(ctx: SpaceContext, now: datetime) -> None:
         return
     ctx.last_housekeeping = now
     purged = ctx.store.purge(ctx.name, now - timedelta(hours=ctx.space.cleanup_hours))
+    Series(ctx.store).prune(ctx.name, now - timedelta(days=ctx.config.settings.history_days))
     if purged:
         log.info("space=%s forgot %d machine(s) gone for more than %d hours", ctx.name, purged,
                  ctx.space.cleanup_hours)

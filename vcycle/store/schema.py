@@ -164,3 +164,12 @@ usage_months = Table(
     Column("changed_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),  # its summary last written to the APEL queues
 )
+
+# The status page's time series: one point per space and cycle (vcycle/core/series.py), JSON of
+# {machinetype: {key: count}}, kept for history_days.
+series = Table(
+    "series", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("at", UTCDateTime, primary_key=True),
+    Column("data", Text, nullable=False),
+)

@@ -78,6 +78,12 @@ def _upsert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], 
     connection.execute(statement, list(rows))
 
 
+def _insert_new(connection: Connection, table: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING."""
+    connection.execute(_dialect_insert(connection, table).on_conflict_do_nothing(index_elements=list(keys)),
+                       list(rows))
+
+
 _MERGES: dict[str, Any] = {}
 
 
@@ -294,9 +300,13 @@ class Store:
         """Keep cycle reports, all in one transaction."""
         rows = [{"space": r.space, "started_at": r.started_at, "finished_at": r.finished_at, "ok": r.ok,
                  "summary": json.dumps(r.summary())} for r in reports]
+        points = [{"space": r.space, "at": r.started_at, "data": json.dumps(r.series, separators=(",", ":"))}
+                  for r in reports if r.series]
         if rows:
             with self._begin(write=True) as c:
                 c.execute(insert(schema.reports), rows)
+                if points:  # a cycle that starts in the same microsecond as another of its space adds no point
+                    _insert_new(c, schema.series, points, ("space", "at"))
 
     def last_reports(self) -> dict[str, dict[str, Any]]:
         """The newest cycle report of every space, as dicts."""

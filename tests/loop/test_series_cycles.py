@@ -1,0 +1,49 @@
+"""The status page's time series through real cycles: a point per cycle in the store, kept across a restart and
+pruned after history_days."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from vctest import config_text, load_text
+
+from vcycle.core.model import CloudStatus
+from vcycle.loop.cycle import SpaceContext, run_cycle
+from vcycle.store import Store
+from vcycle.store.series import Series
+from vcycle.testing import FakeClock, FakeConnector
+
+
+def plain_render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
+    return b"#!/bin/sh\n"
+
+
+def test_each_cycle_adds_a_point_that_a_restart_keeps_and_history_days_forgets(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = Store.open(url)
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock)
+    config = load_text(config_text(limit=3, settings={"max_create_fraction": 1, "history_days": 2}))
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
+    start = clock()
+    run_cycle(ctx)
+    clock.advance(60)
+    run_cycle(ctx)
+    victim = sorted(m.name for m in cloud.ours())[0]
+    cloud.set_status(victim, CloudStatus.STOPPED, "SHUTOFF")  # within fizzle_seconds: an abort
+    clock.advance(60)
+    run_cycle(ctx)
+    store.close()
+    store = Store.open(url)  # a restart keeps the plots
+    points = Series(store).read("sp", start)
+    assert [p[0] for p in points] == [start, start + timedelta(seconds=60), start + timedelta(seconds=120)]
+    assert points[0][1] == {"mt": {"starting": 3, "creates": 3}}
+    assert points[1][1] == {"mt": {"running": 3}}
+    assert points[2][1]["mt"]["aborts"] == 1 and points[2][1]["mt"]["deletes"] == 1
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
+    clock.advance(3 * 86400)
+    run_cycle(ctx)  # the housekeeping pass forgets points older than history_days
+    assert [p[0] for p in Series(store).read("sp", start)] == [clock()]
+    store.close()
