@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 # Debian packages some tests and the demo use: cloud-init's schema validator, shellcheck, curl (pilots' uploads),
-# bubblewrap, systemd-analyze (the shipped unit is verified).
-TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap systemd-analyze:systemd  # command:package
+# bubblewrap, systemd-analyze (the shipped unit is verified), Chromium (the status page's browser tests).
+TOOLS := cloud-init:cloud-init shellcheck:shellcheck curl:curl bwrap:bubblewrap systemd-analyze:systemd \
+	chromium:chromium  # command:package
 
 # Debian packages benchmarks/web.py measures with and against: the load generator and nginx.
 BENCH_TOOLS := wrk nginx
@@ -74,7 +75,7 @@ tools:
 	@missing=""; for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing (Debian packages) for the user-data tests"; \
+	    echo "installing$$missing (Debian packages) for the user-data and status page tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      $$missing >/dev/null; \
 	  else echo "note:$$missing not installed; the tests that need them skip"; fi; fi

@@ -101,3 +101,6 @@ def test_the_wheel_installs_the_documentation_and_the_deployment_files(tmp_path:
     missing = {p for p in packages if f"{p}/__init__.py" not in members}
     assert not missing, f"packages left out of the wheel ([tool.setuptools] packages): {sorted(missing)}"
     assert {"vcycle/connectors/ec2.py", "vcycle/userdata/templates/pilot-container.j2"} <= members
+    page = {f"vcycle/web/{p.relative_to(REPO / 'vcycle' / 'web')}" for d in ("templates", "static")
+            for p in (REPO / "vcycle" / "web" / d).iterdir()}
+    assert page <= members, f"the status page's files left out of the wheel: {sorted(page - members)}"

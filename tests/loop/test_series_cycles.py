@@ -47,3 +47,23 @@ def test_each_cycle_adds_a_point_that_a_restart_keeps_and_history_days_forgets(t
     run_cycle(ctx)  # the housekeeping pass forgets points older than history_days
     assert [p[0] for p in Series(store).read("sp", start)] == [clock()]
     store.close()
+
+
+def test_the_housekeeping_merges_the_points_older_than_a_day(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock)
+    config = load_text(config_text(limit=2, settings={"max_create_fraction": 1}))
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
+    start = clock()
+    for _ in range(40):
+        run_cycle(ctx)
+        clock.advance(60)
+    assert len(Series(store).read("sp", start)) == 40
+    clock.advance(86400)
+    run_cycle(ctx)  # its housekeeping: the points of the first 40 minutes, one per ten minutes
+    points = Series(store).read("sp", start)
+    merged = [p for p in points if "" in p[1]]
+    assert 4 <= len(merged) <= 5 and sum(p[1][""]["points"] for p in merged) == 40
+    assert all(p[1]["mt"]["running"] <= 2 for p in merged) and len(points) == len(merged) + 1
+    store.close()

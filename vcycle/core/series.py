@@ -37,3 +37,37 @@ def point(machinetypes: Iterable[str], records: Iterable[MachineRecord], demand:
         for mt, n in done.items():
             counts.setdefault(mt, collections.Counter())[key] += n
     return {mt: {k: c[k] for k in KEYS if c[k]} for mt, c in sorted(counts.items())}
+
+
+# --- points merged ------------------------------------------------------------------------------------------
+#
+# Points older than a day are merged (``merge``) into one per ten minutes, which carries how many points it stands
+# for under the machinetype WEIGHT ("" is never a machinetype's name): a plot weighs it so, and its counts are the
+# means of the points', its events their sums.
+
+EVENTS = frozenset(("creates", "deletes", "aborts"))
+WEIGHT = ""
+
+
+def weight(p: Mapping[str, Mapping[str, float]]) -> float:
+    """How many points ``p`` stands for."""
+    return p.get(WEIGHT, {}).get("points", 1)
+
+
+def merge(points: Iterable[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """One point for several: counts averaged over the points they stand for, events summed."""
+    total = 0.0
+    sums: dict[str, dict[str, float]] = {}
+    for p in points:
+        w = weight(p)
+        total += w
+        for mt, counts in p.items():
+            if mt == WEIGHT:
+                continue
+            into = sums.setdefault(mt, {})
+            for k, v in counts.items():
+                into[k] = into.get(k, 0.0) + (v if k in EVENTS else v * w)
+    merged: dict[str, dict[str, float]] = {
+        mt: {k: (v if k in EVENTS else round(v / total, 2)) for k, v in c.items()} for mt, c in sorted(sums.items())}
+    merged[WEIGHT] = {"points": total}
+    return merged

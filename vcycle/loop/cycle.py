@@ -308,7 +308,9 @@ def _housekeeping(ctx: SpaceContext, now: datetime) -> None:
         return
     ctx.last_housekeeping = now
     purged = ctx.store.purge(ctx.name, now - timedelta(hours=ctx.space.cleanup_hours))
-    Series(ctx.store).prune(ctx.name, now - timedelta(days=ctx.config.settings.history_days))
+    series = Series(ctx.store)
+    series.compact(ctx.name, now - timedelta(days=1))
+    series.prune(ctx.name, now - timedelta(days=ctx.config.settings.history_days))
     if purged:
         log.info("space=%s forgot %d machine(s) gone for more than %d hours", ctx.name, purged,
                  ctx.space.cleanup_hours)

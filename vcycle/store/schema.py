@@ -85,6 +85,8 @@ machines = Table(
     Column("accounted_at", UTCDateTime),  # accounting done (APEL, VacMon); NULL while GONE: not yet
     Index("ix_machines_space_state", "space", "state"),
     Index("ix_machines_name", "name"),
+    Index("ix_machines_created", "created_at", "name"),  # the status page's machines, newest first
+    Index("ix_machines_space_created", "space", "created_at", "name"),
 )
 
 history = Table(

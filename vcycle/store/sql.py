@@ -19,6 +19,7 @@ from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
 from vcycle.store import schema
 from vcycle.store.engine import check_current, make_engine, migrate, reason, shown, sqlite_path
+from vcycle.store.points import encode
 
 # Statements run every cycle, built once (building them costs more than running them).
 _SPACE: Any = bindparam("space")
@@ -300,7 +301,7 @@ class Store:
         """Keep cycle reports, all in one transaction."""
         rows = [{"space": r.space, "started_at": r.started_at, "finished_at": r.finished_at, "ok": r.ok,
                  "summary": json.dumps(r.summary())} for r in reports]
-        points = [{"space": r.space, "at": r.started_at, "data": json.dumps(r.series, separators=(",", ":"))}
+        points = [{"space": r.space, "at": r.started_at, "data": encode(r.series)}
                   for r in reports if r.series]
         if rows:
             with self._begin(write=True) as c:

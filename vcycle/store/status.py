@@ -7,54 +7,86 @@ HTTPS endpoint serves the same dict. Nothing secret is in it.
 
 from __future__ import annotations
 
-import collections
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+
 from vcycle.core.model import MachineRecord
 from vcycle.core.sections import Config
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
-from vcycle.store import Store
+from vcycle.store import Store, schema
 from vcycle.store.pilots import PilotBook
 
 
 def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
-    """The status of every configured space (and of spaces the store still holds)."""
+    """The status of every configured space (and of spaces the store still holds).
+
+    Counted by the database (one grouped query), not by loading the records: a space of 50,000 machines
+    costs what a small one does."""
     reports = store.last_reports()
-    known = store.spaces()
+    known, counts = _tally(store)
     spaces: dict[str, Any] = {}
     for name in sorted(set(config.spaces) | set(known)):
-        state = known.get(name)
+        version, draining, backoff_rows = known.get(name, (0, [], []))
         space = config.spaces.get(name)
-        records = state.records if state else ()
-        by_type: dict[str, collections.Counter[str]] = {mt: collections.Counter() for mt in
-                                                          (space.machinetypes if space else ())}
-        for record in records:  # every configured machinetype is shown, those without machines too
-            by_type.setdefault(record.machinetype, collections.Counter())[record.state.value] += 1
+        tally = counts.get(name, {})
+        by_type: dict[str, dict[str, int]] = {mt: {} for mt in (space.machinetypes if space else ())}
+        for (machinetype, state), (n, _, _) in sorted(tally.items()):  # every configured machinetype is shown
+            by_type.setdefault(machinetype, {})[state] = n
         backoffs = []
-        for backoff in (state.backoffs.values() if state else ()):
-            mt = space.machinetypes.get(backoff.machinetype) if space else None
+        for machinetype, last_abort_at, reason in backoff_rows:
+            mt = space.machinetypes.get(machinetype) if space else None
             if mt is None:
                 continue
-            until = backoff.last_abort_at + timedelta(seconds=mt.backoff_seconds)
+            until = last_abort_at + timedelta(seconds=mt.backoff_seconds)
             if until > now:
-                backoffs.append({"machinetype": backoff.machinetype, "until": until.isoformat(),
-                                 "reason": backoff.reason})
+                backoffs.append({"machinetype": machinetype, "until": until.isoformat(), "reason": reason})
+        requested = [(n, first) for (_, state), (n, _, first) in tally.items() if state == MachineState.REQUESTED.value]
         spaces[name] = {
             "configured": space is not None,
             "api": space.api if space else None,
             "processors_limit": space.processors_limit if space else None,
-            "processors_held": sum(r.processors for r in records if r.state in HOLDS_PROCESSORS),
-            "version": state.version if state else 0,
-            "draining": sorted(state.draining) if state else [],
+            "processors_held": sum(p for (_, state), (_, p, _) in tally.items() if state in _HOLDING),
+            "version": version,
+            "draining": draining,
             "machinetypes": {mt: dict(sorted(c.items())) for mt, c in sorted(by_type.items())},
             "backoffs": backoffs,
-            "unconfirmed": unconfirmed(records),
+            "unconfirmed": {"creates": sum(n for n, _ in requested),
+                            "since": min(f for _, f in requested).isoformat(timespec="seconds") if requested
+                            else None},
             "pilots_waiting": _pilots_waiting(config, store, name),
             "last_cycle": reports.get(name),
         }
     return {"manager": config.settings.manager_name, "time": now.isoformat(), "spaces": spaces}
+
+
+_HOLDING = {s.value for s in HOLDS_PROCESSORS}
+Tally = dict[str, dict[tuple[str, str], tuple[int, int, datetime]]]  # space -> (mt, state) -> n, processors, first
+Known = dict[str, tuple[int, list[str], list[tuple[str, datetime, str]]]]  # space -> version, draining, backoffs
+
+
+def _tally(store: Store) -> tuple[Known, Tally]:
+    """The spaces the store knows (version, draining, backoffs), and their live machines counted by machinetype
+    and state, with their processors and the earliest creation."""
+    m, b = schema.machines, schema.backoffs
+    counted = (select(m.c.space, m.c.machinetype, m.c.state, func.count(), func.sum(m.c.processors),
+                      func.min(m.c.created_at))
+               .where(m.c.state != MachineState.GONE.value).group_by(m.c.space, m.c.machinetype, m.c.state))
+    with store._begin() as c:
+        spaces = c.execute(select(schema.spaces.c.name, schema.spaces.c.version, schema.spaces.c.draining)).all()
+        backoffs = c.execute(select(b.c.space, b.c.machinetype, b.c.last_abort_at, b.c.reason)).all()
+        rows = c.execute(counted).all()
+    known: Known = {r.name: (r.version, sorted(json.loads(r.draining)), []) for r in spaces}
+    for r in backoffs:
+        if r.space in known:
+            known[r.space][2].append((r.machinetype, r.last_abort_at, r.reason))
+    tally: Tally = {}
+    for space, mt, state, n, processors, first in rows:
+        tally.setdefault(space, {})[(mt, state)] = (int(n), int(processors or 0), first)
+    return known, tally
 
 
 def unconfirmed(records: Iterable[MachineRecord]) -> dict[str, Any]:

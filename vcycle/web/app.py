@@ -34,6 +34,7 @@ from vcycle.userdata.render import render_user_data
 from vcycle.userdata.sources import Fetcher
 from vcycle.web import machine_routes as m
 from vcycle.web import operator_routes as o
+from vcycle.web import ui
 from vcycle.web.beats import HeartbeatBuffer
 from vcycle.web.directory import Directory
 from vcycle.web.endpoint import Endpoint, UserDataRenderer, is_loopback
@@ -180,7 +181,7 @@ class CountRequests:
         await self.app(scope, receive, counting)
 
 
-_ROUTES = {"machines", "heartbeatlists", "spaces", "metrics", "openapi.json", "api/v1"}
+_ROUTES = {"machines", "heartbeatlists", "spaces", "metrics", "openapi.json", "api/v1", "ui", ""}
 
 
 def create_app(endpoint: Endpoint, *, upkeep: bool = True) -> Starlette:
@@ -198,6 +199,7 @@ def create_app(endpoint: Endpoint, *, upkeep: bool = True) -> Starlette:
         Route("/api/v1/status", o.api_status, methods=["GET"]),
         Route("/metrics", o.metrics, methods=["GET"]),
         Route("/openapi.json", lambda request: JSONResponse(document()), methods=["GET"]),
+        *ui.routes(),
     ]
 
     @contextlib.asynccontextmanager
