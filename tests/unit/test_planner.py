@@ -308,6 +308,47 @@ def test_heartbeat_is_required_after_fizzle(started_ago: int, beat_ago: int | No
     assert deleted(result) == ({"m": (700, "Heartbeat file not updated")} if deleted_ else {})
 
 
+def _fleet(stale: int, fresh: int, silent: int = 0, **mt: object) -> tuple[Config, list[object]]:
+    """A machinetype of running machines: ``stale`` past heartbeat_seconds, ``silent`` beyond half of it, the
+    others beating."""
+    config = make_config(limit=1000, machinetypes={"mt": {**HEARTBEAT["mt"], **mt}})
+    ages = [700] * stale + [400] * silent + [60] * fresh
+    records = [rec(f"m{i:03d}", S.RUNNING, started_at=NOW - timedelta(hours=2), heartbeat_at=NOW - timedelta(seconds=a))
+               for i, a in enumerate(ages)]
+    return config, records
+
+
+def test_heartbeats_stopping_for_many_machines_at_once_delete_none_and_say_why() -> None:
+    config, records = _fleet(stale=30, fresh=70)
+    result = run(config, records)
+    assert deleted(result) == {}
+    (hold,) = [d for d in result.decisions if d.rule == "stall_breaker"]
+    assert hold.reason.startswith("heartbeats stopped for 30 of 100 running machines at once")
+    assert "max_stall_kill_fraction 0.2" in hold.reason and "vcycle machines delete --stalled sp mt" in hold.reason
+    # an endpoint outage seen early: a few stale, most of the rest silent for over half of heartbeat_seconds
+    config, records = _fleet(stale=3, silent=60, fresh=37)
+    assert deleted(run(config, records)) == {} and holds(run(config, records), "mt")
+
+
+@pytest.mark.parametrize(("stale", "silent", "fresh", "fraction"), [
+    (5, 0, 95, 0.2),  # a few sick machines among many: deleted as always
+    (2, 0, 1, 0.2),  # two of three, fewer than STALL_ALARM_MACHINES: deleted
+    (30, 0, 70, 1.0),  # the breaker switched off
+])
+def test_stale_machines_below_the_breaker_are_deleted(stale: int, silent: int, fresh: int, fraction: float) -> None:
+    config, records = _fleet(stale=stale, silent=silent, fresh=fresh, max_stall_kill_fraction=fraction)
+    result = run(config, records)
+    assert len(deleted(result)) == stale and not [d for d in result.decisions if d.rule == "stall_breaker"]
+
+
+def test_the_breaker_holds_only_heartbeat_deletes_and_an_operator_confirmation_passes_it() -> None:
+    config, records = _fleet(stale=30, fresh=70)
+    records[0] = rec("m000", S.STOPPED, started_at=NOW - timedelta(hours=2))  # stopped: deleted anyway
+    records[1] = rec("m001", S.RUNNING, started_at=NOW - timedelta(hours=2), heartbeat_at=NOW - timedelta(hours=1),
+                     delete_requested="operator: confirmed the stalled heartbeats")
+    assert set(deleted(run(config, records))) == {"m000", "m001"}
+
+
 def test_heartbeat_seconds_zero_checks_existence_only() -> None:
     config = make_config(machinetypes={"mt": {"heartbeat_file": "hb", "heartbeat_seconds": 0}})
     record = rec("m", S.RUNNING, started_at=T0, heartbeat_at=T0 + timedelta(seconds=1))

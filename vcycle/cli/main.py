@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from vcycle import __version__
-from vcycle.cli import show
+from vcycle.cli import show, stalled
 from vcycle.cli.show import MASK, describe, mask_url
 from vcycle.config import load_config
 from vcycle.core.model import MachineRecord
@@ -315,6 +315,11 @@ def _update_space(store: Store, space: str, change: Callable[[SpaceState], dict[
 
 def machines_delete(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.stalled:
+        return _delete_stalled(config, *args.stalled)
+    if args.name is None:
+        sys.stderr.write("name a machine, or --stalled SPACE MACHINETYPE\n")
+        return EXIT_CONFIG
     store = _store(config)
     record = _one_machine(store, args.name, args.space)
     reason = f"operator: {args.reason}"
@@ -328,6 +333,23 @@ def machines_delete(args: argparse.Namespace) -> int:
 
     _update_space(store, record.space, change)
     print(f"{record.name} will be deleted by the next cycle ({reason})")
+    return EXIT_OK
+
+
+def _delete_stalled(config: Config, space: str, machinetype: str) -> int:
+    if machinetype not in (config.spaces[space].machinetypes if space in config.spaces else {}):
+        sys.stderr.write(f"no machinetype {machinetype} in space {space} in the configuration\n")
+        return EXIT_CONFIG
+    if config.spaces[space].machinetypes[machinetype].heartbeat_file is None:
+        sys.stderr.write(f"machinetype {machinetype} in space {space} has no heartbeat_file: nothing stalls\n")
+        return EXIT_CONFIG
+    try:
+        asked = stalled.confirm(config, _store(config), space, machinetype, datetime.now(UTC))
+    except StaleState:
+        sys.stderr.write(f"space {space} is too busy to update; try again\n")
+        return EXIT_FAILED
+    print(f"{len(asked)} machine(s) of {machinetype} in {space} with a stale heartbeat will be deleted by the next "
+          "cycle" + (f": {' '.join(sorted(asked))}" if asked else ""))
     return EXIT_OK
 
 
@@ -453,10 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run_verb)
         if name == "list":
             sub.add_argument("--state", choices=[s.value for s in MachineState])
-        else:
+        elif name == "history":
             sub.add_argument("name")
         if name == "delete":
+            sub.add_argument("name", nargs="?")
             sub.add_argument("--reason", default="deleted on request", help="recorded in the history")
+            sub.add_argument("--stalled", nargs=2, metavar=("SPACE", "MACHINETYPE"),
+                             help="instead: every running machine of the machinetype whose heartbeat is stale "
+                                  "(after the mass-kill breaker held them)")
     rendering = command("render", render_command, "the user-data a new machine of a machinetype would get")
     rendering.add_argument("space")
     rendering.add_argument("machinetype")

@@ -181,6 +181,9 @@ def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:
             continue
         seen.add(key)
         who = decision["machine"] or decision["machinetype"] or "space"
+        if decision.get("rule") == "stall_breaker":
+            console.print(f"    ALARM {who}: {decision['reason']}", markup=False, style="red", soft_wrap=True)
+            continue
         console.print(f"    {decision['action']} {who}: {decision['reason']}", markup=False, soft_wrap=True)
     for error in grouped_errors(report["errors"]):
         console.print(f"    error: {error}", markup=False, style="red", soft_wrap=True)

@@ -36,9 +36,11 @@ S = MachineState
 class _Tally:
     """Running counts for one machinetype while planning."""
 
-    __slots__ = ("not_passed_fizzle", "processors", "starting_machines", "starting_processors", "weighted")
+    __slots__ = ("not_passed_fizzle", "processors", "running", "starting_machines", "starting_processors",
+                 "weighted")
 
     def __init__(self) -> None:
+        self.running = 0
         self.processors = 0
         self.starting_processors = 0
         self.starting_machines = 0
@@ -51,6 +53,7 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
     space = config.spaces[snapshot.space]
     tallies = {name: _Tally() for name in space.machinetypes}
     deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now)
+    deletes, decisions = _stall_breaker(deletes, decisions, snapshot.records, space, tallies, now)
     creates = _creations(snapshot, demand, space, config.settings, tallies, ours, now, decisions)
     drains: list[DrainOrder] = []
     if snapshot.registered is not None:  # the machines run batch daemons: register timeouts, drains, retirement
@@ -115,6 +118,7 @@ def _deletions(
             held += processors
             if look is not None:
                 tally = look.tally
+                tally.running += 1
                 tally.processors += processors
                 if look.share > 0.0:
                     tally.weighted += (record.hs06 or processors) / look.share
@@ -138,6 +142,47 @@ def _deletions(
                                        reason))
             decisions.append(Decision(Action.DELETE, space.name, record.machinetype, reason, record.name, rule))
     return deletes, decisions, held
+
+
+# The mass-kill breaker: this many stale machines of a machinetype at least, and more than its
+# max_stall_kill_fraction of its running ones stale or silent for over half of heartbeat_seconds, look like a
+# failure on vcycle's side (the endpoint, the network), not the machines': none is deleted for its heartbeat.
+STALL_ALARM_MACHINES = 3
+
+
+def _stall_breaker(deletes: list[DeleteOrder], decisions: list[Decision], records: tuple[MachineRecord, ...],
+                   space: SpaceConfig, tallies: dict[str, _Tally], now: datetime,
+                   ) -> tuple[list[DeleteOrder], list[Decision]]:
+    """The deletes and decisions, less the heartbeat deletes of machinetypes whose machines stall all at once,
+    with a HOLD decision saying so for each of those."""
+    stale: dict[str, int] = {}
+    for decision in decisions:
+        if decision.rule == "heartbeat":
+            stale[decision.machinetype] = stale.get(decision.machinetype, 0) + 1
+    tripped: dict[str, str] = {}
+    for name, count in sorted(stale.items()):
+        mt, running = space.machinetypes[name], tallies[name].running
+        if count < STALL_ALARM_MACHINES:
+            continue
+        silent = _silent(records, mt, now) if mt.heartbeat_seconds > 0 else count
+        if silent > mt.max_stall_kill_fraction * running:
+            tripped[name] = (f"heartbeats stopped for {count} of {running} running machines at once ({silent} silent "
+                             f"for over half of heartbeat_seconds {mt.heartbeat_seconds}; max_stall_kill_fraction "
+                             f"{mt.max_stall_kill_fraction:g}): is the endpoint reachable? None deleted for its "
+                             f"heartbeat; to delete them: vcycle machines delete --stalled {space.name} {name}")
+    if not tripped:
+        return deletes, decisions
+    kept = [(o, d) for o, d in zip(deletes, decisions, strict=True)
+            if not (d.rule == "heartbeat" and d.machinetype in tripped)]
+    holds = [Decision(Action.HOLD, space.name, name, why, rule="stall_breaker") for name, why in tripped.items()]
+    return [o for o, _ in kept], [d for _, d in kept] + holds
+
+
+def _silent(records: tuple[MachineRecord, ...], mt: MachinetypeConfig, now: datetime) -> int:
+    """The machinetype's running machines that have not beaten for over half of heartbeat_seconds."""
+    cutoff = now - timedelta(seconds=mt.heartbeat_seconds / 2)
+    return sum(1 for r in records if r.state is S.RUNNING and r.machinetype == mt.name
+               and (r.heartbeat_at is None or r.heartbeat_at < cutoff))
 
 
 class _Look:

@@ -35,6 +35,7 @@ RULES: dict[str, str] = {
     "demand_satisfied": "hold: the idle work needs no more machines",
     "backoff": "hold: the machinetype backs off after an abort",
     "user_data": "hold: the machinetype's user-data cannot be rendered: its capacity goes to the others",
+    "stall_breaker": "hold: heartbeats stopped for many machines at once: none is deleted for its heartbeat",
     # deletes
     "stopped": "delete: the machine shut down",
     "failed": "delete: the cloud reports the machine failed",

@@ -145,6 +145,9 @@ class MachinetypeConfig:
     heartbeat_file: str | None = key(matching(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a plain file name"), None,
                                      "a joboutputs file the machine must keep writing")
     heartbeat_seconds: int = key(seconds(0), 0, "heartbeat_file older than this: deleted (0 = it must exist)")
+    max_stall_kill_fraction: float = key(
+        number(0.0, 1.0), 0.2, "more of its running machines than this going stale at once (an endpoint down?): "
+        "none is deleted for its heartbeat until they beat again or an operator confirms")
     cvmfs_proxy_machinetype: tuple[str, int] | None = key(
         proxy_machinetype, None, "MACHINETYPE[:PORT] whose heartbeating machines are the cvmfs proxies")
     https_x509dn: str | None = key(text, None, "the DN allowed to act for these machines on the endpoint")

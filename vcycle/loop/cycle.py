@@ -202,6 +202,9 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
     started = time.perf_counter()
     try:
         seen = observe(ctx, now)
+        for decision in seen.plan.decisions:
+            if decision.rule == "stall_breaker":
+                log.warning("space=%s machinetype=%s %s", ctx.name, decision.machinetype, decision.reason)
         first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes))
         batch = batch_system(ctx)
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,

@@ -82,8 +82,13 @@ class Metrics:
         self.api_seconds = Counter("vcycle_api_call_seconds",
                                    "Time spent in cloud API calls (divide by vcycle_api_calls_total for the mean)",
                                    ["connector", "operation"], registry=r)
+        self.stall_breaker = Gauge("vcycle_stall_breaker_open",
+                                   "1 while a machinetype's heartbeats stopped for many machines at once and none "
+                                   "is deleted for its heartbeat (max_stall_kill_fraction)", ["space", "machinetype"],
+                                   registry=r)
         r.register(_Machines(directory, now))
         self._seen: dict[str, str] = {}
+        self._open: dict[str, set[str]] = {}  # space -> machinetypes whose stall breaker is open
         self._lock = threading.Lock()
 
     def observe_reports(self, reports: Mapping[str, Mapping[str, Any]], apis: Mapping[str, str]) -> int:
@@ -110,6 +115,10 @@ class Metrics:
                 self.deletes.labels(space, decision["machinetype"], decision.get("rule") or "other").inc()
         for error in report.get("errors", []):
             self.errors.labels(space, error_kind(error)).inc()
+        tripped = {d["machinetype"] for d in report.get("decisions", []) if d.get("rule") == "stall_breaker"}
+        for machinetype in self._open.get(space, set()) | tripped:
+            self.stall_breaker.labels(space, machinetype).set(1 if machinetype in tripped else 0)
+        self._open[space] = tripped
         if "total_s" in timings:
             self.cycle_seconds.labels(space).observe(timings["total_s"])
         for operation in API_OPERATIONS:

@@ -39,6 +39,8 @@ def overview(config: Config, store: Store, now: datetime, window: str, hours: in
     rows, notices = [], []
     for name, space in found["spaces"].items():
         last = space["last_cycle"] or {}
+        notices += [{"space": name, "kind": "alarm", "text": f"{d['machinetype']}: {d['reason']}"}
+                    for d in last.get("decisions", []) if d.get("rule") == "stall_breaker"]
         notices += [{"space": name, "kind": "warning", "text": w} for w in last.get("warnings", [])]
         notices += [{"space": name, "kind": "error", "text": f"{e.get('kind')}: {e.get('message', '')}"}
                     for e in last.get("errors", [])]
