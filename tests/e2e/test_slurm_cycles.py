@@ -43,6 +43,7 @@ target_share = 1
 backoff_seconds = 600
 fizzle_seconds = 0
 retire_idle_seconds = 2
+retire_after_create_seconds = 0
 {machinetype}
 """)
     return conf

@@ -67,3 +67,18 @@ def test_the_housekeeping_merges_the_points_older_than_a_day(tmp_path: Path) -> 
     assert 4 <= len(merged) <= 5 and sum(p[1][""]["points"] for p in merged) == 40
     assert all(p[1]["mt"]["running"] <= 2 for p in merged) and len(points) == len(merged) + 1
     store.close()
+
+
+def test_the_planner_gets_each_machinetypes_idle_jobs_of_the_last_cycles(tmp_path: Path) -> None:
+    from vcycle.core.model import CycleReport
+    from vcycle.loop.cycle import _recent_idle
+
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    clock = FakeClock()
+    config = load_text(config_text(machinetypes={"mt": {"retire_wait_cycles": 2}, "other": {}}))
+    ctx = SpaceContext(config, config.spaces["sp"], FakeConnector(clock=clock), store, {}, plain_render, clock)
+    store.add_reports([CycleReport("sp", clock() + timedelta(minutes=i), clock(), True,
+                                   series={"mt": {"idle": idle}, "other": {}}) for i, idle in enumerate((50, 40, 9))])
+    # the longest retire_wait_cycles of the space's machinetypes (3, other's default), oldest first
+    assert _recent_idle(ctx) == {"mt": (50, 40, 9), "other": (0, 0, 0)}
+    store.close()

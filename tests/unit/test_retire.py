@@ -7,12 +7,17 @@ import dataclasses
 from collections.abc import Mapping
 from datetime import timedelta
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from vctest import T0, make_config, rec
 
 from vcycle.core.model import Action, Demand, JobShape, Plan, SpaceSnapshot, StatusChange
+from vcycle.core.options import Budget
 from vcycle.core.planner import plan
 from vcycle.core.states import MachineState
 from vcycle.core.sync import sync
+from vcycle.errors import ConfigError
 
 S = MachineState
 NOW = T0 + timedelta(hours=2)
@@ -22,11 +27,15 @@ BATCH = {"demand": "q", "min_processors": 4, "retire_idle_seconds": 600, "retire
 
 
 def run(records, registered: Mapping[str, bool] | None, demand: Demand | None = None,  # type: ignore[no-untyped-def]
-        draining: frozenset[str] = frozenset(), **keys: object) -> Plan:
-    config = make_config(limit=1000, machinetypes={"mt": {**BATCH, **keys}}, extra=Q,
-                         settings={"max_create_fraction": 0})
+        draining: frozenset[str] = frozenset(), space: Mapping[str, object] | None = None,
+        recent_idle: Mapping[str, tuple[int, ...]] | None = None, **keys: object) -> Plan:
+    """The plan, with no disruption budget unless one is given (the budget's own tests give one)."""
+    config = make_config(limit=1000, machinetypes={"mt": {**BATCH, "max_disrupting": "100%", **keys}}, extra=Q,
+                         settings={"max_create_fraction": 0}, space={"max_disrupting": "100%", **(space or {})})
     wanted = {"mt": demand} if demand is not None else {}
-    return plan(SpaceSnapshot("sp", tuple(records), draining=draining, registered=registered), wanted, config, NOW)
+    snapshot = SpaceSnapshot("sp", tuple(records), draining=draining, registered=registered,
+                             recent_idle=recent_idle or {})
+    return plan(snapshot, wanted, config, NOW)
 
 
 def running(name: str, *, idle_for: int | None = None, registered: bool = True, up: int = 3600):  # type: ignore[no-untyped-def]
@@ -112,3 +121,69 @@ def test_sync_keeps_when_the_startd_registered_and_since_when_it_is_idle() -> No
     assert record.idle_since is None and record.registered_at == T0 + timedelta(seconds=20)
     record = step(None, 50)  # the batch system did not answer: nothing changes
     assert record.idle_since is None and record.registered_at == T0 + timedelta(seconds=20)
+
+
+def _idle_fleet(count: int, draining: int = 0) -> tuple[list[object], dict[str, bool]]:
+    machines: list[object] = [running(f"i{n:02d}", idle_for=3000 + n) for n in range(count)]
+    since = StatusChange(S.DRAINING, NOW - timedelta(seconds=60), "drain")
+    machines += [dataclasses.replace(rec(f"d{n:02d}", S.DRAINING, processors=4, started_at=T0), last=since)
+                 for n in range(draining)]
+    return machines, {m.name: False for m in machines}  # type: ignore[attr-defined]
+
+
+NO_WORK = Demand(idle_jobs=0, shapes=())
+
+
+def test_the_disruption_budget_limits_how_many_machines_retire_at_once() -> None:
+    machines, registered = _idle_fleet(20)
+    result = run(machines, registered, NO_WORK, max_disrupting="10%")
+    assert [d.machine for d in result.drains] == ["i19", "i18"]  # 10 % of 20, the longest idle first
+    (hold,) = [d for d in result.decisions if d.rule == "disruption_budget"]
+    assert hold.reason.startswith("disruption budget: 2 of 20 mt machines retiring (max_disrupting 10%)")
+    assert hold.reason.endswith("18 more wait")
+    machines, registered = _idle_fleet(18, draining=2)  # those already retiring count
+    assert run(machines, registered, NO_WORK, max_disrupting="10%").drains == ()
+    machines, registered = _idle_fleet(20)
+    assert len(run(machines, registered, NO_WORK, max_disrupting="3").drains) == 3
+    assert len(run(machines, registered, NO_WORK, space={"max_disrupting": "1"}).drains) == 1  # the space's
+    assert run(machines, registered, NO_WORK, max_disrupting="0").drains == ()
+    # an operator's drain of the machinetype is budgeted too; 10 % of 5 rounds up to one machine
+    machines, registered = _idle_fleet(5)
+    drained = run(machines, registered, Demand(idle_jobs=50), draining=frozenset({"mt"}), max_disrupting="10%")
+    assert len(drained.drains) == 1
+
+
+@pytest.mark.parametrize("value", ["110%", "-1", "ten", "5.5", "%"])
+def test_a_bad_disruption_budget_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_config(machinetypes={"mt": {"max_disrupting": value}})
+    assert "max_disrupting" in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(idle=st.integers(0, 40), draining=st.integers(0, 10), budget=st.one_of(
+    st.integers(0, 50).map(str), st.integers(0, 100).map(lambda p: f"{p}%")))
+def test_new_drains_never_take_the_retiring_machines_beyond_the_budget(idle: int, draining: int, budget: str) -> None:
+    machines, registered = _idle_fleet(idle, draining)
+    result = run(machines, registered, NO_WORK, max_disrupting=budget)
+    cap = Budget(count=int(budget)) if not budget.endswith("%") else Budget(percent=float(budget[:-1]))
+    allowed = max(0, cap.of(idle + draining) - draining)
+    assert len(result.drains) == min(idle, allowed)
+
+
+def test_no_idle_machine_retires_just_after_a_create_or_a_steep_fall_in_idle_jobs() -> None:
+    machines, registered = _idle_fleet(4)
+    young = rec("new", S.STARTING, processors=4, created=NOW - timedelta(seconds=300))
+    result = run([*machines, young], registered, NO_WORK)
+    assert result.drains == ()
+    (hold,) = [d for d in result.decisions if d.rule == "retire_settle"]
+    assert "its last machine was created 300s ago (retire_after_create_seconds 600)" in hold.reason
+    assert len(run([*machines, young], registered, NO_WORK, retire_after_create_seconds=0).drains) == 4
+    fell = run(machines, registered, Demand(idle_jobs=1, shapes=(JobShape(1, 1000, 0, 1),)), recent_idle={
+        "mt": (40, 30, 2)})
+    assert fell.drains == () and any("fell from 40 to 1 within the last 3 cycles" in d.reason
+                                     for d in fell.decisions if d.rule == "retire_settle")
+    lasted = run(machines, registered, Demand(idle_jobs=1, shapes=(JobShape(1, 1000, 0, 1),)), recent_idle={
+        "mt": (40, 2, 1, 1)})  # the fall is four cycles old: it lasted retire_wait_cycles (3)
+    assert len(lasted.drains) == 3
+    assert run(machines, registered, Demand.unknown("schedd down"), recent_idle={"mt": (0, 0, 0)}).drains == ()

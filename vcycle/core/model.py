@@ -259,6 +259,8 @@ class SpaceSnapshot:
     # None when the space has no batch system to ask, or it did not answer
     registered: Mapping[str, bool] | None = None
     unrenderable: Mapping[str, str] = field(default_factory=dict)  # machinetype -> why its user-data does not render
+    # machinetype -> its idle jobs in the last cycles, oldest first (from the time series), for retire_wait_cycles
+    recent_idle: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class Action(enum.Enum):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -154,6 +155,33 @@ def number(minimum: float | None = None, maximum: float = LARGEST) -> Parser:
 
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A count of machines, or a percentage of some total of them (rounded up: 10 % of 5 is 1)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def of(self, total: int) -> int:
+        if self.count is not None:
+            return self.count
+        return math.ceil(total * (self.percent or 0.0) / 100 - 1e-9)
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
+def budget(value: str) -> Budget:
+    """``N`` machines or ``P%`` of them (0 to 100)."""
+    found = value.strip()
+    if found.endswith("%"):
+        return Budget(percent=number(0.0, 100.0)(found[:-1]))
+    try:
+        return Budget(count=integer(0)(found))
+    except ValueError:
+        raise ValueError(f"{found!r} is neither a count of machines nor a percentage such as 10%") from None
 
 
 def boolean(value: str) -> bool:

@@ -61,7 +61,9 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
             return _needed(space.machinetypes[name], demand.get(name), snapshot.flavors)
 
         drains, more, why = retire.batch_orders(snapshot.records, snapshot.registered, space, config.settings, demand,
-                                                needed, snapshot.draining, {d.machine for d in deletes}, now)
+                                                needed, snapshot.draining, {d.machine for d in deletes}, now,
+                                                creating={c.machinetype for c in creates},
+                                                recent_idle=snapshot.recent_idle)
         deletes += more
         decisions += why
     return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions), tuple(drains))

@@ -36,11 +36,13 @@ DRAINED = (100, "Shutdown as requested: drained")
 
 def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool], space: SpaceConfig,
                  settings: Settings, demand: Mapping[str, Demand], needed: Callable[[str], int | None],
-                 draining: Collection[str], skip: Collection[str],
-                 now: datetime) -> tuple[list[DrainOrder], list[DeleteOrder], list[Decision]]:
+                 draining: Collection[str], skip: Collection[str], now: datetime, *,
+                 creating: Collection[str] = (), recent_idle: Mapping[str, Sequence[int]] | None = None,
+                 ) -> tuple[list[DrainOrder], list[DeleteOrder], list[Decision]]:
     """Drains, deletes and their decisions for the machines not already in ``skip`` (being deleted).
 
-    ``needed(machinetype)`` is how many machines the machinetype's idle jobs fill (None: unknown).
+    ``needed(machinetype)`` is how many machines the machinetype's idle jobs fill (None: unknown);
+    ``creating`` the machinetypes this cycle creates for; ``recent_idle`` their idle jobs in the last cycles.
     """
     drains: list[DrainOrder] = []
     deletes: list[DeleteOrder] = []
@@ -50,6 +52,9 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
     def delete(record: MachineRecord, code: tuple[int, str], reason: str, rule: str) -> None:
         deletes.append(DeleteOrder(space.name, record.machinetype, record.name, record.cloud_id, *code, reason))
         decisions.append(Decision(Action.DELETE, space.name, record.machinetype, reason, record.name, rule))
+
+    def hold(machinetype: str, reason: str, rule: str) -> None:
+        decisions.append(Decision(Action.HOLD, space.name, machinetype, reason, rule=rule))
 
     def drain(record: MachineRecord, reason: str, rule: str) -> None:
         drains.append(DrainOrder(space.name, record.machinetype, record.name, reason))
@@ -70,8 +75,66 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
         else:
             idle.setdefault(record.machinetype, []).append(record)
     for name, machines in sorted(idle.items()):
-        _retire(name, machines, space, demand.get(name), needed(name), now, drain)
+        settled = _settled(name, records, space, demand.get(name), creating, (recent_idle or {}).get(name, ()), now)
+        _retire(name, machines, space, demand.get(name), needed(name), now, drain, hold, settled)
+    drains, decisions = _within_budget(drains, decisions, records, space)
     return drains, deletes, decisions
+
+
+def _settled(name: str, records: Sequence[MachineRecord], space: SpaceConfig, demand: Demand | None,
+             creating: Collection[str], recent: Sequence[int], now: datetime) -> str | None:
+    """Why the machinetype retires nothing yet though it has idle machines (it created a moment ago, or its idle
+    jobs fell steeply a moment ago), or None."""
+    mt = space.machinetypes[name]
+    if name in creating:
+        return "machines are created for it this cycle"
+    last = max((r.created_at for r in records if r.machinetype == name), default=None)
+    if last is not None and now - last < timedelta(seconds=mt.retire_after_create_seconds):
+        return (f"its last machine was created {int((now - last).total_seconds())}s ago "
+                f"(retire_after_create_seconds {mt.retire_after_create_seconds})")
+    window = tuple(recent)[-mt.retire_wait_cycles:]
+    if demand is not None and demand.known and window and max(window) > 2 * demand.idle_jobs:
+        return (f"its idle jobs fell from {max(window)} to {demand.idle_jobs} within the last {len(window)} cycles "
+                f"(retire_wait_cycles {mt.retire_wait_cycles})")
+    return None
+
+
+def _within_budget(drains: list[DrainOrder], decisions: list[Decision], records: Sequence[MachineRecord],
+                   space: SpaceConfig) -> tuple[list[DrainOrder], list[Decision]]:
+    """The drains that keep the machines retiring at once within the machinetypes' and the space's
+    max_disrupting (those already draining count), in their order; a HOLD for each machinetype held back."""
+    retiring: dict[str, int] = {}
+    working: dict[str, int] = {}
+    for r in records:
+        if r.state in WORKING_STATES:
+            working[r.machinetype] = working.get(r.machinetype, 0) + 1
+            if r.state is S.DRAINING:
+                retiring[r.machinetype] = retiring.get(r.machinetype, 0) + 1
+    space_cap = space.max_disrupting.of(sum(working.values()))
+    space_retiring = sum(retiring.values())
+    kept: list[DrainOrder] = []
+    held: dict[str, list[str]] = {}
+    for order in drains:
+        name = order.machinetype
+        mt = space.machinetypes[name]
+        cap = mt.max_disrupting.of(working.get(name, 0))
+        if retiring.get(name, 0) >= cap or space_retiring >= space_cap:
+            held.setdefault(name, []).append(order.machine)
+            continue
+        retiring[name] = retiring.get(name, 0) + 1
+        space_retiring += 1
+        kept.append(order)
+    if not held:
+        return drains, decisions
+    waiting = {m for names in held.values() for m in names}
+    decisions = [d for d in decisions if not (d.action is Action.DRAIN and d.machine in waiting)]
+    for name, machines in sorted(held.items()):
+        mt = space.machinetypes[name]
+        decisions.append(Decision(Action.HOLD, space.name, name, (
+            f"disruption budget: {retiring.get(name, 0)} of {working.get(name, 0)} {name} machines retiring "
+            f"(max_disrupting {mt.max_disrupting}), {space_retiring} of {sum(working.values())} in the space "
+            f"(max_disrupting {space.max_disrupting}); {len(machines)} more wait"), rule="disruption_budget"))
+    return kept, decisions
 
 
 # ("delete" | "drain" | "idle", shutdown code, reason, rule)
@@ -96,8 +159,10 @@ def _verdict(record: MachineRecord, registered: Mapping[str, bool], mt: Machinet
 
 
 def _retire(name: str, machines: list[MachineRecord], space: SpaceConfig, demand: Demand | None,
-            needed: int | None, now: datetime, drain: Callable[[MachineRecord, str, str], None]) -> None:
-    """Drain the machines of ``name`` idle longer than retire_idle_seconds beyond what the idle jobs fill."""
+            needed: int | None, now: datetime, drain: Callable[[MachineRecord, str, str], None],
+            hold: Callable[[str, str, str], None], settled: str | None = None) -> None:
+    """Drain the machines of ``name`` idle longer than retire_idle_seconds beyond what the idle jobs fill, unless
+    ``settled`` says why not yet."""
     after = space.machinetypes[name].retire_idle_seconds
     if not after or demand is None or not demand.known or needed is None:
         return  # never configured, or the demand is not known: nothing is retired on a guess
@@ -105,6 +170,9 @@ def _retire(name: str, machines: list[MachineRecord], space: SpaceConfig, demand
     long_idle = sorted((r for r in machines if r.idle_since is not None and r.idle_since <= cutoff),
                        key=lambda r: (r.idle_since, r.name))
     surplus = len(machines) - max(needed, 0)
+    if settled is not None and long_idle[:max(surplus, 0)]:
+        hold(name, f"{min(surplus, len(long_idle))} idle machine(s) not retired yet: {settled}", "retire_settle")
+        return
     for record in long_idle[:max(surplus, 0)]:
         idle_for = int((now - record.idle_since).total_seconds()) if record.idle_since else 0
         drain(record, f"its batch daemon has had no work for {idle_for}s (retire_idle_seconds {after}); "

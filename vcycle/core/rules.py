@@ -36,6 +36,8 @@ RULES: dict[str, str] = {
     "backoff": "hold: the machinetype backs off after an abort",
     "user_data": "hold: the machinetype's user-data cannot be rendered: its capacity goes to the others",
     "stall_breaker": "hold: heartbeats stopped for many machines at once: none is deleted for its heartbeat",
+    "retire_settle": "hold: idle machines are not retired just after a create or a steep fall in idle jobs",
+    "disruption_budget": "hold: max_disrupting machines are retiring already",
     # deletes
     "stopped": "delete: the machine shut down",
     "failed": "delete: the cloud reports the machine failed",

@@ -22,7 +22,9 @@ from typing import Any
 
 from vcycle.core.options import (
     REQUIRED,
+    Budget,
     boolean,
+    budget,
     host_port,
     host_ports,
     integer,
@@ -164,6 +166,11 @@ class MachinetypeConfig:
         seconds(0), 0, "drain a machine whose batch daemon had no work this long while there are more idle machines "
         "than idle jobs need; 0 = never")
     retire_timeout_seconds: int = key(seconds(1), 3600, "a draining machine is deleted after this at most")
+    retire_after_create_seconds: int = key(seconds(0), 600, "no idle machine is retired this long after a create")
+    retire_wait_cycles: int = key(integer(1, 1000), 3, "idle jobs that fell by more than half retire nothing "
+                                  "until they stay down this many cycles")
+    max_disrupting: Budget = key(budget, Budget(percent=10.0), "machines retiring at once (idle, an operator's "
+                                 "drain), as N or a percentage of the machinetype's working machines")
     register_timeout_seconds: int = key(
         seconds(0), 0, "delete a running machine whose batch daemon has not registered after this; 0 = never")
     user_data_options: Mapping[str, str] = field(default_factory=dict)  # user_data_option_XXX -> value
@@ -183,6 +190,8 @@ class SpaceConfig:
                                   "a connector-specific API version")
     processors_limit: int | None = key(integer(0, COUNT_LIMIT), None,
                                        "no creation while the space's machines hold this many processors")
+    max_disrupting: Budget = key(budget, Budget(percent=10.0), "machines retiring at once in the space, as N or a "
+                                 "percentage of its working machines")
     flavor_names: tuple[str, ...] = key(words, (), "default flavors of its machinetypes")
     volume_gb_per_processor: int = key(integer(0, COUNT_LIMIT), 0, "default boot volume per processor; 0 = none")
     shutdown_time: datetime | None = key(unix_time, None, "Unix time capping every machine's shutdown time")

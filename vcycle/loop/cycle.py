@@ -165,8 +165,9 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     waited = time.perf_counter()
     quota, flavors = _answer(ctx, limits, "capacity and flavors")
     timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
+    recent = _recent_idle(ctx) if registered is not None else {}
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
-                             state.draining, registered)
+                             state.draining, registered, recent_idle=recent)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)
@@ -174,6 +175,13 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
     return Observation(state, synced, result, timings, unrenderable, trials, demand)
+
+
+def _recent_idle(ctx: SpaceContext) -> dict[str, tuple[int, ...]]:
+    """Each machinetype's idle jobs in the space's last cycles, oldest first (retire_wait_cycles)."""
+    wait = max((mt.retire_wait_cycles for mt in ctx.space.machinetypes.values()), default=0)
+    points = Series(ctx.store).recent(ctx.name, wait)
+    return {name: tuple(int(p.get(name, {}).get("idle", 0)) for _, p in points) for name in ctx.space.machinetypes}
 
 
 def _answer(ctx: SpaceContext, call: Future[T], what: str) -> T:

@@ -38,6 +38,13 @@ class Series:
                              .order_by(T.c.at)).all()
         return [(r.at, decode(r.data)) for r in rows]
 
+    def recent(self, space: str, count: int) -> list[tuple[datetime, dict[str, dict[str, float]]]]:
+        """The space's last ``count`` points, oldest first."""
+        with self.store._begin() as c:
+            rows = c.execute(select(T.c.at, T.c.data).where(T.c.space == space).order_by(T.c.at.desc())
+                             .limit(count)).all()
+        return [(r.at, decode(r.data)) for r in reversed(rows)]
+
     def read_all(self, since: datetime) -> dict[str, list[tuple[datetime, dict[str, dict[str, float]]]]]:
         """Every known space's points from ``since`` on, oldest first (a range of the key of each: no index by
         time alone, which would cost every point a third copy of its time)."""
