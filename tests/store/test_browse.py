@@ -87,3 +87,18 @@ def test_points_older_than_a_day_are_merged_one_per_ten_minutes(store: Store) ->
     assert series.compact("sp", start + timedelta(minutes=25)) == 1
     first = series.read("sp", start)[0][1]
     assert first[""] == {"points": 11} and first["mt"]["running"] == round((45 + 100) / 11, 2)
+
+
+def test_the_status_counts_the_machines_a_configuration_change_left_behind(store: Store) -> None:
+    from vctest import make_config
+
+    from vcycle.store.status import collect
+
+    old = make_config(machinetypes={"mt": {"root_image": "image:a"}}).spaces["sp"].machinetypes["mt"].made_by
+    config = make_config(machinetypes={"mt": {"root_image": "image:b"}})
+    current = config.spaces["sp"].machinetypes["mt"].made_by
+    store.write("sp", store.load("sp").version, [rec("a", S.RUNNING, made_by=old), rec("b", S.DRAINING, made_by=old),
+                                                 rec("c", S.RUNNING, made_by=current), rec("d", S.RUNNING)])
+    found = collect(config, store, T0)["spaces"]["sp"]
+    assert found["drifted"] == {"mt": {"machines": 2, "image": 2}}
+    assert found["machinetypes"]["mt"] == {"draining": 1, "running": 3}  # counted across what made them

@@ -161,6 +161,11 @@ def show(status: dict[str, Any], console: Console) -> None:
         for mt, waiting in space.get("pilots_waiting", {}).items():
             console.print(f"  {mt}: {waiting} pilot(s) from DIRAC's SiteDirector waiting for machines",
                           soft_wrap=True, markup=False)
+        for mt, counts in space.get("drifted", {}).items():
+            parts = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "machines")
+            console.print(f"  {mt}: {counts['machines']} machine(s) drifted from the configuration ({parts} "
+                          "changed); replaced within max_disrupting where a batch system shows them",
+                          soft_wrap=True, markup=False)
         for backoff in space["backoffs"]:
             console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",
                           soft_wrap=True, markup=False)

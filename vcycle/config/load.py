@@ -24,11 +24,12 @@ from vcycle import connectors, demand
 from vcycle.config import compat, vacuum_pipe
 from vcycle.config.files import Raw, expand_paths, read_files
 from vcycle.connectors.base import ConnectorPlugin
-from vcycle.core import sections
+from vcycle.core import drift, sections
 from vcycle.core.options import Option, did_you_mean, looks_secret, parse_section, table
 from vcycle.core.sections import Config, DemandConfig, MachinetypeConfig, Settings, SpaceConfig
 from vcycle.demand.base import DemandPlugin
-from vcycle.errors import ConfigError, ConfigProblem, PipeError
+from vcycle.errors import ConfigError, ConfigProblem, PipeError, RenderError
+from vcycle.userdata import sources
 
 DEFAULT_PATHS = ("/var/lib/vcycle/shared/vcycle.d", "/etc/vcycle.d", "/etc/vcycle.conf")
 
@@ -299,7 +300,7 @@ class _Loader:
         self._machinetype_checks(section, mt, demand_names, source)
         if plugin is not None and plugin.check_machinetype is not None:
             self._checks(section, plugin.check_machinetype(mt))
-        return mt
+        return dataclasses.replace(mt, made_by=drift.fingerprint(space, mt, _template_texts(mt)))
 
     def _machinetype_checks(self, section: str, mt: MachinetypeConfig, demand_names: set[str],
                             source: DemandPlugin | None) -> None:
@@ -311,6 +312,18 @@ class _Loader:
                          f"there is no [demand {mt.demand}] section" + did_you_mean(mt.demand, demand_names))
         if source is not None and source.check_machinetype is not None:
             self._checks(section, source.check_machinetype(mt))
+
+
+def _template_texts(mt: MachinetypeConfig) -> list[str]:
+    """The text of each of the machinetype's templates where it can be read now (a file, a shipped one); its
+    name where not (a URL, fetched when rendered; a file that is missing, which rendering reports)."""
+    texts = []
+    for source in (mt.user_data or "").split():  # None where the key is missing: reported as a problem
+        try:
+            texts.append(sources.load(source, mt, None).text)
+        except RenderError:
+            texts.append(source)
+    return texts
 
 
 def _source_keys(demand_name: str | None) -> dict[str, str]:

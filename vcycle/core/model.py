@@ -124,6 +124,7 @@ class MachineRecord:
     registered_at: datetime | None = None  # its batch daemon (HTCondor startd) first seen in the pool
     idle_since: datetime | None = None  # its batch daemon has had no work since then (None: busy or unknown)
     accounted_at: datetime | None = None  # its accounting (APEL, VacMon) was done then, once it was GONE
+    made_by: str | None = None  # what made it (core/drift.py), to tell a drifted machine; None: made before that
     last: StatusChange | None = None
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from vcycle.core import identity, retire, rules, timeouts
+from vcycle.core import drift, identity, retire, rules, timeouts
 from vcycle.core.model import (
     Action,
     CreateOrder,
@@ -28,7 +28,14 @@ from vcycle.core.model import (
     SpaceSnapshot,
 )
 from vcycle.core.sections import Config, MachinetypeConfig, Settings, SpaceConfig
-from vcycle.core.states import HOLDS_PROCESSORS, LISTED_ALIVE_STATES, STARTING_STATES, TO_DELETE_STATES, MachineState
+from vcycle.core.states import (
+    HOLDS_PROCESSORS,
+    LISTED_ALIVE_STATES,
+    STARTING_STATES,
+    TO_DELETE_STATES,
+    WORKING_STATES,
+    MachineState,
+)
 
 S = MachineState
 
@@ -307,7 +314,53 @@ def _creations(
         total += best.processors
         created += best.processors
         _count_create(best)
+    if snapshot.registered is not None and total < limit and created < cap:
+        creates += _replacements(snapshot, demand, space, tallies, creates, limit - total, cap - created, source,
+                                 now, decisions)
     return creates
+
+
+def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: SpaceConfig,
+                  tallies: dict[str, _Tally], creates: list[CreateOrder], room: int, allowed: int, source: str,
+                  now: datetime, decisions: list[Decision]) -> list[CreateOrder]:
+    """Machines made ahead of the drifted ones they replace (core/retire.py drains those once these run): for each
+    machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
+    retire at once, within every limit."""
+    found: list[CreateOrder] = []
+    for name, mt in sorted(space.machinetypes.items()):
+        flavor = rules.choose_flavor(mt, snapshot.flavors)
+        if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or isinstance(flavor, str):
+            continue
+        drifted = alive = working = draining = 0
+        for r in snapshot.records:
+            if r.machinetype != name or r.state not in HOLDS_PROCESSORS:
+                continue
+            working += r.state in WORKING_STATES
+            if r.state is S.DRAINING:
+                draining += 1
+                continue
+            alive += 1
+            drifted += bool(drift.drifted(r.made_by, mt.made_by))
+        busy = retire.work(mt, demand.get(name), _needed(mt, demand.get(name), snapshot.flavors), flavor[1])
+        if not drifted or busy is None:
+            continue
+        alive += sum(1 for c in creates if c.machinetype == name)
+        wanted = max(0, busy - draining) + min(drifted, max(1, mt.max_disrupting.of(working))) - alive
+        c = _Candidate(mt, tallies[name], flavor[0], flavor[1], None)
+        for _ in range(max(0, wanted)):
+            why = _refusal(c, 0, room, source, space, snapshot, now) if c.processors <= allowed else \
+                ("creation_cap", "creation cap reached this cycle")
+            if why is not None:
+                decisions.append(Decision(Action.HOLD, space.name, name, f"replacing drifted machines: {why[1]}",
+                                          rule=why[0]))
+                break
+            order = identity.create_order(space, mt, c.processors, c.flavor, now, (
+                f"ahead of the {drifted} drifted machines it replaces (the work needs {busy}, {alive} alive)"))
+            found.append(order)
+            decisions.append(Decision(Action.CREATE, space.name, name, order.reason, rule="drift_replace"))
+            room, allowed, alive = room - c.processors, allowed - c.processors, alive + 1
+            _count_create(c)
+    return found
 
 
 def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: SpaceConfig,

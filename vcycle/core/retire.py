@@ -21,10 +21,11 @@ Pure: no clock, no I/O; ``now`` and the observations are given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from vcycle.core import timeouts
+from vcycle.core import drift, timeouts
 from vcycle.core.model import Action, Decision, DeleteOrder, Demand, DrainOrder, MachineRecord
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import WORKING_STATES, MachineState
@@ -77,8 +78,50 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
     for name, machines in sorted(idle.items()):
         settled = _settled(name, records, space, demand.get(name), creating, (recent_idle or {}).get(name, ()), now)
         _retire(name, machines, space, demand.get(name), needed(name), now, drain, hold, settled)
+    chosen = set(skip) | {d.machine for d in drains} | {d.machine for d in deletes}
+    for record, reason in replaced(records, registered, space, demand, needed, chosen):
+        drain(record, reason, "drift")
     drains, decisions = _within_budget(drains, decisions, records, space)
     return drains, deletes, decisions
+
+
+def work(mt: MachinetypeConfig, demand: Demand | None, needed: int | None, processors: int) -> int | None:
+    """How many machines of ``processors`` the machinetype's work keeps busy or asks for: its running jobs and
+    the machines its idle jobs fill; None when the demand is not known (nothing is rolled on a guess)."""
+    if demand is None or not demand.known or needed is None:
+        return None
+    return math.ceil(demand.running_jobs / (mt.jobs_per_machine or processors)) + max(needed, 0)
+
+
+def replaced(records: Sequence[MachineRecord], registered: Mapping[str, bool], space: SpaceConfig,
+             demand: Mapping[str, Demand], needed: Callable[[str], int | None],
+             chosen: Collection[str] = ()) -> list[tuple[MachineRecord, str]]:
+    """Drifted machines (core/drift.py) to drain now, with why: as many as the machinetype's running machines
+    exceed what its work needs (the planner makes current ones ahead of them), idle ones first, then the oldest.
+    The budget (max_disrupting) applies afterwards."""
+    found: list[tuple[MachineRecord, str]] = []
+    for name, mt in sorted(space.machinetypes.items()):
+        drifted, ready, draining, size = [], 0, 0, mt.min_processors
+        for r in records:
+            if r.machinetype != name or r.state not in WORKING_STATES:
+                continue
+            size = r.processors
+            parts = drift.drifted(r.made_by, mt.made_by)
+            if r.state is S.DRAINING:
+                draining += 1
+            elif not parts:
+                ready += r.state is S.RUNNING and r.name in registered
+            elif r.name in registered and r.name not in chosen:
+                drifted.append((r, parts))
+        busy = work(mt, demand.get(name), needed(name), size)
+        if not drifted or busy is None:
+            continue
+        surplus = ready + len(drifted) - max(0, busy - draining)  # the draining ones still run their jobs
+        drifted.sort(key=lambda item: (registered[item[0].name], item[0].created_at, item[0].name))
+        for record, parts in drifted[:max(0, surplus)]:
+            found.append((record, f"drifted ({', '.join(parts)} changed): {ready} current machines run, the work "
+                                  f"needs {busy}, {draining} are draining"))
+    return found
 
 
 def _settled(name: str, records: Sequence[MachineRecord], space: SpaceConfig, demand: Demand | None,

@@ -177,6 +177,7 @@ class MachinetypeConfig:
     user_data_files: Mapping[str, str] = field(default_factory=dict)  # user_data_file_XXX -> path
     connector: Any = None  # the keys its space's connector adds (its own declaration), or None
     source: Any = None  # the keys its demand source adds (its own declaration), or None
+    made_by: str = ""  # the fingerprint of what it makes now (core/drift.py), set by the loader
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

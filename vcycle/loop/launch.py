@@ -60,7 +60,8 @@ def prepare(space: SpaceConfig, mt: MachinetypeConfig, order: CreateOrder, *, ma
     record = new_record(name=who.name, space=space.name, machinetype=mt.name, state=MachineState.REQUESTED,
                         processors=order.processors, now=now, request_id=who.request_id, reason=reason,
                         manager=manager, flavor=order.flavor, hs06=order.hs06, shutdown_at=order.shutdown_at,
-                        token_hash=who.token_hash, features=json.dumps(features, sort_keys=True))
+                        token_hash=who.token_hash, features=json.dumps(features, sort_keys=True),
+                        made_by=mt.made_by or None)
     spec = LaunchSpec(who.name, who.request_id, space.name, mt.name, manager, order.processors, order.flavor, None,
                       mt.root_image, user_data, order.shutdown_at, identity.metadata(space, who.name), who.token)
     return Launch(record, spec)

@@ -83,6 +83,7 @@ machines = Table(
     Column("registered_at", UTCDateTime),
     Column("idle_since", UTCDateTime),
     Column("accounted_at", UTCDateTime),  # accounting done (APEL, VacMon); NULL while GONE: not yet
+    Column("made_by", Text),  # what made it (core/drift.py); NULL: made before drift was kept
     Index("ix_machines_space_state", "space", "state"),
     Index("ix_machines_name", "name"),
     Index("ix_machines_created", "created_at", "name"),  # the status page's machines, newest first

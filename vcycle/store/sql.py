@@ -114,7 +114,7 @@ def _row(space: str, record: MachineRecord) -> dict[str, Any]:
         "shutdown_text": record.shutdown_text, "delete_attempts": record.delete_attempts,
         "last_delete_at": record.last_delete_at, "delete_requested": record.delete_requested,
         "token_hash": record.token_hash, "features": record.features, "registered_at": record.registered_at,
-        "idle_since": record.idle_since, "accounted_at": record.accounted_at,
+        "idle_since": record.idle_since, "accounted_at": record.accounted_at, "made_by": record.made_by,
     }
 
 
@@ -128,7 +128,7 @@ def _record(row: Any) -> MachineRecord:
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
         delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
         registered_at=row.registered_at, idle_since=row.idle_since, accounted_at=row.accounted_at,
-        last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
+        made_by=row.made_by, last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
     )
 
 

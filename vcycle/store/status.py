@@ -8,14 +8,15 @@ HTTPS endpoint serves the same dict. Nothing secret is in it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
+from vcycle.core import drift
 from vcycle.core.model import MachineRecord
-from vcycle.core.sections import Config
+from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
 from vcycle.store import Store, schema
 from vcycle.store.pilots import PilotBook
@@ -27,7 +28,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
     Counted by the database (one grouped query), not by loading the records: a space of 50,000 machines
     costs what a small one does."""
     reports = store.last_reports()
-    known, counts = _tally(store)
+    known, counts, makers = _tally(store)
     spaces: dict[str, Any] = {}
     for name in sorted(set(config.spaces) | set(known)):
         version, draining, backoff_rows = known.get(name, (0, [], []))
@@ -57,6 +58,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "unconfirmed": {"creates": sum(n for n, _ in requested),
                             "since": min(f for _, f in requested).isoformat(timespec="seconds") if requested
                             else None},
+            "drifted": _drifted(space, makers.get(name, {})),
             "pilots_waiting": _pilots_waiting(config, store, name),
             "last_cycle": reports.get(name),
         }
@@ -66,15 +68,17 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
 _HOLDING = {s.value for s in HOLDS_PROCESSORS}
 Tally = dict[str, dict[tuple[str, str], tuple[int, int, datetime]]]  # space -> (mt, state) -> n, processors, first
 Known = dict[str, tuple[int, list[str], list[tuple[str, datetime, str]]]]  # space -> version, draining, backoffs
+Makers = dict[str, dict[str, dict[str, int]]]  # space -> machinetype -> made_by -> live machines
 
 
-def _tally(store: Store) -> tuple[Known, Tally]:
+def _tally(store: Store) -> tuple[Known, Tally, Makers]:
     """The spaces the store knows (version, draining, backoffs), and their live machines counted by machinetype
     and state, with their processors and the earliest creation."""
     m, b = schema.machines, schema.backoffs
-    counted = (select(m.c.space, m.c.machinetype, m.c.state, func.count(), func.sum(m.c.processors),
+    counted = (select(m.c.space, m.c.machinetype, m.c.state, m.c.made_by, func.count(), func.sum(m.c.processors),
                       func.min(m.c.created_at))
-               .where(m.c.state != MachineState.GONE.value).group_by(m.c.space, m.c.machinetype, m.c.state))
+               .where(m.c.state != MachineState.GONE.value)
+               .group_by(m.c.space, m.c.machinetype, m.c.state, m.c.made_by))
     with store._begin() as c:
         spaces = c.execute(select(schema.spaces.c.name, schema.spaces.c.version, schema.spaces.c.draining)).all()
         backoffs = c.execute(select(b.c.space, b.c.machinetype, b.c.last_abort_at, b.c.reason)).all()
@@ -84,9 +88,33 @@ def _tally(store: Store) -> tuple[Known, Tally]:
         if r.space in known:
             known[r.space][2].append((r.machinetype, r.last_abort_at, r.reason))
     tally: Tally = {}
-    for space, mt, state, n, processors, first in rows:
-        tally.setdefault(space, {})[(mt, state)] = (int(n), int(processors or 0), first)
-    return known, tally
+    makers: Makers = {}
+    for space, mt, state, made_by, n, processors, first in rows:
+        found = tally.setdefault(space, {})
+        before = found.get((mt, state))
+        found[(mt, state)] = (int(n), int(processors or 0), first) if before is None else (
+            before[0] + int(n), before[1] + int(processors or 0), min(before[2], first))
+        if made_by:
+            makers.setdefault(space, {}).setdefault(mt, {})[made_by] = \
+                makers.get(space, {}).get(mt, {}).get(made_by, 0) + int(n)
+    return known, tally, makers
+
+
+def _drifted(space: SpaceConfig | None, makers: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Per machinetype, its machines that a configuration change left behind, in all and by the part that changed."""
+    found: dict[str, dict[str, int]] = {}
+    for name, by_maker in sorted(makers.items()):
+        mt = space.machinetypes.get(name) if space else None
+        if mt is None:
+            continue
+        for made_by, n in by_maker.items():
+            parts = drift.drifted(made_by, mt.made_by)
+            if parts:
+                counts = found.setdefault(name, {"machines": 0})
+                counts["machines"] += n
+                for part in parts:
+                    counts[part] = counts.get(part, 0) + n
+    return found
 
 
 def unconfirmed(records: Iterable[MachineRecord]) -> dict[str, Any]:
