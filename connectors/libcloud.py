@@ -201,7 +201,8 @@ class LibcloudConnector:
         return OwnerTags(self.space, match.group(1), self.manager, "") if match else None
 
     def _machine(self, node: Any) -> CloudMachine:
-        raw = node.extra.get("status") or node.extra.get("vm_state") or node.extra.get("task_state")
+        task = node.extra.get("task_state")  # OpenStack: "deleting" while the status still says ACTIVE
+        raw = "deleting" if task == "deleting" else (node.extra.get("status") or node.extra.get("vm_state") or task)
         size = node.extra.get("instance_type") or node.extra.get("flavorId") or node.extra.get("machineType")
         sizes = self._sizes or {}
         found = sizes.get(str(size)) if size is not None else None
