@@ -174,17 +174,16 @@ def _runs(f: Frame) -> list[list[int]]:
 
 
 def _nice(value: float) -> float:
-    """The top of a y axis at or above ``value``: a multiple of a 1, 2 or 5 x 10^k step, about four steps."""
-    if value <= 1:
-        return 1.0
-    rough = value / 4
-    power = 10.0 ** math.floor(math.log10(rough))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough)
-    return math.ceil(value / step - 1e-9) * step
+    """The top of a y axis at or above ``value``: a whole number of steps of 1, 2 or 5 x 10^k, about four."""
+    step = _step(value)
+    return max(1.0, math.ceil(value / step - 1e-9) * step)
 
 
 def _step(top: float) -> float:
+    """The y axis' step for values up to ``top``: 1, 2 or 5 x 10^k, at least 1 (machines are whole)."""
     rough = top / 4
+    if rough <= 1:
+        return 1.0
     power = 10.0 ** math.floor(math.log10(rough))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= rough - 1e-9)
 
@@ -207,7 +206,7 @@ def _when(at: datetime) -> str:
 
 def _yaxis(top: float) -> str:
     parts = []
-    step = _step(top) if top > 1 else 0.25
+    step = _step(top)
     value = 0.0
     while value <= top + 1e-9:
         y = _y(value, top)
