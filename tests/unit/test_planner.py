@@ -349,6 +349,30 @@ def test_the_breaker_holds_only_heartbeat_deletes_and_an_operator_confirmation_p
     assert set(deleted(run(config, records))) == {"m000", "m001"}
 
 
+def test_ramp_up_attenuation_makes_a_share_of_the_missing_machines_each_cycle() -> None:
+    keys = {"demand": "q", "jobs_per_machine": 1, "ramp_up_attenuation": 4}
+    config = make_config(limit=1000, machinetypes={"mt": keys}, extra=Q, settings={"max_create_fraction": 1})
+    first = run(config, demand={"mt": Demand(idle_jobs=40)})
+    assert len(first.creates) == 10  # 40 missing, a quarter this cycle
+    (hold,) = [d for d in first.decisions if d.rule == "ramp_up"]
+    assert hold.reason == ("ramp-up: 10 of the 40 machines the idle jobs need are made this cycle "
+                           "(ramp_up_attenuation 4)")
+    starting = [rec(f"s{i}", S.STARTING, created=NOW) for i in range(10)]
+    assert len(run(config, starting, demand={"mt": Demand(idle_jobs=40)}).creates) == 8  # 30 missing: 8
+    without = make_config(limit=1000, machinetypes={"mt": {**keys, "ramp_up_attenuation": 1}}, extra=Q,
+                          settings={"max_create_fraction": 1})
+    every = run(without, demand={"mt": Demand(idle_jobs=40)})
+    assert len(every.creates) == 40 and not [d for d in every.decisions if d.rule == "ramp_up"]
+
+
+def test_a_ramp_up_attenuation_below_one_is_a_configuration_error() -> None:
+    from vcycle.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_config(machinetypes={"mt": {"demand": "q", "ramp_up_attenuation": 0.5}}, extra=Q)
+    assert "ramp_up_attenuation" in str(caught.value)
+
+
 def test_heartbeat_seconds_zero_checks_existence_only() -> None:
     config = make_config(machinetypes={"mt": {"heartbeat_file": "hb", "heartbeat_seconds": 0}})
     record = rec("m", S.RUNNING, started_at=T0, heartbeat_at=T0 + timedelta(seconds=1))

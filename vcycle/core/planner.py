@@ -12,6 +12,7 @@ Pure: no clock, no I/O, no randomness; ``plan(x) == plan(x)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -43,10 +44,11 @@ S = MachineState
 class _Tally:
     """Running counts for one machinetype while planning."""
 
-    __slots__ = ("not_passed_fizzle", "processors", "running", "starting_machines", "starting_processors",
-                 "weighted")
+    __slots__ = ("created", "not_passed_fizzle", "processors", "running", "starting_machines",
+                 "starting_processors", "weighted")
 
     def __init__(self) -> None:
+        self.created = 0  # this cycle
         self.running = 0
         self.processors = 0
         self.starting_processors = 0
@@ -259,16 +261,19 @@ def _delete_verdict(
 class _Candidate:
     """A machinetype that may still create this cycle."""
 
-    __slots__ = ("allowance", "demand_note", "flavor", "hs06", "mt", "processors", "tally")
+    __slots__ = ("allowance", "demand_note", "flavor", "hs06", "missing", "mt", "processors", "tally")
 
     def __init__(self, mt: MachinetypeConfig, tally: _Tally, flavor: str | None, processors: int,
                  allowance: int | None, demand_note: str = "") -> None:
+        self.missing = allowance  # machines the idle jobs still need, before the ramp-up curb
         self.mt = mt
         self.demand_note = demand_note  # how the demand was counted, for the reasons
         self.tally = tally
         self.flavor = flavor
         self.processors = processors
-        self.allowance = allowance  # machines the demand still asks for; None = no demand source
+        if allowance is not None and allowance > 0 and mt.ramp_up_attenuation > 1:
+            allowance = math.ceil(allowance / mt.ramp_up_attenuation)  # GlideinWMS-style: a share a cycle
+        self.allowance = allowance  # machines the demand still asks for this cycle; None = no demand source
         self.hs06 = mt.hs06_per_processor * processors if mt.hs06_per_processor is not None else None
 
 
@@ -410,6 +415,9 @@ def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceCon
     if mt.max_starting_processors is not None and tally.starting_processors + size > mt.max_starting_processors:
         return ("starting_limit",
                 f"max_starting_processors {tally.starting_processors}/{mt.max_starting_processors} starting")
+    if c.allowance is not None and c.allowance <= 0 and c.missing is not None and c.missing > tally.created:
+        return "ramp_up", (f"ramp-up: {tally.created} of the {c.missing} machines the idle jobs need are made this "
+                           f"cycle (ramp_up_attenuation {mt.ramp_up_attenuation:g})")
     if c.allowance is not None and c.allowance <= 0:
         return "demand_satisfied", (f"demand satisfied: idle work needs no more machines ({tally.starting_machines} "
                                     f"starting, {c.demand_note})")
@@ -427,6 +435,7 @@ def _create(c: _Candidate, space: SpaceConfig, now: datetime) -> CreateOrder:
 
 def _count_create(c: _Candidate) -> None:
     tally = c.tally
+    tally.created += 1
     tally.processors += c.processors
     tally.starting_processors += c.processors
     tally.starting_machines += 1

@@ -33,6 +33,7 @@ RULES: dict[str, str] = {
     "machinetype_limit": "hold: the machinetype's processors_limit is reached",
     "starting_limit": "hold: max_starting_processors are starting",
     "demand_satisfied": "hold: the idle work needs no more machines",
+    "ramp_up": "hold: ramp_up_attenuation lets only a share of the missing machines be made each cycle",
     "backoff": "hold: the machinetype backs off after an abort",
     "user_data": "hold: the machinetype's user-data cannot be rendered: its capacity goes to the others",
     "stall_breaker": "hold: heartbeats stopped for many machines at once: none is deleted for its heartbeat",

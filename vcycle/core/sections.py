@@ -162,6 +162,8 @@ class MachinetypeConfig:
                              "the [demand NAME] whose idle work decides how many machines are made")
     jobs_per_machine: int | None = key(integer(1, COUNT_LIMIT), None,
                                        "idle jobs one machine takes (default its processors)")
+    ramp_up_attenuation: float = key(number(1.0, 1000.0), 1.0, "each cycle, make at most 1/N of the machines the "
+                                     "idle jobs still need (GlideinWMS-style ramp-up); 1 = all at once")
     retire_idle_seconds: int = key(
         seconds(0), 0, "drain a machine whose batch daemon had no work this long while there are more idle machines "
         "than idle jobs need; 0 = never")
