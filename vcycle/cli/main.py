@@ -162,12 +162,12 @@ def daemon(args: argparse.Namespace) -> int:
         with Lock(lock_path(config)):
             store = _store(config)
             runner = Daemon(args.config, config, store, max_cycles=args.cycles)
+            runner.install_signals()  # before the endpoint answers: a SIGHUP then must reload, not kill
             background = None
             if config.settings.https_listen is not None:
                 background = _endpoint_thread(config, store, runner)
             else:
                 runner.on_reload.append(_unserved)
-            runner.install_signals()
             try:
                 return runner.run()
             finally:
