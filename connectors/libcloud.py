@@ -186,6 +186,7 @@ class LibcloudConnector:
         self.max_user_data_bytes = user_data_limit or USER_DATA_LIMITS.get(provider, MAX_USER_DATA_BYTES)
         self._lock = threading.Lock()
         self._nodes: dict[str, Any] = {}  # id -> node, from the listing and creates since
+        self._destroyed: set[str] = set()  # ids whose destroy the cloud accepted, until they are no longer listed
         self._by_name: dict[str, CloudMachine] = {}
         self._sizes: dict[str, Any] | None = None
         self._images: dict[str, Any] = {}
@@ -221,6 +222,9 @@ class LibcloudConnector:
             nodes = list(self.driver.list_nodes(**filters))
         machines = [self._machine(n) for n in nodes]
         with self._lock:
+            self._destroyed &= {m.id for m in machines}
+            machines = [dataclasses.replace(m, status=CloudStatus.DELETING) if m.id in self._destroyed and m.status
+                        is not CloudStatus.DELETED else m for m in machines]  # accepted: listed until it is gone
             self._nodes = {str(n.id): n for n in nodes}
             self._by_name = {m.name: m for m in machines if m.status is not CloudStatus.DELETED}
             self._sizes = None  # looked up again at most once a cycle
@@ -328,11 +332,14 @@ class LibcloudConnector:
                         driver=self.driver)
         try:
             with _mapped(f"destroy node {machine_id}"):
-                self.driver.destroy_node(node)
+                accepted = self.driver.destroy_node(node)
         except CloudUnavailable as exc:
             if any(code in str(exc) for code in GONE):
                 return  # already gone
             raise
+        if accepted is not False:
+            with self._lock:
+                self._destroyed.add(machine_id)
 
     def capacity(self) -> int | None:
         return None
