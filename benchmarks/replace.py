@@ -10,26 +10,43 @@ drifted machine is left.
 
     .venv/bin/python benchmarks/replace.py [--machines 500] [--seed 7]
 
-Ends with ``RESULT roll_minutes=... max_disrupting=... running_floor_ratio=...``: the simulated minutes the roll
-took, the most machines draining at once (the budget is 10 % of the working machines, replacements included),
-and the fewest jobs running during the roll over the machines' count.
-The interruption-to-DRAINING delay of the issue is not measured: interruptions are not built yet.
+Then, against a real ``vcycle daemon`` (a process, with its HTTPS endpoint over TLS, a fake cloud in a file and
+cycle_seconds 300), ``--interruptions`` machines each report a spot interruption notice as the shipped templates
+do (``PUT joboutputs/interruption`` with the machine's own token), one after the other; the delay is from the
+report's send to the store showing the machine DRAINING (polled every 10 ms), wall time.
+
+Ends with ``RESULT roll_minutes=... max_disrupting=... running_floor_ratio=... interruption_to_draining_s=...``:
+the simulated minutes the roll took, the most machines draining at once (the budget is 10 % of the working
+machines, replacements included), the fewest jobs running during the roll over the machines' count, and the
+median interruption-to-DRAINING delay (goal <= 10 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
 import random
+import re
+import shlex
+import signal
+import ssl
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "web")]
 
 import classad2  # noqa: E402
 from fakecondor import FakeHTCondor, FakePool, startd  # noqa: E402
+from pki import PKI, grid_name  # noqa: E402
 from vctest import load_text  # noqa: E402
 
 from vcycle.core import drift  # noqa: E402
@@ -39,7 +56,7 @@ from vcycle.demand import make_source  # noqa: E402
 from vcycle.demand.htcondor import BindingsPool  # noqa: E402
 from vcycle.loop.cycle import SpaceContext, run_cycle  # noqa: E402
 from vcycle.store import Store  # noqa: E402
-from vcycle.testing import FakeClock, FakeConnector  # noqa: E402
+from vcycle.testing import FakeClock, FakeConnector, free_port, wait_for  # noqa: E402
 
 CONFIG = """
 [settings]
@@ -114,12 +131,87 @@ class Pool:
         return len(self.running)
 
 
+DAEMON = """[settings]
+state_url = sqlite:///{d}/state.db
+state_dir = {d}
+manager_name = bench
+cycle_seconds = 300
+max_create_fraction = 1
+https_listen = 127.0.0.1:{port}
+https_cert = {cert}
+https_key = {key}
+
+[space spot]
+api = fake
+state_file = {d}/cloud.json
+processors_limit = {count}
+https_host = 127.0.0.1
+https_port = {port}
+
+[machinetype spot pilot]
+user_data = pilot-container
+target_share = 1
+backoff_seconds = 600
+fizzle_seconds = 0
+"""
+
+
+def interruption_delays(count: int) -> list[float]:
+    """Seconds from each machine's interruption report to the store showing it DRAINING, on a real daemon."""
+    with tempfile.TemporaryDirectory(prefix="vcycle-interrupt-") as directory:
+        d = Path(directory)
+        pki = PKI.create(d / "pki")
+        cert, key = pki.issue("server", grid_name(("CN", "localhost")), server=True)
+        port = free_port()
+        (d / "v.conf").write_text(DAEMON.format(d=d, port=port, cert=cert, key=key, count=count))
+        daemon = subprocess.Popen([sys.executable, "-m", "vcycle.cli", "daemon", "--config", str(d / "v.conf"),
+                                   "--log-file", str(d / "vcycle.log")], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        cloud = FakeConnector(state_file=str(d / "cloud.json"))
+        delays = []
+        store = None
+        try:
+            wait_for(lambda: (d / "cloud.json").exists() and len(cloud.ours()) == count, seconds=60)
+            store = Store.open(f"sqlite:///{d}/state.db", readonly=True)
+            saved = json.loads((d / "cloud.json").read_text())["machines"]
+            context = ssl.create_default_context(cafile=str(pki.directory / "ca.pem"))
+            notice = json.dumps({"kind": "spot", "notice": {"action": "terminate", "time": "2026-12-02T18:02:00Z"}})
+            with httpx.Client(verify=context, base_url=f"https://127.0.0.1:{port}", timeout=30) as http:
+                for machine in saved:
+                    user_data = base64.b64decode(machine["user_data"]).decode()
+                    found = re.search(r"^VCYCLE_TOKEN=(.+)$", user_data, re.M)
+                    assert found is not None, "no token in the machine's user-data"
+                    token = shlex.split(found.group(1))[0]
+                    sent = time.perf_counter()
+                    answer = http.put(f"/machines/spot/{machine['name']}/joboutputs/interruption", content=notice,
+                                      headers={"Authorization": f"Bearer {token}"})
+                    assert answer.status_code == 204, answer.text
+
+                    def draining(name: str = machine["name"]) -> bool:
+                        return any(r.name == name and r.state is MachineState.DRAINING
+                                   for r in store.load("spot").records)
+
+                    while not draining():
+                        if time.perf_counter() - sent > 60:
+                            raise SystemExit(f"{machine['name']} not DRAINING 60 s after its notice")
+                        time.sleep(0.01)
+                    delays.append(time.perf_counter() - sent)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+            if store is not None:
+                store.close()
+    return delays
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--machines", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--headroom", type=float, default=0.1,
                         help="room in the space's processors_limit beyond the machines, for replacements made ahead")
+    parser.add_argument("--interruptions", type=int, default=5,
+                        help="machines reporting an interruption notice to a real daemon, one after the other")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     rng, clock = random.Random(args.seed), FakeClock()
@@ -159,7 +251,11 @@ def main() -> None:
         store.close()
     print(f"rolled in {rolled} simulated minutes ({left} drifted left); at most {most} draining at once "
           f"(budget 10 % of {args.machines}); at least {floor} of {args.machines} jobs running")
-    print(f"RESULT roll_minutes={rolled} max_disrupting={most} running_floor_ratio={floor / args.machines:.3f}")
+    delays = interruption_delays(args.interruptions)
+    print("interruption notice to DRAINING, one machine after another: "
+          + " ".join(f"{x:.3f}" for x in delays) + " s")
+    print(f"RESULT roll_minutes={rolled} max_disrupting={most} running_floor_ratio={floor / args.machines:.3f} "
+          f"interruption_to_draining_s={statistics.median(delays):.3f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -43,7 +44,8 @@ def full_record(name: str = "m1", state: MachineState = S.RUNNING,
                                started_at=T0 + timedelta(seconds=65), heartbeat_at=T0 + timedelta(seconds=99),
                                shutdown_code=300, shutdown_text="Nothing to do", delete_attempts=2,
                                last_delete_at=T0 + timedelta(seconds=70), delete_requested="operator",
-                               stopped_at=T0 + timedelta(seconds=80)))
+                               stopped_at=T0 + timedelta(seconds=80), interruption="EC2 spot interruption notice",
+                               interrupted_at=T0 + timedelta(seconds=75)))
     if changes is not None:
         changes.extend((name, m.last) for m in made if m.last is not None)
     return made[-1]
@@ -140,6 +142,10 @@ def test_heartbeats_are_written_in_batches_later_values_winning(store: Store) ->
                           ("sp", Heartbeat("a", T0 + timedelta(seconds=60), "200 Success", T0))])
     beats = store.heartbeats("sp")
     assert beats["a"] == Heartbeat("a", T0 + timedelta(seconds=60), "200 Success", T0)
+    store.put_heartbeats([("sp", Heartbeat("a", interruption="Azure Scheduled Event Preempt", interruption_at=T0))])
+    again = store.heartbeats("sp")["a"]  # the notice added, nothing the machine said before erased
+    assert (again.interruption, again.interruption_at, again.shutdown_message) == (
+        "Azure Scheduled Event Preempt", T0, "200 Success")
     assert beats["b"].at == T0
     assert store.heartbeats("other") == {}
 
@@ -262,3 +268,26 @@ def test_pilot_requests_wait_are_claimed_with_their_machines_and_are_counted(sto
     # forgotten with their machines, or once ended long enough ago
     assert store.purge("sp", T0 + timedelta(hours=2)) == 0
     assert set(book.states("sp", ["p1", "p2", "p3", "q1"])) == {"p1", "q1"}
+
+
+def test_interruptions_are_counted_as_the_pure_tally_counts_them(store: Store) -> None:
+    """Store.interruptions in SQL against core/interruptions.tally on the same records, GONE ones included."""
+    from vcycle.core import interruptions
+
+    now = T0 + timedelta(hours=3)
+    hour = now - interruptions.STORM_WINDOW
+    shapes = [  # (started, interrupted, stopped), in minutes before now; None: not so
+        (170, None, None), (170, 30, 10), (100, 90, None), (170, 120, 100), (50, None, 40), (5, 5, None),
+        (None, None, None), (None, 2, None), (170, None, 150),
+    ]
+    records = []
+    for i, (started, hit, stopped) in enumerate(shapes):
+        def at(minutes: int | None) -> datetime | None:
+            return None if minutes is None else now - timedelta(minutes=minutes)
+
+        records.append(dataclasses.replace(full_record(f"m{i}", S.REQUESTED), started_at=at(started),
+                                           interrupted_at=at(hit), interruption="x" if hit is not None else None,
+                                           stopped_at=at(stopped),
+                                           state=S.GONE if stopped is not None else S.RUNNING))
+    store.write("sp", 0, records)
+    assert store.interruptions("sp", hour) == {"mt": interruptions.tally(records, "mt", now)} == {"mt": (3, 6)}

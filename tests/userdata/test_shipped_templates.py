@@ -8,6 +8,7 @@ these tests skip and say why, except under CI=true, where they fail.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import ssl
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import imds
 import pytest
 import yaml
 from test_render import render, site
@@ -205,3 +207,57 @@ def test_the_htcondor_startd_template_has_a_container_form(tmp_path: Path) -> No
 def test_the_pilot_container_template_is_the_same_in_both_forms(tmp_path: Path) -> None:
     assert container_form(tmp_path, "pilot-container") == render(site(tmp_path, "pilot-container",
                                                                       OPTIONS["pilot-container"]), token="tok")
+
+
+@pytest.mark.parametrize(("cloud", "notice", "kind"), [
+    ("ec2", {"action": "terminate", "time": "2026-01-01T14:02:00Z"}, "spot"),
+    ("azure", imds.AZURE_PREEMPT, "preempt"),
+])
+def test_a_machine_reports_its_clouds_interruption_notice_at_once(
+        tmp_path: Path, https_endpoint: dict[str, Any], cloud: str, notice: dict[str, Any], kind: str) -> None:
+    """The shipped report functions watch the metadata service while the pilot runs and report the notice,
+    unchanged, as joboutputs/interruption (which the endpoint reads with core/interruptions.py)."""
+    tool("curl")
+    from vcycle.core import interruptions
+
+    service = imds.Metadata(cloud)
+    timer = threading.Timer(2.0, service.give_notice, (notice,))  # due while the pilot works
+    timer.start()
+    try:
+        options = "user_data_option_pilot_command = sleep 9"
+        text = render(site(tmp_path, "pilot-container", options), token="s3cret")
+        text = text.replace("https://vcycle.example.org:8443", f"https://127.0.0.1:{https_endpoint['port']}")
+        entrypoint = tmp_path / "entrypoint"
+        entrypoint.write_text(text)
+        env = {**os.environ, "CURL_CA_BUNDLE": https_endpoint["ca"],
+               "VCYCLE_METADATA_URL": service.url}
+        done = subprocess.run(["bash", str(entrypoint)], capture_output=True, text=True, timeout=60, env=env,
+                              check=False)
+    finally:
+        timer.cancel()
+        service.close()
+    assert done.returncode == 0, done.stderr
+    report = json.loads(_Joboutputs.received["interruption"])
+    assert report["kind"] == kind
+    parsed = interruptions.parse(report)
+    assert parsed.kind == kind
+    if cloud == "ec2":
+        assert report["notice"] == notice
+    else:
+        assert report["notice"]["Events"] == [notice]
+    assert len(service.gets) >= 2  # it asked before the notice was due, and again after
+
+
+def test_without_a_metadata_service_the_watch_gives_up_and_reports_nothing(
+        tmp_path: Path, https_endpoint: dict[str, Any]) -> None:
+    tool("curl")
+    text = render(site(tmp_path, "pilot-container", "user_data_option_pilot_command = sleep 12"), token="s3cret")
+    text = text.replace("https://vcycle.example.org:8443", f"https://127.0.0.1:{https_endpoint['port']}")
+    entrypoint = tmp_path / "entrypoint"
+    entrypoint.write_text(text)
+    env = {**os.environ, "CURL_CA_BUNDLE": https_endpoint["ca"], "VCYCLE_METADATA_URL": "http://127.0.0.1:9"}
+    done = subprocess.run(["bash", "-x", str(entrypoint)], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "interruption" not in _Joboutputs.received
+    assert done.stderr.count("/latest/api/token") == 3  # three silent rounds, then it stopped asking

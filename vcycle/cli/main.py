@@ -202,6 +202,7 @@ def _endpoint_thread(config: Config, store: Store, runner: Daemon) -> Any:
     from vcycle.web import app, server
 
     endpoint = app.build(config, store, render=app.user_data_renderer(runner.manager.fetcher))
+    endpoint.wake = runner.wake.set  # an interruption notice: a cycle now, to drain the machine within seconds
     try:
         served = server.Served(app.create_app(endpoint), config.settings)
         served.start()

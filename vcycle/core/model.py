@@ -125,6 +125,8 @@ class MachineRecord:
     idle_since: datetime | None = None  # its batch daemon has had no work since then (None: busy or unknown)
     accounted_at: datetime | None = None  # its accounting (APEL, VacMon) was done then, once it was GONE
     made_by: str | None = None  # what made it (core/drift.py), to tell a drifted machine; None: made before that
+    interruption: str | None = None  # the cloud's notice that it takes the machine back (core/interruptions.py)
+    interrupted_at: datetime | None = None  # when the machine reported that notice
     last: StatusChange | None = None
 
     @property
@@ -182,6 +184,8 @@ class Heartbeat:
     shutdown_message_at: datetime | None = None
     address: str | None = None  # where its last report came from (heartbeat lists give it to other machines)
     detail: str | None = None  # JSON of its last heartbeat body (load, running jobs, text), if it sent one
+    interruption: str | None = None  # the cloud's interruption notice it reported (core/interruptions.py)
+    interruption_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from vcycle.core import drift, identity, retire, rules, timeouts
+from vcycle.core import drift, identity, interruptions, retire, rules, timeouts
 from vcycle.core.model import (
     Action,
     CreateOrder,
@@ -75,7 +75,33 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
                                                 recent_idle=snapshot.recent_idle)
         deletes += more
         decisions += why
+    drains += _interrupted(snapshot.records, space, {d.machine for d in deletes} | {d.machine for d in drains},
+                           decisions)
     return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions), tuple(drains))
+
+
+def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: set[str],
+                 decisions: list[Decision]) -> list[DrainOrder]:
+    """A drain for every running machine the cloud gave notice of taking back: not budgeted (it goes anyway)."""
+    found = []
+    for r in records:
+        if r.interruption is not None and r.state is S.RUNNING and r.name not in skip:
+            reason = f"interrupted: {r.interruption}"
+            found.append(DrainOrder(space.name, r.machinetype, r.name, reason))
+            decisions.append(Decision(Action.DRAIN, space.name, r.machinetype, reason, r.name, "interrupted"))
+    return found
+
+
+def _cooled(records: tuple[MachineRecord, ...], space: SpaceConfig,
+            now: datetime) -> dict[str, Mapping[tuple[str, str], str]]:
+    """machinetype -> its offerings an interruption notice cools now (core/interruptions.py)."""
+    recent = [r for r in records if r.interrupted_at is not None]
+    found = {}
+    for name in sorted({r.machinetype for r in recent} & set(space.machinetypes)):
+        cooled = interruptions.cooling(recent, space.machinetypes[name], now)
+        if cooled:
+            found[name] = cooled
+    return found
 
 
 def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int] | None) -> int | None:
@@ -293,7 +319,7 @@ def _creations(
     if limit is None:
         hold("", "no_limit", "no processors_limit configured and the cloud reports no quota: nothing is created")
         return []
-    candidates = _candidates(snapshot, demand, space, tallies, hold)
+    candidates = _candidates(snapshot, demand, space, tallies, hold, now)
     total = held + snapshot.foreign_processors
     cap = rules.creation_cap(limit, settings.max_create_fraction)
     created = 0
@@ -332,10 +358,13 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
     retire at once, within every limit."""
     found: list[CreateOrder] = []
+    cooled = _cooled(snapshot.records, space, now)
     for name, mt in sorted(space.machinetypes.items()):
         flavor = rules.choose_flavor(mt, snapshot.flavors)
         if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or isinstance(flavor, str):
             continue
+        if interruptions.blocks(cooled.get(name, {}), flavor[0]) is not None:
+            continue  # its HOLD is said once, by _candidates
         drifted = alive = working = draining = 0
         for r in snapshot.records:
             if r.machinetype != name or r.state not in HOLDS_PROCESSORS:
@@ -369,9 +398,11 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
 
 
 def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: SpaceConfig,
-                tallies: dict[str, _Tally], hold: Callable[[str, str, str], None]) -> list[_Candidate]:
+                tallies: dict[str, _Tally], hold: Callable[[str, str, str], None],
+                now: datetime) -> list[_Candidate]:
     """Machinetypes that may create this cycle; the others get one HOLD decision each."""
     found: list[_Candidate] = []
+    cooled = _cooled(snapshot.records, space, now)
     for name in sorted(space.machinetypes):
         mt = space.machinetypes[name]
         if mt.target_share <= 0.0:
@@ -385,6 +416,10 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
         flavor = rules.choose_flavor(mt, snapshot.flavors)
         if isinstance(flavor, str):
             hold(name, "no_flavor", flavor)
+            continue
+        why = interruptions.blocks(cooled.get(name, {}), flavor[0])
+        if why is not None:
+            hold(name, "offering_cooldown", why)
             continue
         if mt.demand is not None:
             wanted = demand.get(name) or Demand.unknown(f"demand source {mt.demand} reported nothing for {name}")

@@ -39,6 +39,7 @@ RULES: dict[str, str] = {
     "stall_breaker": "hold: heartbeats stopped for many machines at once: none is deleted for its heartbeat",
     "retire_settle": "hold: idle machines are not retired just after a create or a steep fall in idle jobs",
     "disruption_budget": "hold: max_disrupting machines are retiring already",
+    "offering_cooldown": "hold: an interruption notice cools the offering (flavor, zone) for a while",
     "drift_replace": "create: a machine as its machinetype is now, ahead of a drifted one it replaces",
     # deletes
     "stopped": "delete: the machine shut down",
@@ -56,6 +57,7 @@ RULES: dict[str, str] = {
     "drain_operator": "drain: an operator drained the machinetype",
     "idle": "drain: the machine's batch daemon idled beyond what the idle jobs need",
     "drift": "drain: a machine made before a configuration change, once a current one runs in its place",
+    "interrupted": "drain: the cloud gave notice that it takes the machine back (spot, rebalance, preempt)",
 }
 
 # Shutdown codes (HSF-TN-2016-04). 300-699 are aborts; vcycle writes 700s.

@@ -175,6 +175,11 @@ class MachinetypeConfig:
                                  "drain), as N or a percentage of the machinetype's working machines")
     register_timeout_seconds: int = key(
         seconds(0), 0, "delete a running machine whose batch daemon has not registered after this; 0 = never")
+    offering_cooldown_seconds: int = key(seconds(0), 180, "no new machine on an offering (flavor, zone) this long "
+                                         "after one of its machines had an interruption notice")
+    max_interruption_fraction: float = key(
+        number(0.0, 1.0), 0.5, "interrupted machines are not aborts, unless more than this share of the "
+        "machinetype's machines of the last hour (3 at least) were interrupted")
     user_data_options: Mapping[str, str] = field(default_factory=dict)  # user_data_option_XXX -> value
     user_data_files: Mapping[str, str] = field(default_factory=dict)  # user_data_file_XXX -> path
     connector: Any = None  # the keys its space's connector adds (its own declaration), or None

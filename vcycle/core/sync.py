@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from vcycle.core import rules, timeouts
+from vcycle.core import interruptions, rules, timeouts
 from vcycle.core.model import (
     Backoff,
     CloudMachine,
@@ -94,12 +94,15 @@ def sync(
     backoffs: Mapping[str, Backoff] | None = None,
     registered: Mapping[str, bool] | None = None,
     listed_at: datetime | None = None,
+    interrupted: Mapping[str, tuple[int, int]] | None = None,
 ) -> SyncResult:
     """Fold one observation of a space into its records.
 
     ``registered`` (machine name -> whether its batch daemon has work, for the machines registered in the
     batch system; None when unknown) keeps each running machine's ``registered_at`` and ``idle_since``.
     ``listed_at`` is when the listing began (None: unknown; then only the timeouts decide).
+    ``interrupted`` (machinetype -> (interrupted, alive) in the last hour, GONE machines included: the store's
+    ``interruptions``) decides whether an interrupted machine's end is an abort; without it, the records count.
     """
     manager = settings.manager_name
     ours: dict[str, CloudMachine] = {}
@@ -111,14 +114,16 @@ def sync(
         elif machine.status is not CloudStatus.DELETED:
             foreign_machines += 1
             foreign_processors += machine.processors or 1
-    work = _Sync(space, settings, now, dict(backoffs or {}), listed_at)
+    records = tuple(records)
+    work = _Sync(space, settings, now, dict(backoffs or {}), listed_at, records, interrupted or {})
     result: list[MachineRecord] = []
     updated: list[MachineRecord] = []
     for record in records:
         listed = ours.pop(record.name) if record.name in ours else None
         beat = heartbeats.get(record.name)
         if (listed is not None and OBSERVED[listed.status] is record.state and listed.id == record.cloud_id
-                and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None))
+                and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None
+                                      and (beat.interruption is None or record.interruption is not None)))
                 and (not listed.processors or listed.processors == record.processors)):
             synced = record  # the common case: nothing new about this machine
         else:
@@ -145,8 +150,11 @@ class _Sync:
     """The state of one sync run: accumulated changes and backoffs."""
 
     def __init__(self, space: SpaceConfig, settings: Settings, now: datetime, backoffs: dict[str, Backoff],
-                 listed_at: datetime | None) -> None:
+                 listed_at: datetime | None, records: tuple[MachineRecord, ...] = (),
+                 interrupted: Mapping[str, tuple[int, int]] | None = None) -> None:
         self.space = space
+        self.records = records  # the records as given: they count interruptions where the store did not
+        self.interrupted = interrupted or {}
         self.settings = settings
         self.now = now
         self.backoffs = backoffs
@@ -192,6 +200,10 @@ class _Sync:
         if state is S.CREATE_FAILED:
             why = timeouts.expired(timeouts.REQUEST, record, self.settings, None, self.now)
             return self.move(record, S.GONE, "request closed: " + why) if why else record
+        if state in ALIVE_STATES and record.interruption is not None:  # the cloud took it back, as it had said
+            self.note_abort(record, self.now)
+            return self.move(record, S.GONE, f"gone from the cloud's listing after its interruption notice "
+                             f"({record.interruption})", stopped_at=record.stopped_at or self.now)
         if state in ALIVE_STATES and record.shutdown_code is not None:  # it said why it stopped: its word counts
             self.note_abort(record, self.now)
         elif state in ALIVE_STATES:  # no delete of ours, no shutdown seen: not the machine's fault, not an abort
@@ -225,7 +237,12 @@ class _Sync:
         mt = self.space.machinetypes.get(record.machinetype)
         if mt is None or record.state is S.REQUESTED:
             return
-        why = rules.abort_reason(record, mt.fizzle_seconds, stopped_at)
+        if record.interruption is not None:  # the cloud's doing, not the machine's: unless it happens to most
+            counts = self.interrupted.get(record.machinetype) or interruptions.tally(self.records, record.machinetype,
+                                                                                      self.now)
+            why = interruptions.storm(record.machinetype, counts, mt.max_interruption_fraction)
+        else:
+            why = rules.abort_reason(record, mt.fizzle_seconds, stopped_at)
         if why is not None:
             self.aborted.append(record.name)
             found = Backoff(record.machinetype, stopped_at, why)
@@ -271,6 +288,9 @@ def _with_heartbeat(record: MachineRecord, heartbeat: Heartbeat) -> MachineRecor
     changes: dict[str, object] = {}
     if heartbeat.at is not None and heartbeat.at != record.heartbeat_at:
         changes["heartbeat_at"] = heartbeat.at
+    if heartbeat.interruption is not None and record.interruption is None:
+        changes["interruption"] = heartbeat.interruption
+        changes["interrupted_at"] = heartbeat.interruption_at or heartbeat.at
     if heartbeat.shutdown_message is not None:
         code, text = rules.parse_shutdown_message(heartbeat.shutdown_message)
         if (code, text) != (record.shutdown_code, record.shutdown_text):

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
-from vcycle.core import planner, series
+from vcycle.core import interruptions, planner, series
 from vcycle.core.model import CreateOrder, CycleReport, Demand, MachineRecord, Plan, ReportError, SpaceSnapshot
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import MachineState
@@ -155,8 +155,11 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
     limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else None))
     registered = _registered(ctx, state.draining)
+    interrupted = None  # counted in the store (GONE machines too) only while an interrupted machine lives
+    if any(r.interruption is not None for r in mine):
+        interrupted = ctx.store.interruptions(ctx.name, now - interruptions.STORM_WINDOW)
     synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
-                  backoffs=state.backoffs, registered=registered, listed_at=now)
+                  backoffs=state.backoffs, registered=registered, listed_at=now, interrupted=interrupted)
     for warning in synced.warnings:
         log.warning("space=%s %s", ctx.name, warning)
     started = time.perf_counter()

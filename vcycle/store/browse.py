@@ -87,7 +87,7 @@ class Browse:
         with self.store._begin() as c:
             r = c.execute(select(h).where(h.c.space == space, h.c.name == name)).one_or_none()
         return None if r is None else Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at,
-                                                r.address, r.detail)
+                                                r.address, r.detail, r.interruption, r.interruption_at)
 
     def reports(self, space: str, count: int = 10) -> list[dict[str, Any]]:
         """The space's last ``count`` cycle reports, newest first, as dicts."""

@@ -84,6 +84,8 @@ machines = Table(
     Column("idle_since", UTCDateTime),
     Column("accounted_at", UTCDateTime),  # accounting done (APEL, VacMon); NULL while GONE: not yet
     Column("made_by", Text),  # what made it (core/drift.py); NULL: made before drift was kept
+    Column("interruption", Text),  # the cloud's interruption notice (core/interruptions.py)
+    Column("interrupted_at", UTCDateTime),
     Index("ix_machines_space_state", "space", "state"),
     Index("ix_machines_name", "name"),
     Index("ix_machines_created", "created_at", "name"),  # the status page's machines, newest first
@@ -119,6 +121,8 @@ heartbeats = Table(
     Column("shutdown_message_at", UTCDateTime),
     Column("address", String(255)),
     Column("detail", Text),
+    Column("interruption", Text),
+    Column("interruption_at", UTCDateTime),
     Column("written_at", UTCDateTime, nullable=False),  # when the store got it: for incremental reads
     Index("ix_heartbeats_space_written", "space", "written_at"),
 )

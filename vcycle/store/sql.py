@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vcycle.core.model import Backoff, CycleReport, Heartbeat, MachineRecord, StatusChange
@@ -115,6 +115,7 @@ def _row(space: str, record: MachineRecord) -> dict[str, Any]:
         "last_delete_at": record.last_delete_at, "delete_requested": record.delete_requested,
         "token_hash": record.token_hash, "features": record.features, "registered_at": record.registered_at,
         "idle_since": record.idle_since, "accounted_at": record.accounted_at, "made_by": record.made_by,
+        "interruption": record.interruption, "interrupted_at": record.interrupted_at,
     }
 
 
@@ -128,7 +129,8 @@ def _record(row: Any) -> MachineRecord:
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
         delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
         registered_at=row.registered_at, idle_since=row.idle_since, accounted_at=row.accounted_at,
-        made_by=row.made_by, last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
+        made_by=row.made_by, interruption=row.interruption, interrupted_at=row.interrupted_at,
+        last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
     )
 
 
@@ -268,7 +270,8 @@ class Store:
                 rows = c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
         beats = dict(seen)
         for r in rows:
-            beats[r.name] = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at, r.address, r.detail)
+            beats[r.name] = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at, r.address, r.detail,
+                                      r.interruption, r.interruption_at)
             since = r.written_at if since is None or r.written_at > since else since
         self._beats[space] = (beats, since)
         return dict(beats)
@@ -284,7 +287,7 @@ class Store:
         for space, beat in items:
             row = {"space": space, "name": beat.machine, "at": beat.at, "shutdown_message": beat.shutdown_message,
                    "shutdown_message_at": beat.shutdown_message_at, "address": beat.address, "detail": beat.detail,
-                   "written_at": now}
+                   "interruption": beat.interruption, "interruption_at": beat.interruption_at, "written_at": now}
             earlier = rows.get((space, beat.machine))
             if earlier is not None:
                 row = {**earlier, **{k: v for k, v in row.items() if v is not None}}
@@ -339,6 +342,18 @@ class Store:
             rows = c.execute(select(schema.machines).where(schema.machines.c.space == space)
                              .order_by(schema.machines.c.created_at)).all()
         return [_record(r) for r in rows]
+
+    def interruptions(self, space: str, since: datetime) -> dict[str, tuple[int, int]]:
+        """machinetype -> (interrupted since ``since``, machines that ran since then), GONE ones included: what
+        core/interruptions.tally counts of records, for max_interruption_fraction."""
+        m = schema.machines
+        hit = func.sum(case((m.c.interrupted_at >= since, 1), else_=0))
+        query = (select(m.c.machinetype, hit, func.count())
+                 .where(m.c.space == space, (m.c.started_at.is_not(None)) | (m.c.interrupted_at.is_not(None)),
+                        (m.c.stopped_at.is_(None)) | (m.c.stopped_at >= since))
+                 .group_by(m.c.machinetype))
+        with self._begin() as c:
+            return {mt: (int(hits or 0), int(n)) for mt, hits, n in c.execute(query).all()}
 
     def history(self, space: str, name: str) -> list[StatusChange]:
         with self._begin() as c:

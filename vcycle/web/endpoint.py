@@ -52,6 +52,7 @@ class Endpoint:
     render: UserDataRenderer | None = None
     monotonic: Callable[[], float] = time.monotonic
     operator_open: bool = False  # no operator token needed (loopback-only listener without one)
+    wake: Callable[[], None] | None = None  # asks the daemon for a cycle now (an interruption notice came)
     extra: dict[str, object] = field(default_factory=dict)
 
     def machinetype(self, record: MachineRecord) -> MachinetypeConfig | None:

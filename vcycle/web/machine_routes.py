@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -17,18 +18,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
-from vcycle.core import identity
+from vcycle.core import identity, interruptions
 from vcycle.core.model import Heartbeat, MachineRecord
 from vcycle.core.states import MachineState
-from vcycle.errors import Refused, RenderError, StoreError
+from vcycle.errors import JoboutputsError, Refused, RenderError, StoreError
 from vcycle.store.pilots import PilotBook
 from vcycle.web.endpoint import Endpoint, authenticate_machine, rate_limit
 from vcycle.web.joboutputs import check_name
 
+log = logging.getLogger(__name__)
 KINDS = identity.FEATURES  # the directories a machine's URLs name (identity.machine_urls)
 BODY_SECONDS = 30.0  # a client slower than this with its body is cut off
 HEARTBEAT_BODY_BYTES = 4096
 SHUTDOWN_MESSAGE = "shutdown_message"
+INTERRUPTION = "interruption"  # joboutputs/interruption: the cloud's notice (core/interruptions.py)
 
 
 def endpoint_of(request: Request) -> Endpoint:
@@ -116,6 +119,8 @@ async def machine_put(request: Request) -> Response:
     authenticate_machine(request, endpoint, record, required=True)
     rate_limit(endpoint, record)
     check_name(name)
+    if name == INTERRUPTION:
+        return await _interruption(request, endpoint, record)
     data = await read_body(request, endpoint.joboutputs.max_file_bytes, name)
     now = endpoint.clock()
     mt = endpoint.machinetype(record)
@@ -132,6 +137,31 @@ async def machine_put(request: Request) -> Response:
             await run_in_threadpool(endpoint.store.put_heartbeats, [(record.space, beat)])
         except StoreError:
             endpoint.beats.add(record.space, beat)
+    return Response(status_code=204)
+
+
+async def _interruption(request: Request, endpoint: Endpoint, record: MachineRecord) -> Response:
+    """Keep the notice at once (not batched: the machine has two minutes at most) and wake the daemon."""
+    data = await read_body(request, interruptions.NOTICE_BYTES, "the interruption notice")
+    try:
+        notice = interruptions.parse(json.loads(data or b"null"))
+    except ValueError as exc:  # not JSON, or not a notice (BadNotice)
+        raise Refused(422, f"not an interruption notice: {exc}") from None
+    now = endpoint.clock()
+    beat = Heartbeat(record.name, interruption=notice.describe(), interruption_at=now, address=_address(request))
+    try:
+        await run_in_threadpool(endpoint.store.put_heartbeats, [(record.space, beat)])
+    except StoreError:
+        endpoint.beats.add(record.space, beat)  # the flusher keeps trying
+    try:
+        await run_in_threadpool(endpoint.joboutputs.write, record.space, record.name, INTERRUPTION, data)
+    except JoboutputsError as exc:  # the notice is kept in the store; only its copy among the joboutputs is lost
+        log.warning("machine=%s interruption notice not kept among its joboutputs: %s", record.name, exc)
+    endpoint.metrics.interruptions.labels(record.space, notice.kind).inc()
+    log.warning("space=%s machinetype=%s machine=%s reported %s", record.space, record.machinetype, record.name,
+                notice.describe())
+    if endpoint.wake is not None:
+        endpoint.wake()
     return Response(status_code=204)
 
 

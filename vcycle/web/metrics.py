@@ -67,6 +67,8 @@ class Metrics:
         self.requests = Counter("vcycle_http_requests", "Requests answered by the endpoint",
                                 ["route", "status"], registry=r)
         self.heartbeats = Counter("vcycle_heartbeats_received", "Heartbeats received from machines", registry=r)
+        self.interruptions = Counter("vcycle_interruptions_received", "Interruption notices machines reported, by "
+                                     "kind (spot, rebalance, preempt)", ["space", "kind"], registry=r)
         self.pending = Gauge("vcycle_heartbeats_pending", "Heartbeats received, not yet written to the store",
                              registry=r)
         self.creates = Counter("vcycle_creates", "Machines created", ["space"], registry=r)

@@ -133,7 +133,7 @@ def _nullable(kind: str) -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     machine_fields = {k: _nullable("string") for k in (
         "state_since", "started_at", "stopped_at", "shutdown_at", "heartbeat_at", "shutdown_text", "cloud_id",
-        "zone", "flavor")}
+        "zone", "flavor", "interruption", "interrupted_at")}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Heartbeat": {"type": "object", "additionalProperties": False, "properties": {

@@ -37,7 +37,8 @@ def machine_view(record: MachineRecord) -> dict[str, Any]:
         "stopped_at": _iso(record.stopped_at), "shutdown_at": _iso(record.shutdown_at),
         "heartbeat_at": _iso(record.heartbeat_at), "shutdown_code": record.shutdown_code,
         "shutdown_text": record.shutdown_text, "cloud_id": record.cloud_id, "zone": record.zone,
-        "flavor": record.flavor, "manager": record.manager,
+        "flavor": record.flavor, "manager": record.manager, "interruption": record.interruption,
+        "interrupted_at": _iso(record.interrupted_at),
     }
 
 

@@ -1,9 +1,12 @@
-# vcycle's reporting functions for pilots (HSF-TN-2016-04 shutdown messages, joboutputs, heartbeats).
-# Rendered into every shipped template; the machine's token, if any, authenticates it to vcycle.
+# vcycle's reporting functions for pilots (HSF-TN-2016-04 shutdown messages, joboutputs, heartbeats, the
+# cloud's interruption notices). Rendered into every shipped template; the machine's token, if any,
+# authenticates it to vcycle.
 JOBOUTPUTS={{ joboutputs_url | shquote }}
 VCYCLE_TOKEN={{ token | default("") | shquote }}
 HEARTBEAT_FILE={{ options.heartbeat_file | default("vm-heartbeat") | shquote }}
 HEARTBEAT_SECONDS={{ options.heartbeat_seconds | default("60") | int }}
+WATCH_INTERRUPTIONS={{ options.watch_interruptions | default("true") | shquote }}
+METADATA_URL=${VCYCLE_METADATA_URL:-{{ options.metadata_url | default("http://169.254.169.254") | shquote }}}
 
 vcycle_put() {  # vcycle_put NAME FILE: upload FILE as joboutputs/NAME
     local auth=()
@@ -13,12 +16,61 @@ vcycle_put() {  # vcycle_put NAME FILE: upload FILE as joboutputs/NAME
 }
 
 vcycle_heartbeats() {  # in the background until vcycle_stop_heartbeats: refresh the heartbeat file
-    local sleeper=""
-    trap 'if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null; fi; exit 0' TERM
+    local sleeper="" watcher=""
+    if [ "$WATCH_INTERRUPTIONS" = true ]; then
+        vcycle_watch_interruptions &
+        watcher=$!
+    fi
+    trap 'kill $sleeper $watcher 2>/dev/null; exit 0' TERM
     while true; do
         date +%s > "${TMPDIR:-/tmp}/vcycle-heartbeat"
         vcycle_put "$HEARTBEAT_FILE" "${TMPDIR:-/tmp}/vcycle-heartbeat" || true
         sleep "$HEARTBEAT_SECONDS" &
+        sleeper=$!
+        wait "$sleeper"
+    done
+}
+
+vcycle_metadata() {  # vcycle_metadata PATH [CURL ARGS...]: the metadata service's answer, then its HTTP code
+    local path=$1
+    shift
+    curl --silent --max-time 2 --write-out '\n%{http_code}' "$@" "$METADATA_URL$path" 2>/dev/null || true
+}
+
+vcycle_interrupted() {  # vcycle_interrupted KIND NOTICE: report the cloud's notice to vcycle at once
+    printf '{"kind": "%s", "notice": %s}\n' "$1" "$2" > "${TMPDIR:-/tmp}/vcycle-interruption"
+    vcycle_put interruption "${TMPDIR:-/tmp}/vcycle-interruption"
+}
+
+vcycle_watch_interruptions() {  # every 5 s: EC2's spot and rebalance notices, Azure's Preempt event
+    local sleeper="" reported=" " silent=0 token answer code body kind
+    trap 'if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null; fi; exit 0' TERM
+    while true; do
+        local heard=""
+        token=$(curl --silent --fail --max-time 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" \
+            "$METADATA_URL/latest/api/token" 2>/dev/null) || token=""
+        local auth=()
+        if [ -n "$token" ]; then auth=(-H "X-aws-ec2-metadata-token: $token"); fi
+        for kind in spot rebalance preempt; do
+            case "$kind" in
+                spot) answer=$(vcycle_metadata /latest/meta-data/spot/instance-action "${auth[@]}") ;;
+                rebalance) answer=$(vcycle_metadata /latest/meta-data/events/recommendations/rebalance "${auth[@]}") ;;
+                preempt) answer=$(vcycle_metadata "/metadata/scheduledevents?api-version=2020-07-01" -H "Metadata: true") ;;
+            esac
+            code=${answer: -3}  # curl's --write-out: always three digits
+            body=${answer%$'\n'*}
+            if [ -n "$code" ] && [ "$code" != 000 ]; then heard=1; fi
+            if [ "$code" != 200 ] || [[ "$reported" == *" $kind "* ]]; then continue; fi
+            if [ "$kind" = preempt ] && ! grep -q '"EventType" *: *"Preempt"' <<< "$body"; then continue; fi
+            if vcycle_interrupted "$kind" "$body"; then reported="$reported$kind "; fi
+        done
+        if [ -z "$heard" ]; then
+            silent=$((silent + 1))
+            if [ "$silent" -ge 3 ] && [ "$reported" = " " ]; then exit 0; fi  # no metadata service here
+        else
+            silent=0
+        fi
+        sleep 5 &
         sleeper=$!
         wait "$sleeper"
     done
