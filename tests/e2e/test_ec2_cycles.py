@@ -177,3 +177,44 @@ def test_an_instance_type_the_region_lacks_is_held_and_never_wedges_the_space(
     assert done is not None and "1 deleted" in done.stdout, done.stdout + done.stderr
     gone = instances(moto_url, site["space"], ("terminated", "shutting-down"))
     assert [i["InstanceId"] for i in gone] == [instance_id]
+
+
+def test_a_new_ami_rolls_every_instance_one_at_a_time_never_terminating_a_running_one(
+        site: dict[str, Any], moto_url: str, moto_ami: str) -> None:
+    """Drift on moto's EC2: the machinetype's root_image changes to another AMI while two instances run pilots
+    (no heartbeat_file, so running is ready). Each cycle: a current instance is made first, then one old one
+    drained (its pilot told to end; here it powers off, as the shipped templates do), and only the stopped
+    one is terminated. In the end every instance runs the new AMI, and at most one was draining at any time."""
+    client = ec2(moto_url)
+    set_demand(site, 4)
+    cycle(site)
+    old = {i["InstanceId"] for i in instances(moto_url, site["space"])}
+    assert len(old) == 2
+    site["demand"].write_text(json.dumps({site["space"]: {"pilot": {"idle_jobs": 0, "running_jobs": 4}}}))
+    disks = [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20}}]
+    newer = client.register_image(Name=f"cernvm-{uuid.uuid4().hex[:6]}", RootDeviceName="/dev/xvda",
+                                  BlockDeviceMappings=disks)["ImageId"]
+    conf = site["conf"]
+    conf.write_text(conf.read_text().replace(f"root_image = image:{moto_ami}", f"root_image = image:{newer}"))
+    status = subprocess.run([sys.executable, "-m", "vcycle.cli", "status", "--json", "--config", str(conf)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(status.stdout)["spaces"][site["space"]]["drifted"] == {"pilot": {"machines": 2, "image": 2}}
+    store = Store.open(f"sqlite:///{site['tmp']}/state.db")
+    most_draining = 0
+    for _ in range(12):
+        done = cycle(site)
+        assert done is not None and done.returncode == 0, done.stderr
+        records = store.load(site["space"]).records
+        draining = [r for r in records if r.state is MachineState.DRAINING]
+        most_draining = max(most_draining, len(draining))
+        if draining:
+            client.stop_instances(InstanceIds=[r.cloud_id for r in draining])  # the pilot ends, the VM powers off
+        live = instances(moto_url, site["space"])
+        if not {i["InstanceId"] for i in live} & old:
+            break
+    store.close()
+    live = instances(moto_url, site["space"], ("pending", "running"))
+    assert {i["ImageId"] for i in live} == {newer} and len(live) >= 2
+    for instance in instances(moto_url, site["space"], ("terminated", "shutting-down")):
+        assert instance["InstanceId"] in old  # only old ones went, each after it stopped
+    assert most_draining == 1

@@ -136,12 +136,16 @@ def test_the_schema_validator_rejects_a_broken_cloud_config(tmp_path: Path) -> N
 class _Joboutputs(BaseHTTPRequestHandler):
     received: ClassVar[dict[str, bytes]] = {}
     authorization: ClassVar[set[str]] = set()
+    drain: ClassVar[str | None] = None  # answered to heartbeats as Vcycle-Drain, as vcycle does when draining
 
     def do_PUT(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        self.received[self.path.rsplit("/", 1)[-1]] = self.rfile.read(length)
+        name = self.path.rsplit("/", 1)[-1]
+        self.received[name] = self.rfile.read(length)
         self.authorization.add(self.headers.get("Authorization", ""))
         self.send_response(201)
+        if name == "vm-heartbeat" and self.drain is not None:
+            self.send_header("Vcycle-Drain", self.drain)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -159,7 +163,7 @@ def https_endpoint(tmp_path: Path) -> Iterator[dict[str, Any]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    _Joboutputs.received, _Joboutputs.authorization = {}, set()
+    _Joboutputs.received, _Joboutputs.authorization, _Joboutputs.drain = {}, set(), None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield {"port": server.server_address[1], "ca": str(cert)}
     server.shutdown()
@@ -261,3 +265,27 @@ def test_without_a_metadata_service_the_watch_gives_up_and_reports_nothing(
     assert done.returncode == 0, done.stderr
     assert "interruption" not in _Joboutputs.received
     assert done.stderr.count("/latest/api/token") == 3  # three silent rounds, then it stopped asking
+
+
+def test_a_drain_in_the_heartbeats_answer_reaches_the_pilot_once(tmp_path: Path,
+                                                                  https_endpoint: dict[str, Any]) -> None:
+    """vcycle answers a draining machine's heartbeat with Vcycle-Drain: the report functions write the reason to
+    VCYCLE_DRAIN_FILE (which the pilot can watch) and run drain_command once, however many heartbeats follow."""
+    tool("curl")
+    _Joboutputs.drain = "drain: drifted (image changed)"
+    marks = tmp_path / "drained.txt"
+    options = ("user_data_option_heartbeat_seconds = 1\nuser_data_option_watch_interruptions = false\n"
+               "user_data_option_pilot_command = while [ ! -e \"$VCYCLE_DRAIN_FILE\" ]; do sleep 0.2; done; "
+               "sleep 3; cat \"$VCYCLE_DRAIN_FILE\"\n"
+               f"user_data_option_drain_command = echo told >> {marks}")
+    text = render(site(tmp_path, "pilot-container", options), token="s3cret")
+    text = text.replace("https://vcycle.example.org:8443", f"https://127.0.0.1:{https_endpoint['port']}")
+    entrypoint = tmp_path / "entrypoint"
+    entrypoint.write_text(text)
+    env = {**os.environ, "CURL_CA_BUNDLE": https_endpoint["ca"], "TMPDIR": str(tmp_path)}
+    done = subprocess.run(["bash", str(entrypoint)], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "vcycle-drain").read_text() == "drain: drifted (image changed)\n"
+    assert marks.read_text() == "told\n"  # once, though heartbeats went on for 3 s
+    assert b"drain: drifted (image changed)" in _Joboutputs.received["pilot.log"]

@@ -58,3 +58,22 @@ def test_a_machine_reports_only_for_itself(site: Site) -> None:
     answer = site.client.put("/machines/sp/m2/joboutputs/interruption", content=json.dumps(SPOT).encode())
     assert answer.status_code == 401
     assert "m2" not in site.store.heartbeats("sp")
+
+
+def test_a_draining_machine_is_told_so_in_its_heartbeats_answer(site: Site) -> None:
+    """The heartbeat answers of a DRAINING machine carry Vcycle-Drain with why (its pilot then ends its work);
+    a running machine's carry nothing."""
+    from vcycle.core.model import transition
+    from vcycle.core.states import MachineState
+
+    site.machine("m1")
+    record = site.machine("m2", refresh=False)
+    drained = transition(record, MachineState.DRAINING, site.clock(), "drain: drifted (image changed):\n3 run")
+    site.store.write("sp", site.store.load("sp").version, [drained])
+    site.endpoint.directory.refresh()
+    running = site.client.put("/machines/sp/m1/joboutputs/vm-heartbeat", content=b"1", headers=site.auth("m1"))
+    assert running.status_code == 204 and "vcycle-drain" not in running.headers
+    for answer in (site.client.put("/machines/sp/m2/joboutputs/vm-heartbeat", content=b"1", headers=site.auth("m2")),
+                   site.client.post("/api/v1/machines/sp/m2/heartbeat", json={}, headers=site.auth("m2"))):
+        assert answer.status_code == 204, answer.text
+        assert answer.headers["vcycle-drain"] == "drain: drifted (image changed): 3 run"

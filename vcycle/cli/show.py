@@ -164,7 +164,7 @@ def show(status: dict[str, Any], console: Console) -> None:
         for mt, counts in space.get("drifted", {}).items():
             parts = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "machines")
             console.print(f"  {mt}: {counts['machines']} machine(s) drifted from the configuration ({parts} "
-                          "changed); replaced within max_disrupting where a batch system shows them",
+                          "changed); replaced within max_disrupting where the demand is known",
                           soft_wrap=True, markup=False)
         for backoff in space["backoffs"]:
             console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",

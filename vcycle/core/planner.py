@@ -65,10 +65,14 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
     deletes, decisions = _stall_breaker(deletes, decisions, snapshot.records, space, tallies, now)
     creates = _creations(snapshot, demand, space, config.settings, tallies, ours, now, decisions)
     drains: list[DrainOrder] = []
-    if snapshot.registered is not None:  # the machines run batch daemons: register timeouts, drains, retirement
-        def needed(name: str) -> int | None:
-            return _needed(space.machinetypes[name], demand.get(name), snapshot.flavors)
 
+    def needed(name: str) -> int | None:
+        return _needed(space.machinetypes[name], demand.get(name), snapshot.flavors)
+
+    if snapshot.registered is None:  # pilots or containers: drifted ones are told to end their work
+        drains, why = retire.pilot_orders(snapshot.records, space, demand, needed, {d.machine for d in deletes}, now)
+        decisions += why
+    else:  # the machines run batch daemons: register timeouts, drains, retirement
         drains, more, why = retire.batch_orders(snapshot.records, snapshot.registered, space, config.settings, demand,
                                                 needed, snapshot.draining, {d.machine for d in deletes}, now,
                                                 creating={c.machinetype for c in creates},
@@ -345,7 +349,7 @@ def _creations(
         total += best.processors
         created += best.processors
         _count_create(best)
-    if snapshot.registered is not None and total < limit and created < cap:
+    if total < limit and created < cap:
         creates += _replacements(snapshot, demand, space, tallies, creates, limit - total, cap - created, source,
                                  now, decisions)
     return creates

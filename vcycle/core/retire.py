@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from vcycle.core import drift, timeouts
+from vcycle.core import drift, rules, timeouts
 from vcycle.core.model import Action, Decision, DeleteOrder, Demand, DrainOrder, MachineRecord
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import WORKING_STATES, MachineState
@@ -83,6 +83,28 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
         drain(record, reason, "drift")
     drains, decisions = _within_budget(drains, decisions, records, space)
     return drains, deletes, decisions
+
+
+def pilot_orders(records: Sequence[MachineRecord], space: SpaceConfig, demand: Mapping[str, Demand],
+                 needed: Callable[[str], int | None], skip: Collection[str],
+                 now: datetime) -> tuple[list[DrainOrder], list[Decision]]:
+    """Drains of drifted machines where no batch system shows them (pilots, containers), with their decisions:
+    as for batch machines, but a machine is ready when it runs with a current heartbeat (or runs, for a
+    machinetype without heartbeat_file). A drained machine is told so in its heartbeat's answer and ends its
+    own work; it is deleted only when it stops, or at its wallclock."""
+    ready: dict[str, bool] = {}
+    for r in records:
+        mt = space.machinetypes.get(r.machinetype)
+        if mt is None or r.state is not S.RUNNING:
+            continue
+        if mt.heartbeat_file is None or (r.heartbeat_at is not None and rules.heartbeat_stale(r, mt, now) is None):
+            ready[r.name] = True  # busy, as far as vcycle can tell: the oldest drifted ones go first
+    drains: list[DrainOrder] = []
+    decisions: list[Decision] = []
+    for record, reason in replaced(records, ready, space, demand, needed, skip):
+        drains.append(DrainOrder(space.name, record.machinetype, record.name, reason))
+        decisions.append(Decision(Action.DRAIN, space.name, record.machinetype, reason, record.name, "drift"))
+    return _within_budget(drains, decisions, records, space)
 
 
 def work(mt: MachinetypeConfig, demand: Demand | None, needed: int | None, processors: int) -> int | None:

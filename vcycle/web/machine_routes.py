@@ -31,6 +31,7 @@ KINDS = identity.FEATURES  # the directories a machine's URLs name (identity.mac
 BODY_SECONDS = 30.0  # a client slower than this with its body is cut off
 HEARTBEAT_BODY_BYTES = 4096
 SHUTDOWN_MESSAGE = "shutdown_message"
+DRAIN_HEADER = "Vcycle-Drain"
 INTERRUPTION = "interruption"  # joboutputs/interruption: the cloud's notice (core/interruptions.py)
 
 
@@ -127,7 +128,7 @@ async def machine_put(request: Request) -> Response:
     if mt is not None and name == mt.heartbeat_file:
         endpoint.beats.add(record.space, Heartbeat(record.name, at=now, address=_address(request)), (name, data))
         endpoint.metrics.heartbeats.inc()
-        return Response(status_code=204)
+        return Response(status_code=204, headers=drain_answer(record))
     await run_in_threadpool(endpoint.joboutputs.write, record.space, record.name, name, data)  # errors: 4xx/5xx
     if name == SHUTDOWN_MESSAGE:
         text = data.decode("utf-8", "replace").strip().splitlines()
@@ -203,7 +204,16 @@ async def api_heartbeat(request: Request) -> Response:
                      detail=json.dumps(detail, sort_keys=True) if detail else None)
     endpoint.beats.add(record.space, beat)
     endpoint.metrics.heartbeats.inc()
-    return Response(status_code=204)
+    return Response(status_code=204, headers=drain_answer(record))
+
+
+def drain_answer(record: MachineRecord) -> dict[str, str]:
+    """A heartbeat's answer to a DRAINING machine: ``Vcycle-Drain: REASON``, for its pilot to take no more work
+    and end (the shipped templates write it to VCYCLE_DRAIN_FILE and run drain_command); nothing otherwise."""
+    if record.state is not MachineState.DRAINING:
+        return {}
+    reason = "".join(c if " " <= c <= "~" else " " for c in record.reason)[:300].strip()
+    return {DRAIN_HEADER: reason or "draining"}
 
 
 async def api_user_data(request: Request) -> Response:

@@ -5,14 +5,24 @@ JOBOUTPUTS={{ joboutputs_url | shquote }}
 VCYCLE_TOKEN={{ token | default("") | shquote }}
 HEARTBEAT_FILE={{ options.heartbeat_file | default("vm-heartbeat") | shquote }}
 HEARTBEAT_SECONDS={{ options.heartbeat_seconds | default("60") | int }}
+DRAIN_COMMAND={{ options.drain_command | default("") | shquote }}
+export VCYCLE_DRAIN_FILE=${VCYCLE_DRAIN_FILE:-${TMPDIR:-/tmp}/vcycle-drain}  # written when vcycle drains it
 WATCH_INTERRUPTIONS={{ options.watch_interruptions | default("true") | shquote }}
 METADATA_URL=${VCYCLE_METADATA_URL:-{{ options.metadata_url | default("http://169.254.169.254") | shquote }}}
 
-vcycle_put() {  # vcycle_put NAME FILE: upload FILE as joboutputs/NAME
-    local auth=()
+vcycle_put() {  # vcycle_put NAME FILE [CURL ARGS...]: upload FILE as joboutputs/NAME
+    local auth=() name=$1 file=$2
+    shift 2
     if [ -n "$VCYCLE_TOKEN" ]; then auth=(-H "Authorization: Bearer $VCYCLE_TOKEN"); fi
-    curl --fail --silent --show-error --max-time 60 --retry 3 "${auth[@]}" -X PUT --data-binary "@$2" \
-        "$JOBOUTPUTS/$1"
+    curl --fail --silent --show-error --max-time 60 --retry 3 "${auth[@]}" "$@" -X PUT --data-binary "@$file" \
+        "$JOBOUTPUTS/$name"
+}
+
+vcycle_drained() {  # after a heartbeat: vcycle's answer says drain? Then say so to the pilot, once
+    local answer="${TMPDIR:-/tmp}/vcycle-heartbeat-answer"
+    if [ -e "$VCYCLE_DRAIN_FILE" ] || ! grep -qi '^vcycle-drain:' "$answer" 2>/dev/null; then return 0; fi
+    grep -i '^vcycle-drain:' "$answer" | head -n 1 | cut -d: -f2- | tr -d '\r' | sed 's/^ *//' > "$VCYCLE_DRAIN_FILE"
+    if [ -n "$DRAIN_COMMAND" ]; then timeout 60 bash -c "$DRAIN_COMMAND" || true; fi
 }
 
 vcycle_heartbeats() {  # in the background until vcycle_stop_heartbeats: refresh the heartbeat file
@@ -24,7 +34,8 @@ vcycle_heartbeats() {  # in the background until vcycle_stop_heartbeats: refresh
     trap 'kill $sleeper $watcher 2>/dev/null; exit 0' TERM
     while true; do
         date +%s > "${TMPDIR:-/tmp}/vcycle-heartbeat"
-        vcycle_put "$HEARTBEAT_FILE" "${TMPDIR:-/tmp}/vcycle-heartbeat" || true
+        vcycle_put "$HEARTBEAT_FILE" "${TMPDIR:-/tmp}/vcycle-heartbeat" \
+            --dump-header "${TMPDIR:-/tmp}/vcycle-heartbeat-answer" && vcycle_drained
         sleep "$HEARTBEAT_SECONDS" &
         sleeper=$!
         wait "$sleeper"
