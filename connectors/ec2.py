@@ -28,7 +28,7 @@ from vcycle.connectors.base import ConnectorPlugin, fit_user_data
 from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import boolean, integer, key, number, options_of, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,13 +94,18 @@ STATE_MAP: dict[str, CloudStatus] = {
     "terminated": CloudStatus.DELETED,
 }
 
+# This offering (instance type, zone, spot price) cannot be had now; another may: the create falls through.
+CAPACITY_CODES = {
+    "InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity", "SpotMaxPriceTooLow",
+    "Unsupported",  # the instance type is not offered in the subnet's zone
+}
 QUOTA_CODES = {
-    "InsufficientInstanceCapacity", "InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded",
-    "InsufficientCapacity", "SpotMaxPriceTooLow", "InsufficientFreeAddressesInSubnet", "ResourceLimitExceeded",
+    "InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InsufficientFreeAddressesInSubnet",
+    "ResourceLimitExceeded",
 }
 REJECT_PREFIXES = (
     "InvalidAMIID", "InvalidInstanceType", "InvalidParameter", "InvalidUserData", "InvalidKeyPair", "InvalidSubnet",
-    "InvalidGroup", "InvalidBlockDeviceMapping", "Unsupported", "InvalidIamInstanceProfile", "OptInRequired",
+    "InvalidGroup", "InvalidBlockDeviceMapping", "InvalidIamInstanceProfile", "OptInRequired",
 )
 GONE_CODES = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 MAX_USER_DATA = 16 * 1024  # before base64
@@ -143,6 +148,8 @@ def map_error(error: Exception, doing: str) -> Exception:
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
         message = str(error.response.get("Error", {}).get("Message", "")) or code
+        if code in CAPACITY_CODES:
+            return NoCapacity(f"{doing}: {code}: {message}")
         if code in QUOTA_CODES:
             return QuotaExceeded(f"{doing}: {code}: {message}")
         if code.startswith(REJECT_PREFIXES):

@@ -21,6 +21,7 @@ with ``raise ... from``::
      +-- ConnectorError       the cloud said no, or did not answer
           +-- CloudUnavailable    skip this space this cycle; a create is left to the next sync
           +-- QuotaExceeded       back off the machinetype
+          |    +-- NoCapacity         this offering (flavor) has no room now: cool it, try the next
           +-- LaunchRejected      bad image/flavor/user-data: back off, log loudly
           |    +-- ImageError         a root image that cannot be had or trusted
           +-- NotFound            the machine is not there (success for delete)
@@ -153,6 +154,13 @@ class QuotaExceeded(ConnectorError):
 
     kind = "quota"
     backoff = True
+
+
+class NoCapacity(QuotaExceeded):
+    """The cloud has no capacity for this offering (flavor or instance type, zone, spot) now: the create falls
+    through to the machinetype's next offering, and this one cools for offering_cooldown_seconds."""
+
+    kind = "capacity"
 
 
 class LaunchRejected(ConnectorError):

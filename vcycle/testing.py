@@ -30,7 +30,7 @@ from vcycle.connectors.base import ConnectorPlugin, fit_user_data
 from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import integer, key, number, options_of, text, words
 from vcycle.core.sections import Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, ConnectorError, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, ConnectorError, LaunchRejected, NoCapacity, QuotaExceeded
 
 
 def _flavors(value: str) -> dict[str, int]:
@@ -118,6 +118,7 @@ class FakeConnector:
     - ``quota_processors``: creates beyond it raise QuotaExceeded; ``capacity()`` reports it.
     - ``latency_seconds``: every call sleeps this long (outside the lock, so calls overlap).
     - ``inject(op, error, times)``: the next ``times`` calls of ``op`` raise ``error``.
+    - ``full``: flavors whose creates raise NoCapacity (``created_on`` lists every create's flavor).
     - ``set_status``, ``set_state``, ``vanish``, ``add_foreign``: change the cloud behind vcycle's back.
     - ``calls``: every call made, as (operation, argument), in order.
     """
@@ -138,6 +139,8 @@ class FakeConnector:
         self.machines: dict[str, FakeMachine] = {}
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[str, list[ConnectorError]] = {}
+        self.full: set[str] = set()  # flavors the cloud has no capacity for (NoCapacity, as EC2's ICE)
+        self.created_on: list[str | None] = []  # the flavor of every create call, in order
         self._lock = threading.Lock()
         self._counter = 0
 
@@ -152,6 +155,9 @@ class FakeConnector:
         with self._call("create", spec.name):
             now = self.clock()
             user_data = fit_user_data(spec.user_data, self.max_user_data_bytes)
+            self.created_on.append(spec.flavor)
+            if spec.flavor in self.full:
+                raise NoCapacity(f"InsufficientInstanceCapacity: there is no {spec.flavor} capacity now")
             existing = self.machines.get(spec.name)
             if existing is not None:
                 if existing.owner is not None and existing.owner.request_id == spec.request_id:

@@ -20,7 +20,7 @@ from vctest import load_text
 
 from vcycle.connectors.ec2 import STATE_MAP, EC2Connector, map_error, map_state
 from vcycle.core.model import CloudStatus
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded
 from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 
@@ -48,17 +48,18 @@ def client_error(code: str, status: int = 400) -> ClientError:
 
 
 @pytest.mark.parametrize(("code", "kind"), [
-    ("InsufficientInstanceCapacity", QuotaExceeded), ("InstanceLimitExceeded", QuotaExceeded),
-    ("VcpuLimitExceeded", QuotaExceeded), ("MaxSpotInstanceCountExceeded", QuotaExceeded),
-    ("SpotMaxPriceTooLow", QuotaExceeded), ("InvalidAMIID.NotFound", LaunchRejected),
+    ("InsufficientInstanceCapacity", NoCapacity), ("InsufficientCapacity", NoCapacity),
+    ("InsufficientHostCapacity", NoCapacity), ("SpotMaxPriceTooLow", NoCapacity), ("Unsupported", NoCapacity),
+    ("InstanceLimitExceeded", QuotaExceeded), ("VcpuLimitExceeded", QuotaExceeded),
+    ("MaxSpotInstanceCountExceeded", QuotaExceeded), ("InvalidAMIID.NotFound", LaunchRejected),
     ("InvalidAMIID.Malformed", LaunchRejected), ("InvalidInstanceType.NotFound", LaunchRejected),
     ("InvalidParameterValue", LaunchRejected), ("InvalidUserData.Malformed", LaunchRejected),
-    ("Unsupported", LaunchRejected), ("RequestLimitExceeded", CloudUnavailable), ("Throttling", CloudUnavailable),
+    ("RequestLimitExceeded", CloudUnavailable), ("Throttling", CloudUnavailable),
     ("InternalError", CloudUnavailable), ("AuthFailure", CloudUnavailable), ("UnauthorizedOperation", CloudUnavailable),
 ])
 def test_error_map_row(code: str, kind: type[Exception]) -> None:
     mapped = map_error(client_error(code), "RunInstances x")
-    assert isinstance(mapped, kind) and code in str(mapped)
+    assert type(mapped) is kind and code in str(mapped)
 
 
 def test_timeouts_are_cloud_unavailable() -> None:
@@ -227,3 +228,60 @@ def test_a_delete_that_hits_a_bug_is_not_taken_for_an_unavailable_cloud() -> Non
 
     with pytest.raises(TypeError):
         EC2Connector(Broken(), "q").delete_machine("i-0123456789abcdef0")
+
+
+class _NoCapacityFor:
+    """A before-send hook answering RunInstances for one instance type as EC2 does when it has none:
+    ``InsufficientInstanceCapacity`` (an HTTP 500 in EC2's error XML), each time; other requests reach moto."""
+
+    def __init__(self, instance_type: str) -> None:
+        self.wanted = f"InstanceType={instance_type}".encode()
+        self.refused = 0
+
+    def __call__(self, request: Any, **kwargs: Any) -> Any:
+        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
+        if b"Action=RunInstances" not in body or self.wanted not in body:
+            return None
+        self.refused += 1
+        return AWSResponse(request.url, 500, {}, _Raw(
+            b"<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code><Message>We currently do not have "
+            b"sufficient t3.micro capacity in the Availability Zone you requested (us-east-1a).</Message></Error>"
+            b"</Errors><RequestID>ice-1</RequestID></Response>"))
+
+
+def test_an_instance_type_without_capacity_falls_through_to_the_next_on_moto(
+        moto_url: str, moto_ami: str, tmp_path: Path) -> None:
+    """Real cycles on moto's EC2, whose t3.micro has no capacity (InsufficientInstanceCapacity from a hook that
+    answers as EC2 does): every instance is made as t3a.micro, the next offering, in the first cycle already;
+    t3.micro is asked once (botocore's two attempts) per offering_cooldown_seconds, and nothing backs off."""
+    from datetime import UTC, datetime, timedelta
+
+    from vcycle.connectors.ec2 import make_connector
+
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(retries={"mode": "standard", "total_max_attempts": 2}))
+    full = _NoCapacityFor("t3.micro")
+    client.meta.events.register("before-send.ec2.RunInstances", full)
+    space = f"ice-{uuid.uuid4().hex[:8]}"
+    config = load_text(f"[settings]\nmanager_name = mgr\nmax_create_fraction = 0.5\n[space {space}]\n"
+                       "api = ec2\nprocessors_limit = 16\n"
+                       f"[machinetype {space} mt]\nuser_data = ud\ntarget_share = 1\n"
+                       f"backoff_seconds = 600\nfizzle_seconds = 0\nroot_image = image:{moto_ami}\n"
+                       "flavor_names = t3.micro t3a.micro\nmin_processors = 2\nmax_processors = 2\n")
+    connector = EC2Connector(client, space)
+    connector.machinetypes = make_connector(config.spaces[space], config.settings).machinetypes
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    now = [datetime.now(UTC)]
+    ctx = SpaceContext(config, config.spaces[space], connector, store, {}, lambda *a: b"#!/bin/sh\n", lambda: now[0])
+    run_cycle(ctx)
+    first = connector.list_machines()
+    assert len(first) == 4 and {m.flavor for m in first} == {"t3a.micro"}  # the next offering, the same cycle
+    assert full.refused == 2  # one create call (two attempts) reached the full offering
+    for _ in range(2):
+        now[0] += timedelta(seconds=60)
+        run_cycle(ctx)
+    assert full.refused == 2  # cooled: not asked again within 180 s
+    assert {m.flavor for m in connector.list_machines()} == {"t3a.micro"} and len(connector.list_machines()) == 8
+    assert store.load(space).backoffs == {}
+    store.close()

@@ -365,7 +365,9 @@ def test_creates_that_do_not_answer_are_left_to_the_next_sync_after_api_timeout(
     config = load_text(config_text(limit=2, settings={"max_create_fraction": 1}, space={"api_timeout_seconds": 1}))
     try:
         report = run_cycle(context(config, store, cloud, clock))
-        assert cloud.hung == 2  # both creates still running: the cycle did not wait for them
+        # both creates still running: the cycle did not wait for them (the second waited for the first, its
+        # offering's probe, half of api_timeout_seconds, then called anyway)
+        assert cloud.hung == 2
         assert [e.kind for e in report.errors] == ["create_not_confirmed"] * 2
         assert "no answer within 1s (api_timeout_seconds)" in report.errors[0].message
         assert "space=sp api=fake 2 of 2 create/delete calls have not answered for 0.2s" in caplog.text

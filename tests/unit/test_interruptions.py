@@ -142,14 +142,17 @@ def test_an_interrupted_machine_past_its_wallclock_is_deleted_not_drained() -> N
     assert [d.machine for d in result.deletes] == ["late"] and not result.drains
 
 
-def test_a_notice_cools_the_offering_for_offering_cooldown_seconds() -> None:
+def test_a_notice_cools_the_offering_and_the_next_one_is_taken() -> None:
     hot = interrupted("i", ago=42)
     result = plan(snapshot(hot), {}, CONFIG, NOW)
-    assert not result.creates
-    (hold,) = [d for d in result.decisions if d.rule == "offering_cooldown"]
+    assert result.creates and {c.flavor for c in result.creates} == {"c5.large"}  # the next offering
+    both = plan(snapshot(hot, interrupted("j", ago=100, flavor="c5.large")), {}, CONFIG, NOW)
+    assert not both.creates
+    (hold,) = [d for d in both.decisions if d.rule == "offering_cooldown"]
     assert "i on flavor m5.large had an interruption notice 42s ago (offering_cooldown_seconds 180)" in hold.reason
     cold = plan(snapshot(interrupted("i", ago=180)), {}, CONFIG, NOW)
-    assert cold.creates and not [d for d in cold.decisions if d.rule == "offering_cooldown"]
+    assert {c.flavor for c in cold.creates} == {"m5.large"}
+    assert not [d for d in cold.decisions if d.rule == "offering_cooldown"]
 
 
 def test_another_flavor_of_the_machinetype_is_not_cooled() -> None:

@@ -169,6 +169,9 @@ def show(status: dict[str, Any], console: Console) -> None:
         for backoff in space["backoffs"]:
             console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",
                           soft_wrap=True, markup=False)
+        for cooling in space.get("cooldowns", []):
+            console.print(f"  offering {cooling['machinetype']}/{cooling['offering'] or '(any)'} cools until "
+                          f"{cooling['until']}: no capacity ({cooling['reason']})", soft_wrap=True, markup=False)
         _show_cycle(space["last_cycle"], console)
 
 

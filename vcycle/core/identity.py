@@ -83,11 +83,12 @@ def metadata(space: SpaceConfig, name: str) -> dict[str, str]:
 
 
 def create_order(space: SpaceConfig, mt: MachinetypeConfig, processors: int, flavor: str | None, now: datetime,
-                 reason: str) -> CreateOrder:
-    """The order for one new machine made at ``now``: its shutdown time and hs06 from its machinetype."""
+                 reason: str, *, fallbacks: tuple[str, ...] = ()) -> CreateOrder:
+    """The order for one new machine made at ``now``: its shutdown time and hs06 from its machinetype;
+    ``fallbacks`` the flavors of the same size its create falls through to, in order, for lack of capacity."""
     hs06 = mt.hs06_per_processor * processors if mt.hs06_per_processor is not None else None
     deadline = rules.shutdown_deadline(now, mt.max_wallclock_seconds, space.shutdown_time)
-    return CreateOrder(space.name, mt.name, processors, flavor, deadline, hs06, reason)
+    return CreateOrder(space.name, mt.name, processors, flavor, deadline, hs06, reason, fallbacks=fallbacks)
 
 
 def order_for(record: MachineRecord, mt: MachinetypeConfig, reason: str) -> CreateOrder:

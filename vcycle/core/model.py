@@ -198,6 +198,17 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class Cooldown:
+    """The last time an offering (a machinetype's flavor) had no capacity: nothing is made on it for its
+    machinetype's offering_cooldown_seconds after ``since``."""
+
+    machinetype: str
+    offering: str  # the flavor ("" where vcycle names none: the cloud chooses)
+    since: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobShape:
     """``count`` idle jobs that each ask for these resources (HTCondor's RequestCpus, RequestMemory in MB,
     RequestDisk in KiB)."""
@@ -264,6 +275,7 @@ class SpaceSnapshot:
     # None when the space has no batch system to ask, or it did not answer
     registered: Mapping[str, bool] | None = None
     unrenderable: Mapping[str, str] = field(default_factory=dict)  # machinetype -> why its user-data does not render
+    cooldowns: Mapping[tuple[str, str], Cooldown] = field(default_factory=dict)  # (machinetype, offering) -> last
     # machinetype -> its idle jobs in the last cycles, oldest first (from the time series), for retire_wait_cycles
     recent_idle: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -300,6 +312,7 @@ class CreateOrder:
     hs06: float | None
     reason: str
     pilot: PilotRequest | None = None  # the pilot the machine runs, handed in by a pilot factory (set by the executor)
+    fallbacks: tuple[str, ...] = ()  # flavors of the same size to try, in order, when ``flavor`` has no capacity
 
 
 @dataclass(frozen=True, slots=True)

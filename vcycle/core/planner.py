@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from vcycle.core import drift, identity, interruptions, retire, rules, timeouts
 from vcycle.core.model import (
@@ -96,16 +97,47 @@ def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: s
     return found
 
 
-def _cooled(records: tuple[MachineRecord, ...], space: SpaceConfig,
-            now: datetime) -> dict[str, Mapping[tuple[str, str], str]]:
-    """machinetype -> its offerings an interruption notice cools now (core/interruptions.py)."""
-    recent = [r for r in records if r.interrupted_at is not None]
-    found = {}
+def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[str, dict[tuple[str, str], str]]:
+    """machinetype -> its offerings cooling now, with why: after an interruption notice (core/interruptions.py),
+    or a create the cloud refused for capacity (the snapshot's cooldowns)."""
+    recent = [r for r in snapshot.records if r.interrupted_at is not None]
+    found: dict[str, dict[tuple[str, str], str]] = {}
     for name in sorted({r.machinetype for r in recent} & set(space.machinetypes)):
         cooled = interruptions.cooling(recent, space.machinetypes[name], now)
         if cooled:
-            found[name] = cooled
+            found[name] = dict(cooled)
+    for (name, offering), cooldown in sorted(snapshot.cooldowns.items()):
+        mt = space.machinetypes.get(name)
+        if mt is None:
+            continue
+        until = cooldown.since + timedelta(seconds=mt.offering_cooldown_seconds)
+        if cooldown.since <= now < until:
+            found.setdefault(name, {})[(offering, "")] = (
+                f"{offering or 'the offering'} had no capacity {int((now - cooldown.since).total_seconds())}s ago "
+                f"({cooldown.reason}; offering_cooldown_seconds {mt.offering_cooldown_seconds}): no new machine on "
+                f"it until {until.strftime('%H:%M:%SZ')}")
     return found
+
+
+class _Offer(NamedTuple):
+    """The offering a machinetype's next machine is made on, and those to fall through to (same size)."""
+
+    flavor: str | None
+    size: int
+    fallbacks: tuple[str, ...]
+
+
+def _offering(mt: MachinetypeConfig, flavors: Mapping[str, int] | None,
+              cooled: Mapping[tuple[str, str], str]) -> _Offer | tuple[str, str]:
+    """The first fitting offering no cooldown holds, or (rule, reason) why there is none."""
+    fitting = rules.fitting_flavors(mt, flavors)
+    if isinstance(fitting, str):
+        return "no_flavor", fitting
+    usable = [(name, size) for name, size in fitting if interruptions.blocks(cooled, name) is None]
+    if not usable:
+        return "offering_cooldown", interruptions.blocks(cooled, fitting[0][0]) or "every offering cools"
+    (name, size), rest = usable[0], usable[1:]
+    return _Offer(name, size, tuple(n for n, v in rest if v == size and n is not None))
 
 
 def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int] | None) -> int | None:
@@ -291,10 +323,11 @@ def _delete_verdict(
 class _Candidate:
     """A machinetype that may still create this cycle."""
 
-    __slots__ = ("allowance", "demand_note", "flavor", "hs06", "missing", "mt", "processors", "tally")
+    __slots__ = ("allowance", "demand_note", "fallbacks", "flavor", "hs06", "missing", "mt", "processors", "tally")
 
     def __init__(self, mt: MachinetypeConfig, tally: _Tally, flavor: str | None, processors: int,
-                 allowance: int | None, demand_note: str = "") -> None:
+                 allowance: int | None, demand_note: str = "", fallbacks: tuple[str, ...] = ()) -> None:
+        self.fallbacks = fallbacks  # flavors of the same size a create falls through to when flavor has no room
         self.missing = allowance  # machines the idle jobs still need, before the ramp-up curb
         self.mt = mt
         self.demand_note = demand_note  # how the demand was counted, for the reasons
@@ -362,13 +395,12 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
     retire at once, within every limit."""
     found: list[CreateOrder] = []
-    cooled = _cooled(snapshot.records, space, now)
+    cooled = _cooled(snapshot, space, now)
     for name, mt in sorted(space.machinetypes.items()):
-        flavor = rules.choose_flavor(mt, snapshot.flavors)
-        if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or isinstance(flavor, str):
-            continue
-        if interruptions.blocks(cooled.get(name, {}), flavor[0]) is not None:
-            continue  # its HOLD is said once, by _candidates
+        offer = _offering(mt, snapshot.flavors, cooled.get(name, {}))
+        if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or \
+                not isinstance(offer, _Offer):
+            continue  # a HOLD for no flavor or a cooled offering is said once, by _candidates
         drifted = alive = working = draining = 0
         for r in snapshot.records:
             if r.machinetype != name or r.state not in HOLDS_PROCESSORS:
@@ -379,12 +411,12 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
                 continue
             alive += 1
             drifted += bool(drift.drifted(r.made_by, mt.made_by))
-        busy = retire.work(mt, demand.get(name), _needed(mt, demand.get(name), snapshot.flavors), flavor[1])
+        busy = retire.work(mt, demand.get(name), _needed(mt, demand.get(name), snapshot.flavors), offer.size)
         if not drifted or busy is None:
             continue
         alive += sum(1 for c in creates if c.machinetype == name)
         wanted = max(0, busy - draining) + min(drifted, max(1, mt.max_disrupting.of(working))) - alive
-        c = _Candidate(mt, tallies[name], flavor[0], flavor[1], None)
+        c = _Candidate(mt, tallies[name], offer.flavor, offer.size, None, fallbacks=offer.fallbacks)
         for _ in range(max(0, wanted)):
             why = _refusal(c, 0, room, source, space, snapshot, now) if c.processors <= allowed else \
                 ("creation_cap", "creation cap reached this cycle")
@@ -393,7 +425,8 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
                                           rule=why[0]))
                 break
             order = identity.create_order(space, mt, c.processors, c.flavor, now, (
-                f"ahead of the {drifted} drifted machines it replaces (the work needs {busy}, {alive} alive)"))
+                f"ahead of the {drifted} drifted machines it replaces (the work needs {busy}, {alive} alive)"),
+                fallbacks=c.fallbacks)
             found.append(order)
             decisions.append(Decision(Action.CREATE, space.name, name, order.reason, rule="drift_replace"))
             room, allowed, alive = room - c.processors, allowed - c.processors, alive + 1
@@ -406,7 +439,7 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
                 now: datetime) -> list[_Candidate]:
     """Machinetypes that may create this cycle; the others get one HOLD decision each."""
     found: list[_Candidate] = []
-    cooled = _cooled(snapshot.records, space, now)
+    cooled = _cooled(snapshot, space, now)
     for name in sorted(space.machinetypes):
         mt = space.machinetypes[name]
         if mt.target_share <= 0.0:
@@ -417,29 +450,25 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
         if name in snapshot.unrenderable:
             hold(name, "user_data", f"user-data cannot be rendered, nothing is created: {snapshot.unrenderable[name]}")
             continue
-        flavor = rules.choose_flavor(mt, snapshot.flavors)
-        if isinstance(flavor, str):
-            hold(name, "no_flavor", flavor)
-            continue
-        why = interruptions.blocks(cooled.get(name, {}), flavor[0])
-        if why is not None:
-            hold(name, "offering_cooldown", why)
+        offer = _offering(mt, snapshot.flavors, cooled.get(name, {}))
+        if not isinstance(offer, _Offer):
+            hold(name, *offer)
             continue
         if mt.demand is not None:
             wanted = demand.get(name) or Demand.unknown(f"demand source {mt.demand} reported nothing for {name}")
             if not wanted.known:
                 hold(name, "demand_unknown", f"demand unknown: {wanted.reason}")
                 continue
-            size = flavor[1]
+            size = offer.size
             needed, too_big, note = _machines_wanted(mt, wanted, size)
             if too_big:
                 hold(name, "too_big", f"{too_big} idle jobs ask for more than one {size}-processor machine has "
                                       f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk):"
                                       " not counted")
-            found.append(_Candidate(mt, tallies[name], flavor[0], size, needed - tallies[name].starting_machines,
-                                    note))
+            found.append(_Candidate(mt, tallies[name], offer.flavor, size, needed - tallies[name].starting_machines,
+                                    note, offer.fallbacks))
             continue
-        found.append(_Candidate(mt, tallies[name], flavor[0], flavor[1], None))
+        found.append(_Candidate(mt, tallies[name], offer.flavor, offer.size, None, fallbacks=offer.fallbacks))
     return found
 
 
@@ -469,7 +498,7 @@ def _create(c: _Candidate, space: SpaceConfig, now: datetime) -> CreateOrder:
     why = f"lowest weighted count per share ({c.tally.weighted:.3g}, target_share {mt.target_share:g})"
     if c.allowance is not None:
         why += f"; demand asks for {c.allowance} more"
-    return identity.create_order(space, mt, c.processors, c.flavor, now, why)
+    return identity.create_order(space, mt, c.processors, c.flavor, now, why, fallbacks=c.fallbacks)
 
 
 def _count_create(c: _Candidate) -> None:

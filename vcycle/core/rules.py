@@ -152,23 +152,32 @@ def space_limit(space: SpaceConfig, quota: int | None) -> tuple[int | None, str]
 
 
 def choose_flavor(mt: MachinetypeConfig, flavors: Mapping[str, int] | None) -> tuple[str | None, int] | str:
-    """(flavor, processors) for a new machine, or the reason none fits.
+    """(flavor, processors) for a new machine, or the reason none fits: the first of ``fitting_flavors``."""
+    found = fitting_flavors(mt, flavors)
+    return found if isinstance(found, str) else found[0]
 
-    The first of flavor_names whose vcpus lie in [min_processors,
-    max_processors] wins; where the cloud cannot tell its flavors (None),
-    the first flavor is taken with min_processors. A flavor the cloud does
-    not offer is never taken.
+
+def fitting_flavors(mt: MachinetypeConfig, flavors: Mapping[str, int] | None) -> list[tuple[str | None, int]] | str:
+    """Every (flavor, processors) a new machine may have, in flavor_names order (its offerings), or the reason
+    none fits.
+
+    A flavor fits when its vcpus lie in [min_processors, max_processors]; where the cloud cannot tell its flavors
+    (None), each is taken with min_processors; without flavor_names, the cloud chooses (None). A flavor the
+    cloud does not offer is never taken.
     """
     names: Sequence[str] = mt.flavor_names
     if not names:
-        return None, mt.min_processors
+        return [(None, mt.min_processors)]
     if flavors is None:
-        return names[0], mt.min_processors
+        return [(name, mt.min_processors) for name in names]
     high = mt.max_processors if mt.max_processors is not None else math.inf
+    found: list[tuple[str | None, int]] = []
     for name in names:
         vcpus = flavors.get(name)
         if vcpus is not None and mt.min_processors <= vcpus <= high:
-            return name, vcpus
+            found.append((name, vcpus))
+    if found:
+        return found
     seen = ", ".join(f"{n}={flavors[n]}" if n in flavors else f"{n}=not in cloud" for n in names)
     top = "" if mt.max_processors is None else str(mt.max_processors)
     return f"no flavor has {mt.min_processors}..{top} processors (vcpus: {seen})"

@@ -170,7 +170,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     recent = _recent_idle(ctx) if registered is not None else {}
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
-                             state.draining, registered, recent_idle=recent)
+                             state.draining, registered, recent_idle=recent, cooldowns=state.cooldowns)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)

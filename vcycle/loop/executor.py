@@ -12,7 +12,9 @@ requested machine appears and is adopted, or its request times out; a delete
 that did not happen is retried. What a connector error means is a property
 of its class (vcycle/errors.py): ``backoff`` errors fail the create and back
 off the machinetype, the others leave the request to the next sync;
-NotFound on delete is success.
+NotFound on delete is success. NoCapacity is the offering's, not the
+machinetype's: the create falls through to the order's next flavor of the same
+size (vcycle/loop/offers.py), and the offering cools.
 
 Machinetypes whose demand source hands out named machines (a ``NamedMachines``
 source, such as the pilots DIRAC's SiteDirector submits) take one waiting
@@ -35,7 +37,7 @@ from vcycle.connectors.base import Connector
 from vcycle.core import rules
 from vcycle.core.model import (
     Backoff,
-    CloudMachine,
+    Cooldown,
     CreateOrder,
     DeleteOrder,
     DrainOrder,
@@ -50,9 +52,10 @@ from vcycle.core.model import (
 from vcycle.core.sections import SpaceConfig
 from vcycle.core.states import STARTING_STATES, MachineState
 from vcycle.demand.base import NamedMachines
-from vcycle.errors import ConnectorError, DemandError, NotFound, RenderError, StaleState
+from vcycle.errors import ConnectorError, DemandError, NoCapacity, NotFound, RenderError, StaleState
 from vcycle.loop.calls import settle
 from vcycle.loop.launch import Launch, Renderer, entropy, prepare
+from vcycle.loop.offers import Offers
 from vcycle.store import Step, Store
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class Outcome:
     record: MachineRecord | None = None
     backoff: Backoff | None = None
     error: ReportError | None = None
+    cooldowns: tuple[Cooldown, ...] = ()  # offerings the create found without capacity
 
 
 @dataclass
@@ -129,6 +133,8 @@ class Executor:
         now = plan.now
         intent = first or Batch()
         applied = Applied(version)
+        self._fallbacks: dict[str, tuple[str, ...]] = {}  # machine -> the flavors its create may fall through to
+        self._offers = Offers(self.space.api_timeout_seconds / 2)  # a probe hung that long: call anyway, in time
         errors = applied.errors
         steps: list[Step] = []
         launches = self._intents(plan, now, intent, errors, steps, dict(prepared or {}))
@@ -149,6 +155,7 @@ class Executor:
         now = self.clock() if self.clock is not None else now  # outcomes carry the time they happened
         outcome = Batch()
         results = self._call(launches, deletes, now)
+        cooldowns: list[Cooldown] = []
         for result in results:
             if result.record is not None:
                 outcome.put(result.record)
@@ -156,14 +163,16 @@ class Executor:
                 outcome.backoffs[result.backoff.machinetype] = result.backoff
             if result.error is not None:
                 errors.append(result.error)
+            cooldowns.extend(result.cooldowns)
         applied.created = sum(r.done for r in results if r.create)
         applied.create_failures = sum(not r.done for r in results if r.create)
         applied.deleted = sum(r.done for r in results if not r.create)
         applied.delete_failures = sum(not r.done for r in results if not r.create)
-        if outcome.records or outcome.backoffs:
+        if outcome.records or outcome.backoffs or cooldowns:
             try:
                 applied.version = self.store.write(self.space.name, version, outcome.records.values(),
-                                                   outcome.history, backoffs=outcome.backoffs or None)
+                                                   outcome.history, backoffs=outcome.backoffs or None,
+                                                   cooldowns=cooldowns)
             except StaleState as exc:
                 errors.append(ReportError("store", self.space.name,
                                           f"outcomes not recorded ({exc}); the next sync reconciles them"))
@@ -210,6 +219,7 @@ class Executor:
                 errors.append(error)
                 continue
             launches.append((batch.put(launch.record), launch.spec))
+            self._fallbacks[launch.record.name] = order.fallbacks
             if source is not None and order.pilot is not None:  # it leaves the queue with the machine's record
                 claims.setdefault(id(source), (source, []))[1].append(order.pilot.name)
         steps.extend(source.claim(self.space.name, names, now) for source, names in claims.values())
@@ -300,22 +310,44 @@ class Executor:
                            ReportError(kind, self.space.name, message, record.machinetype, record.name))
 
         try:
-            machine: CloudMachine = self.connector.create_machine(spec)
-        except ConnectorError as exc:
-            if not exc.backoff:  # the cloud may yet have made it: the next sync adopts it or gives it up
-                log.warning("%s create not confirmed, left to the next sync: %s", where, exc)
-                return failed("create_not_confirmed", f"create not confirmed: {exc}")
-            log.error("%s create refused (%s): %s", where, exc.kind, exc)
-            why = f"create refused ({exc.kind}): {exc}"
-            return failed(f"create_refused_{exc.kind}", why, transition(record, S.CREATE_FAILED, now, why),
-                          Backoff(record.machinetype, now, why))
+            tried = self._offers.create(self.connector.create_machine, spec, self._fallbacks.get(record.name, ()),
+                                        now)
         except Exception as exc:  # the per-action boundary: a connector bug must not stop the cycle
             log.exception("%s create failed unexpectedly", where)
             return failed("create_bug", f"create failed unexpectedly: {exc!r}")
-        log.info("%s created (cloud id %s)", where, machine.id)
-        moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors)
+        for cooldown in tried.cooled:
+            log.warning("%s no capacity on %s, cooled for offering_cooldown_seconds: %s", where,
+                        cooldown.offering or "the offering", cooldown.reason)
+        error = tried.error
+        if tried.machine is None and (error is None or isinstance(error, NoCapacity)):  # every offering is full
+            why = "no capacity on any offering (" + "; ".join(
+                [f"{c.offering or 'the offering'}: {c.reason}" for c in tried.cooled]
+                + [f"{name or 'the offering'}: none, as another create found this cycle" for name in tried.skipped]
+            ) + "): no backoff, the offerings cool"
+            log.warning("%s %s", where, why)
+            moved = transition(record, S.CREATE_FAILED, now, why)
+            return Outcome(True, False, moved, None, ReportError("create_refused_capacity", self.space.name, why,
+                                                                 record.machinetype, record.name), tried.cooled)
+        if error is not None:
+            if not error.backoff:  # the cloud may yet have made it: the next sync adopts it or gives it up
+                log.warning("%s create not confirmed, left to the next sync: %s", where, error)
+                return dataclasses.replace(failed("create_not_confirmed", f"create not confirmed: {error}"),
+                                           cooldowns=tried.cooled)
+            log.error("%s create refused (%s): %s", where, error.kind, error)
+            why = f"create refused ({error.kind}): {error}"
+            return dataclasses.replace(failed(f"create_refused_{error.kind}", why,
+                                              transition(record, S.CREATE_FAILED, now, why),
+                                              Backoff(record.machinetype, now, why)), cooldowns=tried.cooled)
+        machine = tried.machine
+        assert machine is not None
+        log.info("%s created (cloud id %s)%s", where, machine.id,
+                 f" on {tried.flavor}, the next offering" if tried.flavor != spec.flavor else "")
+        moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors,
+                                    flavor=tried.flavor)
+        fell = f" on {tried.flavor} ({spec.flavor} had no capacity)" if tried.flavor != spec.flavor else ""
         return Outcome(True, True, transition(moved, S.STARTING, now,
-                                              f"create accepted by the cloud (id {machine.id})"))
+                                              f"create accepted by the cloud (id {machine.id}){fell}"),
+                       cooldowns=tried.cooled)
 
     def _delete(self, record: MachineRecord, now: datetime) -> Outcome:
         where = f"space={self.space.name} machinetype={record.machinetype} machine={record.name}"

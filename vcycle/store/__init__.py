@@ -1,4 +1,4 @@
-"""The state store: machines with their history, backoffs, heartbeats, cycle reports.
+"""The state store: machines with their history, backoffs, offering cooldowns, heartbeats, cycle reports.
 
 SQLAlchemy Core over SQLite (WAL; the embedded default) or PostgreSQL
 (psycopg 3; for sites with several managers). The schema is migrated with
@@ -7,8 +7,8 @@ versioned: ``write`` names the version it read and raises StaleState if
 another writer got there first, so nothing is ever overwritten blindly.
 
     Store.open(url)          -> Store (migrated)
-    store.load(space)        -> SpaceState(version, records, backoffs, draining)
-    store.write(space, version, records, history, backoffs, steps) -> new version
+    store.load(space)        -> SpaceState(version, records, backoffs, draining, cooldowns)
+    store.write(space, version, records, history, backoffs, steps, cooldowns) -> new version
 
 This package is the only place that speaks SQL.
 """

@@ -112,6 +112,15 @@ backoffs = Table(
     Column("reason", Text, nullable=False),
 )
 
+cooldowns = Table(
+    "cooldowns", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("machinetype", String(255), primary_key=True),
+    Column("offering", String(255), primary_key=True),
+    Column("since", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 heartbeats = Table(
     "heartbeats", metadata,
     Column("space", String(255), primary_key=True),

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from vcycle.core.model import Backoff, CycleReport, Heartbeat, MachineRecord, StatusChange
+from vcycle.core.model import Backoff, Cooldown, CycleReport, Heartbeat, MachineRecord, StatusChange
 from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
 from vcycle.store import schema
@@ -27,6 +27,7 @@ _VERSION_OF = select(schema.spaces.c.version, schema.spaces.c.draining).where(sc
 _LIVE_MACHINES = select(schema.machines).where(schema.machines.c.space == _SPACE,
                                                schema.machines.c.state != MachineState.GONE.value)
 _BACKOFFS_OF = select(schema.backoffs).where(schema.backoffs.c.space == _SPACE)
+_COOLDOWNS_OF = select(schema.cooldowns).where(schema.cooldowns.c.space == _SPACE)
 _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
                                     schema.spaces.c.version == bindparam("expected"))
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
@@ -50,6 +51,7 @@ class SpaceState:
     records: tuple[MachineRecord, ...]
     backoffs: Mapping[str, Backoff] = field(default_factory=dict)
     draining: frozenset[str] = frozenset()
+    cooldowns: Mapping[tuple[str, str], Cooldown] = field(default_factory=dict)  # (machinetype, offering) -> last
 
 
 def _dialect_insert(connection: Connection, table: Any) -> Any:
@@ -190,13 +192,17 @@ class Store:
             rows = c.execute(_LIVE_MACHINES, {"space": space}).all()
             backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason)
                         for r in c.execute(_BACKOFFS_OF, {"space": space})}
-        state = SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)))
+            cooldowns = {(r.machinetype, r.offering): Cooldown(r.machinetype, r.offering, r.since, r.reason)
+                         for r in c.execute(_COOLDOWNS_OF, {"space": space})}
+        state = SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)),
+                           cooldowns)
         self._cache[space] = state
         return state
 
     def write(self, space: str, version: int, records: Iterable[MachineRecord] = (),
               history: Iterable[tuple[str, StatusChange]] = (), backoffs: Mapping[str, Backoff] | None = None,
-              draining: frozenset[str] | None = None, steps: Sequence[Step] = ()) -> int:
+              draining: frozenset[str] | None = None, steps: Sequence[Step] = (),
+              cooldowns: Iterable[Cooldown] = ()) -> int:
         """Commit changes read at ``version`` atomically; the new version. Raises StaleState.
 
         ``steps`` run in the same transaction (a source's claim of the requests these records fulfil), so
@@ -223,7 +229,12 @@ class Store:
                 _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
                                               "last_abort_at": b.last_abort_at, "reason": b.reason}
                                              for b in backoffs.values()], ("space", "machinetype"))
-        self._remember(space, version, records, backoffs, draining)
+            cooldowns = list(cooldowns)
+            if cooldowns:
+                _upsert(c, schema.cooldowns, [{"space": space, "machinetype": d.machinetype, "offering": d.offering,
+                                               "since": d.since, "reason": d.reason} for d in cooldowns],
+                        ("space", "machinetype", "offering"))
+        self._remember(space, version, records, backoffs, draining, cooldowns)
         return version + 1
 
     def update(self, space: str, change: Callable[[SpaceState], dict[str, Any] | None], tries: int = 10) -> None:
@@ -243,7 +254,8 @@ class Store:
                 time.sleep(0.2)
 
     def _remember(self, space: str, version: int, records: Iterable[MachineRecord],
-                  backoffs: Mapping[str, Backoff] | None, draining: frozenset[str] | None) -> None:
+                  backoffs: Mapping[str, Backoff] | None, draining: frozenset[str] | None,
+                  cooldowns: Iterable[Cooldown] = ()) -> None:
         """Keep the cache true after our own write (or drop it if it was not current)."""
         cached = self._cache.pop(space, None)
         if cached is None or cached.version != version:
@@ -256,7 +268,8 @@ class Store:
                 merged[record.name] = record
         self._cache[space] = SpaceState(space, version + 1, tuple(merged.values()),
                                         {**cached.backoffs, **(backoffs or {})},
-                                        cached.draining if draining is None else frozenset(draining))
+                                        cached.draining if draining is None else frozenset(draining),
+                                        {**cached.cooldowns, **{(d.machinetype, d.offering): d for d in cooldowns}})
 
     # --- unversioned: machine signals and reports ----------------------------------------
 

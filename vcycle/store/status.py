@@ -29,6 +29,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
     costs what a small one does."""
     reports = store.last_reports()
     known, counts, makers = _tally(store)
+    cooling = _cooling(config, store, now)
     spaces: dict[str, Any] = {}
     for name in sorted(set(config.spaces) | set(known)):
         version, draining, backoff_rows = known.get(name, (0, [], []))
@@ -55,6 +56,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "draining": draining,
             "machinetypes": {mt: dict(sorted(c.items())) for mt, c in sorted(by_type.items())},
             "backoffs": backoffs,
+            "cooldowns": cooling.get(name, []),
             "unconfirmed": {"creates": sum(n for n, _ in requested),
                             "since": min(f for _, f in requested).isoformat(timespec="seconds") if requested
                             else None},
@@ -69,6 +71,25 @@ _HOLDING = {s.value for s in HOLDS_PROCESSORS}
 Tally = dict[str, dict[tuple[str, str], tuple[int, int, datetime]]]  # space -> (mt, state) -> n, processors, first
 Known = dict[str, tuple[int, list[str], list[tuple[str, datetime, str]]]]  # space -> version, draining, backoffs
 Makers = dict[str, dict[str, dict[str, int]]]  # space -> machinetype -> made_by -> live machines
+
+
+def _cooling(config: Config, store: Store, now: datetime) -> dict[str, list[dict[str, str]]]:
+    """space -> the offerings cooling now after a create found no capacity (one small table)."""
+    d = schema.cooldowns
+    with store._begin() as c:
+        rows = c.execute(select(d.c.space, d.c.machinetype, d.c.offering, d.c.since, d.c.reason)
+                         .order_by(d.c.space, d.c.machinetype, d.c.offering)).all()
+    found: dict[str, list[dict[str, str]]] = {}
+    for space, machinetype, offering, since, reason in rows:
+        configured = config.spaces.get(space)
+        mt = configured.machinetypes.get(machinetype) if configured else None
+        if mt is None:
+            continue
+        until = since + timedelta(seconds=mt.offering_cooldown_seconds)
+        if until > now:
+            found.setdefault(space, []).append({"machinetype": machinetype, "offering": offering,
+                                                "until": until.isoformat(), "reason": reason})
+    return found
 
 
 def _tally(store: Store) -> tuple[Known, Tally, Makers]:

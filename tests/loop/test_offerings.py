@@ -1,0 +1,119 @@
+"""Offerings: a machinetype's flavors of one size, in order. Real cycles over FakeConnector on a FakeClock with a
+real SQLite store; the cloud has no capacity for one flavor, every time (as EC2's InsufficientInstanceCapacity).
+
+A create that finds no capacity falls through to the next offering in the same cycle; no more than one create
+call reaches the full offering per offering_cooldown_seconds; the machinetype is not backed off, and other
+machinetypes' creates go on as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from vctest import config_text, load_text
+
+from vcycle.core.states import MachineState
+from vcycle.loop.cycle import SpaceContext, run_cycle
+from vcycle.store import Store
+from vcycle.testing import FakeClock, FakeConnector
+
+S = MachineState
+FLAVORS = {"m5.large": 2, "m5a.large": 2, "c5.xlarge": 4}
+
+
+def render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
+    return f"#!/bin/sh\necho {name}\n".encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
+    yield opened
+    opened.close()
+
+
+def site(store: Store, clock: FakeClock, cloud: FakeConnector, **mt: object) -> SpaceContext:
+    config = load_text(config_text(limit=400, settings={"max_create_fraction": 0.05}, machinetypes={
+        "spot": {"flavor_names": "m5.large m5a.large", "min_processors": 2, "max_processors": 2,
+                 "target_share": 1, **mt},
+        "other": {"flavor_names": "c5.xlarge", "min_processors": 4, "target_share": 1},
+    }))
+    return SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+
+
+def test_a_full_offering_gets_one_call_per_cooldown_and_the_next_takes_its_machines(store: Store) -> None:
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full.add("m5.large")
+    ctx = site(store, clock, cloud)
+    calls_per_window: dict[int, int] = {}
+    for minute in range(12):  # one cycle a minute: four cooldown windows of 180 s
+        before = len(cloud.created_on)
+        report = run_cycle(ctx)
+        made = cloud.created_on[before:]
+        calls_per_window[minute // 3] = calls_per_window.get(minute // 3, 0) + made.count("m5.large")
+        assert made.count("m5a.large") >= 1 or minute >= 10  # the next offering made machines this very cycle
+        assert not [e for e in report.errors if e.kind != "create_refused_capacity"]
+        clock.advance(60)
+    assert all(n <= 1 for n in calls_per_window.values()), calls_per_window
+    records = store.load("sp").records
+    spot = [r for r in records if r.machinetype == "spot" and r.state is not S.CREATE_FAILED]
+    assert spot and {r.flavor for r in spot} == {"m5a.large"}
+    assert "spot" not in store.load("sp").backoffs  # a full offering backs nothing off
+    assert any(r.machinetype == "other" for r in records)  # the other machinetype made its machines too
+    (cooldown,) = store.load("sp").cooldowns.values()
+    assert (cooldown.machinetype, cooldown.offering) == ("spot", "m5.large")
+    assert "InsufficientInstanceCapacity" in cooldown.reason
+
+
+def test_the_first_create_is_the_probe_and_the_others_skip_a_full_offering_in_the_same_cycle(store: Store) -> None:
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full.add("m5.large")
+    run_cycle(site(store, clock, cloud))
+    assert cloud.created_on.count("m5.large") == 1  # of the cycle's creates for spot, only the probe tried it
+    made = [r for r in store.load("sp").records if r.machinetype == "spot"]
+    assert len(made) > 2 and all(r.state is S.STARTING and r.flavor == "m5a.large" for r in made)
+    assert all("on m5a.large (m5.large had no capacity)" in r.reason for r in made)  # the probe's answer, for all
+
+
+def test_when_every_offering_is_full_the_request_is_closed_without_backoff_and_both_cool(store: Store) -> None:
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full |= {"m5.large", "m5a.large"}
+    ctx = site(store, clock, cloud)
+    report = run_cycle(ctx)
+    failed = [r for r in store.load("sp").records if r.machinetype == "spot"]
+    assert failed and all(r.state is S.CREATE_FAILED for r in failed)
+    assert "no capacity on any offering" in failed[0].reason and "no backoff" in failed[0].reason
+    assert "spot" not in store.load("sp").backoffs
+    assert {k for k in store.load("sp").cooldowns} == {("spot", "m5.large"), ("spot", "m5a.large")}
+    assert cloud.created_on.count("m5.large") == 1 and cloud.created_on.count("m5a.large") == 1
+    assert {e.kind for e in report.errors} == {"create_refused_capacity"}
+    clock.advance(60)
+    before = len(cloud.created_on)
+    report = run_cycle(ctx)
+    assert [c for c in cloud.created_on[before:] if c != "c5.xlarge"] == []  # both cool: none is asked
+    holds = [d for d in report.decisions if d.rule == "offering_cooldown"]
+    assert holds and "m5.large had no capacity 60s ago" in holds[0].reason
+    clock.advance(180)
+    before = len(cloud.created_on)
+    cloud.full.clear()
+    run_cycle(ctx)
+    assert "m5.large" in cloud.created_on[before:]  # cooled no longer: the first offering is asked again
+
+
+def test_status_shows_the_cooling_offering_until_when_and_why(store: Store) -> None:
+    from vcycle.store.status import collect
+
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full.add("m5.large")
+    ctx = site(store, clock, cloud)
+    run_cycle(ctx)
+    (shown,) = collect(ctx.config, store, clock())["spaces"]["sp"]["cooldowns"]
+    assert shown["machinetype"] == "spot" and shown["offering"] == "m5.large"
+    assert shown["until"] == (clock() + timedelta(seconds=180)).isoformat()
+    assert "InsufficientInstanceCapacity" in shown["reason"]
+    clock.advance(180)
+    assert collect(ctx.config, store, clock())["spaces"]["sp"]["cooldowns"] == []
