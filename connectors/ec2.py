@@ -28,7 +28,7 @@ from vcycle.connectors.base import ConnectorPlugin, fit_user_data
 from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import boolean, integer, key, number, options_of, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Unauthorized
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +108,10 @@ REJECT_PREFIXES = (
     "InvalidGroup", "InvalidBlockDeviceMapping", "InvalidIamInstanceProfile", "OptInRequired",
 )
 GONE_CODES = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
+AUTH_CODES = {  # the credentials, or what they are allowed: to be fixed by the site, not retried
+    "AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
+    "RequestExpired", "UnrecognizedClientException",
+}
 MAX_USER_DATA = 16 * 1024  # before base64
 QUOTA_SECONDS = 3600  # the vCPU quota is asked at most hourly
 ON_DEMAND_VCPU_QUOTA = "L-1216C47A"  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances
@@ -150,6 +154,9 @@ def map_error(error: Exception, doing: str) -> Exception:
         message = str(error.response.get("Error", {}).get("Message", "")) or code
         if code in CAPACITY_CODES:
             return NoCapacity(f"{doing}: {code}: {message}")
+        if code in AUTH_CODES:
+            return Unauthorized(f"{doing}: {code}: {message} (check the space's access_key and secret_key, and "
+                                f"what their IAM policy allows)")
         if code in QUOTA_CODES:
             return QuotaExceeded(f"{doing}: {code}: {message}")
         if code.startswith(REJECT_PREFIXES):

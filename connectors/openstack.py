@@ -31,7 +31,7 @@ from vcycle.connectors.base import ConnectorPlugin, fit_user_data
 from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import choice, integer, key, options_of, text, words
 from vcycle.core.sections import Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,13 @@ def _mapped(what: str, *, deleting: bool = False) -> Iterator[None]:
         text = f"{what}: {status} {exc.details or exc.message}".strip()
         if (status == 403 and "quota" in text.lower()) or status == 413:
             raise QuotaExceeded(text) from exc
+        if status in (401, 403):
+            raise Unauthorized(f"{text} (check the space's credentials and the project's roles)") from exc
         if status in (400, 404, 409) and not deleting:
             raise LaunchRejected(text) from exc
         raise CloudUnavailable(text) from exc
+    except ksa.Unauthorized as exc:  # Keystone refused the credentials (an expired password, a revoked one)
+        raise Unauthorized(f"{what}: {exc} (check the space's credentials)") from exc
     except (sdk.SDKException, ksa.ClientException, OSError) as exc:
         raise CloudUnavailable(f"{what}: {exc}") from exc
 

@@ -20,6 +20,7 @@ with ``raise ... from``::
      |    +-- JoboutputsError     a joboutputs file not accepted, kept or read
      +-- ConnectorError       the cloud said no, or did not answer
           +-- CloudUnavailable    skip this space this cycle; a create is left to the next sync
+          |    +-- Unauthorized       the credentials were refused: a create backs off, one call a cycle at most
           +-- QuotaExceeded       back off the machinetype
           |    +-- NoCapacity         this offering (flavor) has no room now: cool it, try the next
           +-- LaunchRejected      bad image/flavor/user-data: back off, log loudly
@@ -147,6 +148,15 @@ class CloudUnavailable(ConnectorError):
     """The cloud cannot be reached or answers 5xx: skip the space this cycle."""
 
     kind = "unavailable"
+
+
+class Unauthorized(CloudUnavailable):
+    """The cloud refused the space's credentials (expired, revoked, not allowed): nothing was made. A listing is
+    skipped as for an unreachable cloud; a create fails and backs off its machinetype, and no other create of
+    the cycle calls the cloud (no retry storm). The reason says what to fix."""
+
+    kind = "auth"
+    backoff = True
 
 
 class QuotaExceeded(ConnectorError):

@@ -20,7 +20,7 @@ from vctest import load_text
 
 from vcycle.connectors.ec2 import STATE_MAP, EC2Connector, map_error, map_state
 from vcycle.core.model import CloudStatus
-from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Unauthorized
 from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 
@@ -55,7 +55,8 @@ def client_error(code: str, status: int = 400) -> ClientError:
     ("InvalidAMIID.Malformed", LaunchRejected), ("InvalidInstanceType.NotFound", LaunchRejected),
     ("InvalidParameterValue", LaunchRejected), ("InvalidUserData.Malformed", LaunchRejected),
     ("RequestLimitExceeded", CloudUnavailable), ("Throttling", CloudUnavailable),
-    ("InternalError", CloudUnavailable), ("AuthFailure", CloudUnavailable), ("UnauthorizedOperation", CloudUnavailable),
+    ("InternalError", CloudUnavailable), ("AuthFailure", Unauthorized), ("UnauthorizedOperation", Unauthorized),
+    ("InvalidClientTokenId", Unauthorized), ("SignatureDoesNotMatch", Unauthorized), ("RequestExpired", Unauthorized),
 ])
 def test_error_map_row(code: str, kind: type[Exception]) -> None:
     mapped = map_error(client_error(code), "RunInstances x")

@@ -117,3 +117,22 @@ def test_status_shows_the_cooling_offering_until_when_and_why(store: Store) -> N
     assert "InsufficientInstanceCapacity" in shown["reason"]
     clock.advance(180)
     assert collect(ctx.config, store, clock())["spaces"]["sp"]["cooldowns"] == []
+
+
+def test_refused_credentials_cost_one_create_call_a_cycle_and_back_off(store: Store) -> None:
+    """The cloud refuses the space's credentials: of the cycle's creates, one calls it; all fail with its reason
+    (what to fix), and the machinetype backs off, so the next cycle calls nothing."""
+    from vcycle.errors import Unauthorized
+
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.inject("create", Unauthorized("RunInstances: AuthFailure: AWS was not able to validate the provided "
+                                        "access credentials (check the space's access_key and secret_key)"), 100)
+    ctx = site(store, clock, cloud, backoff_seconds=600)
+    report = run_cycle(ctx)
+    assert sum(1 for op, _ in cloud.calls if op == "create") == 1
+    refused = [e for e in report.errors if e.kind == "create_refused_auth"]
+    assert len(refused) > 1 and all("check the space's access_key" in e.message for e in refused)
+    assert "AuthFailure" in store.load("sp").backoffs["spot"].reason
+    clock.advance(60)
+    run_cycle(ctx)
+    assert sum(1 for op, _ in cloud.calls if op == "create") == 1  # backed off: not asked again

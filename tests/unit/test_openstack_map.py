@@ -13,7 +13,7 @@ from openstack import exceptions as sdk
 
 from vcycle.connectors.openstack import STATUS_MAP, _mapped, cloud_status
 from vcycle.core.model import CloudStatus
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Unauthorized
 
 ROWS = [
     ("BUILD", None, 0, CloudStatus.STARTING),
@@ -79,8 +79,11 @@ def http_error(status: int, details: str) -> sdk.HttpException:
      "Quota exceeded for cores"),
     (http_error(400, "Image 1234 could not be found."), LaunchRejected, "could not be found"),
     (http_error(404, "Flavor m9 could not be found."), LaunchRejected, "404"),
-    (http_error(403, "Policy doesn't allow os_compute_api:servers:create to be performed."), CloudUnavailable,
+    (http_error(403, "Policy doesn't allow os_compute_api:servers:create to be performed."), Unauthorized,
      "Policy"),
+    (http_error(401, "The request you have made requires authentication."), Unauthorized, "401"),
+    (ksa.Unauthorized("The request you have made requires authentication. (HTTP 401)"), Unauthorized,
+     "requires authentication"),
     (http_error(503, "Service Unavailable"), CloudUnavailable, "503"),
     (ksa.ConnectFailure("Unable to establish connection to http://keystone:5000/v3/auth/tokens"),
      CloudUnavailable, "Unable to establish connection"),
@@ -89,6 +92,7 @@ def http_error(status: int, details: str) -> sdk.HttpException:
 def test_errors_map_to_behaviour(error: Exception, expected: type[Exception], words: str) -> None:
     with pytest.raises(expected, match=words) as caught, _mapped("create server vcycle-mt-x"):
         raise error
+    assert type(caught.value) is expected
     assert str(caught.value).startswith("create server vcycle-mt-x")
 
 

@@ -6,6 +6,9 @@ answer (half the space's api_timeout_seconds at most: then they call anyway, sti
 If the cloud had room, they go on in parallel; if it had none (NoCapacity), they skip it for the next offering
 at once, and the offering is cooled (a Cooldown, stored with the outcomes: the planner makes nothing on it for
 offering_cooldown_seconds).
+
+Credentials the cloud refused (Unauthorized) are the space's: after one such answer, no other create of the
+apply calls the cloud; each fails with that answer (and backs its machinetype off).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from vcycle.core.model import CloudMachine, Cooldown, LaunchSpec
-from vcycle.errors import ConnectorError, NoCapacity
+from vcycle.errors import ConnectorError, NoCapacity, Unauthorized
 
 PROBING = "probing"
 ROOM = "room"
@@ -42,6 +45,7 @@ class Offers:
         self.wait_seconds = wait_seconds  # a probe not answering by then is not waited for (a hung cloud)
         self._known: dict[tuple[str, str], str] = {}
         self._changed = threading.Condition()
+        self.refused: Unauthorized | None = None  # the space's credentials were refused in this apply
 
     def _begin(self, key: tuple[str, str]) -> str | None:
         """None: call the cloud (as the probe, after one found room, or after a probe did not answer); else why
@@ -71,6 +75,8 @@ class Offers:
         cooled: list[Cooldown] = []
         skipped: list[str] = []
         last: ConnectorError | None = None
+        if self.refused is not None:
+            return Tried(None, spec.flavor, self.refused, ())
         for flavor in (spec.flavor, *fallbacks):
             key = (spec.machinetype, flavor or "")
             if self._begin(key) is not None:
@@ -84,6 +90,8 @@ class Offers:
                 last = exc
                 continue
             except ConnectorError as exc:  # the caller's to handle, as for any create
+                if isinstance(exc, Unauthorized):
+                    self.refused = exc
                 self._end(key, None)
                 return Tried(None, flavor, exc, tuple(cooled), tuple(skipped))
             except BaseException:  # a bug: the others need not wait for this probe
