@@ -32,6 +32,38 @@ def test_file_source_reads_the_document_each_call(tmp_path: Path) -> None:
     assert source.demand("sp") == {"mt": Demand(1, 0)}
 
 
+def test_with_poll_seconds_a_rise_in_idle_jobs_wakes_the_daemon_between_cycles(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "demand.json"
+    path.write_text(json.dumps(DOC))
+    source = make_source(DemandConfig(name="q", type="file", file="x.conf",
+                                      options=FileSection(path=str(path), poll_seconds=0.5)))
+    woken = threading.Event()
+    source.watch(woken.set)  # type: ignore[attr-defined]
+    try:
+        source.demand("sp")  # the first demand starts the watch
+        assert woken.wait(5)  # its first look: the counts rose from nothing
+        woken.clear()
+        assert not woken.wait(1.5)  # unchanged: no wake
+        path.write_text(json.dumps({"sp": {"mt": {"idle_jobs": 70}}}))
+        assert woken.wait(5)  # 7 -> 70 idle jobs: a cycle now
+        woken.clear()
+        path.write_text(json.dumps({"sp": {"mt": {"idle_jobs": 3}}}))
+        assert not woken.wait(1.5)  # fewer: nothing to hurry for
+    finally:
+        source.close()  # type: ignore[attr-defined]
+
+
+def test_without_poll_seconds_nothing_is_watched(tmp_path: Path) -> None:
+    path = tmp_path / "demand.json"
+    path.write_text(json.dumps(DOC))
+    source = file_source(path)
+    source.watch(lambda: None)  # type: ignore[attr-defined]
+    source.demand("sp")
+    assert source.watcher is None  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("content", "fragment"), [
     (None, "cannot read"),
     ("{not json", "is not valid JSON"),

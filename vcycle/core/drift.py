@@ -53,8 +53,8 @@ def fingerprint(space: SpaceConfig, mt: MachinetypeConfig, templates: Sequence[s
 
 def drifted(made_by: str | None, current: str) -> tuple[str, ...]:
     """The parts in which a machine made as ``made_by`` differs from ``current``; () when it does not, or when
-    either is unknown or of another hashing version."""
-    if not made_by or not current:
+    either is unknown or of another hashing version. A current machine (most of them) costs one comparison."""
+    if not made_by or not current or made_by == current:
         return ()
     mine, now = _parse(made_by), _parse(current)
     if mine is None or now is None:

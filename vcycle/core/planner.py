@@ -396,15 +396,19 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     retire at once, within every limit."""
     found: list[CreateOrder] = []
     cooled = _cooled(snapshot, space, now)
+    held: dict[str, list[MachineRecord]] = {}
+    for r in snapshot.records:  # one pass, grouped by machinetype
+        if r.state in HOLDS_PROCESSORS:
+            held.setdefault(r.machinetype, []).append(r)
     for name, mt in sorted(space.machinetypes.items()):
+        if name not in held:
+            continue
         offer = _offering(mt, snapshot.flavors, cooled.get(name, {}))
         if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or \
                 not isinstance(offer, _Offer):
             continue  # a HOLD for no flavor or a cooled offering is said once, by _candidates
         drifted = alive = working = draining = 0
-        for r in snapshot.records:
-            if r.machinetype != name or r.state not in HOLDS_PROCESSORS:
-                continue
+        for r in held[name]:
             working += r.state in WORKING_STATES
             if r.state is S.DRAINING:
                 draining += 1

@@ -122,11 +122,13 @@ def replaced(records: Sequence[MachineRecord], registered: Mapping[str, bool], s
     exceed what its work needs (the planner makes current ones ahead of them), idle ones first, then the oldest.
     The budget (max_disrupting) applies afterwards."""
     found: list[tuple[MachineRecord, str]] = []
+    working: dict[str, list[MachineRecord]] = {}
+    for r in records:  # one pass, grouped: not one pass per machinetype
+        if r.state in WORKING_STATES:
+            working.setdefault(r.machinetype, []).append(r)
     for name, mt in sorted(space.machinetypes.items()):
         drifted, ready, draining, size = [], 0, 0, mt.min_processors
-        for r in records:
-            if r.machinetype != name or r.state not in WORKING_STATES:
-                continue
+        for r in working.get(name, ()):
             size = r.processors
             parts = drift.drifted(r.made_by, mt.made_by)
             if r.state is S.DRAINING:
