@@ -73,10 +73,11 @@ def test_a_registered_demand_source_conforms(name: str) -> None:
 
 
 def test_the_abilities_of_the_built_in_sources_are_what_the_loop_asks_for() -> None:
-    """The loop finds abilities with isinstance: HTCondor and Slurm are batch systems, DIRAC's sources and Slurm's
-    are watched, the SiteDirector's and Slurm's cloud nodes hand out named machines."""
+    """The loop finds abilities with isinstance: HTCondor and Slurm are batch systems, DIRAC's sources, Slurm's and
+    the file's are watched, the SiteDirector's and Slurm's cloud nodes hand out named machines."""
     kinds = {name: get_type_hints(demand.REGISTRY.load(name).make)["return"] for name in demand.REGISTRY.names()}
-    assert {n for n, c in kinds.items() if issubclass(c, Watched)} == {"dirac", "sitedirector", "slurm", "slurm_cloud"}
+    assert {n for n, c in kinds.items() if issubclass(c, Watched)} == {"dirac", "file", "sitedirector", "slurm",
+                                                                                "slurm_cloud"}
     assert {n for n, c in kinds.items() if issubclass(c, NamedMachines)} == {"sitedirector", "slurm_cloud"}
     assert {n for n, c in kinds.items() if hasattr(c, "registered")} == {"htcondor", "slurm", "slurm_cloud"}
 
