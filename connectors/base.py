@@ -59,7 +59,11 @@ class Connector(Protocol):
         CloudUnavailable."""
         ...
 
-    # Optional, looked up with getattr: ``notices(now) -> list[str]``, warnings for the cycle report
+    # Optional, looked up with getattr: ``drain_machine(machine_id) -> None``, ask a machine with no batch
+    # system to finish its work and take no more (the local connector: SIGTERM to its entrypoint alone, which
+    # the shipped templates take as a drain); raises CloudUnavailable. Without it, a drained machine learns it
+    # from its heartbeat's answer only.
+    # ``notices(now) -> list[str]``, warnings for the cycle report
     # and ``vcycle status`` (an expiring credential); cheap, as it is called every cycle.
     # ``check_images(images: Mapping[str, str | None]) -> dict[str, str]``: for ``vcycle check-config
     # --online``, machinetype -> what is wrong with its root_image, found without changing anything.

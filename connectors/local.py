@@ -25,6 +25,7 @@ a ``deleting`` marker with the process still there is DELETING.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -245,6 +246,14 @@ class LocalConnector:
             child.wait(timeout=5)
         shutil.rmtree(directory, ignore_errors=True)
 
+    def drain_machine(self, machine_id: str) -> None:
+        """SIGTERM to the machine's entrypoint alone, not to its pilot: the shipped templates take it as a drain
+        (the pilot is told through VCYCLE_DRAIN_FILE, and runs on). A machine gone already is left alone."""
+        entry = os.path.join(self.workdir, os.path.basename(machine_id), "user-data")
+        for pid in entrypoints(entry):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
     def _stop_session(self, sid: int) -> None:
         """Every process of the machine's session (timeout puts the entrypoint in a group of its own)."""
         for sig, wait in ((signal.SIGTERM, self.grace_seconds), (signal.SIGKILL, 5.0)):
@@ -270,6 +279,23 @@ class LocalConnector:
 
     def flavors(self) -> Mapping[str, int] | None:
         return None  # a local machine takes the processors it is given
+
+
+def entrypoints(entry: str) -> list[int]:
+    """The processes running the script ``entry`` (its interpreter's first argument; not the wrapper, timeout or
+    bwrap, which name it later), in or out of a PID namespace."""
+    found = []
+    for process in os.scandir("/proc"):
+        if not process.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{process.name}/cmdline", "rb") as stream:
+                argv = stream.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1] == entry.encode():
+            found.append(int(process.name))
+    return found
 
 
 def session_members(sid: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,3 +154,38 @@ def test_bwrap_isolation_leaves_only_the_machines_directory_writable(tmp_path: P
     assert lines[1:] == ["outside is read-only", "wrote its own directory", "token tok-123"]
     assert not (outside / "x").exists()
     local.delete_machine(made.id)
+
+
+def test_a_drain_is_a_sigterm_to_the_entrypoint_alone_and_the_pilot_runs_on(connector: LocalConnector,
+                                                                           tmp_path: Path) -> None:
+    """The shipped pilot-container template on a local machine: drain_machine sends SIGTERM to its entrypoint,
+    not to its pilot; the entrypoint writes VCYCLE_DRAIN_FILE, the pilot sees it, ends its work by itself, and the
+    machine stops with 200 Success, its pilot never killed."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "userdata"))
+    from test_render import render, site
+
+    options = ("user_data_option_heartbeat_seconds = 1\nuser_data_option_watch_interruptions = false\n"
+               "user_data_option_pilot_command = echo working; while [ ! -e \"$VCYCLE_DRAIN_FILE\" ]; do sleep 0.2; "
+               "done; echo told: $(cat \"$VCYCLE_DRAIN_FILE\"); sleep 1; echo finished my job")
+    text = render(site(tmp_path / "site", "pilot-container", options), token="t")
+    script = text.replace("https://vcycle.example.org:8443", "https://127.0.0.1:9").encode()  # reports: refused
+    made = connector.create_machine(spec(user_data=script))
+    directory = Path(connector.workdir) / made.name
+
+    def working() -> bool:
+        return any("working" in log.read_text() for log in (directory / "tmp").glob("tmp.*/pilot.log"))
+
+    wait_for(working)
+    time.sleep(0.3)  # the entrypoint is waiting on its pilot
+    connector.drain_machine(made.id)
+    wait_for(lambda: (directory / "exit-status").exists(), 30)
+    assert (directory / "exit-status").read_text().strip() == "0"
+    assert (directory / "tmp" / "vcycle-drain").read_text() == "drain: SIGTERM from vcycle\n"
+    shutdown = (directory / "tmp" / "vcycle-shutdown-message").read_text()
+    assert shutdown == "200 Success\n"  # the pilot ended by itself, with 0
+
+
+def test_a_drain_of_a_machine_gone_already_is_nothing(connector: LocalConnector) -> None:
+    connector.drain_machine("vcycle-mt-nowhere")

@@ -429,3 +429,40 @@ def test_a_listing_that_does_not_answer_skips_its_space_only(store: Store, caplo
     assert not reports[0].ok and "fake list_machines did not answer within 1s" in reports[0].errors[0].message
     assert reports[1].ok and states(store, "other") == {"starting": 2}
     assert "space=sp api=fake list_machines has not answered for 0.2s" in caplog.text  # said while waiting
+
+
+def test_a_drained_machine_without_a_batch_system_is_asked_through_its_connector(store: Store) -> None:
+    """An interruption notice drains the machine; a connector that can (local: SIGTERM to the entrypoint) is
+    asked to drain it by its cloud id, and a failure to is reported, the machine still DRAINING."""
+    from vcycle.errors import CloudUnavailable as Unreachable
+
+    class Draining(FakeConnector):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.drained: list[str] = []
+            self.refuse = False
+
+        def drain_machine(self, machine_id: str) -> None:
+            if self.refuse:
+                raise Unreachable("cannot signal it")
+            self.drained.append(machine_id)
+
+    clock = FakeClock()
+    cloud = Draining(clock=clock)
+    config = load_text(config_text(limit=2, settings={"max_create_fraction": 1}))
+    ctx = context(config, store, cloud, clock)
+    run_cycle(ctx)
+    clock.advance(60)
+    run_cycle(ctx)
+    first, second = sorted(store.load("sp").records, key=lambda r: r.name)
+    notice = "EC2 spot interruption notice: terminate"
+    store.put_heartbeats([("sp", Heartbeat(first.name, interruption=notice, interruption_at=clock()))])
+    clock.advance(10)
+    run_cycle(ctx)
+    assert cloud.drained == [first.cloud_id]
+    cloud.refuse = True
+    store.put_heartbeats([("sp", Heartbeat(second.name, interruption=notice, interruption_at=clock()))])
+    clock.advance(10)
+    report = run_cycle(ctx)
+    assert [e.kind for e in report.errors] == ["drain_failed"] and "cannot signal it" in report.errors[0].message
+    assert states(store) == {"draining": 2}

@@ -252,7 +252,13 @@ class Executor:
         def failed(message: str) -> None:
             errors.append(ReportError("drain_failed", self.space.name, message, record.machinetype, record.name))
 
-        if self.drain is None:  # no batch daemon to ask: the machine (told by its cloud) ends its own work
+        if self.drain is None:  # no batch daemon: the machine's heartbeat answer tells it, and its cloud may too
+            drain_machine = getattr(self.connector, "drain_machine", None)
+            if drain_machine is not None and record.cloud_id is not None:
+                try:
+                    drain_machine(record.cloud_id)
+                except ConnectorError as exc:
+                    failed(f"drain not sent: {exc}")
             return
         try:
             self.drain(self.space.name, record.name)

@@ -18,11 +18,30 @@ vcycle_put() {  # vcycle_put NAME FILE [CURL ARGS...]: upload FILE as joboutputs
         "$JOBOUTPUTS/$name"
 }
 
-vcycle_drained() {  # after a heartbeat: vcycle's answer says drain? Then say so to the pilot, once
+vcycle_drain() {  # vcycle_drain REASON: tell the pilot to take no more work and end (once)
+    if [ -e "$VCYCLE_DRAIN_FILE" ]; then return 0; fi
+    printf '%s\n' "$1" > "$VCYCLE_DRAIN_FILE"
+    if [ -n "$DRAIN_COMMAND" ]; then timeout 60 bash -c "$DRAIN_COMMAND" || true; fi
+}
+
+vcycle_drained() {  # after a heartbeat: vcycle's answer says drain? Then say so to the pilot
     local answer="${TMPDIR:-/tmp}/vcycle-heartbeat-answer"
     if [ -e "$VCYCLE_DRAIN_FILE" ] || ! grep -qi '^vcycle-drain:' "$answer" 2>/dev/null; then return 0; fi
-    grep -i '^vcycle-drain:' "$answer" | head -n 1 | cut -d: -f2- | tr -d '\r' | sed 's/^ *//' > "$VCYCLE_DRAIN_FILE"
-    if [ -n "$DRAIN_COMMAND" ]; then timeout 60 bash -c "$DRAIN_COMMAND" || true; fi
+    vcycle_drain "$(grep -i '^vcycle-drain:' "$answer" | head -n 1 | cut -d: -f2- | tr -d '\r' | sed 's/^ *//')"
+}
+
+# shellcheck disable=SC2317  # not every template waits on its pilot with it
+vcycle_wait() {  # vcycle_wait PID: its exit status; a SIGTERM meanwhile (a local machine drained) is a drain
+    local status
+    trap 'vcycle_drain "drain: SIGTERM from vcycle"' TERM
+    while true; do
+        wait "$1"
+        status=$?
+        if [ "$status" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi  # the trap ran: wait on
+        break
+    done
+    trap - TERM
+    return "$status"
 }
 
 vcycle_heartbeats() {  # in the background until vcycle_stop_heartbeats: refresh the heartbeat file
