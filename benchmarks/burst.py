@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,14 +37,15 @@ from typing import Any
 import boto3
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
+from ec2 import start_moto  # noqa: E402  (benchmarks/ec2.py: moto_server on a free loopback port)
 from vctest import config_text, load_text  # noqa: E402
 
 from vcycle.core.states import MachineState  # noqa: E402
 from vcycle.loop.cycle import SpaceContext, run_cycle  # noqa: E402
 from vcycle.store import Store  # noqa: E402
-from vcycle.testing import FakeClock, FakeConnector, free_port, wait_for  # noqa: E402
+from vcycle.testing import FakeClock, FakeConnector, wait_for  # noqa: E402
 
 DAEMON = """[settings]
 state_url = sqlite:///{d}/state.db
@@ -80,19 +79,6 @@ user_data = pilot-container
 demand = queue
 jobs_per_machine = 1
 """
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("moto_server did not start")
 
 
 def burst(jobs: int, workers: int) -> float:

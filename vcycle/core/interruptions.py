@@ -115,11 +115,6 @@ def _rfc1123(value: Any) -> datetime | None:
         raise BadNotice(f"NotBefore {value!r} is not an RFC 1123 time") from None
 
 
-def offering(record: MachineRecord) -> tuple[str, str, str]:
-    """What a machine ran on, as far as vcycle can tell one offering from another: (machinetype, flavor, zone)."""
-    return record.machinetype, record.flavor or "", record.zone or ""
-
-
 def cooling(records: Iterable[MachineRecord], mt: MachinetypeConfig, now: datetime) -> Mapping[tuple[str, str], str]:
     """The (flavor, zone) offerings of ``mt`` an interruption notice cools now -> why, naming the numbers."""
     window = timedelta(seconds=mt.offering_cooldown_seconds)

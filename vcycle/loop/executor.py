@@ -346,11 +346,10 @@ class Executor:
                                               Backoff(record.machinetype, now, why)), cooldowns=tried.cooled)
         machine = tried.machine
         assert machine is not None
-        log.info("%s created (cloud id %s)%s", where, machine.id,
-                 f" on {tried.flavor}, the next offering" if tried.flavor != spec.flavor else "")
+        fell = f" on {tried.flavor} ({spec.flavor} had no capacity)" if tried.flavor != spec.flavor else ""
+        log.info("%s created (cloud id %s)%s", where, machine.id, fell)
         moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors,
                                     flavor=tried.flavor)
-        fell = f" on {tried.flavor} ({spec.flavor} had no capacity)" if tried.flavor != spec.flavor else ""
         return Outcome(True, True, transition(moved, S.STARTING, now,
                                               f"create accepted by the cloud (id {machine.id}){fell}"),
                        cooldowns=tried.cooled)
