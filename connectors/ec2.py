@@ -6,7 +6,9 @@ listing is one paginated DescribeInstances filtered by the space's tag
 (terminated instances, listed by EC2 for a while, map to DELETED, which sync
 reads as gone; filtering them out server-side made moto four times slower). The
 request id is the ClientToken, so EC2 itself never makes two instances for
-one request when botocore retries. Throttling and 5xx are retried by
+one request when botocore retries. An instance is launched with
+InstanceInitiatedShutdownBehavior=terminate, so a machine that powers itself
+off (the shipped templates' hard end) is gone with no manager alive. Throttling and 5xx are retried by
 botocore's standard retry mode; what still fails becomes CloudUnavailable.
 
 The old vcycle's keys (url, access_key, secret_key, region) still work;
@@ -342,7 +344,7 @@ class EC2Connector:
         tags += [{"Key": k, "Value": v} for k, v in spec.metadata.items()]
         request: dict[str, Any] = {
             "ImageId": ami, "MinCount": 1, "MaxCount": 1, "ClientToken": spec.request_id, "UserData": user_data,
-            "InstanceInitiatedShutdownBehavior": "stop",
+            "InstanceInitiatedShutdownBehavior": "terminate",  # a machine that powers off ends: no manager needed
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
         }
         if spec.flavor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,23 @@ import pytest
 from vctest import unavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+# A VM form of a shipped template run here (a test playing the machine) starts the hard end: a timer that powers
+# the machine off past its shutdown time. Here it must never power off this host: it runs this harmless command
+# instead, and every timer still waiting is stopped at the end of the session.
+POWEROFF = "true vcycle-tests-poweroff"
+os.environ["VCYCLE_POWEROFF"] = POWEROFF
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hard_ends() -> Iterator[None]:
+    yield
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and POWEROFF.encode() in (entry / "cmdline").read_bytes():
+                os.killpg(int(entry.name), signal.SIGKILL)  # the timer leads its own session (setsid)
+        except (OSError, ProcessLookupError):
+            pass
 
 
 def _service(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:

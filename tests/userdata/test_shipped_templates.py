@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +26,9 @@ import imds
 import pytest
 import yaml
 from test_render import render, site
+
+from vcycle.core.model import CreateOrder
+from vcycle.userdata.render import render_user_data
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 OPTIONS = {
@@ -125,6 +131,47 @@ def test_a_sitedirector_pilot_boots_its_wrapper_in_a_valid_cloud_config(tmp_path
     assert checked.returncode == 0, checked.stdout
 
 
+def hard_end_of(text: str) -> str:
+    """The hard end of a rendered VM form: the cloud-config's vcycle-hard-end script, or its lines in a script."""
+    if not text.startswith("#!"):
+        files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+        return files["/usr/local/sbin/vcycle-hard-end"]
+    found = re.search(r"^# The hard end:.*?^nohup setsid .*?$", text, re.S | re.M)
+    assert found, "no hard end in the rendered script"
+    return found.group(0)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_a_vm_powers_itself_off_past_its_shutdown_time_with_no_manager(tmp_path: Path, name: str) -> None:
+    """The VM form's own timer, run for real with poweroff replaced by a marker file: it returns at once, and the
+    machine powers off hard_end_seconds past its shutdown time, not before."""
+    config = site(tmp_path, name, OPTIONS[name] + "\nuser_data_option_hard_end_seconds = 1")
+    space = config.spaces["sp.example.org"]
+    shutdown = datetime.now(UTC) + timedelta(seconds=2)
+    order = CreateOrder(space.name, "mt", 4, None, shutdown, None, "test")
+    text = render_user_data(space, space.machinetypes["mt"], "vcycle-mt-golden0001", order, "req", "tok",
+                            manager="factory.example.org").decode()
+    script = tmp_path / "hard-end.sh"
+    script.write_text("#!/bin/sh\n" + hard_end_of(text))
+    marker = tmp_path / "powered-off"
+    started = time.monotonic()
+    subprocess.run(["sh", str(script)], env={**os.environ, "VCYCLE_POWEROFF": f"touch {marker}"}, check=True,
+                   timeout=10)
+    assert time.monotonic() - started < 2  # it only starts the timer
+    assert not marker.exists()
+    while not marker.exists() and time.monotonic() - started < 15:
+        time.sleep(0.2)
+    assert marker.exists() and datetime.now(UTC) >= shutdown + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("name", ["htcondor-startd", "pilot-container", "slurm-worker"])
+def test_a_container_form_never_powers_off_its_host(tmp_path: Path, name: str) -> None:
+    """Local machines and pods run the script form: it has no hard end (their own timeout or deadline ends them),
+    so a local machine run by root can never power off the host."""
+    script = container_form(tmp_path, name)
+    assert "poweroff" not in script and "hard end" not in script
+
+
 def test_the_schema_validator_rejects_a_broken_cloud_config(tmp_path: Path) -> None:
     validator = tool("cloud-init")
     path = tmp_path / "bad"
@@ -208,9 +255,9 @@ def test_the_htcondor_startd_template_has_a_container_form(tmp_path: Path) -> No
     assert done.returncode == 0, done.stdout
 
 
-def test_the_pilot_container_template_is_the_same_in_both_forms(tmp_path: Path) -> None:
-    assert container_form(tmp_path, "pilot-container") == render(site(tmp_path, "pilot-container",
-                                                                      OPTIONS["pilot-container"]), token="tok")
+def test_the_pilot_container_template_is_the_same_in_both_forms_but_for_the_hard_end(tmp_path: Path) -> None:
+    vm = render(site(tmp_path, "pilot-container", OPTIONS["pilot-container"]), token="tok")
+    assert container_form(tmp_path, "pilot-container") == vm.replace(hard_end_of(vm) + "\n\n", "")
 
 
 @pytest.mark.parametrize(("cloud", "notice", "kind"), [
