@@ -466,3 +466,32 @@ def test_a_drained_machine_without_a_batch_system_is_asked_through_its_connector
     report = run_cycle(ctx)
     assert [e.kind for e in report.errors] == ["drain_failed"] and "cannot signal it" in report.errors[0].message
     assert states(store) == {"draining": 2}
+
+
+@pytest.mark.parametrize("boot_seconds", [100, 119])
+def test_machines_booting_slowly_within_their_launch_deadline_are_never_deleted(store: Store,
+                                                                                boot_seconds: int) -> None:
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock, boot_seconds=boot_seconds)
+    config = load_text(config_text(limit=2, settings={"max_create_fraction": 1},
+                                   machinetypes={"mt": {"launch_timeout_seconds": 120}}))
+    ctx = context(config, store, cloud, clock)
+    for _ in range(8):  # a cycle every 20 s, through boot and past the deadline
+        run_cycle(ctx)
+        clock.advance(20)
+    assert states(store) == {"running": 2} and "mt" not in store.load("sp").backoffs
+
+
+def test_a_machine_past_its_launch_deadline_is_deleted_as_an_abort(store: Store) -> None:
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock, boot_seconds=10_000)
+    config = load_text(config_text(limit=1, machinetypes={"mt": {"launch_timeout_seconds": 120}}))
+    ctx = context(config, store, cloud, clock)
+    run_cycle(ctx)
+    clock.advance(121)
+    report = run_cycle(ctx)
+    assert report.counts["deletes"] == 1
+    (record,) = store.load("sp").records
+    assert (record.shutdown_code, record.shutdown_text) == (700, "Failed to start")
+    assert "still starting 121s after creation (launch_timeout_seconds 120)" in record.reason
+    assert store.load("sp").backoffs["mt"].reason.endswith("deleted with '700 Failed to start'")

@@ -33,7 +33,8 @@ def test_minimal_space_loads_with_old_defaults() -> None:
     assert config.spaces["sp"].https_port == 443
     assert config.spaces["sp"].cleanup_hours == 72
     settings = config.settings
-    assert (settings.cycle_seconds, settings.max_create_fraction, settings.starting_timeout_seconds) == (60, 0.1, 3600)
+    assert (settings.cycle_seconds, settings.max_create_fraction, settings.starting_timeout_seconds) == (60, 0.1, None)
+    assert (mt.launch_timeout_seconds, mt.register_timeout_seconds, mt.first_job_timeout_seconds) == (None, 900, 1800)
     assert settings.state_url == "sqlite:////var/lib/vcycle/state.db"
 
 

@@ -266,7 +266,7 @@ def test_new_machines_shutdown_time_is_capped_by_space_shutdown_time() -> None:
     (S.FAILED, {}, (None, "")),
     (S.RUNNING, {"shutdown_at": NOW}, (700, "Exceeded max_wallclock_seconds")),
     (S.DRAINING, {"shutdown_at": NOW - timedelta(seconds=1)}, (700, "Exceeded max_wallclock_seconds")),
-    (S.STARTING, {"created": NOW - timedelta(seconds=3601)}, (700, "Failed to start")),
+    (S.STARTING, {"created": NOW - timedelta(seconds=301)}, (700, "Failed to start")),
     (S.DELETE_FAILED, {}, (None, "")),
     (S.DELETE_FAILED, {"last_delete_at": NOW - timedelta(seconds=601)}, (None, "")),
 ])
@@ -281,7 +281,7 @@ def test_machines_that_must_go_are_deleted(state: S, extra: dict[str, object],
 
 @pytest.mark.parametrize(("state", "extra"), [
     (S.RUNNING, {"shutdown_at": NOW + timedelta(seconds=1)}),
-    (S.STARTING, {"created": NOW - timedelta(seconds=3599)}),
+    (S.STARTING, {"created": NOW - timedelta(seconds=299)}),
     (S.DELETE_FAILED, {"last_delete_at": NOW - timedelta(seconds=599)}),
     (S.DELETING, {}),
     (S.REQUESTED, {}),

@@ -326,6 +326,7 @@ class DeleteOrder:
     code: int | None
     message: str
     reason: str
+    abort: bool = False  # it ends the machine for a fault of its own (a deadline passed): the machinetype backs off
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,7 @@ def _deletions(
     deletes: list[DeleteOrder] = []
     decisions: list[Decision] = []
     held = 0
-    looks = {name: _Look(mt, tallies[name], now) for name, mt in space.machinetypes.items()}
+    looks = {name: _Look(mt, settings, tallies[name], now) for name, mt in space.machinetypes.items()}
     space_shutdown = space.shutdown_time
     if space_shutdown is not None and now >= space_shutdown:
         space_shutdown = now  # every alive machine gets the full check below
@@ -199,8 +199,10 @@ def _deletions(
                     tally.not_passed_fizzle += 1
                 # the fast path (most machines, every cycle): plain comparisons, same answers as the rules
                 deadline = record.shutdown_at
+                beat = record.heartbeat_at
                 if space_open and (deadline is None or now < deadline) and not record.delete_requested and (
-                        not look.heartbeat or started >= look.fizzle_cutoff or look.beat_fresh(record.heartbeat_at)):
+                        not look.heartbeat or look.beat_fresh(beat) or (
+                            started >= look.fizzle_cutoff and (beat is not None or started > look.silent_cutoff))):
                     continue
         elif state in HOLDS_PROCESSORS:
             held += processors
@@ -210,12 +212,14 @@ def _deletions(
             continue
         verdict = _delete_verdict(record, space, settings, space.shutdown_time, now)
         if verdict is not None:
-            code, message, reason, rule = verdict
+            code, message, reason, rule, abort = verdict
             deletes.append(DeleteOrder(space.name, record.machinetype, record.name, record.cloud_id, code, message,
-                                       reason))
+                                       reason, abort))
             decisions.append(Decision(Action.DELETE, space.name, record.machinetype, reason, record.name, rule))
     return deletes, decisions, held
 
+
+HEARTBEAT_RULES = frozenset({"heartbeat", "first_heartbeat_timeout"})  # the deletes the breaker may hold back
 
 # The mass-kill breaker: this many stale machines of a machinetype at least, and more than its
 # max_stall_kill_fraction of its running ones stale or silent for over half of heartbeat_seconds, look like a
@@ -230,7 +234,7 @@ def _stall_breaker(deletes: list[DeleteOrder], decisions: list[Decision], record
     with a HOLD decision saying so for each of those."""
     stale: dict[str, int] = {}
     for decision in decisions:
-        if decision.rule == "heartbeat":
+        if decision.rule in HEARTBEAT_RULES:
             stale[decision.machinetype] = stale.get(decision.machinetype, 0) + 1
     tripped: dict[str, str] = {}
     for name, count in sorted(stale.items()):
@@ -246,7 +250,7 @@ def _stall_breaker(deletes: list[DeleteOrder], decisions: list[Decision], record
     if not tripped:
         return deletes, decisions
     kept = [(o, d) for o, d in zip(deletes, decisions, strict=True)
-            if not (d.rule == "heartbeat" and d.machinetype in tripped)]
+            if not (d.rule in HEARTBEAT_RULES and d.machinetype in tripped)]
     holds = [Decision(Action.HOLD, space.name, name, why, rule="stall_breaker") for name, why in tripped.items()]
     return [o for o, _ in kept], [d for _, d in kept] + holds
 
@@ -261,13 +265,15 @@ def _silent(records: tuple[MachineRecord, ...], mt: MachinetypeConfig, now: date
 class _Look:
     """Per-machinetype cut-off times, so most machines need only comparisons."""
 
-    __slots__ = ("fizzle_cutoff", "heartbeat", "share", "stale_cutoff", "tally")
+    __slots__ = ("fizzle_cutoff", "heartbeat", "share", "silent_cutoff", "stale_cutoff", "tally")
 
-    def __init__(self, mt: MachinetypeConfig, tally: _Tally, now: datetime) -> None:
+    def __init__(self, mt: MachinetypeConfig, settings: Settings, tally: _Tally, now: datetime) -> None:
         self.tally = tally
         self.share = mt.target_share
         self.fizzle_cutoff = now - timedelta(seconds=mt.fizzle_seconds)
         self.heartbeat = mt.heartbeat_file is not None
+        first = timeouts.FIRST_HEARTBEAT.limit(settings, mt)  # a machine started before this without a heartbeat
+        self.silent_cutoff = now - timedelta(seconds=first) if first > 0 else datetime.min.replace(tzinfo=now.tzinfo)
         self.stale_cutoff = now - timedelta(seconds=mt.heartbeat_seconds) if mt.heartbeat_seconds > 0 else None
 
     def count(self, record: MachineRecord, state: MachineState, processors: int) -> None:
@@ -288,36 +294,48 @@ class _Look:
 
 def _delete_verdict(
     record: MachineRecord, space: SpaceConfig, settings: Settings, space_shutdown: datetime | None, now: datetime
-) -> tuple[int | None, str, str, str] | None:
-    """(code, message, reason, rule) if the record must be deleted now, else None."""
+) -> tuple[int | None, str, str, str, bool] | None:
+    """(code, message, reason, rule, abort) if the record must be deleted now, else None."""
     state = record.state
     if state in TO_DELETE_STATES:
         own = f"{record.shutdown_code} {record.shutdown_text}" if record.shutdown_code is not None else ""
         what, rule = ("shut down", "stopped") if state is S.STOPPED else ("failed in the cloud", "failed")
         return (record.shutdown_code, record.shutdown_text or "", f"machine {what}" + (f" with '{own}'" if own else ""),
-                rule)
+                rule, False)
     if state is S.DELETE_FAILED:
         if rules.delete_retry_due(record, settings, now):
-            return None, "", f"retrying delete (attempt {record.delete_attempts + 1})", "delete_retry"
+            return None, "", f"retrying delete (attempt {record.delete_attempts + 1})", "delete_retry", False
         return None
     if state not in LISTED_ALIVE_STATES:
         return None
     if record.delete_requested:
-        return (*rules.DELETED_BY_OPERATOR, record.delete_requested, "operator")
+        return (*rules.DELETED_BY_OPERATOR, record.delete_requested, "operator", False)
     deadline = record.shutdown_at
     if deadline is not None and now >= deadline:
-        return (*rules.EXCEEDED_WALLCLOCK, f"past its shutdowntime {deadline.isoformat()}", "wallclock")
+        return (*rules.EXCEEDED_WALLCLOCK, f"past its shutdowntime {deadline.isoformat()}", "wallclock", False)
     if space_shutdown is not None and now >= space_shutdown:
         return (*rules.PASSED_SHUTDOWNTIME, f"past the space's shutdown_time {space_shutdown.isoformat()}",
-                "space_shutdown")
-    if state is S.STARTING:
-        why = timeouts.expired(timeouts.STARTING, record, settings, None, now)
-        return (*rules.FAILED_TO_START, why, "starting_timeout") if why else None
+                "space_shutdown", False)
     mt = space.machinetypes.get(record.machinetype)
+    if state is S.STARTING:
+        return _deadline(timeouts.LAUNCH, record, settings, mt, now)
     if mt is not None and mt.heartbeat_file is not None:
+        if record.heartbeat_at is None and state is S.RUNNING:
+            first = _deadline(timeouts.FIRST_HEARTBEAT, record, settings, mt, now)
+            if first is not None:
+                return first
         why = rules.heartbeat_stale(record, mt, now)
-        return (*rules.HEARTBEAT_MISSING, why, "heartbeat") if why else None
+        return (*rules.HEARTBEAT_MISSING, why, "heartbeat", False) if why else None
     return None
+
+
+def _deadline(row: timeouts.Timeout, record: MachineRecord, settings: Settings, mt: MachinetypeConfig | None,
+              now: datetime) -> tuple[int | None, str, str, str, bool] | None:
+    """The delete a passed deadline calls for, with its row's code and abort (its rule: the row's name)."""
+    why = timeouts.expired(row, record, settings, mt, now)
+    if why is None or row.code is None:
+        return None
+    return (*row.code, why, row.name + "_timeout", row.abort)
 
 
 class _Candidate:

@@ -7,7 +7,9 @@ have work. From that, per machinetype:
 
 - a running machine whose daemon never registered within
   ``register_timeout_seconds`` is deleted with '500 Batch daemon did not
-  register' (an abort: the machinetype backs off);
+  register' (an abort: the machinetype backs off), and one registered but
+  idle ever since, while idle jobs wait, after ``first_job_timeout_seconds``
+  with '700 Ran no job' (an abort too: the jobs cannot run on it);
 - a running machine whose daemon has had no work for
   ``retire_idle_seconds``, while the machinetype has more idle machines than
   its idle jobs fill, is asked to drain (longest idle first), and so is
@@ -31,8 +33,8 @@ from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import WORKING_STATES, MachineState
 
 S = MachineState
-REGISTER_TIMEOUT = (500, "Batch daemon did not register")
-DRAINED = (100, "Shutdown as requested: drained")
+REGISTER_TIMEOUT, NO_JOB, DRAINED = rules.NOT_REGISTERED, rules.NO_JOB, rules.DRAINED
+ABORTS = {"register_timeout": timeouts.REGISTER.abort, "first_job_timeout": timeouts.FIRST_JOB.abort}
 
 
 def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool], space: SpaceConfig,
@@ -51,7 +53,8 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
     idle: dict[str, list[MachineRecord]] = {}
 
     def delete(record: MachineRecord, code: tuple[int, str], reason: str, rule: str) -> None:
-        deletes.append(DeleteOrder(space.name, record.machinetype, record.name, record.cloud_id, *code, reason))
+        deletes.append(DeleteOrder(space.name, record.machinetype, record.name, record.cloud_id, *code, reason,
+                                   ABORTS.get(rule, False)))
         decisions.append(Decision(Action.DELETE, space.name, record.machinetype, reason, record.name, rule))
 
     def hold(machinetype: str, reason: str, rule: str) -> None:
@@ -65,7 +68,9 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
         mt = space.machinetypes.get(record.machinetype)
         if mt is None or record.name in skip or record.state not in WORKING_STATES:
             continue
-        verdict = _verdict(record, registered, mt, settings, record.machinetype in draining or "*" in draining, now)
+        wanted = demand.get(record.machinetype)
+        verdict = _verdict(record, registered, mt, settings, record.machinetype in draining or "*" in draining,
+                           wanted is not None and wanted.known and wanted.idle_jobs > 0, now)
         if verdict is None:
             continue
         action, code, reason, rule = verdict
@@ -209,8 +214,9 @@ Verdict = tuple[str, tuple[int, str], str, str]
 
 
 def _verdict(record: MachineRecord, registered: Mapping[str, bool], mt: MachinetypeConfig, settings: Settings,
-             operator_drained: bool, now: datetime) -> Verdict | None:
-    """What one running or draining machine's batch daemon calls for, if anything."""
+             operator_drained: bool, waiting: bool, now: datetime) -> Verdict | None:
+    """What one running or draining machine's batch daemon calls for, if anything (``waiting``: its
+    machinetype's idle jobs wait for machines)."""
     if record.state is S.DRAINING:
         if record.name not in registered:
             return "delete", DRAINED, "drained: its batch daemon has finished and left", "drain_done"
@@ -222,7 +228,14 @@ def _verdict(record: MachineRecord, registered: Mapping[str, bool], mt: Machinet
     if operator_drained:
         return ("drain", DRAINED, "drained by an operator: its batch daemon finishes its jobs and takes no more",
                 "drain_operator")
-    return None if registered[record.name] else ("idle", DRAINED, "", "idle")
+    if registered[record.name]:
+        return None
+    if waiting and record.idle_since is not None and record.idle_since == record.registered_at:
+        # idle since it registered (any job would have ended that), while jobs wait: they cannot run on it
+        why = timeouts.expired(timeouts.FIRST_JOB, record, settings, mt, now)
+        if why:
+            return "delete", NO_JOB, why, "first_job_timeout"
+    return "idle", DRAINED, "", "idle"
 
 
 def _retire(name: str, machines: list[MachineRecord], space: SpaceConfig, demand: Demand | None,

@@ -48,7 +48,10 @@ RULES: dict[str, str] = {
     "operator": "delete: an operator (or the pilot factory) asked for it",
     "wallclock": "delete: the machine is past its shutdowntime (max_wallclock_seconds)",
     "space_shutdown": "delete: the machine is past the space's shutdown_time",
-    "starting_timeout": "delete: the machine is still starting after starting_timeout_seconds",
+    "launch_timeout": "delete: the machine is still starting after launch_timeout_seconds (an abort)",
+    "first_heartbeat_timeout": "delete: no heartbeat within register_timeout_seconds of the start (an abort)",
+    "first_job_timeout": "delete: the batch daemon ran no job within first_job_timeout_seconds while jobs wait "
+                         "(an abort)",
     "heartbeat": "delete: the machine's heartbeat is missing or too old",
     "register_timeout": "delete: the machine's batch daemon never registered",
     "drain_done": "delete: the drained machine's batch daemon has left",
@@ -67,6 +70,9 @@ EXCEEDED_WALLCLOCK = (700, "Exceeded max_wallclock_seconds")
 HEARTBEAT_MISSING = (700, "Heartbeat file not updated")
 PASSED_SHUTDOWNTIME = (700, "Passed shutdowntime")
 DELETED_BY_OPERATOR = (700, "Deleted by operator")
+NOT_REGISTERED = (500, "Batch daemon did not register")
+NO_JOB = (700, "Ran no job")
+DRAINED = (100, "Shutdown as requested: drained")
 
 
 def seconds(delta: timedelta) -> int:

@@ -75,8 +75,8 @@ class Settings:
     cycle_seconds: int = key(seconds(1), 60, "seconds between the starts of two cycles")
     max_create_fraction: float = key(number(0.0, 1.0), 0.1,
                                      "share of a space's processors_limit that may be created in one cycle")
-    starting_timeout_seconds: int = key(seconds(1), 3600,
-                                        "a machine still starting after this is deleted with '700 Failed to start'")
+    starting_timeout_seconds: int | None = key(
+        seconds(1), None, "the old vcycle's key: launch_timeout_seconds of every machinetype that sets none")
     request_timeout_seconds: int = key(seconds(1), 900,
                                        "a requested machine the cloud does not list after this is given up")
     deleting_timeout_seconds: int = key(seconds(1), 900,
@@ -173,8 +173,15 @@ class MachinetypeConfig:
                                   "until they stay down this many cycles")
     max_disrupting: Budget = key(budget, Budget(percent=10.0), "machines retiring at once (idle, an operator's "
                                  "drain), as N or a percentage of the machinetype's working machines")
+    launch_timeout_seconds: int | None = key(
+        seconds(1), None, "a machine still starting this long after its creation is deleted with '700 Failed to "
+        "start', an abort; default [settings] starting_timeout_seconds, else 300")
     register_timeout_seconds: int = key(
-        seconds(0), 0, "delete a running machine whose batch daemon has not registered after this; 0 = never")
+        seconds(0), 900, "a running machine whose batch daemon has not registered (or, with heartbeat_file, that "
+        "sent no heartbeat) this long after it started is deleted, an abort; 0 = never")
+    first_job_timeout_seconds: int = key(
+        seconds(0), 1800, "a registered machine whose batch daemon has run no job this long while idle jobs wait is "
+        "deleted with '700 Ran no job', an abort (HTCondor, Slurm); 0 = never")
     offering_cooldown_seconds: int = key(seconds(0), 180, "no new machine on an offering (flavor, zone) this long "
                                          "after one of its machines had an interruption notice")
     max_interruption_fraction: float = key(

@@ -234,7 +234,7 @@ class Executor:
         changes: dict[str, object] = {"delete_attempts": record.delete_attempts + 1, "last_delete_at": now}
         if record.shutdown_code is None and order.code is not None:
             changes.update(shutdown_code=order.code, shutdown_text=order.message)
-            if order.code in rules.ABORT_CODES and record.state in (S.RUNNING, *STARTING_STATES):
+            if (order.abort or order.code in rules.ABORT_CODES) and record.state in (S.RUNNING, *STARTING_STATES):
                 # vcycle ends it for a fault of the machine (its startd never joined): an abort, so back off
                 batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"{record.name} deleted "
                                                              f"with '{order.code} {order.message}'")
