@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-def site(store: Store, clock: FakeClock, cloud: FakeConnector, **mt: object) -> SpaceContext:
-    config = load_text(config_text(limit=400, settings={"max_create_fraction": 0.05}, machinetypes={
+def site(store: Store, clock: FakeClock, cloud: FakeConnector, limit: int = 400, **mt: object) -> SpaceContext:
+    config = load_text(config_text(limit=limit, settings={"max_create_fraction": 20 / limit}, machinetypes={
         "spot": {"flavor_names": "m5.large m5a.large", "min_processors": 2, "max_processors": 2,
                  "target_share": 1, **mt},
         "other": {"flavor_names": "c5.xlarge", "min_processors": 4, "target_share": 1},
@@ -136,3 +137,52 @@ def test_refused_credentials_cost_one_create_call_a_cycle_and_back_off(store: St
     clock.advance(60)
     run_cycle(ctx)
     assert sum(1 for op, _ in cloud.calls if op == "create") == 1  # backed off: not asked again
+
+
+def test_a_full_offering_cools_twice_as_long_each_time_in_a_row_up_to_max_backoff_seconds(store: Store) -> None:
+    """180 s, 360 s, 720 s, then max_backoff_seconds 1000: the probe calls of an offering that stays full are
+    that far apart; backoff_reset_seconds without a failure and the count starts again."""
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full.add("m5.large")
+    ctx = site(store, clock, cloud, limit=4000, max_backoff_seconds=1000, backoff_reset_seconds=3000)
+    start, probes = clock(), []
+    for _ in range(60):  # a cycle a minute for an hour
+        before = len(cloud.created_on)
+        run_cycle(ctx)
+        if "m5.large" in cloud.created_on[before:]:
+            probes.append(int((clock() - start).total_seconds()))
+        clock.advance(60)
+    assert probes[:5] == [0, 180, 540, 1260, 2280]  # and so on, 1000 s apart at most (rounded up to a cycle)
+    gaps = [b - a for a, b in pairwise(probes)]
+    assert gaps[:4] == [180, 360, 720, 1020]
+    (cooldown,) = store.load("sp").cooldowns.values()
+    assert cooldown.failures == len(probes)
+    cloud.full.clear()
+    clock.advance(3000)  # backoff_reset_seconds without a failure
+    cloud.full.add("m5.large")
+    before = len(cloud.created_on)
+    run_cycle(ctx)
+    assert "m5.large" in cloud.created_on[before:]
+    assert store.load("sp").cooldowns[("spot", "m5.large")].failures == 1  # the count started again
+
+
+def test_repeated_refusals_back_a_machinetype_off_twice_as_long_each_time(store: Store) -> None:
+    """A cloud that refuses every create of a machinetype (a bad image): 600 s, 1200 s, then 1800 s, the
+    default max_backoff_seconds; the hold and its doubling are in `vcycle plan`'s reason."""
+    from vcycle.errors import LaunchRejected
+
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.inject("create", LaunchRejected("image ami-gone not found"), 10_000)
+    config = load_text(config_text(limit=400, machinetypes={"only": {"backoff_seconds": 600, "target_share": 1}}))
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+    start, tries, reasons = clock(), [], []
+    for _ in range(120):  # a cycle a minute for two hours
+        before = sum(1 for op, _ in cloud.calls if op == "create")
+        report = run_cycle(ctx)
+        if sum(1 for op, _ in cloud.calls if op == "create") > before:
+            tries.append(int((clock() - start).total_seconds()))
+        reasons += [d.reason for d in report.decisions if d.rule == "backoff"]
+        clock.advance(60)
+    assert [b - a for a, b in pairwise(tries)][:4] == [600, 1200, 1800, 1800]
+    assert any("backoff_seconds 600 doubled for 3 failures in a row: 1800 (max_backoff_seconds 1800)" in r
+               for r in reasons)

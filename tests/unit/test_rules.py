@@ -74,3 +74,35 @@ def test_packing_is_never_below_the_bound_nor_above_one_shape_at_a_time(raw, pro
     upper = sum(math.ceil(s.count / min(processors // s.processors, memory // s.memory_mb if s.memory_mb else 1 << 30,
                                         100 // s.disk_kb if s.disk_kb else 1 << 30)) for s in fitting)
     assert lower <= machines <= upper
+
+
+def _mt(**keys: object):  # type: ignore[no-untyped-def]
+    return make_config(machinetypes={"mt": {"backoff_seconds": 600, **keys}}).spaces["sp"].machinetypes["mt"]
+
+
+@pytest.mark.parametrize(("failures", "seconds"), [(1, 600), (2, 1200), (3, 1800), (9, 1800), (0, 600)])
+def test_a_hold_doubles_with_each_failure_in_a_row_up_to_max_backoff_seconds(failures: int, seconds: int) -> None:
+    assert rules.hold_seconds(600, failures, _mt()) == seconds
+
+
+def test_max_backoff_seconds_below_backoff_seconds_never_shortens_the_hold() -> None:
+    assert rules.hold_seconds(600, 5, _mt(max_backoff_seconds=60)) == 600
+
+
+@pytest.mark.parametrize(("after", "failures"), [
+    (10, 2),  # another machine of the same window fails: still 2 in a row (its hold of 1200 s lasts)
+    (1199, 2),
+    (1200, 3),  # the first retry after the hold failed too
+    (10799, 3),
+    (10800, 1),  # backoff_reset_seconds without a failure: the count starts again
+])
+def test_failures_in_a_row_count_only_retries_after_the_hold_ended(after: int, failures: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from vcycle.core.model import Backoff
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    current = Backoff("mt", t0, "first", failures=2)
+    found = rules.next_backoff(current, Backoff("mt", t0 + timedelta(seconds=after), "again"), _mt())
+    assert (found.failures, found.reason) == (failures, "again")
+    assert rules.next_backoff(found, current, _mt()) is found  # an older abort changes nothing

@@ -167,7 +167,8 @@ def show(status: dict[str, Any], console: Console) -> None:
                           "changed); replaced within max_disrupting where the demand is known",
                           soft_wrap=True, markup=False)
         for backoff in space["backoffs"]:
-            console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}: {backoff['reason']}",
+            streak = f" ({backoff['failures']} failures in a row)" if backoff.get("failures", 1) > 1 else ""
+            console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}{streak}: {backoff['reason']}",
                           soft_wrap=True, markup=False)
         for cooling in space.get("cooldowns", []):
             console.print(f"  offering {cooling['machinetype']}/{cooling['offering'] or '(any)'} cools until "

@@ -190,22 +190,25 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """The last abort of a machinetype: no creation for backoff_seconds after it."""
+    """The last abort of a machinetype: no creation for backoff_seconds after it, doubled for each of
+    ``failures`` in a row after the first (core/rules.py: ``hold_seconds``)."""
 
     machinetype: str
     last_abort_at: datetime
     reason: str
+    failures: int = 1  # aborts in a row, each after the hold of the one before had ended
 
 
 @dataclass(frozen=True, slots=True)
 class Cooldown:
     """The last time an offering (a machinetype's flavor) had no capacity: nothing is made on it for its
-    machinetype's offering_cooldown_seconds after ``since``."""
+    machinetype's offering_cooldown_seconds after ``since``, doubled for each of ``failures`` after the first."""
 
     machinetype: str
     offering: str  # the flavor ("" where vcycle names none: the cloud chooses)
     since: datetime
     reason: str
+    failures: int = 1  # times in a row it had no capacity, each after the cooldown before had ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,12 +110,12 @@ def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[
         mt = space.machinetypes.get(name)
         if mt is None:
             continue
-        until = cooldown.since + timedelta(seconds=mt.offering_cooldown_seconds)
+        length, words = rules.cooldown_length(cooldown, mt)
+        until = cooldown.since + timedelta(seconds=length)
         if cooldown.since <= now < until:
             found.setdefault(name, {})[(offering, "")] = (
                 f"{offering or 'the offering'} had no capacity {int((now - cooldown.since).total_seconds())}s ago "
-                f"({cooldown.reason}; offering_cooldown_seconds {mt.offering_cooldown_seconds}): no new machine on "
-                f"it until {until.strftime('%H:%M:%SZ')}")
+                f"({cooldown.reason}; {words}): no new machine on it until {until.strftime('%H:%M:%SZ')}")
     return found
 
 

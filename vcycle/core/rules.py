@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from vcycle.core.model import Backoff, JobShape, MachineRecord
+from vcycle.core.model import Backoff, Cooldown, JobShape, MachineRecord
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 
 # Rule codes: what made each decision (Decision.rule), with one line each.
@@ -106,11 +106,52 @@ def abort_reason(record: MachineRecord, fizzle_seconds: int, stopped_at: datetim
     return None
 
 
-def later_backoff(current: Backoff | None, candidate: Backoff) -> Backoff:
-    """The backoff with the later abort."""
-    if current is None or candidate.last_abort_at > current.last_abort_at:
+def hold_seconds(base: int, failures: int, mt: MachinetypeConfig) -> int:
+    """How long a hold of ``base`` seconds lasts after ``failures`` in a row: doubled for each after the first, up
+    to max_backoff_seconds (never shorter than ``base``)."""
+    return int(min(base * 2 ** (max(failures, 1) - 1), max(base, mt.max_backoff_seconds)))
+
+
+def in_a_row(previous_at: datetime, previous: int, at: datetime, base: int, mt: MachinetypeConfig) -> int:
+    """Failures in a row once another comes at ``at``, after ``previous`` of them, the last at ``previous_at``.
+
+    One that comes while the last one's hold lasts (machines made before it, failing too) adds none; one after
+    the hold ended (the retry failed) adds one; after backoff_reset_seconds without a failure, the count starts
+    again.
+    """
+    since = at - previous_at
+    if since >= timedelta(seconds=mt.backoff_reset_seconds):
+        return 1
+    if since >= timedelta(seconds=hold_seconds(base, previous, mt)):
+        return previous + 1
+    return previous
+
+
+def next_backoff(current: Backoff | None, candidate: Backoff, mt: MachinetypeConfig) -> Backoff:
+    """The machinetype's backoff after the abort ``candidate``: the later abort, with its failures in a row."""
+    if current is None:
         return candidate
-    return current
+    if candidate.last_abort_at <= current.last_abort_at:
+        return current
+    failures = in_a_row(current.last_abort_at, current.failures, candidate.last_abort_at, mt.backoff_seconds, mt)
+    return Backoff(candidate.machinetype, candidate.last_abort_at, candidate.reason, failures)
+
+
+def next_cooldown(current: Cooldown | None, candidate: Cooldown, mt: MachinetypeConfig) -> Cooldown:
+    """The offering's cooldown after it had no capacity again (``candidate``), with its failures in a row."""
+    if current is None or candidate.since <= current.since:
+        return candidate if current is None else current
+    failures = in_a_row(current.since, current.failures, candidate.since, mt.offering_cooldown_seconds, mt)
+    return Cooldown(candidate.machinetype, candidate.offering, candidate.since, candidate.reason, failures)
+
+
+def _doubled(base: int, failures: int, mt: MachinetypeConfig, key: str) -> str:
+    """The words for a hold's length: its key, and how it grew."""
+    length = hold_seconds(base, failures, mt)
+    if length == base:
+        return f"{key} {base}"
+    return (f"{key} {base} doubled for {failures} failures in a row: {length} "
+            f"(max_backoff_seconds {mt.max_backoff_seconds})")
 
 
 def backoff_hold(
@@ -120,14 +161,21 @@ def backoff_hold(
     if backoff is None:
         return None
     since = now - backoff.last_abort_at
-    if since < timedelta(seconds=mt.backoff_seconds):
-        return (f"backoff: last abort {seconds(since)}s ago, backoff_seconds {mt.backoff_seconds} "
-                f"({backoff.reason})")
-    if since < timedelta(seconds=mt.backoff_seconds + mt.fizzle_seconds) and not_passed_fizzle > 0:
+    length = hold_seconds(mt.backoff_seconds, backoff.failures, mt)
+    if since < timedelta(seconds=length):
+        return (f"backoff: last abort {seconds(since)}s ago, "
+                f"{_doubled(mt.backoff_seconds, backoff.failures, mt, 'backoff_seconds')} ({backoff.reason})")
+    if since < timedelta(seconds=length + mt.fizzle_seconds) and not_passed_fizzle > 0:
         return (f"backoff: last abort {seconds(since)}s ago, within backoff_seconds + fizzle_seconds "
-                f"{mt.backoff_seconds + mt.fizzle_seconds}, and {not_passed_fizzle} machine(s) not yet past "
+                f"{length + mt.fizzle_seconds}, and {not_passed_fizzle} machine(s) not yet past "
                 f"fizzle_seconds {mt.fizzle_seconds}")
     return None
+
+
+def cooldown_length(cooldown: Cooldown, mt: MachinetypeConfig) -> tuple[int, str]:
+    """How long an offering cools after it had no capacity (seconds), and the words for it."""
+    return (hold_seconds(mt.offering_cooldown_seconds, cooldown.failures, mt),
+            _doubled(mt.offering_cooldown_seconds, cooldown.failures, mt, "offering_cooldown_seconds"))
 
 
 def shutdown_deadline(created_at: datetime, max_wallclock_seconds: int, space_shutdown: datetime | None) -> datetime:

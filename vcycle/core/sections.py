@@ -139,6 +139,9 @@ class MachinetypeConfig:
     mb_per_processor: int = key(integer(1, COUNT_LIMIT), 2048, "memory per processor (MJF max_rss_bytes)")
     target_share: float = key(number(0.0), 0.0, "relative share, weighted by hs06; 0 = never created")
     backoff_seconds: int = key(seconds(0), REQUIRED, "no creation this long after an abort")
+    max_backoff_seconds: int = key(seconds(0), 1800, "each abort in a row (after the last hold ended) doubles "
+                                   "backoff_seconds and offering_cooldown_seconds, up to this")
+    backoff_reset_seconds: int = key(seconds(1), 10800, "this long without a failure, the doubling starts again")
     fizzle_seconds: int = key(seconds(0), REQUIRED, "a machine stopping sooner than this counts as an abort")
     processors_limit: int | None = key(integer(0, COUNT_LIMIT), None, "processors of this machinetype, at most")
     max_starting_processors: int | None = key(integer(0, COUNT_LIMIT), None,

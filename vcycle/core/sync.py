@@ -246,7 +246,7 @@ class _Sync:
         if why is not None:
             self.aborted.append(record.name)
             found = Backoff(record.machinetype, stopped_at, why)
-            self.backoffs[record.machinetype] = rules.later_backoff(self.backoffs.get(record.machinetype), found)
+            self.backoffs[record.machinetype] = rules.next_backoff(self.backoffs.get(record.machinetype), found, mt)
 
     def adopt(self, machine: CloudMachine, heartbeat: Heartbeat | None) -> MachineRecord:
         assert machine.owner is not None

@@ -225,7 +225,8 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
-        applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials)
+        applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials,
+                                 standing=(seen.synced.backoffs, seen.state.cooldowns))
         final = {**{r.name: r for r in seen.synced.records}, **applied.records}
         accounting = _accounting(ctx, now, final)
         _housekeeping(ctx, now)

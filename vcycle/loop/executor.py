@@ -125,12 +125,16 @@ class Executor:
 
     def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
               backoffs: Mapping[str, Backoff] | None = None,
-              prepared: Mapping[CreateOrder, Launch] | None = None) -> Applied:
+              prepared: Mapping[CreateOrder, Launch] | None = None, *,
+              standing: tuple[Mapping[str, Backoff], Mapping[tuple[str, str], Cooldown]] | None = None) -> Applied:
         """Commit intent (with ``first``, sync's changes), act, commit outcomes. StaleState before acting.
 
         ``prepared`` holds launches already made for some of the plan's orders (the cycle's trial renders):
-        each is used once, for its order, instead of rendering that machine again."""
+        each is used once, for its order, instead of rendering that machine again. ``standing`` holds the
+        backoffs and offering cooldowns in force before this apply: a new one counts the failures in a row
+        from them (core/rules.py)."""
         now = plan.now
+        self._standing = standing or ({}, {})
         intent = first or Batch()
         applied = Applied(version)
         self._fallbacks: dict[str, tuple[str, ...]] = {}  # machine -> the flavors its create may fall through to
@@ -163,7 +167,7 @@ class Executor:
                 outcome.backoffs[result.backoff.machinetype] = result.backoff
             if result.error is not None:
                 errors.append(result.error)
-            cooldowns.extend(result.cooldowns)
+            cooldowns.extend(self._cooldown(c) for c in result.cooldowns)
         applied.created = sum(r.done for r in results if r.create)
         applied.create_failures = sum(not r.done for r in results if r.create)
         applied.deleted = sum(r.done for r in results if not r.create)
@@ -225,6 +229,17 @@ class Executor:
         steps.extend(source.claim(self.space.name, names, now) for source, names in claims.values())
         return launches
 
+    def _backoff(self, found: Backoff) -> Backoff:
+        """``found`` with its failures in a row, counted from the backoff in force."""
+        mt = self.space.machinetypes.get(found.machinetype)
+        return rules.next_backoff(self._standing[0].get(found.machinetype), found, mt) if mt is not None else found
+
+    def _cooldown(self, found: Cooldown) -> Cooldown:
+        """``found`` with its failures in a row, counted from the offering's cooldown in force."""
+        mt = self.space.machinetypes.get(found.machinetype)
+        current = self._standing[1].get((found.machinetype, found.offering))
+        return rules.next_cooldown(current, found, mt) if mt is not None else found
+
     def _deleting(self, order: DeleteOrder, record: MachineRecord, now: datetime, batch: Batch,
                   errors: list[ReportError]) -> MachineRecord | None:
         if record.cloud_id is None:  # a cloud deletes by its id only: the next listing gives it
@@ -236,8 +251,8 @@ class Executor:
             changes.update(shutdown_code=order.code, shutdown_text=order.message)
             if (order.abort or order.code in rules.ABORT_CODES) and record.state in (S.RUNNING, *STARTING_STATES):
                 # vcycle ends it for a fault of the machine (its startd never joined): an abort, so back off
-                batch.backoffs[record.machinetype] = Backoff(record.machinetype, now, f"{record.name} deleted "
-                                                             f"with '{order.code} {order.message}'")
+                batch.backoffs[record.machinetype] = self._backoff(Backoff(
+                    record.machinetype, now, f"{record.name} deleted with '{order.code} {order.message}'"))
         moved = transition(record, S.DELETING, now, "delete: " + order.reason, **changes)
         log.info("space=%s machinetype=%s machine=%s delete: %s", self.space.name, record.machinetype, record.name,
                  order.reason)
@@ -343,7 +358,8 @@ class Executor:
             why = f"create refused ({error.kind}): {error}"
             return dataclasses.replace(failed(f"create_refused_{error.kind}", why,
                                               transition(record, S.CREATE_FAILED, now, why),
-                                              Backoff(record.machinetype, now, why)), cooldowns=tried.cooled)
+                                              self._backoff(Backoff(record.machinetype, now, why))),
+                                       cooldowns=tried.cooled)
         machine = tried.machine
         assert machine is not None
         fell = f" on {tried.flavor} ({spec.flavor} had no capacity)" if tried.flavor != spec.flavor else ""

@@ -110,6 +110,7 @@ backoffs = Table(
     Column("machinetype", String(255), primary_key=True),
     Column("last_abort_at", UTCDateTime, nullable=False),
     Column("reason", Text, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="1"),  # aborts in a row (core/rules.py)
 )
 
 cooldowns = Table(
@@ -119,6 +120,7 @@ cooldowns = Table(
     Column("offering", String(255), primary_key=True),
     Column("since", UTCDateTime, nullable=False),
     Column("reason", Text, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="1"),  # times in a row without capacity
 )
 
 heartbeats = Table(

@@ -190,9 +190,9 @@ class Store:
             if cached is not None and cached.version == version:
                 return cached
             rows = c.execute(_LIVE_MACHINES, {"space": space}).all()
-            backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason)
+            backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason, r.failures)
                         for r in c.execute(_BACKOFFS_OF, {"space": space})}
-            cooldowns = {(r.machinetype, r.offering): Cooldown(r.machinetype, r.offering, r.since, r.reason)
+            cooldowns = {(r.machinetype, r.offering): Cooldown(r.machinetype, r.offering, r.since, r.reason, r.failures)
                          for r in c.execute(_COOLDOWNS_OF, {"space": space})}
         state = SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)),
                            cooldowns)
@@ -227,12 +227,14 @@ class Store:
                 step(c)
             if backoffs:
                 _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
-                                              "last_abort_at": b.last_abort_at, "reason": b.reason}
+                                              "last_abort_at": b.last_abort_at, "reason": b.reason,
+                                              "failures": b.failures}
                                              for b in backoffs.values()], ("space", "machinetype"))
             cooldowns = list(cooldowns)
             if cooldowns:
                 _upsert(c, schema.cooldowns, [{"space": space, "machinetype": d.machinetype, "offering": d.offering,
-                                               "since": d.since, "reason": d.reason} for d in cooldowns],
+                                               "since": d.since, "reason": d.reason, "failures": d.failures}
+                                              for d in cooldowns],
                         ("space", "machinetype", "offering"))
         self._remember(space, version, records, backoffs, draining, cooldowns)
         return version + 1

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from vcycle.core import drift
+from vcycle.core import drift, rules
 from vcycle.core.model import MachineRecord
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
@@ -39,13 +39,14 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
         for (machinetype, state), (n, _, _) in sorted(tally.items()):  # every configured machinetype is shown
             by_type.setdefault(machinetype, {})[state] = n
         backoffs = []
-        for machinetype, last_abort_at, reason in backoff_rows:
+        for machinetype, last_abort_at, reason, failures in backoff_rows:
             mt = space.machinetypes.get(machinetype) if space else None
             if mt is None:
                 continue
-            until = last_abort_at + timedelta(seconds=mt.backoff_seconds)
+            until = last_abort_at + timedelta(seconds=rules.hold_seconds(mt.backoff_seconds, failures, mt))
             if until > now:
-                backoffs.append({"machinetype": machinetype, "until": until.isoformat(), "reason": reason})
+                backoffs.append({"machinetype": machinetype, "until": until.isoformat(), "reason": reason,
+                                 "failures": failures})
         requested = [(n, first) for (_, state), (n, _, first) in tally.items() if state == MachineState.REQUESTED.value]
         spaces[name] = {
             "configured": space is not None,
@@ -69,7 +70,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
 
 _HOLDING = {s.value for s in HOLDS_PROCESSORS}
 Tally = dict[str, dict[tuple[str, str], tuple[int, int, datetime]]]  # space -> (mt, state) -> n, processors, first
-Known = dict[str, tuple[int, list[str], list[tuple[str, datetime, str]]]]  # space -> version, draining, backoffs
+Known = dict[str, tuple[int, list[str], list[tuple[str, datetime, str, int]]]]  # space -> version, draining, backoffs
 Makers = dict[str, dict[str, dict[str, int]]]  # space -> machinetype -> made_by -> live machines
 
 
@@ -77,15 +78,15 @@ def _cooling(config: Config, store: Store, now: datetime) -> dict[str, list[dict
     """space -> the offerings cooling now after a create found no capacity (one small table)."""
     d = schema.cooldowns
     with store._begin() as c:
-        rows = c.execute(select(d.c.space, d.c.machinetype, d.c.offering, d.c.since, d.c.reason)
+        rows = c.execute(select(d.c.space, d.c.machinetype, d.c.offering, d.c.since, d.c.reason, d.c.failures)
                          .order_by(d.c.space, d.c.machinetype, d.c.offering)).all()
     found: dict[str, list[dict[str, str]]] = {}
-    for space, machinetype, offering, since, reason in rows:
+    for space, machinetype, offering, since, reason, failures in rows:
         configured = config.spaces.get(space)
         mt = configured.machinetypes.get(machinetype) if configured else None
         if mt is None:
             continue
-        until = since + timedelta(seconds=mt.offering_cooldown_seconds)
+        until = since + timedelta(seconds=rules.hold_seconds(mt.offering_cooldown_seconds, failures, mt))
         if until > now:
             found.setdefault(space, []).append({"machinetype": machinetype, "offering": offering,
                                                 "until": until.isoformat(), "reason": reason})
@@ -102,12 +103,12 @@ def _tally(store: Store) -> tuple[Known, Tally, Makers]:
                .group_by(m.c.space, m.c.machinetype, m.c.state, m.c.made_by))
     with store._begin() as c:
         spaces = c.execute(select(schema.spaces.c.name, schema.spaces.c.version, schema.spaces.c.draining)).all()
-        backoffs = c.execute(select(b.c.space, b.c.machinetype, b.c.last_abort_at, b.c.reason)).all()
+        backoffs = c.execute(select(b.c.space, b.c.machinetype, b.c.last_abort_at, b.c.reason, b.c.failures)).all()
         rows = c.execute(counted).all()
     known: Known = {r.name: (r.version, sorted(json.loads(r.draining)), []) for r in spaces}
     for r in backoffs:
         if r.space in known:
-            known[r.space][2].append((r.machinetype, r.last_abort_at, r.reason))
+            known[r.space][2].append((r.machinetype, r.last_abort_at, r.reason, r.failures))
     tally: Tally = {}
     makers: Makers = {}
     for space, mt, state, made_by, n, processors, first in rows:
