@@ -47,6 +47,8 @@ min_processors = 4
 mb_per_processor = 2000
 backoff_seconds = 0
 fizzle_seconds = 0
+# this pool has no startds, so no machine ever registers (the retirement test below plays them)
+register_timeout_seconds = 0
 demand = pool
 htcondor_constraint = x509UserProxyVOName == "atlas"
 """
@@ -154,7 +156,9 @@ def test_demand_driven_machines_over_four_hundred_cycles(tmp_path: Path) -> None
     store.close()
 
 
-RETIRE = CONFIG.replace("backoff_seconds = 0", "backoff_seconds = 600") + """retire_idle_seconds = 300
+RETIRE = CONFIG.replace("backoff_seconds = 0", "backoff_seconds = 600").replace(
+    "register_timeout_seconds = 0\n", "") + \
+    """retire_idle_seconds = 300
 retire_timeout_seconds = 1200
 register_timeout_seconds = 600
 """

@@ -106,3 +106,28 @@ def test_the_stall_breaker_holds_first_heartbeat_deletes_when_many_never_beat_at
     result = plan(SpaceSnapshot("sp", silent), {}, config, T0 + timedelta(seconds=700))
     assert result.deletes == ()
     assert any(d.rule == "stall_breaker" for d in result.decisions)
+
+
+def test_the_register_breaker_holds_when_no_machine_of_the_machinetype_ever_registered() -> None:
+    """Three machines past their register deadline at once and none of the machinetype ever registered: its
+    user-data more likely does not name the machine to the batch daemon. None is deleted, and a HOLD says what
+    to check; once one of them registered, the late ones are deleted as before."""
+    config = make_config(machinetypes={"mt": {"demand": "q"}}, extra="[demand q]\ntype = file\npath = /x\n")
+    space = config.spaces["sp"]
+    late = [rec(f"m{i}", S.RUNNING, created=T0, started_at=T0) for i in range(3)]
+
+    def orders(records: list, registered: dict[str, bool]) -> tuple[list, list]:  # type: ignore[type-arg]
+        _, found, decisions = retire.batch_orders(records, registered, space, config.settings,
+                                                  {"mt": Demand(idle_jobs=1)}, lambda _: None, (), (),
+                                                  T0 + timedelta(seconds=901))
+        return found, decisions
+
+    found, decisions = orders(late, {})
+    assert found == [] and [d.rule for d in decisions] == ["register_breaker"]
+    assert "none of its machines ever registered" in decisions[0].reason
+    joined = rec("ok", S.RUNNING, created=T0, started_at=T0, registered_at=T0)
+    found, decisions = orders([*late, joined], {"ok": True})
+    assert sorted(o.machine for o in found) == ["m0", "m1", "m2"]
+    assert {d.rule for d in decisions} == {"register_timeout"}
+    found, _ = orders(late[:2], {})  # two are not many: deleted
+    assert len(found) == 2

@@ -170,6 +170,9 @@ def show(status: dict[str, Any], console: Console) -> None:
             streak = f" ({backoff['failures']} failures in a row)" if backoff.get("failures", 1) > 1 else ""
             console.print(f"  backoff {backoff['machinetype']} until {backoff['until']}{streak}: {backoff['reason']}",
                           soft_wrap=True, markup=False)
+        for sick in space.get("unhealthy", []):
+            console.print(f"  unhealthy {sick['machinetype']}: {sick['reason']}; one probe machine at a time",
+                          soft_wrap=True, markup=False)
         for cooling in space.get("cooldowns", []):
             console.print(f"  offering {cooling['machinetype']}/{cooling['offering'] or '(any)'} cools until "
                           f"{cooling['until']}: no capacity ({cooling['reason']})", soft_wrap=True, markup=False)

@@ -88,6 +88,10 @@ class _Loader:
                 if proxy is not None and proxy[0] not in space.machinetypes:
                     self.problem(mt.file, f"machinetype {space.name} {mt.name}", "cvmfs_proxy_machinetype",
                                  f"there is no machinetype {proxy[0]!r} in space {space.name}")
+                if mt.launch_health_failures > mt.launch_health_window:
+                    self.problem(mt.file, f"machinetype {space.name} {mt.name}", "launch_health_failures",
+                                 f"{mt.launch_health_failures} failures cannot happen in a launch_health_window of "
+                                 f"{mt.launch_health_window} launches")
 
     def _classify(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
         shapes = {"settings": 1, "space": 2, "demand": 2, "machinetype": 3, "vacuum_pipe": 3}

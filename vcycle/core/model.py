@@ -212,6 +212,17 @@ class Cooldown:
 
 
 @dataclass(frozen=True, slots=True)
+class LaunchOutcome:
+    """One machine's launch outcome (core/health.py): it reached work (``ok``) or failed, when, and why."""
+
+    machinetype: str
+    machine: str
+    at: datetime
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobShape:
     """``count`` idle jobs that each ask for these resources (HTCondor's RequestCpus, RequestMemory in MB,
     RequestDisk in KiB)."""
@@ -281,6 +292,8 @@ class SpaceSnapshot:
     cooldowns: Mapping[tuple[str, str], Cooldown] = field(default_factory=dict)  # (machinetype, offering) -> last
     # machinetype -> its idle jobs in the last cycles, oldest first (from the time series), for retire_wait_cycles
     recent_idle: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # machinetype -> its last launch outcomes, newest last (core/health.py)
+    launches: Mapping[str, tuple[LaunchOutcome, ...]] = field(default_factory=dict)
 
 
 class Action(enum.Enum):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from vcycle.core import drift, identity, interruptions, retire, rules, timeouts
+from vcycle.core import drift, health, identity, interruptions, retire, rules, timeouts
 from vcycle.core.model import (
     Action,
     CreateOrder,
@@ -512,7 +512,12 @@ def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceCon
         return "demand_satisfied", (f"demand satisfied: idle work needs no more machines ({tally.starting_machines} "
                                     f"starting, {c.demand_note})")
     why = rules.backoff_hold(snapshot.backoffs.get(mt.name), mt, tally.not_passed_fizzle, now)
-    return ("backoff", why) if why is not None else None
+    if why is not None:
+        return "backoff", why
+    history = snapshot.launches.get(mt.name)
+    if history:
+        why = health.probe_hold(history, snapshot.records, tally.created, mt, snapshot.registered is not None, now)
+    return ("launch_health", why) if why is not None else None
 
 
 def _create(c: _Candidate, space: SpaceConfig, now: datetime) -> CreateOrder:

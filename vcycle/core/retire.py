@@ -80,6 +80,7 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
             drain(record, reason, rule)
         else:
             idle.setdefault(record.machinetype, []).append(record)
+    deletes, decisions = _register_breaker(deletes, decisions, records, registered, space)
     for name, machines in sorted(idle.items()):
         settled = _settled(name, records, space, demand.get(name), creating, (recent_idle or {}).get(name, ()), now)
         _retire(name, machines, space, demand.get(name), needed(name), now, drain, hold, settled)
@@ -88,6 +89,34 @@ def batch_orders(records: Sequence[MachineRecord], registered: Mapping[str, bool
         drain(record, reason, "drift")
     drains, decisions = _within_budget(drains, decisions, records, space)
     return drains, deletes, decisions
+
+
+# This many machines of a machinetype past their register deadline at once, and not one of its machines ever
+# registered: more likely its user-data does not make the batch daemon name the machine than every machine broken.
+REGISTER_ALARM_MACHINES = 3
+
+
+def _register_breaker(deletes: list[DeleteOrder], decisions: list[Decision], records: Sequence[MachineRecord],
+                      registered: Mapping[str, bool], space: SpaceConfig) -> tuple[list[DeleteOrder], list[Decision]]:
+    """Hold back the register-timeout deletes of a machinetype none of whose machines was ever seen registered,
+    when there are REGISTER_ALARM_MACHINES of them at least, with a HOLD saying what to check."""
+    late: dict[str, int] = {}
+    for decision in decisions:
+        if decision.rule == "register_timeout":
+            late[decision.machinetype] = late.get(decision.machinetype, 0) + 1
+    suspect = {name for name, count in late.items() if count >= REGISTER_ALARM_MACHINES}
+    if suspect:
+        suspect -= {r.machinetype for r in records if r.registered_at is not None or r.name in registered}
+    if not suspect:
+        return deletes, decisions
+    held = {d.machine for d in decisions if d.rule == "register_timeout" and d.machinetype in suspect}
+    holds = [Decision(Action.HOLD, space.name, name, (
+        f"{late[name]} machines past register_timeout_seconds and none of its machines ever registered with the "
+        f"batch system: does its user-data make the batch daemon name the machine (the shipped templates' "
+        f"VCYCLE_MACHINE, a Slurm node named after it)? None deleted for it"), rule="register_breaker")
+        for name in sorted(suspect)]
+    return ([o for o in deletes if o.machine not in held],
+            [d for d in decisions if not (d.rule == "register_timeout" and d.machine in held)] + holds)
 
 
 def pilot_orders(records: Sequence[MachineRecord], space: SpaceConfig, demand: Mapping[str, Demand],

@@ -35,6 +35,8 @@ RULES: dict[str, str] = {
     "demand_satisfied": "hold: the idle work needs no more machines",
     "ramp_up": "hold: ramp_up_attenuation lets only a share of the missing machines be made each cycle",
     "backoff": "hold: the machinetype backs off after an abort",
+    "launch_health": "hold: the machinetype's launches fail (launch_health_failures of launch_health_window): one "
+                     "probe machine at a time",
     "user_data": "hold: the machinetype's user-data cannot be rendered: its capacity goes to the others",
     "stall_breaker": "hold: heartbeats stopped for many machines at once: none is deleted for its heartbeat",
     "retire_settle": "hold: idle machines are not retired just after a create or a steep fall in idle jobs",
@@ -54,6 +56,8 @@ RULES: dict[str, str] = {
                          "(an abort)",
     "heartbeat": "delete: the machine's heartbeat is missing or too old",
     "register_timeout": "delete: the machine's batch daemon never registered",
+    "register_breaker": "hold: many machines never registered and none of the machinetype ever did (its user-data?): "
+                        "none deleted for it",
     "drain_done": "delete: the drained machine's batch daemon has left",
     "drain_timeout": "delete: the machine drained for longer than retire_timeout_seconds",
     # drains
@@ -62,6 +66,8 @@ RULES: dict[str, str] = {
     "drift": "drain: a machine made before a configuration change, once a current one runs in its place",
     "interrupted": "drain: the cloud gave notice that it takes the machine back (spot, rebalance, preempt)",
 }
+
+CREATE_REFUSED = "create refused"  # how the reason of a create the cloud refused begins (core/health.py reads it)
 
 # Shutdown codes (HSF-TN-2016-04). 300-699 are aborts; vcycle writes 700s.
 ABORT_CODES = range(300, 700)

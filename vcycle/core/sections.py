@@ -142,6 +142,9 @@ class MachinetypeConfig:
     max_backoff_seconds: int = key(seconds(0), 1800, "each abort in a row (after the last hold ended) doubles "
                                    "backoff_seconds and offering_cooldown_seconds, up to this")
     backoff_reset_seconds: int = key(seconds(1), 10800, "this long without a failure, the doubling starts again")
+    launch_health_window: int = key(integer(1, 20), 4, "the last launches that decide the machinetype's health")
+    launch_health_failures: int = key(integer(1, 20), 2, "this many failed launches in the window, the newest "
+                                      "among them: unhealthy, one probe machine per offering_cooldown_seconds")
     fizzle_seconds: int = key(seconds(0), REQUIRED, "a machine stopping sooner than this counts as an abort")
     processors_limit: int | None = key(integer(0, COUNT_LIMIT), None, "processors of this machinetype, at most")
     max_starting_processors: int | None = key(integer(0, COUNT_LIMIT), None,

@@ -13,7 +13,7 @@ import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,8 +21,17 @@ from typing import TypeVar
 
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
-from vcycle.core import interruptions, planner, series
-from vcycle.core.model import CreateOrder, CycleReport, Demand, MachineRecord, Plan, ReportError, SpaceSnapshot
+from vcycle.core import health, interruptions, planner, series
+from vcycle.core.model import (
+    CreateOrder,
+    CycleReport,
+    Demand,
+    LaunchOutcome,
+    MachineRecord,
+    Plan,
+    ReportError,
+    SpaceSnapshot,
+)
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import MachineState
 from vcycle.core.sync import SyncResult, sync
@@ -77,6 +86,7 @@ class Observation:
     unrenderable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # machinetype -> why not rendered
     trials: Mapping[CreateOrder, Launch] = dataclasses.field(default_factory=dict)  # prepared while planning
     demand: Mapping[str, Demand] = dataclasses.field(default_factory=dict)
+    batch: bool = False  # the space's machines register with a batch system that said which
 
 
 def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
@@ -170,14 +180,39 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     recent = _recent_idle(ctx) if registered is not None else {}
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
-                             state.draining, registered, recent_idle=recent, cooldowns=state.cooldowns)
+                             state.draining, registered, recent_idle=recent, cooldowns=state.cooldowns,
+                             launches=state.launches)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)
     if unrenderable:  # planned again without them: their capacity goes to the others
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
-    return Observation(state, synced, result, timings, unrenderable, trials, demand)
+    return Observation(state, synced, result, timings, unrenderable, trials, demand, registered is not None)
+
+
+def _record_launches(ctx: SpaceContext, seen: Observation, version: int, final: Iterable[MachineRecord]) -> None:
+    """Keep the launch outcomes this cycle told (core/health.py), saying when a machinetype's health changes."""
+    told: dict[str, list[LaunchOutcome]] = {}
+    for found in health.outcomes({r.name: r for r in seen.state.records}, final, ctx.space.machinetypes,
+                                 seen.batch):
+        told.setdefault(found.machinetype, []).append(found)
+    if not told:
+        return
+    launches = {}
+    for name, new in told.items():
+        mt, old = ctx.space.machinetypes[name], seen.state.launches.get(name, ())
+        launches[name] = health.kept(old, new)
+        was, now = health.unhealthy(old, mt), health.unhealthy(launches[name], mt)
+        if now and not was:
+            log.warning("space=%s machinetype=%s unhealthy: %s", ctx.name, name, now)
+        elif was and not now:
+            log.info("space=%s machinetype=%s healthy again: %s reached work", ctx.name, name,
+                     launches[name][-1].machine)
+    try:
+        ctx.store.write(ctx.name, version, launches=launches)
+    except StaleState as exc:
+        log.warning("space=%s launch outcomes not recorded (%s)", ctx.name, exc)
 
 
 def _recent_idle(ctx: SpaceContext) -> dict[str, tuple[int, ...]]:
@@ -228,6 +263,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials,
                                  standing=(seen.synced.backoffs, seen.state.cooldowns))
         final = {**{r.name: r for r in seen.synced.records}, **applied.records}
+        _record_launches(ctx, seen, applied.version, final.values())
         accounting = _accounting(ctx, now, final)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:

@@ -355,7 +355,7 @@ class Executor:
                 return dataclasses.replace(failed("create_not_confirmed", f"create not confirmed: {error}"),
                                            cooldowns=tried.cooled)
             log.error("%s create refused (%s): %s", where, error.kind, error)
-            why = f"create refused ({error.kind}): {error}"
+            why = f"{rules.CREATE_REFUSED} ({error.kind}): {error}"
             return dataclasses.replace(failed(f"create_refused_{error.kind}", why,
                                               transition(record, S.CREATE_FAILED, now, why),
                                               self._backoff(Backoff(record.machinetype, now, why))),

@@ -113,6 +113,13 @@ backoffs = Table(
     Column("failures", Integer, nullable=False, server_default="1"),  # aborts in a row (core/rules.py)
 )
 
+launches = Table(  # each machinetype's last launch outcomes (core/health.py), newest last, as JSON
+    "launches", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("machinetype", String(255), primary_key=True),
+    Column("outcomes", Text, nullable=False),
+)
+
 cooldowns = Table(
     "cooldowns", metadata,
     Column("space", String(255), primary_key=True),

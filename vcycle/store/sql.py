@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from vcycle.core.model import Backoff, Cooldown, CycleReport, Heartbeat, MachineRecord, StatusChange
+from vcycle.core.model import Backoff, Cooldown, CycleReport, Heartbeat, LaunchOutcome, MachineRecord, StatusChange
 from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
 from vcycle.store import schema
@@ -28,6 +28,7 @@ _LIVE_MACHINES = select(schema.machines).where(schema.machines.c.space == _SPACE
                                                schema.machines.c.state != MachineState.GONE.value)
 _BACKOFFS_OF = select(schema.backoffs).where(schema.backoffs.c.space == _SPACE)
 _COOLDOWNS_OF = select(schema.cooldowns).where(schema.cooldowns.c.space == _SPACE)
+_LAUNCHES_OF = select(schema.launches).where(schema.launches.c.space == _SPACE)
 _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
                                     schema.spaces.c.version == bindparam("expected"))
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
@@ -52,6 +53,13 @@ class SpaceState:
     backoffs: Mapping[str, Backoff] = field(default_factory=dict)
     draining: frozenset[str] = frozenset()
     cooldowns: Mapping[tuple[str, str], Cooldown] = field(default_factory=dict)  # (machinetype, offering) -> last
+    launches: Mapping[str, tuple[LaunchOutcome, ...]] = field(default_factory=dict)  # machinetype -> newest last
+
+
+def _outcomes(machinetype: str, text: str) -> tuple[LaunchOutcome, ...]:
+    """A machinetype's launch outcomes as stored: [machine, ISO time, ok, reason] each, newest last."""
+    return tuple(LaunchOutcome(machinetype, machine, datetime.fromisoformat(at), bool(ok), reason)
+                 for machine, at, ok, reason in json.loads(text))
 
 
 def _dialect_insert(connection: Connection, table: Any) -> Any:
@@ -194,15 +202,18 @@ class Store:
                         for r in c.execute(_BACKOFFS_OF, {"space": space})}
             cooldowns = {(r.machinetype, r.offering): Cooldown(r.machinetype, r.offering, r.since, r.reason, r.failures)
                          for r in c.execute(_COOLDOWNS_OF, {"space": space})}
+            launches = {r.machinetype: _outcomes(r.machinetype, r.outcomes)
+                        for r in c.execute(_LAUNCHES_OF, {"space": space})}
         state = SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)),
-                           cooldowns)
+                           cooldowns, launches)
         self._cache[space] = state
         return state
 
     def write(self, space: str, version: int, records: Iterable[MachineRecord] = (),
               history: Iterable[tuple[str, StatusChange]] = (), backoffs: Mapping[str, Backoff] | None = None,
               draining: frozenset[str] | None = None, steps: Sequence[Step] = (),
-              cooldowns: Iterable[Cooldown] = ()) -> int:
+              cooldowns: Iterable[Cooldown] = (),
+              launches: Mapping[str, tuple[LaunchOutcome, ...]] | None = None) -> int:
         """Commit changes read at ``version`` atomically; the new version. Raises StaleState.
 
         ``steps`` run in the same transaction (a source's claim of the requests these records fulfil), so
@@ -236,7 +247,11 @@ class Store:
                                                "since": d.since, "reason": d.reason, "failures": d.failures}
                                               for d in cooldowns],
                         ("space", "machinetype", "offering"))
-        self._remember(space, version, records, backoffs, draining, cooldowns)
+            if launches:
+                _upsert(c, schema.launches, [{"space": space, "machinetype": name, "outcomes": json.dumps(
+                    [[o.machine, o.at.isoformat(), o.ok, o.reason] for o in kept])} for name, kept in launches.items()],
+                        ("space", "machinetype"))
+        self._remember(space, version, records, backoffs, draining, cooldowns, launches)
         return version + 1
 
     def update(self, space: str, change: Callable[[SpaceState], dict[str, Any] | None], tries: int = 10) -> None:
@@ -257,7 +272,8 @@ class Store:
 
     def _remember(self, space: str, version: int, records: Iterable[MachineRecord],
                   backoffs: Mapping[str, Backoff] | None, draining: frozenset[str] | None,
-                  cooldowns: Iterable[Cooldown] = ()) -> None:
+                  cooldowns: Iterable[Cooldown] = (),
+                  launches: Mapping[str, tuple[LaunchOutcome, ...]] | None = None) -> None:
         """Keep the cache true after our own write (or drop it if it was not current)."""
         cached = self._cache.pop(space, None)
         if cached is None or cached.version != version:
@@ -271,7 +287,8 @@ class Store:
         self._cache[space] = SpaceState(space, version + 1, tuple(merged.values()),
                                         {**cached.backoffs, **(backoffs or {})},
                                         cached.draining if draining is None else frozenset(draining),
-                                        {**cached.cooldowns, **{(d.machinetype, d.offering): d for d in cooldowns}})
+                                        {**cached.cooldowns, **{(d.machinetype, d.offering): d for d in cooldowns}},
+                                        {**cached.launches, **(launches or {})})
 
     # --- unversioned: machine signals and reports ----------------------------------------
 
@@ -336,6 +353,15 @@ class Store:
                           "ok": r.ok, **json.loads(r.summary)} for r in rows}
 
     # --- reading for people -------------------------------------------------------------
+
+    def launch_outcomes(self) -> dict[str, dict[str, tuple[LaunchOutcome, ...]]]:
+        """space -> machinetype -> its last launch outcomes, newest last (one small table)."""
+        with self._begin() as c:
+            rows = c.execute(select(schema.launches)).all()
+        found: dict[str, dict[str, tuple[LaunchOutcome, ...]]] = {}
+        for r in rows:
+            found.setdefault(r.space, {})[r.machinetype] = _outcomes(r.machinetype, r.outcomes)
+        return found
 
     def spaces(self) -> dict[str, SpaceState]:
         """Every space the store knows, as load() reads it."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from vcycle.core import drift, rules
+from vcycle.core import drift, health, rules
 from vcycle.core.model import MachineRecord
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
@@ -30,6 +30,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
     reports = store.last_reports()
     known, counts, makers = _tally(store)
     cooling = _cooling(config, store, now)
+    sick = unhealthy(config, store)
     spaces: dict[str, Any] = {}
     for name in sorted(set(config.spaces) | set(known)):
         version, draining, backoff_rows = known.get(name, (0, [], []))
@@ -58,6 +59,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "machinetypes": {mt: dict(sorted(c.items())) for mt, c in sorted(by_type.items())},
             "backoffs": backoffs,
             "cooldowns": cooling.get(name, []),
+            "unhealthy": [{"machinetype": mt, "reason": why} for mt, why in sorted(sick.get(name, {}).items())],
             "unconfirmed": {"creates": sum(n for n, _ in requested),
                             "since": min(f for _, f in requested).isoformat(timespec="seconds") if requested
                             else None},
@@ -72,6 +74,19 @@ _HOLDING = {s.value for s in HOLDS_PROCESSORS}
 Tally = dict[str, dict[tuple[str, str], tuple[int, int, datetime]]]  # space -> (mt, state) -> n, processors, first
 Known = dict[str, tuple[int, list[str], list[tuple[str, datetime, str, int]]]]  # space -> version, draining, backoffs
 Makers = dict[str, dict[str, dict[str, int]]]  # space -> machinetype -> made_by -> live machines
+
+
+def unhealthy(config: Config, store: Store) -> dict[str, dict[str, str]]:
+    """space -> machinetype -> why its launches make it unhealthy now (core/health.py), for the configured ones."""
+    found: dict[str, dict[str, str]] = {}
+    for space, kept in store.launch_outcomes().items():
+        configured = config.spaces.get(space)
+        for name, history in kept.items():
+            mt = configured.machinetypes.get(name) if configured else None
+            why = health.unhealthy(history, mt) if mt is not None else None
+            if why is not None:
+                found.setdefault(space, {})[name] = why
+    return found
 
 
 def _cooling(config: Config, store: Store, now: datetime) -> dict[str, list[dict[str, str]]]:

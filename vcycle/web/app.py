@@ -30,6 +30,7 @@ from vcycle.core.options import default_of
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.errors import JoboutputsError, Refused, StoreError
 from vcycle.store import Store
+from vcycle.store.status import unhealthy
 from vcycle.userdata.render import render_user_data
 from vcycle.userdata.sources import Fetcher
 from vcycle.web import machine_routes as m
@@ -93,6 +94,7 @@ class Upkeep:
         try:
             apis = {name: space.api for name, space in endpoint.config.spaces.items()}
             endpoint.metrics.observe_reports(endpoint.store.last_reports(), apis)
+            endpoint.metrics.observe_health(unhealthy(endpoint.config, endpoint.store))
         except StoreError as exc:
             log.warning("endpoint: cycle reports not read: %s", exc)
         now = time.time()

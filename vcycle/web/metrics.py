@@ -88,6 +88,11 @@ class Metrics:
                                    "1 while a machinetype's heartbeats stopped for many machines at once and none "
                                    "is deleted for its heartbeat (max_stall_kill_fraction)", ["space", "machinetype"],
                                    registry=r)
+        self.unhealthy = Gauge("vcycle_launch_unhealthy",
+                               "1 while a machinetype's recent launches fail (launch_health_failures of "
+                               "launch_health_window) and it makes one probe machine at a time",
+                               ["space", "machinetype"], registry=r)
+        self._sick: set[tuple[str, str]] = set()
         r.register(_Machines(directory, now))
         self._seen: dict[str, str] = {}
         self._open: dict[str, set[str]] = {}  # space -> machinetypes whose stall breaker is open
@@ -128,6 +133,14 @@ class Metrics:
             if calls:
                 self.api_calls.labels(api, operation).inc(calls)
                 self.api_seconds.labels(api, operation).inc(timings.get(f"api_{operation}_s", 0.0))
+
+    def observe_health(self, unhealthy: Mapping[str, Mapping[str, str]]) -> None:
+        """Set the launch health gauge: 1 for each (space, machinetype) in ``unhealthy``, 0 for those that were."""
+        sick = {(space, mt) for space, names in unhealthy.items() for mt in names}
+        with self._lock:
+            for space, mt in self._sick | sick:
+                self.unhealthy.labels(space, mt).set(1 if (space, mt) in sick else 0)
+            self._sick = sick
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
