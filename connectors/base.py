@@ -1,8 +1,9 @@
 """The connector contract: what vcycle asks of every cloud, and how a connector module declares itself.
 
 Each method says whether it is required or optional. Only vcycle's own
-errors leave a connector (CloudUnavailable, QuotaExceeded, LaunchRejected,
-NotFound), raised ``from`` the SDK's error. A connector module ends with
+errors leave a connector (CloudUnavailable and its Unauthorized and Throttled,
+QuotaExceeded and its NoCapacity, LaunchRejected, NotFound), raised ``from``
+the SDK's error. A connector module ends with
 ``PLUGIN = ConnectorPlugin(...)``: the keys it adds to its spaces and
 machinetypes (dataclasses of ``options.key`` fields), the largest user-data
 its cloud takes, and ``make``, which builds the connector with its SDK
@@ -14,7 +15,9 @@ every connector calls before its create.
 from __future__ import annotations
 
 import email
+import email.utils
 import gzip
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -99,6 +102,23 @@ def fit_user_data(data: bytes, limit: int) -> bytes:
         return packed
     raise LaunchRejected(f"user-data is {len(data)} bytes ({len(packed)} gzipped), over the {limit} bytes "
                          f"this cloud accepts")
+
+
+def retry_after(value: object) -> float | None:
+    """The seconds an HTTP Retry-After asks to wait (delta-seconds, or an HTTP-date from now), None when it is
+    absent or unreadable: the one reading of it every connector uses for Throttled."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when is not None else None
 
 
 def fits(data: bytes, limit: int) -> str:

@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.connectors.base import ConnectorPlugin, fit_user_data, retry_after
 from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import boolean, integer, key, number, options_of, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Unauthorized
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +164,9 @@ def map_error(error: Exception, doing: str) -> Exception:
         if code.startswith(REJECT_PREFIXES):
             return LaunchRejected(f"{doing}: {code}: {message}")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in THROTTLE_CODES or status == 429:  # botocore's own jittered retries are spent
+            headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            return Throttled(f"{doing}: {code or status}: {message}", retry_after(headers.get("retry-after")))
         return CloudUnavailable(f"{doing}: {code or status}: {message}")
     if isinstance(error, BotoCoreError):
         return CloudUnavailable(f"{doing}: {error}")

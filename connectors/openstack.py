@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from vcycle.connectors import images
-from vcycle.connectors.base import ConnectorPlugin, fit_user_data
+from vcycle.connectors.base import ConnectorPlugin, fit_user_data, retry_after
 from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import choice, integer, key, options_of, text, words
 from vcycle.core.sections import Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Unauthorized
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Throttled, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ def _check(options: OpenStackSpace) -> list[tuple[str, str]]:
 # Nova checks the base64 text of user_data against 65535 characters: 49149 bytes before encoding.
 MAX_USER_DATA_BYTES = 65535 // 4 * 3
 POWER_RUNNING = 1
+# The scheduler found no host with room for the flavor (NoValidHost): the server is in ERROR with this fault.
+NO_VALID_HOST = "No valid host was found"
 
 # Nova status (and power state) -> ours; task_state "deleting" wins over everything.
 STATUS_MAP = {
@@ -130,6 +132,9 @@ def _mapped(what: str, *, deleting: bool = False) -> Iterator[None]:
     except sdk.HttpException as exc:
         status = exc.status_code or 0
         text = f"{what}: {status} {exc.details or exc.message}".strip()
+        if status == 429:
+            headers = getattr(exc.response, "headers", None) or {}
+            raise Throttled(text, retry_after(headers.get("Retry-After"))) from exc
         if (status == 403 and "quota" in text.lower()) or status == 413:
             raise QuotaExceeded(text) from exc
         if status in (401, 403):
@@ -211,12 +216,14 @@ class OpenStackConnector:
         metadata = dict(server.metadata or {})
         flavor = server.flavor or {}
         created = server.created_at
+        fault = str((getattr(server, "fault", None) or {}).get("message") or "") if server.status == "ERROR" else ""
         return CloudMachine(
             id=server.id, name=server.name, status=cloud_status(server.status, server.task_state, server.power_state),
             owner=OwnerTags.from_mapping(metadata), processors=flavor.get("vcpus"),
             created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
-            detail=" ".join(str(x) for x in (server.status, server.task_state) if x),
-            zone=server.availability_zone, flavor=flavor.get("original_name") or flavor.get("name"))
+            detail=" ".join(str(x) for x in (server.status, server.task_state, fault) if x),
+            zone=server.availability_zone, flavor=flavor.get("original_name") or flavor.get("name"),
+            no_capacity=fault if NO_VALID_HOST in fault else None)
 
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
         user_data = fit_user_data(spec.user_data, self.max_user_data_bytes)

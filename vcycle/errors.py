@@ -19,18 +19,21 @@ with ``raise ... from``::
      +-- Refused              the HTTPS endpoint refuses a request: a 4xx (or 503/507) and a reason
      |    +-- JoboutputsError     a joboutputs file not accepted, kept or read
      +-- ConnectorError       the cloud said no, or did not answer
-          +-- CloudUnavailable    skip this space this cycle; a create is left to the next sync
+          +-- CloudUnavailable    skip this space this cycle; a create is left to the next sync (transient)
           |    +-- Unauthorized       the credentials were refused: a create backs off, one call a cycle at most
-          +-- QuotaExceeded       back off the machinetype
+          |    +-- Throttled          slow down: no call to the space until its Retry-After (or a cycle) passed
+          +-- QuotaExceeded       the space holds creates of that size until a listing shows room
           |    +-- NoCapacity         this offering (flavor) has no room now: cool it, try the next
           +-- LaunchRejected      bad image/flavor/user-data: back off, log loudly
           |    +-- ImageError         a root image that cannot be had or trusted
           +-- NotFound            the machine is not there (success for delete)
 
 What a connector error means for the cycle is a property of its class, not of
-the code that catches it: ``kind`` (its word in reports and metrics) and
-``backoff`` (a failed create backs off its machinetype; otherwise the request
-is left for the next sync to resolve, and a failed delete is retried).
+the code that catches it: ``kind`` (its word in reports and metrics),
+``backoff`` (a failed create backs off its machinetype), ``made_nothing`` (the
+cloud surely made nothing: the request is closed at once; otherwise it is left
+for the next sync to resolve, and a failed delete is retried) and ``space_wide``
+(the space's own trouble: no other create of the cycle calls the cloud).
 
 This module must not import anything from the rest of vcycle.
 """
@@ -142,6 +145,8 @@ class ConnectorError(VcycleError):
 
     kind = "connector"  # its word in reports and metrics
     backoff = False  # a create failing with it backs off its machinetype
+    made_nothing = False  # the cloud surely made nothing: a create failing with it is closed at once
+    space_wide = False  # the space's own trouble: after it, no other create of the cycle calls the cloud
 
 
 class CloudUnavailable(ConnectorError):
@@ -157,13 +162,30 @@ class Unauthorized(CloudUnavailable):
 
     kind = "auth"
     backoff = True
+    made_nothing = True
+    space_wide = True
+
+
+class Throttled(CloudUnavailable):
+    """The cloud asks vcycle to slow down (HTTP 429, EC2's RequestLimitExceeded once botocore's own jittered
+    retries are spent): nothing was made, no other create of the cycle calls the cloud, and the space is left
+    alone for ``retry_after`` seconds (its Retry-After), or one cycle where it names none."""
+
+    kind = "throttled"
+    made_nothing = True
+    space_wide = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class QuotaExceeded(ConnectorError):
-    """The cloud refused a create for lack of quota or capacity."""
+    """The cloud refused a create for lack of quota: nothing was made, and the space holds creates of that size
+    or more until a listing shows fewer processors held (a machine ended) or the cloud's quota shows room."""
 
     kind = "quota"
-    backoff = True
+    made_nothing = True
 
 
 class NoCapacity(QuotaExceeded):
@@ -178,6 +200,7 @@ class LaunchRejected(ConnectorError):
 
     kind = "rejected"
     backoff = True
+    made_nothing = True
 
 
 class ImageError(LaunchRejected):

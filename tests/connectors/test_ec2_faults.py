@@ -20,7 +20,7 @@ from vctest import load_text
 
 from vcycle.connectors.ec2 import STATE_MAP, EC2Connector, map_error, map_state
 from vcycle.core.model import CloudStatus
-from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Unauthorized
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
 from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 
@@ -47,20 +47,45 @@ def client_error(code: str, status: int = 400) -> ClientError:
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "RunInstances")
 
 
-@pytest.mark.parametrize(("code", "kind"), [
+ERROR_ROWS = [
     ("InsufficientInstanceCapacity", NoCapacity), ("InsufficientCapacity", NoCapacity),
     ("InsufficientHostCapacity", NoCapacity), ("SpotMaxPriceTooLow", NoCapacity), ("Unsupported", NoCapacity),
     ("InstanceLimitExceeded", QuotaExceeded), ("VcpuLimitExceeded", QuotaExceeded),
     ("MaxSpotInstanceCountExceeded", QuotaExceeded), ("InvalidAMIID.NotFound", LaunchRejected),
     ("InvalidAMIID.Malformed", LaunchRejected), ("InvalidInstanceType.NotFound", LaunchRejected),
     ("InvalidParameterValue", LaunchRejected), ("InvalidUserData.Malformed", LaunchRejected),
-    ("RequestLimitExceeded", CloudUnavailable), ("Throttling", CloudUnavailable),
-    ("InternalError", CloudUnavailable), ("AuthFailure", Unauthorized), ("UnauthorizedOperation", Unauthorized),
+    ("RequestLimitExceeded", Throttled), ("Throttling", Throttled), ("ThrottlingException", Throttled),
+    ("InternalError", CloudUnavailable), ("ResourceLimitExceeded", QuotaExceeded),
+    ("InsufficientFreeAddressesInSubnet", QuotaExceeded), ("AuthFailure", Unauthorized),
+    ("UnauthorizedOperation", Unauthorized),
     ("InvalidClientTokenId", Unauthorized), ("SignatureDoesNotMatch", Unauthorized), ("RequestExpired", Unauthorized),
-])
+    ("ExpiredToken", Unauthorized), ("UnrecognizedClientException", Unauthorized),
+    ("TooManyRequestsException", Throttled),
+]
+
+
+@pytest.mark.parametrize(("code", "kind"), ERROR_ROWS)
 def test_error_map_row(code: str, kind: type[Exception]) -> None:
     mapped = map_error(client_error(code), "RunInstances x")
     assert type(mapped) is kind and code in str(mapped)
+
+
+def test_every_code_the_connector_maps_has_a_test_row() -> None:
+    """A code added to one of the connector's sets without a row of expectations above fails."""
+    from vcycle.connectors import ec2
+
+    mapped = ec2.CAPACITY_CODES | ec2.QUOTA_CODES | ec2.AUTH_CODES | ec2.THROTTLE_CODES
+    assert mapped <= {code for code, _ in ERROR_ROWS}
+
+
+def test_a_throttled_answer_carries_its_retry_after() -> None:
+    answer = ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."},
+                          "ResponseMetadata": {"HTTPStatusCode": 503, "HTTPHeaders": {"retry-after": "7"}}},
+                         "RunInstances")
+    mapped = map_error(answer, "RunInstances x")
+    assert isinstance(mapped, Throttled) and mapped.retry_after == 7.0
+    assert map_error(client_error("Throttling"), "x").retry_after is None  # type: ignore[attr-defined]
+    assert mapped.made_nothing and mapped.space_wide and not mapped.backoff
 
 
 def test_timeouts_are_cloud_unavailable() -> None:
@@ -127,6 +152,16 @@ def test_a_lasting_fault_is_cloud_unavailable(moto_url: str) -> None:
     faults.plan = ["500"] * 3
     with pytest.raises(CloudUnavailable, match="DescribeInstances"):
         connector.list_machines()
+
+
+def test_throttling_that_outlasts_botocores_retries_is_throttled(moto_url: str) -> None:
+    """botocore retries a throttled call with its own jittered backoff; when every attempt is throttled, the
+    answer is Throttled: vcycle leaves the space alone for a while instead of calling again."""
+    connector, faults = faulty_connector(moto_url, attempts=3)
+    faults.plan = ["throttle"] * 3
+    with pytest.raises(Throttled, match="Throttling: Rate exceeded"):
+        connector.list_machines()
+    assert faults.seen.count("DescribeInstances") == 3
 
 
 def test_a_page_that_is_not_xml_is_cloud_unavailable_for_every_call(moto_url: str, moto_ami: str) -> None:

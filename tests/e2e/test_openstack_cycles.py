@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import sqlite3
 import subprocess
@@ -106,3 +107,32 @@ def test_a_cycle_killed_midway_leaks_nothing(site: tuple[Path, Any], tmp_path: P
     assert len(servers) <= 12
     states = dict(db.execute("SELECT state, count(*) FROM machines GROUP BY state").fetchall())
     assert sum(states.values()) > 0, "no cycle got as far as recording an intent"
+
+
+def test_a_flavor_no_host_has_room_for_cools_and_the_next_offering_takes_its_place(site: tuple[Path, Any]) -> None:
+    """Real Nova accepts a server of a flavor no compute host can hold, and its scheduler puts it in ERROR with a
+    NoValidHost fault: that flavor had no capacity. The machine is deleted without an abort or a failed launch,
+    the flavor cools, and the machinetype's next flavor of the same size is made instead."""
+    conf, admin = site
+    if admin.compute.find_flavor("m1.huge") is None:  # one vCPU, and more disk than a fake hypervisor has (600 TB)
+        admin.compute.create_flavor(name="m1.huge", ram=512, vcpus=1, disk=1_000_000)
+    conf.write_text(conf.read_text().replace("flavor_names = m1.small", "flavor_names = m1.huge m1.small")
+                    .replace("processors_limit = 3", "processors_limit = 1"))
+    assert vcycle(conf, "cycle", "--once").returncode == 0
+    (server,) = ours(admin)
+    assert admin.compute.get_server(server.id).flavor["original_name"] == "m1.huge"
+    wait_for(lambda: admin.compute.get_server(server.id).status != "BUILD", seconds=60)
+    assert admin.compute.get_server(server.id).status == "ERROR"
+    assert "No valid host" in admin.compute.get_server(server.id).fault["message"]
+    for _ in range(3):  # sees it failed and deletes it; it is gone; the next flavor is made
+        vcycle(conf, "cycle", "--once")
+        time.sleep(1)
+    flavors = {admin.compute.get_server(s.id).flavor["original_name"] for s in ours(admin)}
+    assert flavors == {"m1.small"}
+    db = sqlite3.connect(conf.parent / "state.db")
+    assert db.execute("SELECT count(*) FROM backoffs").fetchone() == (0,)  # no abort
+    assert db.execute("SELECT offering FROM cooldowns").fetchall() == [("m1.huge",)]
+    history = vcycle(conf, "machines", "history", server.name).stdout
+    assert "no capacity: the cloud could not place it on m1.huge (No valid host was found" in history
+    outcomes = [o for (text,) in db.execute("SELECT outcomes FROM launches") for o in json.loads(text)]
+    assert all(ok for _, _, ok, _ in outcomes)  # [machine, at, ok, reason]: no failed launch

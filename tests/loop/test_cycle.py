@@ -14,7 +14,7 @@ from vcycle.core.model import CloudStatus, Heartbeat
 from vcycle.core.sections import Config
 from vcycle.core.states import MachineState
 from vcycle.demand import make_source
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, Unauthorized
 from vcycle.loop.cycle import SpaceContext, run_all, run_cycle
 from vcycle.store import Store
 from vcycle.testing import FakeClock, FakeConnector
@@ -92,7 +92,7 @@ def test_machines_live_their_life_through_cycles(store: Store) -> None:
     assert (gone.shutdown_code, gone.shutdown_text) == (200, "Success")
 
 
-@pytest.mark.parametrize(("error", "kind"), [(QuotaExceeded("cores quota 8/8"), "quota"),
+@pytest.mark.parametrize(("error", "kind"), [(Unauthorized("AuthFailure: check the access_key"), "auth"),
                                              (LaunchRejected("image not found"), "rejected")])
 def test_refused_create_fails_the_request_and_backs_off(store: Store, error: Exception, kind: str) -> None:
     clock = FakeClock()

@@ -13,7 +13,7 @@ from openstack import exceptions as sdk
 
 from vcycle.connectors.openstack import STATUS_MAP, _mapped, cloud_status
 from vcycle.core.model import CloudStatus
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Unauthorized
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Throttled, Unauthorized
 
 ROWS = [
     ("BUILD", None, 0, CloudStatus.STARTING),
@@ -56,7 +56,7 @@ def test_state_map(status: str | None, task: str | None, power: int | None, expe
     assert cloud_status(status, task, power) is expected
 
 
-def http_error(status: int, details: str) -> sdk.HttpException:
+def http_error(status: int, details: str, headers: dict[str, str] | None = None) -> sdk.HttpException:
     """What openstacksdk raises for Nova's JSON error answer."""
     import json
 
@@ -66,6 +66,7 @@ def http_error(status: int, details: str) -> sdk.HttpException:
     response.status_code = status
     response.url = "http://127.0.0.1:8774/v2.1/servers"
     response.headers["Content-Type"] = "application/json"
+    response.headers.update(headers or {})
     response._content = json.dumps({"error": {"message": details, "code": status}}).encode()
     try:
         sdk.raise_from_response(response)
@@ -85,6 +86,8 @@ def http_error(status: int, details: str) -> sdk.HttpException:
     (ksa.Unauthorized("The request you have made requires authentication. (HTTP 401)"), Unauthorized,
      "requires authentication"),
     (http_error(503, "Service Unavailable"), CloudUnavailable, "503"),
+    (http_error(429, "Rate limit exceeded"), Throttled, "429"),
+    (http_error(413, "Maximum number of instances exceeded"), QuotaExceeded, "413"),
     (ksa.ConnectFailure("Unable to establish connection to http://keystone:5000/v3/auth/tokens"),
      CloudUnavailable, "Unable to establish connection"),
     (sdk.SDKException("Cloud mycloud was not found."), CloudUnavailable, "was not found"),
@@ -105,3 +108,26 @@ def test_a_409_on_delete_is_retried_not_a_rejected_launch() -> None:
     assert not caught.value.backoff
     with pytest.raises(LaunchRejected, match="409"), _mapped("create server vcycle-mt-x"):
         raise conflict
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("30", 30.0), ("0", 0.0), (None, None), ("soon", None)])
+def test_a_429_is_throttled_with_its_retry_after(header: str | None, seconds: float | None) -> None:
+    with pytest.raises(Throttled) as caught, _mapped("list servers"):
+        raise http_error(429, "Rate limit exceeded", {"Retry-After": header} if header is not None else None)
+    assert caught.value.retry_after == seconds
+
+
+def test_a_server_the_scheduler_found_no_host_for_is_the_offerings_no_capacity() -> None:
+    """Nova accepts the create, then puts the server in ERROR with a NoValidHost fault: its flavor has no room."""
+    from types import SimpleNamespace
+
+    from vcycle.connectors.openstack import OpenStackConnector
+
+    server = SimpleNamespace(id="i", name="vcycle-mt-x", status="ERROR", task_state=None, power_state=0,
+                             metadata={}, flavor={"vcpus": 2, "original_name": "m1.huge"}, created_at=None,
+                             availability_zone="nova", fault={"code": 500, "message": "No valid host was found. "
+                                                              "There are not enough hosts available."})
+    machine = OpenStackConnector._machine(None, server)  # type: ignore[arg-type]
+    assert machine.status is CloudStatus.FAILED and machine.no_capacity and "No valid host" in machine.detail
+    other = SimpleNamespace(**{**server.__dict__, "fault": {"code": 500, "message": "Build of instance aborted"}})
+    assert OpenStackConnector._machine(None, other).no_capacity is None  # type: ignore[arg-type]

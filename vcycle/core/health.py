@@ -5,7 +5,8 @@ batch daemon registered or it sent a heartbeat (or, where neither is
 expected, when it ran); it *failed* when the cloud refused its create, it
 failed in the cloud or stopped before reaching work, or a deadline ended it
 first (launch, register, first heartbeat: core/timeouts.py). A request
-closed for capacity is the offering's, not a launch (it cools instead).
+closed for capacity is the offering's, not a launch (it cools instead), and
+one refused for the space's quota or pace is the space's.
 
 A machinetype is unhealthy while ``launch_health_failures`` of its last
 ``launch_health_window`` launches failed, the newest among them; it then
@@ -29,6 +30,7 @@ S = MachineState
 KEPT = 20  # outcomes kept per machinetype, newest last: the largest window a site may choose
 # what a machine that never reached work ended with -> a failed launch (the deadlines' messages among them)
 DEADLINE_MESSAGES = {rules.FAILED_TO_START[1], rules.NOT_REGISTERED[1], rules.HEARTBEAT_MISSING[1]}
+SPACE_REFUSALS = ("quota", "throttled")  # refusals for the space's quota or pace (errors' kinds): not the launch's
 
 
 def reached(record: MachineRecord, mt: MachinetypeConfig, batch: bool) -> bool:
@@ -44,9 +46,13 @@ def _failure(record: MachineRecord) -> str | None:
     state, last = record.state, record.last
     if state is S.CREATE_FAILED:
         reason = last.reason if last is not None else ""
-        return reason if reason.startswith(rules.CREATE_REFUSED) else None
+        space_wide = reason.startswith(tuple(f"{rules.CREATE_REFUSED} ({kind})" for kind in SPACE_REFUSALS))
+        return reason if reason.startswith(rules.CREATE_REFUSED) and not space_wide else None
     if state is S.FAILED:
-        return f"failed in the cloud before it reached work ({last.reason if last else 'no reason given'})"
+        reason = last.reason if last is not None else "no reason given"
+        if reason.startswith(rules.NO_CAPACITY):
+            return None  # the offering had no room: it cools instead
+        return f"failed in the cloud before it reached work ({reason})"
     if record.shutdown_text in DEADLINE_MESSAGES and state in (S.DELETING, S.DELETE_FAILED, S.GONE):
         return f"'{record.shutdown_code} {record.shutdown_text}'"
     if state is S.STOPPED:

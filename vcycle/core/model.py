@@ -80,6 +80,7 @@ class CloudMachine:
     zone: str | None = None
     flavor: str | None = None
     ip: str | None = None
+    no_capacity: str | None = None  # why the cloud could not place it (OpenStack's NoValidHost): the offering's
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,17 @@ class Cooldown:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaHold:
+    """The cloud refused a create of ``processors`` for its quota while the space held ``held`` processors: no
+    create of that size or more until a listing shows fewer held."""
+
+    processors: int
+    held: int
+    since: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchOutcome:
     """One machine's launch outcome (core/health.py): it reached work (``ok``) or failed, when, and why."""
 
@@ -294,6 +306,7 @@ class SpaceSnapshot:
     recent_idle: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # machinetype -> its last launch outcomes, newest last (core/health.py)
     launches: Mapping[str, tuple[LaunchOutcome, ...]] = field(default_factory=dict)
+    quota_hold: QuotaHold | None = None  # the last create refused for the space's quota, while it holds
 
 
 class Action(enum.Enum):

@@ -500,6 +500,11 @@ def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceCon
     mt, tally, size = c.mt, c.tally, c.processors
     if total + size > limit:
         return "space_limit", f"{source} {total}/{limit} processors in space {space.name}: no room for {size} more"
+    spent = snapshot.quota_hold
+    if spent is not None and size >= spent.processors and total >= spent.held:
+        return "quota", (f"quota: the cloud refused a create of {spent.processors} processors "
+                         f"{rules.seconds(now - spent.since)}s ago with {spent.held} held ({spent.reason}); none of "
+                         f"{spent.processors} or more until a listing shows fewer than {spent.held} held")
     if mt.processors_limit is not None and tally.processors + size > mt.processors_limit:
         return "machinetype_limit", f"machinetype processors_limit {tally.processors}/{mt.processors_limit}"
     if mt.max_starting_processors is not None and tally.starting_processors + size > mt.max_starting_processors:

@@ -35,6 +35,7 @@ RULES: dict[str, str] = {
     "demand_satisfied": "hold: the idle work needs no more machines",
     "ramp_up": "hold: ramp_up_attenuation lets only a share of the missing machines be made each cycle",
     "backoff": "hold: the machinetype backs off after an abort",
+    "quota": "hold: the cloud refused a create for its quota; none of that size until a listing shows room",
     "launch_health": "hold: the machinetype's launches fail (launch_health_failures of launch_health_window): one "
                      "probe machine at a time",
     "user_data": "hold: the machinetype's user-data cannot be rendered: its capacity goes to the others",
@@ -68,6 +69,7 @@ RULES: dict[str, str] = {
 }
 
 CREATE_REFUSED = "create refused"  # how the reason of a create the cloud refused begins (core/health.py reads it)
+NO_CAPACITY = "no capacity"  # how the reason of a machine the cloud had no room for begins: the offering's
 
 # Shutdown codes (HSF-TN-2016-04). 300-699 are aborts; vcycle writes 700s.
 ABORT_CODES = range(300, 700)

@@ -30,6 +30,7 @@ from vcycle.core.model import (
     Backoff,
     CloudMachine,
     CloudStatus,
+    Cooldown,
     Heartbeat,
     MachineRecord,
     StatusChange,
@@ -75,6 +76,7 @@ class SyncResult:
     vanished: tuple[str, ...] = ()  # machines gone from the listing without a delete from vcycle
     warnings: tuple[str, ...] = ()  # for the report and the log: things an operator should look at
     aborted: tuple[str, ...] = ()  # machines whose stop this cycle counted as an abort (their backoff)
+    cooldowns: tuple[Cooldown, ...] = ()  # offerings the cloud could not place a machine on: they cool
 
 
 def is_ours(machine: CloudMachine, space: str, manager: str) -> bool:
@@ -143,7 +145,7 @@ def sync(
                     f"from vcycle: was the cloud restarted empty, or were they deleted by hand? (not counted as "
                     f"aborts)",)
     return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines,
-                      tuple(updated), tuple(work.vanished), warnings, tuple(work.aborted))
+                      tuple(updated), tuple(work.vanished), warnings, tuple(work.aborted), tuple(work.cooled))
 
 
 class _Sync:
@@ -161,6 +163,7 @@ class _Sync:
         self.changes: list[tuple[str, StatusChange]] = []
         self.vanished: list[str] = []
         self.aborted: list[str] = []
+        self.cooled: list[Cooldown] = []
         self.listed_at = listed_at
         self.bound = timedelta(seconds=space.api_timeout_seconds)  # by then any call has answered, or failed
 
@@ -227,6 +230,11 @@ class _Sync:
         changes: dict[str, object] = {}
         if target is S.RUNNING and record.started_at is None:
             changes["started_at"] = self.now
+        if target is S.FAILED and machine.no_capacity and record.state in ALIVE_STATES:
+            self.cooled.append(Cooldown(record.machinetype, record.flavor or "", self.now, machine.no_capacity))
+            return self.move(record, target, f"{rules.NO_CAPACITY}: the cloud could not place it on "
+                             f"{record.flavor or 'its offering'} ({machine.no_capacity}): the offering cools, not an "
+                             "abort", stopped_at=record.stopped_at or self.now)
         if target in (S.STOPPED, S.FAILED) and record.stopped_at is None:
             changes["stopped_at"] = self.now
             if record.state in ALIVE_STATES:

@@ -33,13 +33,14 @@ from vcycle.core.model import (
     SpaceSnapshot,
 )
 from vcycle.core.sections import Config, SpaceConfig
-from vcycle.core.states import MachineState
+from vcycle.core.states import HOLDS_PROCESSORS, MachineState
 from vcycle.core.sync import SyncResult, sync
 from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
-from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError
+from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError, Throttled
 from vcycle.loop import accounts
 from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
+from vcycle.loop.holds import Holds
 from vcycle.loop.launch import Launch, Renderer, prepare
 from vcycle.store import SpaceState, Store
 from vcycle.store.series import Series
@@ -63,6 +64,7 @@ class SpaceContext:
     last_housekeeping: datetime | None = None
     last_accounting: datetime | None = None  # the last look for machines left unaccounted (None: not yet)
     pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
+    holds: Holds | None = None  # the space's own holds (throttled, quota spent), kept from cycle to cycle
 
     def calls(self) -> ThreadPoolExecutor:
         if self.pool is None:
@@ -73,6 +75,12 @@ class SpaceContext:
     @property
     def name(self) -> str:
         return self.space.name
+
+    @property
+    def kept(self) -> Holds:
+        if self.holds is None:
+            self.holds = Holds(self.space.name)
+        return self.holds
 
 
 @dataclass(frozen=True)
@@ -179,9 +187,11 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     quota, flavors = _answer(ctx, limits, "capacity and flavors")
     timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     recent = _recent_idle(ctx) if registered is not None else {}
+    spent = ctx.kept.in_force(lambda: _held(synced.records, synced.foreign_processors))
+    cooling = {**state.cooldowns, **{(c.machinetype, c.offering): c for c in synced.cooldowns}}
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
-                             state.draining, registered, recent_idle=recent, cooldowns=state.cooldowns,
-                             launches=state.launches)
+                             state.draining, registered, recent_idle=recent, launches=state.launches,
+                             cooldowns=cooling, quota_hold=spent)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)
@@ -189,6 +199,11 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
     return Observation(state, synced, result, timings, unrenderable, trials, demand, registered is not None)
+
+
+def _held(records: Iterable[MachineRecord], foreign: int) -> int:
+    """The processors the space holds: ours that hold them, and the machines not ours."""
+    return sum(r.processors for r in records if r.state in HOLDS_PROCESSORS) + foreign
 
 
 def _record_launches(ctx: SpaceContext, seen: Observation, version: int, final: Iterable[MachineRecord]) -> None:
@@ -246,12 +261,16 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
     """One full cycle of one space; never raises for a cloud, store or demand failure."""
     now = ctx.clock()
     started = time.perf_counter()
+    slowed = ctx.kept.slowed(now)
+    if slowed is not None:
+        return _skipped(ctx, now, started, ReportError("throttled", ctx.name, f"skipped: {slowed}"), save_report)
     try:
         seen = observe(ctx, now)
         for decision in seen.plan.decisions:
             if decision.rule == "stall_breaker":
                 log.warning("space=%s machinetype=%s %s", ctx.name, decision.machinetype, decision.reason)
-        first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes))
+        first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes),
+                      cooldowns=list(seen.synced.cooldowns))
         batch = batch_system(ctx)
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
@@ -263,10 +282,14 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials,
                                  standing=(seen.synced.backoffs, seen.state.cooldowns))
         final = {**{r.name: r for r in seen.synced.records}, **applied.records}
+        ctx.kept.after(applied.throttled, applied.quota, lambda: _held(final.values(), seen.synced.foreign_processors),
+                       now, ctx.config.settings.cycle_seconds)
         _record_launches(ctx, seen, applied.version, final.values())
         accounting = _accounting(ctx, now, final)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
+        ctx.kept.after(exc if isinstance(exc, Throttled) else None, None, lambda: 0, now,
+                       ctx.config.settings.cycle_seconds)
         log.error("space=%s skipped this cycle: %s", ctx.name, exc)
         return _skipped(ctx, now, started, ReportError("space_skipped", ctx.name, f"skipped: {exc}"), save_report)
     except Exception as exc:  # the per-space boundary: a bug in one space must not stop the others

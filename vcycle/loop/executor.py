@@ -11,8 +11,9 @@ the delete again. A crash anywhere leaves records that the next sync resolves: a
 requested machine appears and is adopted, or its request times out; a delete
 that did not happen is retried. What a connector error means is a property
 of its class (vcycle/errors.py): ``backoff`` errors fail the create and back
-off the machinetype, the others leave the request to the next sync;
-NotFound on delete is success. NoCapacity is the offering's, not the
+off the machinetype; other ``made_nothing`` errors (a spent quota, a cloud
+asking to slow down) fail it and hold the space (vcycle/loop/cycle.py); the
+rest leave the request to the next sync; NotFound on delete is success. NoCapacity is the offering's, not the
 machinetype's: the create falls through to the order's next flavor of the same
 size (vcycle/loop/offers.py), and the offering cools.
 
@@ -52,7 +53,16 @@ from vcycle.core.model import (
 from vcycle.core.sections import SpaceConfig
 from vcycle.core.states import STARTING_STATES, MachineState
 from vcycle.demand.base import NamedMachines
-from vcycle.errors import ConnectorError, DemandError, NoCapacity, NotFound, RenderError, StaleState
+from vcycle.errors import (
+    ConnectorError,
+    DemandError,
+    NoCapacity,
+    NotFound,
+    QuotaExceeded,
+    RenderError,
+    StaleState,
+    Throttled,
+)
 from vcycle.loop.calls import settle
 from vcycle.loop.launch import Launch, Renderer, entropy, prepare
 from vcycle.loop.offers import Offers
@@ -73,6 +83,8 @@ class Applied:
     delete_failures: int = 0
     errors: list[ReportError] = field(default_factory=list)
     records: dict[str, MachineRecord] = field(default_factory=dict)
+    throttled: Throttled | None = None  # the cloud asked to slow down: the space is left alone for a while
+    quota: tuple[int, QuotaExceeded] | None = None  # the fewest processors a create was refused for its quota
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ class Batch:
     records: dict[str, MachineRecord] = field(default_factory=dict)
     history: list[tuple[str, StatusChange]] = field(default_factory=list)
     backoffs: dict[str, Backoff] = field(default_factory=dict)
+    cooldowns: list[Cooldown] = field(default_factory=list)  # offerings found without room (sync's, here)
 
     def put(self, record: MachineRecord) -> MachineRecord:
         """Keep ``record``, new or just moved, and its last state change."""
@@ -146,9 +159,10 @@ class Executor:
                     if order.machine in records]
         drains = [self._draining(order, records[order.machine], now, intent) for order in plan.drains
                   if order.machine in records and records[order.machine].state is S.RUNNING]
-        if intent.records or intent.history or backoffs or intent.backoffs:
+        if intent.records or intent.history or backoffs or intent.backoffs or intent.cooldowns:
             version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
-                                       backoffs={**(backoffs or {}), **intent.backoffs}, steps=steps)
+                                       backoffs={**(backoffs or {}), **intent.backoffs}, steps=steps,
+                                       cooldowns=[self._cooldown(c) for c in intent.cooldowns])
         applied.version = version
         for record in drains:  # quick calls to the batch system, not the cloud: made here, in order
             self._drain(record, errors)
@@ -168,6 +182,9 @@ class Executor:
             if result.error is not None:
                 errors.append(result.error)
             cooldowns.extend(self._cooldown(c) for c in result.cooldowns)
+        if isinstance(self._offers.stopped, Throttled):
+            applied.throttled = self._offers.stopped
+        applied.quota = self._offers.quota
         applied.created = sum(r.done for r in results if r.create)
         applied.create_failures = sum(not r.done for r in results if r.create)
         applied.deleted = sum(r.done for r in results if not r.create)
@@ -341,7 +358,7 @@ class Executor:
                         cooldown.offering or "the offering", cooldown.reason)
         error = tried.error
         if tried.machine is None and (error is None or isinstance(error, NoCapacity)):  # every offering is full
-            why = "no capacity on any offering (" + "; ".join(
+            why = f"{rules.NO_CAPACITY} on any offering (" + "; ".join(
                 [f"{c.offering or 'the offering'}: {c.reason}" for c in tried.cooled]
                 + [f"{name or 'the offering'}: none, as another create found this cycle" for name in tried.skipped]
             ) + "): no backoff, the offerings cool"
@@ -350,12 +367,17 @@ class Executor:
             return Outcome(True, False, moved, None, ReportError("create_refused_capacity", self.space.name, why,
                                                                  record.machinetype, record.name), tried.cooled)
         if error is not None:
-            if not error.backoff:  # the cloud may yet have made it: the next sync adopts it or gives it up
+            if not error.made_nothing:  # the cloud may yet have made it: the next sync adopts it or gives it up
                 log.warning("%s create not confirmed, left to the next sync: %s", where, error)
                 return dataclasses.replace(failed("create_not_confirmed", f"create not confirmed: {error}"),
                                            cooldowns=tried.cooled)
-            log.error("%s create refused (%s): %s", where, error.kind, error)
             why = f"{rules.CREATE_REFUSED} ({error.kind}): {error}"
+            if not error.backoff:  # the space's quota or pace: the machinetype is not to blame
+                log.warning("%s %s", where, why)
+                return dataclasses.replace(failed(f"create_refused_{error.kind}", why,
+                                                  transition(record, S.CREATE_FAILED, now, why)),
+                                           cooldowns=tried.cooled)
+            log.error("%s %s", where, why)
             return dataclasses.replace(failed(f"create_refused_{error.kind}", why,
                                               transition(record, S.CREATE_FAILED, now, why),
                                               self._backoff(Backoff(record.machinetype, now, why))),

@@ -7,8 +7,9 @@ If the cloud had room, they go on in parallel; if it had none (NoCapacity), they
 at once, and the offering is cooled (a Cooldown, stored with the outcomes: the planner makes nothing on it for
 offering_cooldown_seconds).
 
-Credentials the cloud refused (Unauthorized) are the space's: after one such answer, no other create of the
-apply calls the cloud; each fails with that answer (and backs its machinetype off).
+Some answers are the space's, not the offering's (``space_wide``: credentials refused, Unauthorized; the cloud
+asking to slow down, Throttled): after one, no other create of the apply calls the cloud; each fails with that
+answer. A quota the cloud says is spent (QuotaExceeded) holds the creates of that size or more the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from vcycle.core.model import CloudMachine, Cooldown, LaunchSpec
-from vcycle.errors import ConnectorError, NoCapacity, Unauthorized
+from vcycle.errors import ConnectorError, NoCapacity, QuotaExceeded
 
 PROBING = "probing"
 ROOM = "room"
@@ -45,7 +46,8 @@ class Offers:
         self.wait_seconds = wait_seconds  # a probe not answering by then is not waited for (a hung cloud)
         self._known: dict[tuple[str, str], str] = {}
         self._changed = threading.Condition()
-        self.refused: Unauthorized | None = None  # the space's credentials were refused in this apply
+        self.stopped: ConnectorError | None = None  # a space_wide answer in this apply: no more create calls
+        self.quota: tuple[int, QuotaExceeded] | None = None  # the fewest processors a spent quota refused
 
     def _begin(self, key: tuple[str, str]) -> str | None:
         """None: call the cloud (as the probe, after one found room, or after a probe did not answer); else why
@@ -75,8 +77,10 @@ class Offers:
         cooled: list[Cooldown] = []
         skipped: list[str] = []
         last: ConnectorError | None = None
-        if self.refused is not None:
-            return Tried(None, spec.flavor, self.refused, ())
+        if self.stopped is not None:
+            return Tried(None, spec.flavor, self.stopped, ())
+        if self.quota is not None and spec.processors >= self.quota[0]:
+            return Tried(None, spec.flavor, self.quota[1], ())
         for flavor in (spec.flavor, *fallbacks):
             key = (spec.machinetype, flavor or "")
             if self._begin(key) is not None:
@@ -90,8 +94,10 @@ class Offers:
                 last = exc
                 continue
             except ConnectorError as exc:  # the caller's to handle, as for any create
-                if isinstance(exc, Unauthorized):
-                    self.refused = exc
+                if exc.space_wide:
+                    self.stopped = exc
+                elif isinstance(exc, QuotaExceeded) and (self.quota is None or spec.processors < self.quota[0]):
+                    self.quota = (spec.processors, exc)
                 self._end(key, None)
                 return Tried(None, flavor, exc, tuple(cooled), tuple(skipped))
             except BaseException:  # a bug: the others need not wait for this probe
