@@ -97,3 +97,8 @@ def cloud(name: str, status: CloudStatus, *, mt: str = "mt", processors: int | N
     owner = OwnerTags(space, mt, manager, "req-" + name) if owned else None
     return CloudMachine(id="id-" + name, name=name, status=status, owner=owner, processors=processors,
                         created_at=T0, detail=detail)
+
+
+def plain_render(space: object, mt: object, name: str, order: object, request: str, token: str) -> bytes:
+    """A renderer for tests that do not look at user-data: a script naming the machine."""
+    return f"#!/bin/sh\necho {name}\n".encode()

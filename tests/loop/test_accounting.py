@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dirq.QueueSimple import QueueSimple
-from vctest import config_text, load_text
+from vctest import config_text, load_text, plain_render
 
 from vcycle.core.model import CloudStatus, CycleReport
 from vcycle.core.sections import Config
@@ -36,17 +35,6 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 APEL = json.loads((FIXTURES / "apel" / "records.json").read_text())
 VACMON = json.loads((FIXTURES / "apel" / "vacmon.json").read_text())
 JOB, SUMMARY = "APEL-individual-job-message: v0.3", "APEL-cloud-summary-message: v0.4"
-
-
-def plain_render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
-    return f"#!/bin/sh\necho {name}\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
 
 
 def accounting_config(tmp_path: Path, *, site: bool = True, space: dict[str, object] | None = None) -> Config:

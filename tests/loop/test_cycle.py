@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from vctest import config_text, load_text
+from vctest import config_text, load_text, plain_render
 
 from vcycle.core.model import CloudStatus, Heartbeat
 from vcycle.core.sections import Config
@@ -21,17 +20,6 @@ from vcycle.testing import FakeClock, FakeConnector
 from vcycle.userdata.render import RenderError
 
 S = MachineState
-
-
-def plain_render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
-    return f"#!/bin/sh\necho {name}\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
 
 
 def context(config: Config, store: Store, cloud: FakeConnector, clock: FakeClock, space: str = "sp",

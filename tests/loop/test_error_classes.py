@@ -7,12 +7,7 @@ backs the machinetype off. A transient answer (CloudUnavailable) leaves the requ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-from vctest import config_text, load_text
+from vctest import config_text, load_text, plain_render
 
 from vcycle.core.model import CloudStatus
 from vcycle.core.states import MachineState
@@ -24,17 +19,6 @@ from vcycle.testing import FakeClock, FakeConnector
 S = MachineState
 
 
-def render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
-    return f"#!/bin/sh\necho {name}\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
-
-
 def calls(cloud: FakeConnector, op: str) -> int:
     return sum(1 for o, _ in cloud.calls if o == op)
 
@@ -42,7 +26,7 @@ def calls(cloud: FakeConnector, op: str) -> int:
 def context(store: Store, clock: FakeClock, cloud: FakeConnector, **machinetypes: dict[str, object]) -> SpaceContext:
     config = load_text(config_text(limit=40, settings={"max_create_fraction": 1}, machinetypes=machinetypes or {
         "mt": {"target_share": 1, "backoff_seconds": 600}}))
-    return SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+    return SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
 
 
 def test_a_throttled_create_stops_the_cycles_calls_and_the_space_waits_its_retry_after(store: Store) -> None:
@@ -99,7 +83,7 @@ def test_a_spent_quota_holds_creates_of_its_size_until_a_listing_shows_room(stor
                                    machinetypes={"big": {"target_share": 1, "flavor_names": "big",
                                                          "min_processors": 4, "backoff_seconds": 600,
                                                          "fizzle_seconds": 0}}))
-    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
     report = run_cycle(ctx)
     assert len(cloud.ours()) == 3 and calls(cloud, "create") == 4  # the fourth call was refused; no more calls
     refused = [e for e in report.errors if e.kind == "create_refused_quota"]

@@ -7,28 +7,12 @@ healthy again, and it fills up at once. Status and the metrics show it, with why
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-from vctest import config_text, load_text
+from vctest import config_text, load_text, plain_render
 
 from vcycle.errors import LaunchRejected
 from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.store import Store
 from vcycle.testing import FakeClock, FakeConnector
-
-
-def render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
-    return f"#!/bin/sh\necho {name}\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
 
 
 class Refusing(FakeConnector):
@@ -49,13 +33,14 @@ def creates_of(cloud: FakeConnector, machinetype: str) -> int:
 
 def test_an_unhealthy_machinetype_makes_one_probe_per_cooldown_until_one_works(store: Store) -> None:
     from vcycle.store.status import collect
+    from vcycle.web.directory import Directory
     from vcycle.web.metrics import Metrics
 
     clock = FakeClock()
     cloud = Refusing(clock=clock, boot_seconds=30)
     config = load_text(config_text(limit=400, settings={"max_create_fraction": 0.02}, machinetypes={
         "sick": {"target_share": 1, "backoff_seconds": 0}, "well": {"target_share": 1, "backoff_seconds": 0}}))
-    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
     run_cycle(ctx)  # the first cycle's creates of sick are all refused: 2 of the last 4 failed at least
     first = creates_of(cloud, "sick")
     assert first >= 2
@@ -73,8 +58,7 @@ def test_an_unhealthy_machinetype_makes_one_probe_per_cooldown_until_one_works(s
     assert creates_of(cloud, "well") > 10  # the other machinetype created as before
     shown = collect(config, store, clock())["spaces"]["sp"]["unhealthy"]
     assert [s["machinetype"] for s in shown] == ["sick"] and "image ami-0gone" in shown[0]["reason"]
-    metrics = Metrics.__new__(Metrics)  # the gauge alone: no directory needed
-    Metrics.__init__(metrics, directory=type("D", (), {"records": lambda self: []})(), now=clock)
+    metrics = Metrics(Directory(store), clock)
     metrics.observe_health({"sp": {s["machinetype"]: s["reason"] for s in shown}})
     assert b'vcycle_launch_unhealthy{machinetype="sick",space="sp"} 1.0' in metrics.render()
 

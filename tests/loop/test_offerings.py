@@ -8,14 +8,10 @@ machinetypes' creates go on as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from itertools import pairwise
-from pathlib import Path
-from typing import Any
 
-import pytest
-from vctest import config_text, load_text
+from vctest import config_text, load_text, plain_render
 
 from vcycle.core.states import MachineState
 from vcycle.loop.cycle import SpaceContext, run_cycle
@@ -26,24 +22,13 @@ S = MachineState
 FLAVORS = {"m5.large": 2, "m5a.large": 2, "c5.xlarge": 4}
 
 
-def render(space: Any, mt: Any, name: str, order: Any, request: str, token: str) -> bytes:
-    return f"#!/bin/sh\necho {name}\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store.open(f"sqlite:///{tmp_path}/state.db")
-    yield opened
-    opened.close()
-
-
 def site(store: Store, clock: FakeClock, cloud: FakeConnector, limit: int = 400, **mt: object) -> SpaceContext:
     config = load_text(config_text(limit=limit, settings={"max_create_fraction": 20 / limit}, machinetypes={
         "spot": {"flavor_names": "m5.large m5a.large", "min_processors": 2, "max_processors": 2,
                  "target_share": 1, **mt},
         "other": {"flavor_names": "c5.xlarge", "min_processors": 4, "target_share": 1},
     }))
-    return SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+    return SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
 
 
 def test_a_full_offering_gets_one_call_per_cooldown_and_the_next_takes_its_machines(store: Store) -> None:
@@ -174,7 +159,7 @@ def test_repeated_refusals_back_a_machinetype_off_twice_as_long_each_time(store:
     clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
     cloud.inject("create", LaunchRejected("image ami-gone not found"), 10_000)
     config = load_text(config_text(limit=400, machinetypes={"only": {"backoff_seconds": 600, "target_share": 1}}))
-    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, render, clock)
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
     start, tries, reasons = clock(), [], []
     for _ in range(120):  # a cycle a minute for two hours
         before = sum(1 for op, _ in cloud.calls if op == "create")
