@@ -39,10 +39,13 @@ from vcycle.store import Store
 from vcycle.testing import free_port
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+def start_moto(default_amis: bool = True) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server on a free loopback port; without ``default_amis`` it holds no image (moto scans its 1,300
+    default AMIs on every RunInstances, a cost of the emulator that no cloud has)."""
     port = free_port()
+    env = {**os.environ, **({} if default_amis else {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"})}
     server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:

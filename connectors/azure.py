@@ -48,10 +48,10 @@ from typing import Any
 
 from vcycle import __version__
 from vcycle.connectors.base import ConnectorPlugin, fit_user_data
-from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.model import ON_DEMAND, SPOT, TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import REQUIRED, boolean, choice, integer, key, matching, number, options_of, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,15 @@ POWER = {"starting": CloudStatus.STARTING, "running": CloudStatus.RUNNING, "stop
          "stopped": CloudStatus.STOPPED, "deallocating": CloudStatus.STOPPED, "deallocated": CloudStatus.STOPPED}
 SETTLED = ("succeeded", "updating", "migrating")  # provisioning states in which the power state tells
 
-QUOTA_CODES = {"QuotaExceeded", "OperationNotAllowedQuotaExceeded", "SubscriptionQuotaExceeded",
-               "AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
-               "OverconstrainedZonalAllocationRequest", "SkuNotAvailableInZone", "AllocationTimedOut"}
+QUOTA_CODES = {"QuotaExceeded", "OperationNotAllowedQuotaExceeded", "SubscriptionQuotaExceeded"}
+# This offering (size, zone, spot) has no room now; another may: the create falls through, the offering cools.
+CAPACITY_CODES = {"AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest",
+                  "OverconstrainedZonalAllocationRequest", "SkuNotAvailableInZone", "AllocationTimedOut",
+                  "SkuNotAvailable"}
 AUTH_CODES = {"AuthorizationFailed", "InvalidAuthenticationToken", "ExpiredAuthenticationToken", "AuthenticationFailed",
               "LinkedAuthorizationFailed", "InvalidAuthenticationTokenTenant", "SubscriptionNotFound",
               "ResourceGroupNotFound"}
-REJECT_CODES = {"SkuNotAvailable", "InvalidParameter", "InvalidResourceReference", "ImageNotFound",
+REJECT_CODES = {"InvalidParameter", "InvalidResourceReference", "ImageNotFound",
                 "PlatformImageNotFound", "InvalidTemplate", "BadRequest", "InvalidRequestContent",
                 "InvalidRequestFormat", "GalleryImageNotFound", "LinkedInvalidPropertyId", "InvalidLinkedResource",
                 "NetworkInterfaceMustHaveAtLeastOneIpConfiguration", "VMMarketplaceInvalidInput",
@@ -250,11 +252,13 @@ def classify(status: int, code: str, message: str, details: tuple[str, ...] = ()
     """vcycle's error class for an ARM error answer (its HTTP status, error code, message and details' codes)."""
     codes = {code, *details}
     if status == 429 or codes & THROTTLE_CODES:
-        return CloudUnavailable
+        return Throttled
+    if codes & CAPACITY_CODES:
+        return NoCapacity
     if codes & QUOTA_CODES or (code == "OperationNotAllowed" and "quota" in message.lower()):
         return QuotaExceeded
     if status in (401, 403) or codes & AUTH_CODES:
-        return CloudUnavailable
+        return Unauthorized
     if codes & REJECT_CODES:
         return LaunchRejected
     return CloudUnavailable
@@ -296,8 +300,8 @@ class AzureConnector:
             hold = self._hold
         if hold is not None and self.clock() < hold[0]:
             until = datetime.fromtimestamp(hold[0], UTC)
-            raise CloudUnavailable(f"{what}: not asked: {hold[1]}; this space makes no call to Azure until "
-                                   f"{until:%H:%M:%S} UTC")
+            raise Throttled(f"{what}: not asked: {hold[1]}; this space makes no call to Azure until "
+                            f"{until:%H:%M:%S} UTC", retry_after=hold[0] - self.clock())
 
     @contextmanager
     def _mapped(self, what: str, *, creating: bool = False) -> Iterator[None]:
@@ -318,7 +322,7 @@ class AzureConnector:
                 why = f"Azure refused the credentials ({exc.error.code})"
             else:
                 why = f"no token for Azure: {said[:300]}"
-            raise CloudUnavailable(f"{what}: {why}") from exc
+            raise Unauthorized(f"{what}: {why}") from exc
         except HttpResponseError as exc:
             error = exc.error
             code = str(getattr(error, "code", None) or "")
@@ -327,7 +331,7 @@ class AzureConnector:
             status = int(exc.status_code or 0)
             said = f"{what}: {code or status}: {message}"
             kind = classify(status, code, message, details)
-            if kind is CloudUnavailable and (status == 429 or {code, *details} & THROTTLE_CODES):
+            if kind is Throttled:
                 wait = _retry_after(exc)
                 wait = 30.0 if wait is None else min(wait, 3600.0)
                 with self._lock:
@@ -337,7 +341,8 @@ class AzureConnector:
                 said += f" (Retry-After {wait:g} s: this space makes no call to Azure until {until:%H:%M:%S} UTC)"
                 log.warning("space=%s Azure throttled %s: HTTP %d, Retry-After %g s: no call before then",
                             self.space, what, status, wait)
-            elif kind is LaunchRejected and not creating:
+                raise Throttled(said, retry_after=wait) from exc
+            if kind in (LaunchRejected, NoCapacity, QuotaExceeded) and not creating:
                 kind = CloudUnavailable
             raise kind(said) from exc
         except AzureError as exc:  # no answer: connection, timeout, TLS
@@ -476,7 +481,7 @@ class AzureConnector:
         size = self._size(spec)
         if size.restricted:
             raise LaunchRejected(f"size {size.name} is not offered to this subscription in {self.location}")
-        zone = self._zone(size)
+        zone = self._zone(size) if spec.zone is None else self._named_zone(size, spec.zone)
         reference = image_reference(spec.image)
         tags = {**spec.owner.as_dict(), **{k: v for k, v in spec.metadata.items() if len(v) <= 256}}
         made = {TAG_MACHINE: spec.name, TAG_CREATED: str(int(self.clock()))}
@@ -521,6 +526,15 @@ class AzureConnector:
             self._listed.add(spec.name)
         return machine
 
+    def _named_zone(self, size: Size, zone: str) -> str:
+        """``zone``, a machinetype's offering: NoCapacity where the size is not offered there (the next
+        offering may be)."""
+        if not size.offered(zone):
+            raise NoCapacity(f"size {size.name} is not offered in zone {zone} of {self.location}")
+        with self._lock:
+            self._zone_counts[zone] = self._zone_counts.get(zone, 0) + 1
+        return zone
+
     def _vm_body(self, spec: LaunchSpec, size: Size, zone: str | None, reference: dict[str, str],
                  tags: dict[str, str], nic_id: str, custom_data: str) -> dict[str, Any]:
         options = self.options
@@ -543,7 +557,7 @@ class AzureConnector:
                                                                                     "deleteOption": "Delete"}}]},
         }
         mt = self.machinetypes.get(spec.machinetype) or AzureMachinetype()
-        if mt.spot:
+        if spec.capacity == SPOT or (spec.capacity is None and mt.spot):
             properties.update(priority="Spot", evictionPolicy="Delete",
                               billingProfile={"maxPrice": -1 if mt.max_price is None else mt.max_price})
         body: dict[str, Any] = {"location": self.location, "tags": tags, "properties": properties}
@@ -852,7 +866,17 @@ def _check_machinetype(mt: MachinetypeConfig) -> list[tuple[str, str]]:
     if not mt.flavor_names:
         problems.append(("flavor_names", f"is required for Azure: VM sizes with {mt.min_processors} processors or "
                                          "more (Standard_D2s_v3, ...)"))
+    if mt.capacity_types and options_of(mt.connector, AzureMachinetype).spot:
+        problems.append(("spot", "says the capacity type, and so does capacity_types: keep capacity_types (spot, "
+                                 "on-demand, in order) and leave spot out"))
     return problems
+
+
+def _options(mt: MachinetypeConfig) -> AzureMachinetype:
+    """A machinetype's Azure keys; one whose capacity_types name spot alone counts as spot (its quota is the
+    low-priority vCPUs)."""
+    own = options_of(mt.connector, AzureMachinetype)
+    return dataclasses.replace(own, spot=mt.capacity_types == (SPOT,)) if mt.capacity_types else own
 
 
 def make_connector(space: SpaceConfig, settings: Settings) -> AzureConnector:
@@ -863,11 +887,12 @@ def make_connector(space: SpaceConfig, settings: Settings) -> AzureConnector:
         raise CloudUnavailable("; ".join(f"{name} {why}" for name, why in problems))
     ssh_key = _read(options.ssh_public_key_file, "ssh_public_key_file")
     clients = make_clients(options, space.api_timeout_seconds)
-    machinetypes = {name: options_of(mt.connector, AzureMachinetype) for name, mt in space.machinetypes.items()}
+    machinetypes = {name: _options(mt) for name, mt in space.machinetypes.items()}
     flavors = tuple(dict.fromkeys(f for mt in space.machinetypes.values() for f in mt.flavor_names or ()))
     return AzureConnector(clients.compute, clients.network, space.name, options, machinetypes=machinetypes,
                           flavors=flavors, ssh_key=ssh_key)
 
 
 PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA, space=AzureSpace,
-                         machinetype=AzureMachinetype, check=_check, check_machinetype=_check_machinetype)
+                         machinetype=AzureMachinetype, check=_check, check_machinetype=_check_machinetype,
+                         zones=True, capacity_types=(ON_DEMAND, SPOT))

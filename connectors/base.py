@@ -87,6 +87,10 @@ class ConnectorPlugin:
     # its machines run the user-data as a script (containers, processes), not through cloud-init: templates
     # render their script form, and user-data with no script part is refused before any create
     runs_script: bool = False
+    # the parts of an offering it makes as the LaunchSpec says, where a machinetype names them: a zone
+    # (LaunchSpec.zone) and these capacity types (LaunchSpec.capacity); naming others is a configuration error
+    zones: bool = False
+    capacity_types: tuple[str, ...] = ()
 
 
 def fit_user_data(data: bytes, limit: int) -> bytes:

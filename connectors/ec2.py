@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vcycle.connectors.base import ConnectorPlugin, fit_user_data, retry_after
-from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.model import ON_DEMAND, SPOT, TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import boolean, integer, key, number, options_of, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
@@ -54,7 +54,7 @@ class EC2Space:
 class EC2Machinetype:
     """The keys an ``api = ec2`` space adds to its machinetypes."""
 
-    spot: bool = key(boolean, False, "spot instances (one-time, terminated on interruption)")
+    spot: bool = key(boolean, False, "spot instances (one-time, terminated on interruption); or name capacity_types")
     spot_max_price: float | None = key(number(0.0), None, "the highest spot price per hour; default on-demand's")
 
 
@@ -74,6 +74,9 @@ def _check_machinetype(mt: MachinetypeConfig) -> list[tuple[str, str]]:
     if not mt.flavor_names:
         problems.append(("flavor_names", f"is required for EC2: instance types with {mt.min_processors} processors "
                                          "or more (EC2 would launch its default size, whatever min_processors says)"))
+    if mt.capacity_types and options_of(mt.connector, EC2Machinetype).spot:
+        problems.append(("spot", "says the capacity type, and so does capacity_types: keep capacity_types (spot, "
+                                 "on-demand, in order) and leave spot out"))
     return problems
 
 
@@ -209,6 +212,7 @@ class EC2Connector:
         self._images: dict[str, tuple[str, str | None]] = {}  # root_image -> (ami id, root device name)
         self._recent: dict[str, CloudMachine] = {}  # request id -> created, for retries within this process
         self._subnet_use: dict[str, int] = {}
+        self._subnet_zones: dict[str, str] | None = None  # subnet -> its zone, asked once when a zone is named
         self._quota: tuple[float, int | None] | None = None  # (asked again after, the quota)
         self._names: dict[str, str] = {}  # our live machines' names -> their request ids, from listings and creates
         self._not_offered: set[str] = set()  # instance types the region answered it does not know
@@ -352,9 +356,11 @@ class EC2Connector:
         }
         if spec.flavor:
             request["InstanceType"] = spec.flavor
-        subnet = self._subnet()
+        subnet = self._subnet(spec.zone)
         if subnet:
             request["SubnetId"] = subnet
+        elif spec.zone:
+            request["Placement"] = {"AvailabilityZone": spec.zone}
         if self.security_group_ids:
             request["SecurityGroupIds"] = list(self.security_group_ids)
         if self.key_name:
@@ -363,7 +369,7 @@ class EC2Connector:
             key = "Arn" if self.iam_instance_profile.startswith("arn:") else "Name"
             request["IamInstanceProfile"] = {key: self.iam_instance_profile}
         mt = self.machinetypes.get(spec.machinetype, MachinetypeOptions())
-        if mt.cloud.spot:
+        if spec.capacity == SPOT or (spec.capacity is None and mt.cloud.spot):
             spot: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
             if mt.cloud.spot_max_price is not None:
                 spot["MaxPrice"] = f"{mt.cloud.spot_max_price:g}"
@@ -374,14 +380,30 @@ class EC2Connector:
                                                "Ebs": {"VolumeSize": size, "DeleteOnTermination": True}}]
         return request
 
-    def _subnet(self) -> str | None:
-        """The subnet with the fewest of our instances (ties: the first listed)."""
+    def _subnet(self, zone: str | None) -> str | None:
+        """The subnet (of those in ``zone``, if named) with the fewest of our instances (ties: the first listed).
+        Raises LaunchRejected when no subnet is in the zone."""
         if not self.subnet_ids:
             return None
+        subnets = self.subnet_ids
+        if zone is not None:
+            zones = self._zones_of_subnets()
+            subnets = tuple(s for s in subnets if zones.get(s) == zone)
+            if not subnets:
+                raise LaunchRejected(f"no subnet of subnet_ids is in zone {zone} (" + ", ".join(
+                    f"{s} in {zones.get(s, 'no zone known')}" for s in self.subnet_ids) + ")")
         with self._lock:
-            chosen = min(self.subnet_ids, key=lambda s: self._subnet_use.get(s, 0))
+            chosen = min(subnets, key=lambda s: self._subnet_use.get(s, 0))
             self._subnet_use[chosen] = self._subnet_use.get(chosen, 0) + 1
         return chosen
+
+    def _zones_of_subnets(self) -> dict[str, str]:
+        """subnet -> its availability zone, for subnet_ids (asked once)."""
+        if self._subnet_zones is None:
+            with _mapped("DescribeSubnets"):
+                found = self.client.describe_subnets(SubnetIds=list(self.subnet_ids)).get("Subnets", [])
+            self._subnet_zones = {s["SubnetId"]: s.get("AvailabilityZone", "") for s in found}
+        return self._subnet_zones
 
     def _image(self, root_image: str) -> tuple[str, str | None]:
         """(AMI id, root device name) for ``image:ami-...`` or ``image:NAME`` (newest of that name)."""
@@ -454,5 +476,6 @@ def make_connector(space: SpaceConfig, settings: Settings) -> EC2Connector:
 
 PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA, space=EC2Space,
                          machinetype=EC2Machinetype, check=_check, check_machinetype=_check_machinetype,
+                         zones=True, capacity_types=(ON_DEMAND, SPOT),
                          no_effect={"version": "boto3 chooses the EC2 API version",
                                     "service": "boto3 signs requests for the ec2 service"})

@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vcycle.connectors.base import ConnectorPlugin, entrypoint, fit_user_data
+from vcycle.connectors.base import ConnectorPlugin, entrypoint, fit_user_data, retry_after
 from vcycle.core.model import TAG_MANAGER, TAG_REQUEST, TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import boolean, choice, integer, key, matching, number, options_of, seconds, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Throttled, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,9 @@ def _said(exc: Any) -> tuple[int, str]:
 @contextmanager
 def _mapped(what: str, *, creating: bool = False) -> Iterator[None]:
     """The client's errors -> vcycle's: a 403 for an exceeded quota is QuotaExceeded; on a create, a pod the
-    cluster refuses as it is (400, 422, a quota it must name limits for) is LaunchRejected; everything else
-    (401, other 403s, 404 of the namespace, 429, 5xx, no answer) is CloudUnavailable."""
+    cluster refuses as it is (400, 422, a quota it must name limits for) is LaunchRejected; a 401, and a 403
+    of RBAC, are Unauthorized (what to fix is vcycle's credentials or Role); a 429 is Throttled, with its
+    Retry-After; everything else (404 of the namespace, 5xx, no answer) is CloudUnavailable."""
     from kubernetes.client.exceptions import ApiException, OpenApiException
     from kubernetes.config.config_exception import ConfigException
     from urllib3.exceptions import HTTPError
@@ -275,9 +276,11 @@ def _mapped(what: str, *, creating: bool = False) -> Iterator[None]:
         if creating and (status in (400, 422) or (status == 403 and "failed quota" in message)):
             raise LaunchRejected(said) from exc
         if status == 403:
-            raise CloudUnavailable(f"{said} (the Role vcycle needs is in the README)") from exc
+            raise Unauthorized(f"{said} (the Role vcycle needs is in the README)") from exc
         if status == 401:
-            raise CloudUnavailable(f"{what}: 401 the cluster refused the credentials") from exc
+            raise Unauthorized(f"{what}: 401 the cluster refused the credentials") from exc
+        if status == 429:
+            raise Throttled(said, retry_after((exc.headers or {}).get("Retry-After"))) from exc
         raise CloudUnavailable(said) from exc
     except (OpenApiException, ConfigException, HTTPError, OSError, ValueError) as exc:
         raise CloudUnavailable(f"{what}: {exc}") from exc

@@ -55,7 +55,7 @@ from vcycle.core.model import TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, 
 from vcycle.core.options import REQUIRED, boolean, choice, integer, matching, options_of, text, words
 from vcycle.core.options import key as option
 from vcycle.core.sections import Settings, SpaceConfig
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,11 @@ RAW_STATES = {"shutting-down": CloudStatus.DELETING, "stopping": CloudStatus.STO
               "deleting": CloudStatus.DELETING}
 NAME = re.compile(r"vcycle-([a-z0-9][a-z0-9_.-]*)-[a-z0-9]{10}")
 
-QUOTA = ("QUOTA_EXCEEDED", "quotaExceeded", "ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
-         "resourcePoolExhausted", "InstanceLimitExceeded", "InsufficientInstanceCapacity",
-         "VcpuLimitExceeded", "Quota exceeded", "quota", "Limit Exceeded")
+# the offering (size, zone) has no room now; another may: the create falls through, the offering cools
+CAPACITY = ("ZONE_RESOURCE_POOL_EXHAUSTED", "resourcePoolExhausted", "InsufficientInstanceCapacity",
+            "InsufficientCapacity", "NoValidHost")
+QUOTA = ("QUOTA_EXCEEDED", "quotaExceeded", "InstanceLimitExceeded", "VcpuLimitExceeded", "Quota exceeded", "quota",
+         "Limit Exceeded")
 REJECTED = ("InvalidAMIID", "InvalidParameter", "InvalidInstanceType", "InvalidUserData", "Unsupported",
             "INVALID_ARGUMENT", "badRequest", "invalid", "Invalid", "not found", "NotFound", "notFound")
 GONE = ("InvalidInstanceID.NotFound", "404", "not found", "NotFound", "notFound")
@@ -148,21 +150,25 @@ def _said(exc: Exception) -> str:
 
 @contextmanager
 def _mapped(what: str, *, creating: bool = False) -> Iterator[None]:
-    """libcloud's errors -> vcycle's: quota and capacity codes are QuotaExceeded, a create refused for what it
-    asks is LaunchRejected, the rest (credentials, rate limits, no answer) CloudUnavailable."""
+    """libcloud's errors -> vcycle's: capacity codes are NoCapacity, quota codes QuotaExceeded, refused
+    credentials Unauthorized, a rate limit Throttled (with libcloud's retry_after), a create refused for what
+    it asks LaunchRejected, the rest (no answer, 5xx) CloudUnavailable."""
     from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
     from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError, ProviderError
 
     try:
         yield
     except InvalidCredsError as exc:
-        raise CloudUnavailable(f"{what}: the cloud refused the credentials") from exc
+        raise Unauthorized(f"{what}: the cloud refused the credentials") from exc
     except RateLimitReachedError as exc:
-        raise CloudUnavailable(f"{what}: rate limited: {_said(exc)}") from exc
+        wait = getattr(exc, "retry_after", None)
+        raise Throttled(f"{what}: rate limited: {_said(exc)}", float(wait) if wait else None) from exc
     except (BaseHTTPError, ProviderError, LibcloudError, MalformedResponseError, Exception) as exc:
         if isinstance(exc, (CloudUnavailable, LaunchRejected, QuotaExceeded)):
             raise
         said = _said(exc)
+        if any(code in said for code in CAPACITY):
+            raise NoCapacity(f"{what}: {said}") from exc
         if any(code in said for code in QUOTA):
             raise QuotaExceeded(f"{what}: {said}") from exc
         if creating and any(code in said for code in REJECTED):

@@ -28,7 +28,7 @@ from typing import Any
 
 from vcycle.connectors import images
 from vcycle.connectors.base import ConnectorPlugin, fit_user_data, retry_after
-from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.model import ON_DEMAND, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import choice, integer, key, options_of, text, words
 from vcycle.core.sections import Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded, Throttled, Unauthorized
@@ -237,7 +237,7 @@ class OpenStackConnector:
         flavor_id, vcpus = self._flavor(spec)
         image_id = self._image(spec.image, options)
         key_name = self._keypair(options) or self.key_name
-        zone = self._zone()
+        zone = self._zone() if spec.zone is None else spec.zone  # a machinetype's offering names it, or we spread
         metadata = {**spec.owner.as_dict(), "name": spec.name, "machinetype": spec.machinetype, **spec.metadata}
         request: dict[str, Any] = {
             "name": spec.name, "flavor_id": flavor_id, "metadata": metadata,
@@ -508,4 +508,4 @@ def make_connector(space: SpaceConfig, settings: Settings) -> OpenStackConnector
 
 
 PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=OpenStackSpace,
-                         check=_check)
+                         check=_check, zones=True, capacity_types=(ON_DEMAND,))

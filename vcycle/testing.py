@@ -27,7 +27,7 @@ from typing import Any
 
 from vcycle.clock import Clock, utc_now
 from vcycle.connectors.base import ConnectorPlugin, fit_user_data
-from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.model import ON_DEMAND, SPOT, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
 from vcycle.core.options import integer, key, number, options_of, text, words
 from vcycle.core.sections import Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, ConnectorError, LaunchRejected, NoCapacity, QuotaExceeded
@@ -97,6 +97,7 @@ class FakeMachine:
     flavor: str | None = None
     detail: str = ""
     user_data: bytes = b""
+    zone: str | None = None
 
     def view(self, now: datetime) -> CloudMachine:
         status = STATE_MAP.get(self.state, CloudStatus.UNKNOWN)
@@ -106,7 +107,8 @@ class FakeMachine:
         if cached is not None and cached.status is status and self.__dict__.get("_detail") is self.detail:
             return cached
         view = CloudMachine(self.id, self.name, status, self.owner, self.processors, self.created_at,
-                            self.detail or status.value.upper(), flavor=self.flavor)
+                            self.detail or status.value.upper(), flavor=self.flavor,
+                            zone=self.zone)
         self.__dict__["_view"], self.__dict__["_detail"] = view, self.detail
         return view
 
@@ -118,7 +120,8 @@ class FakeConnector:
     - ``quota_processors``: creates beyond it raise QuotaExceeded; ``capacity()`` reports it.
     - ``latency_seconds``: every call sleeps this long (outside the lock, so calls overlap).
     - ``inject(op, error, times)``: the next ``times`` calls of ``op`` raise ``error``.
-    - ``full``: flavors whose creates raise NoCapacity (``created_on`` lists every create's flavor).
+    - ``full``: flavors, or offering keys (``m5.large@zone-a/spot``), whose creates raise NoCapacity
+      (``created_on`` lists every create's flavor, or its offering's key where it names a zone or capacity type).
     - ``set_status``, ``set_state``, ``vanish``, ``add_foreign``: change the cloud behind vcycle's back.
     - ``calls``: every call made, as (operation, argument), in order.
     """
@@ -155,9 +158,10 @@ class FakeConnector:
         with self._call("create", spec.name):
             now = self.clock()
             user_data = fit_user_data(spec.user_data, self.max_user_data_bytes)
-            self.created_on.append(spec.flavor)
-            if spec.flavor in self.full:
-                raise NoCapacity(f"InsufficientInstanceCapacity: there is no {spec.flavor} capacity now")
+            offering = spec.offering
+            self.created_on.append(offering.key if offering.zone or offering.capacity else spec.flavor)
+            if spec.flavor in self.full or offering.key in self.full:
+                raise NoCapacity(f"InsufficientInstanceCapacity: there is no {offering} capacity now")
             existing = self.machines.get(spec.name)
             if existing is not None:
                 if existing.owner is not None and existing.owner.request_id == spec.request_id:
@@ -170,7 +174,7 @@ class FakeConnector:
             self._counter += 1
             machine = FakeMachine(f"fake-{self._counter:06d}-{spec.name}", spec.name, spec.processors, now,
                                   owner=spec.owner, running_at=now + timedelta(seconds=self.boot_seconds),
-                                  flavor=spec.flavor, user_data=user_data)
+                                  flavor=spec.flavor, user_data=user_data, zone=spec.zone)
             self.machines[spec.name] = machine
             return machine.view(now)
 
@@ -293,7 +297,8 @@ def make_connector(space: SpaceConfig, settings: Settings) -> FakeConnector:
                          flavors=options.flavors)
 
 
-PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=FakeSpace)
+PLUGIN = ConnectorPlugin(make=make_connector, max_user_data_bytes=MAX_USER_DATA_BYTES, space=FakeSpace, zones=True,
+                         capacity_types=(ON_DEMAND, SPOT))
 
 
 def free_port() -> int:

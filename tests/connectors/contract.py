@@ -33,7 +33,7 @@ def spec(name: str = "vcycle-mt-contract01", request: str = "req-contract-01", p
     extra = {**DEFAULTS, **extra}
     return LaunchSpec(name=name, request_id=request, space=extra.pop("space", "contract"), machinetype="mt",
                       manager="mgr",
-                      processors=processors, flavor=extra.pop("flavor", None), zone=None,
+                      processors=processors, flavor=extra.pop("flavor", None), zone=extra.pop("zone", None),
                       image=extra.pop("image", None), user_data=user_data,
                       shutdown_at=extra.pop("shutdown_at", datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=1)),
                       **extra)

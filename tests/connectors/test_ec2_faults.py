@@ -270,13 +270,13 @@ class _NoCapacityFor:
     """A before-send hook answering RunInstances for one instance type as EC2 does when it has none:
     ``InsufficientInstanceCapacity`` (an HTTP 500 in EC2's error XML), each time; other requests reach moto."""
 
-    def __init__(self, instance_type: str) -> None:
-        self.wanted = f"InstanceType={instance_type}".encode()
+    def __init__(self, instance_type: str, *also: str) -> None:
+        self.wanted = [f"InstanceType={instance_type}".encode(), *(word.encode() for word in also)]
         self.refused = 0
 
     def __call__(self, request: Any, **kwargs: Any) -> Any:
         body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
-        if b"Action=RunInstances" not in body or self.wanted not in body:
+        if b"Action=RunInstances" not in body or not all(word in body for word in self.wanted):
             return None
         self.refused += 1
         return AWSResponse(request.url, 500, {}, _Raw(
@@ -319,5 +319,58 @@ def test_an_instance_type_without_capacity_falls_through_to_the_next_on_moto(
         run_cycle(ctx)
     assert full.refused == 2  # cooled: not asked again within 180 s
     assert {m.flavor for m in connector.list_machines()} == {"t3a.micro"} and len(connector.list_machines()) == 8
+    assert store.load(space).backoffs == {}
+    store.close()
+
+
+def test_spot_without_capacity_in_one_zone_falls_to_the_next_zone_then_on_demand_on_moto(
+        moto_url: str, moto_ami: str, tmp_path: Path) -> None:
+    """Real cycles on moto's EC2 with zones and capacity types: spot t3.micro has no capacity in us-east-1a
+    (InsufficientInstanceCapacity from the hook), so the machines are spot in us-east-1b, placed and marketed as
+    the offering says (moto keeps both); once spot is full in both zones, on-demand in us-east-1a takes them."""
+    from datetime import UTC, datetime, timedelta
+
+    from vcycle.connectors.ec2 import make_connector
+
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    full_a = _NoCapacityFor("t3.micro", "Placement.AvailabilityZone=us-east-1a",
+                            "InstanceMarketOptions.MarketType=spot")
+    client.meta.events.register("before-send.ec2.RunInstances", full_a)
+    space = f"zones-{uuid.uuid4().hex[:8]}"
+    config = load_text(f"[settings]\nmanager_name = mgr\nmax_create_fraction = 1\n[space {space}]\n"
+                       "api = ec2\nprocessors_limit = 8\n"
+                       f"[machinetype {space} mt]\nuser_data = ud\ntarget_share = 1\n"
+                       f"backoff_seconds = 600\nfizzle_seconds = 0\nroot_image = image:{moto_ami}\n"
+                       "flavor_names = t3.micro\nmin_processors = 2\nmax_processors = 2\n"
+                       "zones = us-east-1a us-east-1b\ncapacity_types = spot on-demand\n")
+    connector = EC2Connector(client, space)
+    connector.machinetypes = make_connector(config.spaces[space], config.settings).machinetypes
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    now = [datetime.now(UTC)]
+    ctx = SpaceContext(config, config.spaces[space], connector, store, {}, lambda *a: b"#!/bin/sh\n", lambda: now[0])
+    run_cycle(ctx)
+    assert full_a.refused == 1
+    ours = client.describe_instances(Filters=[{"Name": "tag:vcycle-space", "Values": [space]}])
+    made = [i for r in ours["Reservations"] for i in r["Instances"]]
+    assert len(made) == 4  # 8 processors of 2-processor machines
+    assert {(i["Placement"]["AvailabilityZone"], i.get("InstanceLifecycle")) for i in made} == {("us-east-1b", "spot")}
+    records = [r for r in store.load(space).records if r.state.value == "starting"]
+    assert {r.zone for r in records} == {"us-east-1b"}
+    full_b = _NoCapacityFor("t3.micro", "Placement.AvailabilityZone=us-east-1b",
+                            "InstanceMarketOptions.MarketType=spot")
+    client.meta.events.register("before-send.ec2.RunInstances", full_b)
+    for machine in connector.list_machines():
+        connector.delete_machine(machine.id)
+    now[0] += timedelta(seconds=60)
+    run_cycle(ctx)  # the four are gone: four new ones, spot in zone b first
+    now[0] += timedelta(seconds=60)
+    run_cycle(ctx)
+    assert full_a.refused == 1 and full_b.refused == 1  # each full offering asked once
+    alive = [i for r in client.describe_instances(Filters=[
+        {"Name": "tag:vcycle-space", "Values": [space]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"] for i in r["Instances"]]
+    assert {(i["Placement"]["AvailabilityZone"], i.get("InstanceLifecycle")) for i in alive} == {("us-east-1a", None)}
     assert store.load(space).backoffs == {}
     store.close()

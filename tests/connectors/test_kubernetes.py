@@ -25,7 +25,7 @@ from vcycle.connectors.kubernetes import (
     quota_room,
 )
 from vcycle.core.model import CloudStatus, LaunchSpec
-from vcycle.errors import CloudUnavailable, ConfigError, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, ConfigError, LaunchRejected, QuotaExceeded, Throttled, Unauthorized
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 MADE = "2026-12-02T11:50:00Z"  # ten minutes before NOW
@@ -208,13 +208,13 @@ ERRORS = [
     ("quota-needs-limits", api_error(403, 'pods "x" is forbidden: failed quota: q: must specify limits.cpu for: '
                                           "pilot"), True, LaunchRejected),
     ("rbac-forbidden", api_error(403, 'pods is forbidden: User "system:serviceaccount:ns:vcycle" cannot create '
-                                      'resource "pods"'), True, CloudUnavailable),
-    ("unauthorized", api_error(401, "Unauthorized", "Unauthorized"), False, CloudUnavailable),
+                                      'resource "pods"'), True, Unauthorized),
+    ("unauthorized", api_error(401, "Unauthorized", "Unauthorized"), False, Unauthorized),
     ("invalid", api_error(422, 'Pod "x" is invalid: spec.containers[0].image: Required value', "Invalid"), True,
      LaunchRejected),
     ("bad-request", api_error(400, "bad request", "BadRequest"), True, LaunchRejected),
     ("namespace-missing", api_error(404, 'namespaces "nope" not found', "NotFound"), True, CloudUnavailable),
-    ("throttled", api_error(429, "too many requests", "TooManyRequests"), True, CloudUnavailable),
+    ("throttled", api_error(429, "too many requests", "TooManyRequests"), True, Throttled),
     ("server-error", api_error(500, "etcdserver: request timed out", "InternalError"), True, CloudUnavailable),
     ("unavailable", api_error(503, "service unavailable", "ServiceUnavailable"), False, CloudUnavailable),
     ("invalid-not-creating", api_error(422, "invalid", "Invalid"), False, CloudUnavailable),
@@ -230,6 +230,14 @@ def test_error_map(row: str, error: Exception, creating: bool, expected: type) -
     assert type(caught.value) is expected
     assert caught.value.__cause__ is error
     assert "create pod x" in str(caught.value)
+
+
+def test_a_429_carries_its_retry_after() -> None:
+    error = api_error(429, "too many requests", "TooManyRequests")
+    error.headers = {"Retry-After": "7"}
+    with pytest.raises(Throttled) as caught, _mapped("list pods", creating=False):
+        raise error
+    assert caught.value.retry_after == 7
 
 
 def test_an_error_says_the_status_message_never_the_headers() -> None:

@@ -18,7 +18,7 @@ from ec2proxy import ec2_as_ec2_says_it
 
 from vcycle.connectors.libcloud import STATES, LibcloudConnector, LibcloudSpace, _mapped, make_driver, node_status
 from vcycle.core.model import CloudMachine, CloudStatus
-from vcycle.errors import CloudUnavailable, LaunchRejected, QuotaExceeded
+from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
 
 
 @pytest.fixture(scope="session")
@@ -219,26 +219,49 @@ def _raise(error: Exception) -> None:
 
 
 @pytest.mark.parametrize(("error", "creating", "expected"), [
-    ("InvalidCredsError", False, CloudUnavailable),
-    ("RateLimitReachedError", True, CloudUnavailable),
+    ("InvalidCredsError", False, Unauthorized),
+    ("RateLimitReachedError", True, Throttled),
     ("QUOTA_EXCEEDED: Quota 'CPUS' exceeded. Limit: 24.0 in region europe-west4.", True, QuotaExceeded),
-    ("ZONE_RESOURCE_POOL_EXHAUSTED: The zone does not have enough resources", True, QuotaExceeded),
+    ("ZONE_RESOURCE_POOL_EXHAUSTED: The zone does not have enough resources", True, NoCapacity),
+    ("ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS: The zone 'europe-west4-a' does not have enough resources", True,
+     NoCapacity),
+    ("resourcePoolExhausted: The zone does not have enough resources available", True, NoCapacity),
+    ("InsufficientInstanceCapacity: We currently do not have sufficient m5.large capacity", True, NoCapacity),
+    ("InsufficientCapacity: There is no Spot capacity available", True, NoCapacity),
+    ("No valid host was found. NoValidHost: There are not enough hosts available.", True, NoCapacity),
+    ("quotaExceeded: Quota exceeded for quota metric", True, QuotaExceeded),
+    ("VcpuLimitExceeded: You have requested more vCPU capacity than your current vCPU limit", True, QuotaExceeded),
+    ("Limit Exceeded: the project's instances", True, QuotaExceeded),
     ("InstanceLimitExceeded: Your quota allows for 0 more running instance(s)", True, QuotaExceeded),
     ("InvalidAMIID.NotFound: The image id '[ami-1]' does not exist", True, LaunchRejected),
     ("InvalidAMIID.NotFound: The image id '[ami-1]' does not exist", False, CloudUnavailable),
     ("Unavailable: the service is down", True, CloudUnavailable),
     ("ConnectionRefusedError", False, CloudUnavailable),
-], ids=["bad-credentials", "rate-limited", "gce-quota", "gce-pool-exhausted", "ec2-limit", "bad-image",
+], ids=["bad-credentials", "rate-limited", "gce-quota", "gce-pool-exhausted", "gce-pool-exhausted-details",
+        "gce-resource-pool", "ec2-ice", "ec2-spot-ice", "nova-no-valid-host", "gce-quota-metric", "ec2-vcpu-limit",
+        "limit-exceeded", "ec2-limit", "bad-image",
         "bad-image-not-creating", "unavailable", "refused"])
 def test_error_map(error: str, creating: bool, expected: type) -> None:
     from libcloud.common.exceptions import RateLimitReachedError
     from libcloud.common.types import InvalidCredsError
 
     made: Exception = {"InvalidCredsError": InvalidCredsError("bad key"),
-                       "RateLimitReachedError": RateLimitReachedError(),
+                       "RateLimitReachedError": RateLimitReachedError(headers={"retry-after": "12"}),
                        "ConnectionRefusedError": ConnectionRefusedError(111, "Connection refused")}.get(
         error, Exception(error))
     with pytest.raises(expected) as caught, _mapped("create node x", creating=creating):
         _raise(made)
     assert type(caught.value) is expected and "create node x" in str(caught.value)
     assert "bad key" not in str(caught.value)
+    if expected is Throttled:
+        assert caught.value.retry_after == 12  # type: ignore[attr-defined]
+
+
+def test_every_code_the_connector_maps_has_a_test_row() -> None:
+    """A code added to CAPACITY, QUOTA or REJECTED without a row of test_error_map fails here."""
+    from vcycle.connectors import libcloud
+
+    params = next(m for m in test_error_map.pytestmark if m.name == "parametrize").args[1]  # type: ignore[attr-defined]
+    said = [row[0] for row in params]
+    for code in (*libcloud.CAPACITY, *libcloud.QUOTA):
+        assert any(code in text for text in said), code

@@ -80,6 +80,22 @@ def test_metadata_user_data_and_flavor_as_nova_keeps_them(connector: OpenStackCo
     assert listed.processors == 2 and listed.flavor == "m1.medium"
 
 
+def test_a_machinetypes_zone_decides_over_the_spaces_spreading(openstack_testbed: Any) -> None:
+    """The offering names zone-b (a machinetype's zones): real Nova places every server there, though the
+    space spreads over both zones."""
+    clean(openstack_testbed)
+    spread = OpenStackConnector(openstack_testbed.connection(), "contract", zones=("zone-a", "zone-b"))
+    try:
+        for i in range(2):
+            spread.create_machine(nova_spec(name=f"vcycle-mt-zoned0000{i}", request=f"req-zoned-{i}",
+                                            flavor="m1.tiny", zone="zone-b"))
+        admin = openstack_testbed.connection(admin=True)
+        wait_for(lambda: all(admin.compute.get_server(m.id).status == "ACTIVE" for m in spread.list_machines()))
+        assert sorted(m.zone or "" for m in spread.list_machines()) == ["zone-b", "zone-b"]
+    finally:
+        clean(openstack_testbed)
+
+
 def test_a_missing_image_or_flavor_is_a_rejected_launch(connector: OpenStackConnector) -> None:
     with pytest.raises(LaunchRejected, match="image 'no-such-image' not found"):
         connector.create_machine(nova_spec(image="image:no-such-image"))

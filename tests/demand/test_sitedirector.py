@@ -152,14 +152,14 @@ def test_dirac_sees_pilots_run_finish_and_fail_as_their_machines_do(tmp_path: Pa
 def test_a_refused_create_aborts_its_pilot_and_backs_off_the_next(tmp_path: Path, store: Store) -> None:
     """The same backoff as any machinetype: the cloud refuses a create, DIRAC sees that pilot Aborted, and
     pilots submitted afterwards wait until backoff_seconds have passed."""
-    from vcycle.errors import QuotaExceeded
+    from vcycle.errors import LaunchRejected
 
     clock = FakeClock()
     config = site_config(tmp_path, limit=10, backoff_seconds=600, fizzle_seconds=0)
     director = Director(config, store, "sp", "dirac-pilot")
     (refused,) = director.submit(WRAPPER, 1, now=clock())
     cloud = FakeConnector(clock=clock)
-    cloud.inject("create", QuotaExceeded("cores quota 8/8"), times=1)
+    cloud.inject("create", LaunchRejected("flavor m1.pilot is not public"), times=1)
     ctx = context(config, store, cloud, clock)
     assert run_cycle(ctx).counts["create_failures"] == 1
     assert director.status([refused]) == {refused: "Aborted"}

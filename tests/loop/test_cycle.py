@@ -150,16 +150,16 @@ def test_failed_delete_is_retried_no_more_often_than_the_setting(store: Store) -
     run_cycle(ctx)
     (name,) = [m.name for m in cloud.ours()]
     cloud.set_status(name, CloudStatus.STOPPED)
-    cloud.inject("delete", CloudUnavailable("timeout"), times=1)
+    cloud.inject("delete", CloudUnavailable("timeout"), times=3)  # lasting: each try within the call fails
     clock.advance(60)
     run_cycle(ctx)
     assert states(store) == {"delete_failed": 1}
     clock.advance(60)
     run_cycle(ctx)
-    assert [c for c in cloud.calls if c[0] == "delete"] == [("delete", cloud.machines[name].id)]
+    assert [c for c in cloud.calls if c[0] == "delete"] == [("delete", cloud.machines[name].id)] * 3
     clock.advance(300)
     run_cycle(ctx)
-    assert len([c for c in cloud.calls if c[0] == "delete"]) == 2 and cloud.ours() == []
+    assert len([c for c in cloud.calls if c[0] == "delete"]) == 4 and cloud.ours() == []
 
 
 def test_unknown_demand_creates_nothing_but_deletions_go_on(store: Store, tmp_path: Path) -> None:

@@ -2,11 +2,15 @@
 
 A cloud asking to slow down (Throttled) gets one call of the cycle and then none for its Retry-After; a spent
 quota (QuotaExceeded) holds creates of that size until a listing shows room, and smaller ones go on; neither
-backs the machinetype off. A transient answer (CloudUnavailable) leaves the request to the next sync.
+backs the machinetype off. A transient answer (CloudUnavailable) is asked again within the call after a
+jittered wait; one that lasts leaves the request to the next sync.
 """
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from vctest import config_text, load_text, plain_render
 
 from vcycle.core.model import CloudStatus
@@ -104,9 +108,10 @@ def test_a_spent_quota_holds_creates_of_its_size_until_a_listing_shows_room(stor
     assert len([m for m in cloud.ours() if m.status is not CloudStatus.DELETED]) == 3
 
 
-def test_a_transient_create_failure_is_left_to_the_next_sync_and_backs_nothing_off(store: Store) -> None:
+def test_a_lasting_transient_create_failure_is_left_to_the_next_sync_and_backs_nothing_off(store: Store) -> None:
+    """Every try of the call fails (vcycle/loop/retry.py asks three times): the request waits for the sync."""
     clock, cloud = FakeClock(), FakeConnector()
-    cloud.inject("create", CloudUnavailable("RunInstances: 503: Service Unavailable"), 1)
+    cloud.inject("create", CloudUnavailable("RunInstances: 503: Service Unavailable"), 3)
     ctx = context(store, clock, cloud)
     report = run_cycle(ctx)
     assert "create_not_confirmed" in {e.kind for e in report.errors}
@@ -116,3 +121,24 @@ def test_a_transient_create_failure_is_left_to_the_next_sync_and_backs_nothing_o
     clock.advance(60)
     run_cycle(ctx)
     assert calls(cloud, "create") > before  # the next cycle creates again
+
+
+def test_a_transient_create_failure_is_asked_again_within_the_call_and_the_machine_made_this_cycle(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """One 503: the create is sent again (same name and request id) after a jittered wait, and the machine is
+    STARTING after this very cycle; no request waits for the next sync."""
+    import dataclasses
+
+    from vcycle.loop.retry import Retry
+
+    clock, cloud = FakeClock(), FakeConnector()
+    cloud.inject("create", CloudUnavailable("RunInstances: 503: Service Unavailable"), 1)
+    waits: list[float] = []
+    ctx = dataclasses.replace(context(store, clock, cloud), retry=Retry(sleep=waits.append))
+    with caplog.at_level(logging.WARNING):
+        report = run_cycle(ctx)
+    assert not [e for e in report.errors if e.kind == "create_not_confirmed"]
+    made = store.load("sp").records
+    assert made and {r.state for r in made} == {S.STARTING}
+    assert calls(cloud, "create") == len(made) + 1 and len(waits) == 1 and 0 <= waits[0] <= 0.25
+    assert "transient answer (RunInstances: 503: Service Unavailable), asked again in" in caplog.text

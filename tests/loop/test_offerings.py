@@ -171,3 +171,55 @@ def test_repeated_refusals_back_a_machinetype_off_twice_as_long_each_time(store:
     assert [b - a for a, b in pairwise(tries)][:4] == [600, 1200, 1800, 1800]
     assert any("backoff_seconds 600 doubled for 3 failures in a row: 1800 (max_backoff_seconds 1800)" in r
                for r in reasons)
+
+
+# --- zones and capacity types -----------------------------------------------------------------------------------
+
+SPOT_A, SPOT_B = "m5.large@zone-a/spot", "m5.large@zone-b/spot"
+
+
+def zoned(store: Store, clock: FakeClock, cloud: FakeConnector) -> SpaceContext:
+    return site(store, clock, cloud, flavor_names="m5.large", zones="zone-a zone-b",
+                capacity_types="spot on-demand")
+
+
+def test_spot_in_every_zone_before_on_demand_and_a_full_one_falls_through_in_the_same_cycle(store: Store) -> None:
+    """Spot has no room in zone-a: the first create probes it, falls through to spot in zone-b; every other
+    create of the cycle goes to zone-b at once. Each machine is made where its offering says."""
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full.add(SPOT_A)
+    run_cycle(zoned(store, clock, cloud))
+    spot = [c for c in cloud.created_on if c != "c5.xlarge"]
+    assert spot[:2] == [SPOT_A, SPOT_B] and spot.count(SPOT_A) == 1 and set(spot[2:]) == {SPOT_B}
+    made = [r for r in store.load("sp").records if r.machinetype == "spot" and r.state is S.STARTING]
+    assert len(made) > 2 and {r.zone for r in made} == {"zone-b"}
+    assert {m.zone for m in cloud.machines.values() if m.flavor == "m5.large"} == {"zone-b"}
+    assert all(f"on {SPOT_B} ({SPOT_A} had no capacity)" in r.reason for r in made)
+    assert set(store.load("sp").cooldowns) == {("spot", SPOT_A)}
+
+
+def test_no_spot_anywhere_falls_to_on_demand_and_the_plan_says_which_offerings_cool(store: Store) -> None:
+    """Spot full in both zones: one call reaches each per cooldown window at most (windows of 180 s in nine
+    cycles, and the cooldowns double in a row), on-demand takes the machines every cycle, and the plan's reason
+    names the cooling offerings."""
+    clock, cloud = FakeClock(), FakeConnector(flavors=FLAVORS)
+    cloud.full |= {SPOT_A, SPOT_B}
+    ctx = zoned(store, clock, cloud)
+    calls: dict[tuple[int, str], int] = {}
+    reasons: list[str] = []
+    for minute in range(9):
+        before = len(cloud.created_on)
+        report = run_cycle(ctx)
+        made = cloud.created_on[before:]
+        for key in (SPOT_A, SPOT_B):
+            calls[minute // 3, key] = calls.get((minute // 3, key), 0) + made.count(key)
+        assert "m5.large@zone-a/on-demand" in made  # the next offering made machines this very cycle
+        reasons += [d.reason for d in report.decisions if d.machinetype == "spot" and d.action.value == "create"]
+        clock.advance(60)
+    assert max(calls.values()) == 1 and calls[0, SPOT_A] == calls[0, SPOT_B] == 1, calls  # a probe per window
+    assert any(f"on m5.large@zone-a/on-demand ({SPOT_A}, {SPOT_B} cooling)" in r for r in reasons)
+    spot = [r for r in store.load("sp").records if r.machinetype == "spot" and r.state is not S.CREATE_FAILED]
+    assert {(r.zone, r.flavor) for r in spot} == {("zone-a", "m5.large")}
+    assert "spot" not in store.load("sp").backoffs
+    assert any(r.machinetype == "other" for r in store.load("sp").records)  # the other machinetype unaffected
+

@@ -161,6 +161,27 @@ def test_another_flavor_of_the_machinetype_is_not_cooled() -> None:
     assert result.creates and {c.flavor for c in result.creates} == {"m5.large"}
 
 
+def test_a_notice_cools_the_spot_offering_of_its_zone_not_on_demand_nor_the_other_zone() -> None:
+    """With zones and capacity types named, a notice on a spot machine in zone-a cools spot in zone-a alone: the
+    next machines are spot in zone-b, and on-demand in zone-a is their fallback."""
+    config = make_config(limit=100, settings={"max_create_fraction": 1}, machinetypes={"mt": {
+        "fizzle_seconds": 600, "backoff_seconds": 900, "flavor_names": "m5.large", "zones": "zone-a zone-b",
+        "capacity_types": "spot on-demand"}})
+    result = plan(snapshot(interrupted("i", ago=42, zone="zone-a")), {}, config, NOW)
+    assert result.creates and {c.offering.key for c in result.creates} == {"m5.large@zone-b/spot"}
+    assert [o.key for o in result.creates[0].fallbacks] == ["m5.large@zone-a/on-demand", "m5.large@zone-b/on-demand"]
+    assert "on m5.large@zone-b/spot (m5.large@zone-a/spot cooling)" in result.creates[0].reason
+    either = plan(snapshot(interrupted("i", ago=42, zone="zone-a"), interrupted("j", ago=42, zone="zone-b")), {},
+                  config, NOW)
+    assert {c.offering.key for c in either.creates} == {"m5.large@zone-a/on-demand"}
+
+
+def test_a_notice_in_a_zone_vcycle_does_not_name_cools_the_flavor_everywhere() -> None:
+    """Without zones the cloud chose zone-a, and may choose it again: the flavor cools (as before zones)."""
+    result = plan(snapshot(interrupted("i", zone="zone-a")), {}, CONFIG, NOW)
+    assert {c.flavor for c in result.creates} == {"c5.large"}
+
+
 @given(st.lists(st.tuples(st.integers(0, 7200), st.booleans(), st.integers(-1, 7200)), max_size=30),
        st.floats(0.0, 1.0))
 def test_a_storm_is_said_only_past_the_fraction(machines: list[tuple[int, bool, int]], fraction: float) -> None:

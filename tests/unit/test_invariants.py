@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from vctest import T0, cloud, config_text, load_text, rec
 
 from vcycle.core import rules
-from vcycle.core.model import Backoff, CloudStatus, Demand, SpaceSnapshot
+from vcycle.core.model import Backoff, CloudStatus, Cooldown, Demand, Offering, SpaceSnapshot
 from vcycle.core.planner import plan
 from vcycle.core.states import HOLDS_PROCESSORS, STARTING_STATES, MachineState
 from vcycle.core.sync import sync
@@ -150,3 +150,38 @@ def test_fast_path_deletes_exactly_what_the_rules_say(snapshot: SpaceSnapshot, k
     reference = {name for name, (r, v) in verdicts.items()
                  if v is not None and not (v[3] == "heartbeat" and r.machinetype in held)}
     assert {d.machine for d in result.deletes} == reference
+
+
+OFFERED = load_text(config_text(limit=40, settings={"max_create_fraction": 1.0}, machinetypes={
+    "alpha": {"target_share": 2, "min_processors": 2, "max_processors": 4, "processors_limit": 20,
+              "flavor_names": "small big other", "zones": "za zb", "capacity_types": "spot on-demand"},
+    "beta": {"target_share": 1, "flavor_names": "small", "zones": "za"},
+}))
+FLAVOR_SIZES = {"small": 2, "big": 4, "other": 2}
+cooldowns = st.dictionaries(
+    st.tuples(st.sampled_from(["alpha", "beta"]),
+              st.builds(lambda f, z, c: Offering(f, z, c).key, st.sampled_from(["small", "big", "other", None]),
+                        st.sampled_from(["za", "zb", None]), st.sampled_from(["spot", "on-demand", None]))),
+    st.integers(0, 400), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records, cooldowns, st.none() | st.integers(0, 40))
+def test_across_offerings_limits_hold_and_no_create_or_fallback_is_on_a_cooling_offering(
+        rs: list, cooled: dict[tuple[str, str], int], quota: int | None) -> None:  # type: ignore[type-arg]
+    snapshot = SpaceSnapshot("sp", tuple(rs), quota_processors=quota, flavors=FLAVOR_SIZES, cooldowns={
+        key: Cooldown(key[0], key[1], NOW - timedelta(seconds=ago), "InsufficientInstanceCapacity")
+        for key, ago in cooled.items()})
+    result = plan(snapshot, {}, OFFERED, NOW)
+    space = OFFERED.spaces["sp"]
+    new = sum(c.processors for c in result.creates)
+    limits = [x for x in (space.processors_limit, quota) if x is not None]
+    assert not result.creates or held(snapshot) + new <= min(limits)
+    mine = sum(c.processors for c in result.creates if c.machinetype == "alpha")
+    assert not mine or held(snapshot, "alpha") + mine <= 20
+    cooling = [(mt, Offering.parse(key)) for (mt, key), ago in cooled.items() if ago < 180]
+    for order in result.creates:
+        for offering in (order.offering, *order.fallbacks):
+            assert not [o for mt, o in cooling if mt == order.machinetype and o.covers(offering)], (offering, cooling)
+            assert FLAVOR_SIZES[offering.flavor or ""] == order.processors  # a fallback is of the same size
+            assert offering.zone in space.machinetypes[order.machinetype].zones

@@ -302,9 +302,23 @@ class _Loader:
             connector=plugin.machinetype(**cloud) if plugin and plugin.machinetype else None,
             source=source.machinetype(**mine) if source and source.machinetype else None)
         self._machinetype_checks(section, mt, demand_names, source)
+        if plugin is not None:
+            self._offering_checks(section, mt, space.api, plugin)
         if plugin is not None and plugin.check_machinetype is not None:
             self._checks(section, plugin.check_machinetype(mt))
         return dataclasses.replace(mt, made_by=drift.fingerprint(space, mt, _template_texts(mt)))
+
+    def _offering_checks(self, section: str, mt: MachinetypeConfig, api: str, plugin: ConnectorPlugin) -> None:
+        """zones and capacity_types name only what the space's connector makes."""
+        if mt.zones and not plugin.zones:
+            self.problem(self.raw[section]["zones"].file, section, "zones",
+                         f"the {api} connector cannot make a machine in a zone it is given: leave zones out")
+        other = [word for word in mt.capacity_types if word not in plugin.capacity_types]
+        if other:
+            can = " or ".join(plugin.capacity_types) or "none"
+            self.problem(self.raw[section]["capacity_types"].file, section, "capacity_types",
+                         f"the {api} connector cannot make {' or '.join(other)} machines (it makes {can}): "
+                         "leave capacity_types out")
 
     def _machinetype_checks(self, section: str, mt: MachinetypeConfig, demand_names: set[str],
                             source: DemandPlugin | None) -> None:

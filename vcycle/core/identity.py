@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from vcycle.core import rules
-from vcycle.core.model import CreateOrder, MachineRecord
+from vcycle.core.model import CreateOrder, MachineRecord, Offering
 from vcycle.core.sections import MachinetypeConfig, SpaceConfig
 
 ENTROPY_BYTES = 64  # what a new identity draws from: name, request id and token
@@ -82,13 +82,15 @@ def metadata(space: SpaceConfig, name: str) -> dict[str, str]:
     return {kind: urls[f"{kind}_url"] for kind in FEATURES}
 
 
-def create_order(space: SpaceConfig, mt: MachinetypeConfig, processors: int, flavor: str | None, now: datetime,
-                 reason: str, *, fallbacks: tuple[str, ...] = ()) -> CreateOrder:
-    """The order for one new machine made at ``now``: its shutdown time and hs06 from its machinetype;
-    ``fallbacks`` the flavors of the same size its create falls through to, in order, for lack of capacity."""
+def create_order(space: SpaceConfig, mt: MachinetypeConfig, processors: int, offering: Offering, now: datetime,
+                 reason: str, *, fallbacks: tuple[Offering, ...] = ()) -> CreateOrder:
+    """The order for one new machine made at ``now`` on ``offering``: its shutdown time and hs06 from its
+    machinetype; ``fallbacks`` the offerings of the same size its create falls through to, in order, for lack
+    of capacity."""
     hs06 = mt.hs06_per_processor * processors if mt.hs06_per_processor is not None else None
     deadline = rules.shutdown_deadline(now, mt.max_wallclock_seconds, space.shutdown_time)
-    return CreateOrder(space.name, mt.name, processors, flavor, deadline, hs06, reason, fallbacks=fallbacks)
+    return CreateOrder(space.name, mt.name, processors, offering.flavor, deadline, hs06, reason, fallbacks=fallbacks,
+                       zone=offering.zone, capacity=offering.capacity)
 
 
 def order_for(record: MachineRecord, mt: MachinetypeConfig, reason: str) -> CreateOrder:

@@ -17,7 +17,7 @@ vcycle then drains the machine (the planner's ``interrupted`` rule), does not
 count its stop as an abort unless more than ``max_interruption_fraction`` of
 its machinetype's machines of the last hour were interrupted (three at
 least), and makes no
-machine on the same offering (machinetype, flavor, zone) for
+machine on the same offering (machinetype, flavor, zone, spot) for
 ``offering_cooldown_seconds``.
 
 Pure: no clock, no I/O; ``now`` is always given.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vcycle.core.model import MachineRecord
+from vcycle.core.model import SPOT, MachineRecord, Offering
 from vcycle.core.sections import MachinetypeConfig
 
 KINDS = ("spot", "rebalance", "preempt")
@@ -115,35 +115,41 @@ def _rfc1123(value: Any) -> datetime | None:
         raise BadNotice(f"NotBefore {value!r} is not an RFC 1123 time") from None
 
 
-def cooling(records: Iterable[MachineRecord], mt: MachinetypeConfig, now: datetime) -> Mapping[tuple[str, str], str]:
-    """The (flavor, zone) offerings of ``mt`` an interruption notice cools now -> why, naming the numbers."""
+def cooling(records: Iterable[MachineRecord], mt: MachinetypeConfig, now: datetime) -> Mapping[Offering, str]:
+    """The offerings of ``mt`` an interruption notice cools now -> why, naming the numbers.
+
+    The cloud takes back spot machines only, so where the machinetype names capacity types the notice cools the
+    spot offering of the machine's flavor and zone, not its on-demand one; where it names none, the capacity
+    type is the connector's and the notice cools the flavor and zone."""
     window = timedelta(seconds=mt.offering_cooldown_seconds)
-    found: dict[tuple[str, str], tuple[datetime, MachineRecord]] = {}
+    capacity = SPOT if SPOT in mt.capacity_types else None
+    found: dict[Offering, tuple[datetime, MachineRecord]] = {}
     for r in records:
         at = r.interrupted_at
         if at is None or r.machinetype != mt.name or now - at >= window or at > now:
             continue
-        key = (r.flavor or "", r.zone or "")
+        key = Offering(r.flavor or None, r.zone or None, capacity)
         if key not in found or at > found[key][0]:
             found[key] = (at, r)
     return {key: f"{r.name} on {_offering_text(key)} had an interruption notice {int((now - at).total_seconds())}s "
                  f"ago (offering_cooldown_seconds {mt.offering_cooldown_seconds}): no new machine on it until "
                  f"{(at + window).strftime('%H:%M:%SZ')}"
-            for key, (at, r) in sorted(found.items())}
+            for key, (at, r) in sorted(found.items(), key=lambda item: item[0].key)}
 
 
-def _offering_text(key: tuple[str, str]) -> str:
-    flavor, zone = key
-    return f"flavor {flavor or '(any)'}" + (f" in zone {zone}" if zone else "")
+def _offering_text(key: Offering) -> str:
+    return (f"flavor {key.flavor or '(any)'}" + (f" in zone {key.zone}" if key.zone else "")
+            + (f" ({key.capacity})" if key.capacity else ""))
 
 
-def blocks(cooled: Mapping[tuple[str, str], str], flavor: str | None) -> str | None:
-    """Why a create of ``flavor`` (None: the cloud chooses) is held by ``cooled``, or None if it is not.
+def blocks(cooled: Mapping[Offering, str], offering: Offering) -> str | None:
+    """Why a create on ``offering`` is held by ``cooled``, or None if it is not.
 
-    A zone vcycle does not choose is the cloud's choice, so a cooled flavor cools every zone of it; an offering
-    whose flavor vcycle does not know (the cloud did not say) cools the machinetype."""
-    for (cooled_flavor, _), why in cooled.items():
-        if not cooled_flavor or flavor is None or cooled_flavor == flavor:
+    What vcycle leaves to the cloud it does not know, so a hold covers it: a flavor cooled in one zone holds
+    that flavor where vcycle names no zone, and a cooled offering whose flavor vcycle does not know (the cloud
+    did not say) holds the machinetype (``Offering.covers``)."""
+    for key, why in cooled.items():
+        if key.covers(offering):
             return why
     return None
 

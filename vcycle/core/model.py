@@ -200,13 +200,58 @@ class Backoff:
     failures: int = 1  # aborts in a row, each after the hold of the one before had ended
 
 
+SPOT = "spot"
+ON_DEMAND = "on-demand"
+CAPACITY_TYPES = (SPOT, ON_DEMAND)
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """Where a machine is made: a flavor (instance type), a zone and a capacity type (spot, on-demand); None
+    in any of them is the cloud's (or the connector's own) choice.
+
+    Its ``key`` is how the store and status name it: the flavor alone, as before offerings had zones and
+    capacity types, then ``@ZONE`` and ``/CAPACITY`` when named (``m5.large@eu-west-1a/spot``).
+    """
+
+    flavor: str | None = None
+    zone: str | None = None
+    capacity: str | None = None
+
+    @property
+    def key(self) -> str:
+        return ((self.flavor or "") + (f"@{self.zone}" if self.zone else "")
+                + (f"/{self.capacity}" if self.capacity else ""))
+
+    @classmethod
+    def parse(cls, key: str) -> Offering:
+        """The offering a ``key`` names (a stored cooldown's)."""
+        rest, _, capacity = key.rpartition("/")
+        if capacity not in CAPACITY_TYPES:  # a flavor name with a slash in it
+            rest, capacity = key, ""
+        flavor, at, zone = rest.rpartition("@")
+        if not at:
+            flavor, zone = rest, ""
+        return cls(flavor or None, zone or None, capacity or None)
+
+    def covers(self, other: Offering) -> bool:
+        """Whether a hold on this offering holds ``other`` too: each part equal, or left to the cloud on either
+        side (a flavor cooled in a zone the cloud chose holds that flavor in every zone vcycle does not name)."""
+        return all(mine is None or theirs is None or mine == theirs
+                   for mine, theirs in ((self.flavor, other.flavor), (self.zone, other.zone),
+                                        (self.capacity, other.capacity)))
+
+    def __str__(self) -> str:
+        return self.key or "the offering"
+
+
 @dataclass(frozen=True, slots=True)
 class Cooldown:
-    """The last time an offering (a machinetype's flavor) had no capacity: nothing is made on it for its
+    """The last time an offering of a machinetype had no capacity: nothing is made on it for its
     machinetype's offering_cooldown_seconds after ``since``, doubled for each of ``failures`` after the first."""
 
     machinetype: str
-    offering: str  # the flavor ("" where vcycle names none: the cloud chooses)
+    offering: str  # the Offering's key ("" where vcycle names none: the cloud chooses)
     since: datetime
     reason: str
     failures: int = 1  # times in a row it had no capacity, each after the cooldown before had ended
@@ -341,7 +386,13 @@ class CreateOrder:
     hs06: float | None
     reason: str
     pilot: PilotRequest | None = None  # the pilot the machine runs, handed in by a pilot factory (set by the executor)
-    fallbacks: tuple[str, ...] = ()  # flavors of the same size to try, in order, when ``flavor`` has no capacity
+    fallbacks: tuple[Offering, ...] = ()  # offerings of the same size to try, in order, when this has no capacity
+    zone: str | None = None  # the zone of its offering (None: the cloud's or the connector's choice)
+    capacity: str | None = None  # the capacity type of its offering (None: the connector's default)
+
+    @property
+    def offering(self) -> Offering:
+        return Offering(self.flavor, self.zone, self.capacity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +448,11 @@ class LaunchSpec:
     shutdown_at: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
     token: str | None = field(default=None, repr=False)  # the machine's endpoint token: never a tag or metadata
+    capacity: str | None = None  # spot or on-demand; None: the connector's own default (its machinetype keys)
+
+    @property
+    def offering(self) -> Offering:
+        return Offering(self.flavor, self.zone, self.capacity)
 
     @property
     def owner(self) -> OwnerTags:

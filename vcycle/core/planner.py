@@ -26,6 +26,7 @@ from vcycle.core.model import (
     Demand,
     DrainOrder,
     MachineRecord,
+    Offering,
     Plan,
     SpaceSnapshot,
 )
@@ -97,11 +98,11 @@ def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: s
     return found
 
 
-def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[str, dict[tuple[str, str], str]]:
+def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[str, dict[Offering, str]]:
     """machinetype -> its offerings cooling now, with why: after an interruption notice (core/interruptions.py),
     or a create the cloud refused for capacity (the snapshot's cooldowns)."""
     recent = [r for r in snapshot.records if r.interrupted_at is not None]
-    found: dict[str, dict[tuple[str, str], str]] = {}
+    found: dict[str, dict[Offering, str]] = {}
     for name in sorted({r.machinetype for r in recent} & set(space.machinetypes)):
         cooled = interruptions.cooling(recent, space.machinetypes[name], now)
         if cooled:
@@ -113,31 +114,35 @@ def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[
         length, words = rules.cooldown_length(cooldown, mt)
         until = cooldown.since + timedelta(seconds=length)
         if cooldown.since <= now < until:
-            found.setdefault(name, {})[(offering, "")] = (
+            found.setdefault(name, {})[Offering.parse(offering)] = (
                 f"{offering or 'the offering'} had no capacity {int((now - cooldown.since).total_seconds())}s ago "
                 f"({cooldown.reason}; {words}): no new machine on it until {until.strftime('%H:%M:%SZ')}")
     return found
 
 
 class _Offer(NamedTuple):
-    """The offering a machinetype's next machine is made on, and those to fall through to (same size)."""
+    """The offering a machinetype's next machine is made on, those to fall through to (same size), and why the
+    ones before it are passed over."""
 
-    flavor: str | None
+    offering: Offering
     size: int
-    fallbacks: tuple[str, ...]
+    fallbacks: tuple[Offering, ...]
+    passed: str = ""
 
 
 def _offering(mt: MachinetypeConfig, flavors: Mapping[str, int] | None,
-              cooled: Mapping[tuple[str, str], str]) -> _Offer | tuple[str, str]:
+              cooled: Mapping[Offering, str]) -> _Offer | tuple[str, str]:
     """The first fitting offering no cooldown holds, or (rule, reason) why there is none."""
-    fitting = rules.fitting_flavors(mt, flavors)
-    if isinstance(fitting, str):
-        return "no_flavor", fitting
-    usable = [(name, size) for name, size in fitting if interruptions.blocks(cooled, name) is None]
+    found = rules.offerings(mt, flavors)
+    if isinstance(found, str):
+        return "no_flavor", found
+    usable = [(o, size) for o, size in found if interruptions.blocks(cooled, o) is None]
     if not usable:
-        return "offering_cooldown", interruptions.blocks(cooled, fitting[0][0]) or "every offering cools"
-    (name, size), rest = usable[0], usable[1:]
-    return _Offer(name, size, tuple(n for n, v in rest if v == size and n is not None))
+        return "offering_cooldown", interruptions.blocks(cooled, found[0][0]) or "every offering cools"
+    (first, size), rest = usable[0], usable[1:]
+    passed = "" if first == found[0][0] else (
+        f"on {first} ({', '.join(o.key for o, _ in found[:found.index(usable[0])])} cooling)")
+    return _Offer(first, size, tuple(o for o, v in rest if v == size and o != Offering()), passed)
 
 
 def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int] | None) -> int | None:
@@ -341,17 +346,16 @@ def _deadline(row: timeouts.Timeout, record: MachineRecord, settings: Settings, 
 class _Candidate:
     """A machinetype that may still create this cycle."""
 
-    __slots__ = ("allowance", "demand_note", "fallbacks", "flavor", "hs06", "missing", "mt", "processors", "tally")
+    __slots__ = ("allowance", "demand_note", "hs06", "missing", "mt", "offer", "processors", "tally")
 
-    def __init__(self, mt: MachinetypeConfig, tally: _Tally, flavor: str | None, processors: int,
-                 allowance: int | None, demand_note: str = "", fallbacks: tuple[str, ...] = ()) -> None:
-        self.fallbacks = fallbacks  # flavors of the same size a create falls through to when flavor has no room
+    def __init__(self, mt: MachinetypeConfig, tally: _Tally, offer: _Offer, allowance: int | None,
+                 demand_note: str = "") -> None:
+        self.offer = offer  # where it is made, and what a create falls through to for lack of capacity
         self.missing = allowance  # machines the idle jobs still need, before the ramp-up curb
         self.mt = mt
         self.demand_note = demand_note  # how the demand was counted, for the reasons
         self.tally = tally
-        self.flavor = flavor
-        self.processors = processors
+        self.processors = processors = offer.size
         if allowance is not None and allowance > 0 and mt.ramp_up_attenuation > 1:
             allowance = math.ceil(allowance / mt.ramp_up_attenuation)  # GlideinWMS-style: a share a cycle
         self.allowance = allowance  # machines the demand still asks for this cycle; None = no demand source
@@ -438,7 +442,7 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
             continue
         alive += sum(1 for c in creates if c.machinetype == name)
         wanted = max(0, busy - draining) + min(drifted, max(1, mt.max_disrupting.of(working))) - alive
-        c = _Candidate(mt, tallies[name], offer.flavor, offer.size, None, fallbacks=offer.fallbacks)
+        c = _Candidate(mt, tallies[name], offer, None)
         for _ in range(max(0, wanted)):
             why = _refusal(c, 0, room, source, space, snapshot, now) if c.processors <= allowed else \
                 ("creation_cap", "creation cap reached this cycle")
@@ -446,9 +450,9 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
                 decisions.append(Decision(Action.HOLD, space.name, name, f"replacing drifted machines: {why[1]}",
                                           rule=why[0]))
                 break
-            order = identity.create_order(space, mt, c.processors, c.flavor, now, (
-                f"ahead of the {drifted} drifted machines it replaces (the work needs {busy}, {alive} alive)"),
-                fallbacks=c.fallbacks)
+            order = identity.create_order(space, mt, c.processors, offer.offering, now, (
+                f"ahead of the {drifted} drifted machines it replaces (the work needs {busy}, {alive} alive)"
+                + (f"; {offer.passed}" if offer.passed else "")), fallbacks=offer.fallbacks)
             found.append(order)
             decisions.append(Decision(Action.CREATE, space.name, name, order.reason, rule="drift_replace"))
             room, allowed, alive = room - c.processors, allowed - c.processors, alive + 1
@@ -487,10 +491,9 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
                 hold(name, "too_big", f"{too_big} idle jobs ask for more than one {size}-processor machine has "
                                       f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk):"
                                       " not counted")
-            found.append(_Candidate(mt, tallies[name], offer.flavor, size, needed - tallies[name].starting_machines,
-                                    note, offer.fallbacks))
+            found.append(_Candidate(mt, tallies[name], offer, needed - tallies[name].starting_machines, note))
             continue
-        found.append(_Candidate(mt, tallies[name], offer.flavor, offer.size, None, fallbacks=offer.fallbacks))
+        found.append(_Candidate(mt, tallies[name], offer, None))
     return found
 
 
@@ -530,7 +533,9 @@ def _create(c: _Candidate, space: SpaceConfig, now: datetime) -> CreateOrder:
     why = f"lowest weighted count per share ({c.tally.weighted:.3g}, target_share {mt.target_share:g})"
     if c.allowance is not None:
         why += f"; demand asks for {c.allowance} more"
-    return identity.create_order(space, mt, c.processors, c.flavor, now, why, fallbacks=c.fallbacks)
+    if c.offer.passed:
+        why += f"; {c.offer.passed}"
+    return identity.create_order(space, mt, c.processors, c.offer.offering, now, why, fallbacks=c.offer.fallbacks)
 
 
 def _count_create(c: _Candidate) -> None:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from vcycle.core.model import Backoff, Cooldown, JobShape, MachineRecord
+from vcycle.core.model import Backoff, Cooldown, JobShape, MachineRecord, Offering
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 
 # Rule codes: what made each decision (Decision.rule), with one line each.
@@ -217,6 +217,18 @@ def choose_flavor(mt: MachinetypeConfig, flavors: Mapping[str, int] | None) -> t
     """(flavor, processors) for a new machine, or the reason none fits: the first of ``fitting_flavors``."""
     found = fitting_flavors(mt, flavors)
     return found if isinstance(found, str) else found[0]
+
+
+def offerings(mt: MachinetypeConfig, flavors: Mapping[str, int] | None) -> list[tuple[Offering, int]] | str:
+    """Every (offering, processors) a new machine of ``mt`` may have, in the order they are tried, or the reason
+    none fits: by capacity_types first (every spot offering before any on-demand one), then by flavor_names
+    (those that fit, see ``fitting_flavors``), then by zones. Without zones or capacity_types, one offering per
+    fitting flavor, the cloud or the connector choosing the rest (as before offerings had them)."""
+    fitting = fitting_flavors(mt, flavors)
+    if isinstance(fitting, str):
+        return fitting
+    return [(Offering(flavor, zone, capacity), size) for capacity in mt.capacity_types or (None,)
+            for flavor, size in fitting for zone in mt.zones or (None,)]
 
 
 def fitting_flavors(mt: MachinetypeConfig, flavors: Mapping[str, int] | None) -> list[tuple[str | None, int]] | str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from vcycle.core.model import CAPACITY_TYPES
 from vcycle.core.options import (
     REQUIRED,
     Budget,
@@ -43,6 +44,28 @@ MACHINETYPE_NAME = r"[a-z0-9-]+"
 API_NAME = r"[a-z0-9_]+"
 DEMAND_NAME = r"[a-z0-9._-]+"
 COUNT_LIMIT = 10**9  # processors and counts: far above any site, small enough for arithmetic to stay quick
+
+
+def capacity_types(value: str) -> tuple[str, ...]:
+    """Capacity types in order of preference, each once: spot, on-demand."""
+    found = tuple(word.lower() for word in value.split())
+    for word in found:
+        if word not in CAPACITY_TYPES:
+            raise ValueError(f"{word!r} is not a capacity type: use {' or '.join(CAPACITY_TYPES)}")
+    if len(set(found)) < len(found):
+        raise ValueError("names a capacity type twice")
+    return found
+
+
+def zone_names(value: str) -> tuple[str, ...]:
+    """Availability zones in order of preference, each once."""
+    found = words(value)
+    for word in found:
+        if "@" in word or "/" in word:
+            raise ValueError(f"{word!r} is not a zone name")
+    if len(set(found)) < len(found):
+        raise ValueError("names a zone twice")
+    return found
 
 
 DATABASES = ("sqlite", "postgresql", "postgresql+psycopg")  # the state_url schemes the store speaks
@@ -130,6 +153,10 @@ class MachinetypeConfig:
     root_image: str | None = key(text, None, "image: a path, an http(s) URL, or image:NAME of one in the cloud")
     cernvm_signing_dn: str | None = key(text, None, "regular expression the CernVM image signer's DN must match")
     flavor_names: tuple[str, ...] = key(words, None, "flavors to choose from, first fitting wins; default the space's")
+    zones: tuple[str, ...] = key(zone_names, (), "zones to make machines in, in order; a create finding no "
+                                 "capacity in one falls through to the next; default the cloud's choice")
+    capacity_types: tuple[str, ...] = key(capacity_types, (), "spot, on-demand, in order: the offerings of the "
+                                          "first come before any of the next; default the connector's")
     min_processors: int = key(integer(1, COUNT_LIMIT), 1, "processors of a machine, at least")
     max_processors: int | None = key(integer(1, COUNT_LIMIT), None, "processors of a machine, at most")
     disk_gb_per_processor: int = key(integer(0, COUNT_LIMIT), 40, "boot disk per processor where the cloud needs one")
@@ -188,8 +215,8 @@ class MachinetypeConfig:
     first_job_timeout_seconds: int = key(
         seconds(0), 1800, "a registered machine whose batch daemon has run no job this long while idle jobs wait is "
         "deleted with '700 Ran no job', an abort (HTCondor, Slurm); 0 = never")
-    offering_cooldown_seconds: int = key(seconds(0), 180, "no new machine on an offering (flavor, zone) this long "
-                                         "after one of its machines had an interruption notice")
+    offering_cooldown_seconds: int = key(seconds(0), 180, "no new machine on an offering (flavor, zone, capacity "
+                                         "type) this long after it had no capacity or an interruption notice")
     max_interruption_fraction: float = key(
         number(0.0, 1.0), 0.5, "interrupted machines are not aborts, unless more than this share of the "
         "machinetype's machines of the last hour (3 at least) were interrupted")

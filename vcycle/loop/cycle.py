@@ -42,6 +42,7 @@ from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
 from vcycle.loop.holds import Holds
 from vcycle.loop.launch import Launch, Renderer, prepare
+from vcycle.loop.retry import Retry
 from vcycle.store import SpaceState, Store
 from vcycle.store.series import Series
 
@@ -65,6 +66,7 @@ class SpaceContext:
     last_accounting: datetime | None = None  # the last look for machines left unaccounted (None: not yet)
     pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
     holds: Holds | None = None  # the space's own holds (throttled, quota spent), kept from cycle to cycle
+    retry: Retry | None = None  # how transient create and delete answers are asked again (default Retry())
 
     def calls(self) -> ThreadPoolExecutor:
         if self.pool is None:
@@ -275,7 +277,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
                             pool=ctx.calls(), drain=batch[1].drain if batch is not None else None,
-                            named=named_machines(ctx))
+                            named=named_machines(ctx), retry=ctx.retry)
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}

@@ -13,8 +13,9 @@ that did not happen is retried. What a connector error means is a property
 of its class (vcycle/errors.py): ``backoff`` errors fail the create and back
 off the machinetype; other ``made_nothing`` errors (a spent quota, a cloud
 asking to slow down) fail it and hold the space (vcycle/loop/cycle.py); the
-rest leave the request to the next sync; NotFound on delete is success. NoCapacity is the offering's, not the
-machinetype's: the create falls through to the order's next flavor of the same
+rest leave the request to the next sync, once a transient one was asked again
+within the call (vcycle/loop/retry.py); NotFound on delete is success. NoCapacity is the offering's, not the
+machinetype's: the create falls through to the order's next offering of the same
 size (vcycle/loop/offers.py), and the offering cools.
 
 Machinetypes whose demand source hands out named machines (a ``NamedMachines``
@@ -38,12 +39,14 @@ from vcycle.connectors.base import Connector
 from vcycle.core import rules
 from vcycle.core.model import (
     Backoff,
+    CloudMachine,
     Cooldown,
     CreateOrder,
     DeleteOrder,
     DrainOrder,
     LaunchSpec,
     MachineRecord,
+    Offering,
     PilotRequest,
     Plan,
     ReportError,
@@ -66,6 +69,7 @@ from vcycle.errors import (
 from vcycle.loop.calls import settle
 from vcycle.loop.launch import Launch, Renderer, entropy, prepare
 from vcycle.loop.offers import Offers
+from vcycle.loop.retry import Retry
 from vcycle.store import Step, Store
 
 log = logging.getLogger(__name__)
@@ -123,7 +127,7 @@ class Executor:
                  workers: int = 8, randomness: Callable[[], bytes] = entropy,
                  clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None,
                  drain: Callable[[str, str], None] | None = None,
-                 named: Mapping[str, NamedMachines] | None = None) -> None:
+                 named: Mapping[str, NamedMachines] | None = None, retry: Retry | None = None) -> None:
         self.space = space
         self.connector = connector
         self.store = store
@@ -135,6 +139,7 @@ class Executor:
         self.pool = pool  # shared between cycles; one is made per apply if not given
         self.drain = drain  # asks the batch system to drain (space, machine); raises DemandError
         self.named = dict(named or {})  # machinetype -> the source handing out its machines' names
+        self.retry = retry or Retry()  # transient answers asked again within the call (vcycle/loop/retry.py)
 
     def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
               backoffs: Mapping[str, Backoff] | None = None,
@@ -150,7 +155,7 @@ class Executor:
         self._standing = standing or ({}, {})
         intent = first or Batch()
         applied = Applied(version)
-        self._fallbacks: dict[str, tuple[str, ...]] = {}  # machine -> the flavors its create may fall through to
+        self._fallbacks: dict[str, tuple[Offering, ...]] = {}  # machine -> the offerings its create falls through to
         self._offers = Offers(self.space.api_timeout_seconds / 2)  # a probe hung that long: call anyway, in time
         errors = applied.errors
         steps: list[Step] = []
@@ -347,9 +352,14 @@ class Executor:
             return Outcome(True, False, moved, backoff,
                            ReportError(kind, self.space.name, message, record.machinetype, record.name))
 
+        deadline = self.retry.clock() + self.space.api_timeout_seconds
+
+        def create(each: LaunchSpec) -> CloudMachine:
+            return self.retry.call(lambda: self.connector.create_machine(each), what=f"{where} create",
+                                   deadline=deadline)
+
         try:
-            tried = self._offers.create(self.connector.create_machine, spec, self._fallbacks.get(record.name, ()),
-                                        now)
+            tried = self._offers.create(create, spec, self._fallbacks.get(record.name, ()), now)
         except Exception as exc:  # the per-action boundary: a connector bug must not stop the cycle
             log.exception("%s create failed unexpectedly", where)
             return failed("create_bug", f"create failed unexpectedly: {exc!r}")
@@ -360,7 +370,7 @@ class Executor:
         if tried.machine is None and (error is None or isinstance(error, NoCapacity)):  # every offering is full
             why = f"{rules.NO_CAPACITY} on any offering (" + "; ".join(
                 [f"{c.offering or 'the offering'}: {c.reason}" for c in tried.cooled]
-                + [f"{name or 'the offering'}: none, as another create found this cycle" for name in tried.skipped]
+                + [f"{o}: none, as another create found this cycle" for o in tried.skipped]
             ) + "): no backoff, the offerings cool"
             log.warning("%s %s", where, why)
             moved = transition(record, S.CREATE_FAILED, now, why)
@@ -384,10 +394,11 @@ class Executor:
                                        cooldowns=tried.cooled)
         machine = tried.machine
         assert machine is not None
-        fell = f" on {tried.flavor} ({spec.flavor} had no capacity)" if tried.flavor != spec.flavor else ""
+        made = tried.offering or spec.offering
+        fell = f" on {made} ({spec.offering} had no capacity)" if made != spec.offering else ""
         log.info("%s created (cloud id %s)%s", where, machine.id, fell)
         moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors,
-                                    flavor=tried.flavor)
+                                    flavor=made.flavor, zone=machine.zone or made.zone)
         return Outcome(True, True, transition(moved, S.STARTING, now,
                                               f"create accepted by the cloud (id {machine.id}){fell}"),
                        cooldowns=tried.cooled)
@@ -400,8 +411,10 @@ class Executor:
             return Outcome(False, False, transition(record, S.DELETE_FAILED, now, message),
                            error=ReportError(kind, self.space.name, message, record.machinetype, record.name))
 
+        cloud_id = record.cloud_id
         try:
-            self.connector.delete_machine(record.cloud_id)
+            self.retry.call(lambda: self.connector.delete_machine(cloud_id), what=f"{where} delete",
+                            deadline=self.retry.clock() + self.space.api_timeout_seconds)
         except NotFound:
             return Outcome(False, True)
         except ConnectorError as exc:

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from vcycle.connectors.base import entrypoint
 from vcycle.core import identity, mjf, rules
-from vcycle.core.model import CreateOrder, LaunchSpec, MachineRecord, new_record
+from vcycle.core.model import CreateOrder, LaunchSpec, MachineRecord, Offering, new_record
 from vcycle.core.sections import MachinetypeConfig, SpaceConfig
 from vcycle.core.states import MachineState
 from vcycle.errors import LaunchRejected, RenderError
@@ -56,22 +56,27 @@ def prepare(space: SpaceConfig, mt: MachinetypeConfig, order: CreateOrder, *, ma
         except LaunchRejected as exc:
             raise RenderError(f"user_data = {mt.user_data}: {exc}") from None
     reason = "intent: " + order.reason + (f"; runs pilot stamp {order.pilot.stamp}" if order.pilot else "")
+    if order.zone or order.capacity:
+        reason += f"; offering {order.offering}"
     features = mjf.features(mt, order.processors, now, order.shutdown_at, space.shutdown_time)
     record = new_record(name=who.name, space=space.name, machinetype=mt.name, state=MachineState.REQUESTED,
                         processors=order.processors, now=now, request_id=who.request_id, reason=reason,
-                        manager=manager, flavor=order.flavor, hs06=order.hs06, shutdown_at=order.shutdown_at,
+                        manager=manager, flavor=order.flavor, zone=order.zone, hs06=order.hs06,
+                        shutdown_at=order.shutdown_at,
                         token_hash=who.token_hash, features=json.dumps(features, sort_keys=True),
                         made_by=mt.made_by or None)
-    spec = LaunchSpec(who.name, who.request_id, space.name, mt.name, manager, order.processors, order.flavor, None,
-                      mt.root_image, user_data, order.shutdown_at, identity.metadata(space, who.name), who.token)
+    spec = LaunchSpec(who.name, who.request_id, space.name, mt.name, manager, order.processors, order.flavor,
+                      order.zone, mt.root_image, user_data, order.shutdown_at, identity.metadata(space, who.name),
+                      who.token, order.capacity)
     return Launch(record, spec)
 
 
 def sample(space: SpaceConfig, mt: MachinetypeConfig, *, manager: str, render: Renderer, now: datetime,
            reason: str) -> Launch:
     """A new machine of ``mt`` as the next create would make it when the cloud is not asked: the first of its
-    flavor_names, with min_processors (``vcycle render``, check-config's trial). Raises RenderError."""
-    flavor = rules.choose_flavor(mt, None)
-    name, processors = (None, mt.min_processors) if isinstance(flavor, str) else flavor
-    order = identity.create_order(space, mt, processors, name, now, reason)
+    offering of its flavor_names, zones and capacity_types, with min_processors (``vcycle render``,
+    check-config's trial). Raises RenderError."""
+    found = rules.offerings(mt, None)
+    offering, processors = (Offering(), mt.min_processors) if isinstance(found, str) else found[0]
+    order = identity.create_order(space, mt, processors, offering, now, reason)
     return prepare(space, mt, order, manager=manager, render=render, now=now)

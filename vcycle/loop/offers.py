@@ -1,5 +1,6 @@
-"""Offerings within one apply: a create falls through a machinetype's offerings (its flavors of one size, in
-order) when the cloud has no capacity for one, and no more than one call reaches an offering that has none.
+"""Offerings within one apply: a create falls through a machinetype's offerings (its (flavor, zone, capacity
+type) triples of one size, in order) when the cloud has no capacity for one, and no more than one call
+reaches an offering that has none.
 
 The first create of an offering in an apply is its probe: other creates of the same offering wait for its
 answer (half the space's api_timeout_seconds at most: then they call anyway, still within the round's bound).
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from vcycle.core.model import CloudMachine, Cooldown, LaunchSpec
+from vcycle.core.model import CloudMachine, Cooldown, LaunchSpec, Offering
 from vcycle.errors import ConnectorError, NoCapacity, QuotaExceeded
 
 PROBING = "probing"
@@ -28,15 +29,15 @@ ROOM = "room"
 
 @dataclass(frozen=True)
 class Tried:
-    """What falling through the offerings gave: the machine and the flavor it was made with, or the error of the
+    """What falling through the offerings gave: the machine and the offering it was made on, or the error of the
     last offering tried (None when every offering was already known to have no room); the offerings found
     without capacity."""
 
     machine: CloudMachine | None
-    flavor: str | None
+    offering: Offering | None
     error: ConnectorError | None
     cooled: tuple[Cooldown, ...]
-    skipped: tuple[str, ...] = ()  # offerings another create of this apply found without capacity
+    skipped: tuple[Offering, ...] = ()  # offerings another create of this apply found without capacity
 
 
 class Offers:
@@ -69,28 +70,30 @@ class Offers:
                 self._known[key] = ROOM
             self._changed.notify_all()
 
-    def create(self, create: Callable[[LaunchSpec], CloudMachine], spec: LaunchSpec, fallbacks: Sequence[str],
+    def create(self, create: Callable[[LaunchSpec], CloudMachine], spec: LaunchSpec, fallbacks: Sequence[Offering],
                now: datetime) -> Tried:
-        """``create(spec)`` on ``spec.flavor``, then on each of ``fallbacks`` while the cloud has no capacity.
+        """``create(spec)`` on ``spec.offering``, then on each of ``fallbacks`` while the cloud has no capacity.
         A ConnectorError other than NoCapacity ends the fall-through (the caller handles it); any other
         exception is raised."""
         cooled: list[Cooldown] = []
-        skipped: list[str] = []
+        skipped: list[Offering] = []
         last: ConnectorError | None = None
+        first = spec.offering
         if self.stopped is not None:
-            return Tried(None, spec.flavor, self.stopped, ())
+            return Tried(None, first, self.stopped, ())
         if self.quota is not None and spec.processors >= self.quota[0]:
-            return Tried(None, spec.flavor, self.quota[1], ())
-        for flavor in (spec.flavor, *fallbacks):
-            key = (spec.machinetype, flavor or "")
+            return Tried(None, first, self.quota[1], ())
+        for offering in (first, *fallbacks):
+            key = (spec.machinetype, offering.key)
             if self._begin(key) is not None:
-                skipped.append(flavor or "")
+                skipped.append(offering)
                 continue
             try:
-                machine = create(spec if flavor == spec.flavor else replace(spec, flavor=flavor))
+                machine = create(spec if offering == first else replace(
+                    spec, flavor=offering.flavor, zone=offering.zone, capacity=offering.capacity))
             except NoCapacity as exc:
                 self._end(key, str(exc))
-                cooled.append(Cooldown(spec.machinetype, flavor or "", now, str(exc)))
+                cooled.append(Cooldown(spec.machinetype, offering.key, now, str(exc)))
                 last = exc
                 continue
             except ConnectorError as exc:  # the caller's to handle, as for any create
@@ -99,10 +102,10 @@ class Offers:
                 elif isinstance(exc, QuotaExceeded) and (self.quota is None or spec.processors < self.quota[0]):
                     self.quota = (spec.processors, exc)
                 self._end(key, None)
-                return Tried(None, flavor, exc, tuple(cooled), tuple(skipped))
+                return Tried(None, offering, exc, tuple(cooled), tuple(skipped))
             except BaseException:  # a bug: the others need not wait for this probe
                 self._end(key, None)
                 raise
             self._end(key, None)
-            return Tried(machine, flavor, None, tuple(cooled), tuple(skipped))
+            return Tried(machine, offering, None, tuple(cooled), tuple(skipped))
         return Tried(None, None, last, tuple(cooled), tuple(skipped))
