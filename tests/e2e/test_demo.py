@@ -36,11 +36,12 @@ def test_the_demo_scenario_end_to_end(tmp_path: Path) -> None:
     backoff = db.execute("SELECT reason FROM backoffs WHERE machinetype = 'beta'").fetchone()
     assert backoff is not None and "Pilot failed with status 1" in backoff[0]
     assert len(beta) < 4  # four beta jobs waited, but the backoff stopped more beta machines
-    # every alpha machine's heartbeats reached the store; every job was done by one machine
+    # the heartbeats of every alpha machine that ran a job reached the store (one whose pilot found the queue
+    # empty may end before its first heartbeat); every job was done by one machine
     beats = dict(db.execute("SELECT name, at FROM heartbeats WHERE space = 'demo.example.org'").fetchall())
-    names = [n for (n,) in db.execute("SELECT name FROM machines WHERE machinetype = 'alpha'")]
-    assert all(beats.get(name) for name in names)
     logs = sorted((directory / "joboutputs" / "demo.example.org").glob("vcycle-alpha-*/pilot.log"))
+    worked = [log.parent.name for log in logs if log.read_text().strip()]
+    assert worked and all(beats.get(name) for name in worked), (worked, sorted(beats))
     jobs = [line.split()[1] for log in logs for line in log.read_text().splitlines()]
     assert sorted(jobs) == [f"job-{n:03d}" for n in range(1, 21)]
     assert not (directory / "queue" / "alpha").exists() or not os.listdir(directory / "queue" / "alpha")

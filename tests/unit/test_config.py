@@ -275,4 +275,4 @@ def test_every_key_is_declared_once_with_a_type_a_default_and_a_line_of_doc() ->
 
 SHARED = {"flavor_names", "volume_gb_per_processor", "processors_limit", "timeout_seconds", "poll_seconds",
           "request_timeout_seconds", "key_name", "url", "region", "min_idle_seconds", "method", "slurm_conf",
-          "drain_reason", "cloud", "credential_warning_days", "zones", "spot", "max_disrupting"}
+          "drain_reason", "cloud", "credential_warning_days", "zones", "spot", "max_disrupting", "budget_per_month"}

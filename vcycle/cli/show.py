@@ -176,7 +176,23 @@ def show(status: dict[str, Any], console: Console) -> None:
         for cooling in space.get("cooldowns", []):
             console.print(f"  offering {cooling['machinetype']}/{cooling['offering'] or '(any)'} cools until "
                           f"{cooling['until']}: no capacity ({cooling['reason']})", soft_wrap=True, markup=False)
+        money = space.get("spend")
+        if money:
+            console.print(f"  {spend_line(money)}", soft_wrap=True, markup=False)
         _show_cycle(space["last_cycle"], console)
+
+
+def spend_line(money: dict[str, Any]) -> str:
+    """The month's money in one line: spent, burn, projection, and the caps that bound it."""
+    caps = [f"max_cost_per_hour {money['max_cost_per_hour']:g}" if money.get("max_cost_per_hour") is not None
+            else "", f"budget_per_month {money['budget_per_month']:g}" if money.get("budget_per_month") is not None
+            else ""]
+    line = (f"spend {money['month']}: {money['to_date']:.2f} to date, burning {money['burn_per_hour']:.3f} an hour, "
+            f"{money['projected_month']:.2f} projected by the month's end")
+    if money.get("unpriced_machines"):
+        line += f" ({money['unpriced_machines']} machine(s) of unknown price not counted)"
+    named = [c for c in caps if c]
+    return line + (f"; caps: {', '.join(named)}" if named else "")
 
 
 def _show_cycle(report: dict[str, Any] | None, console: Console) -> None:

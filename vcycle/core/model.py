@@ -110,6 +110,7 @@ class MachineRecord:
     cloud_id: str | None = None
     zone: str | None = None
     flavor: str | None = None
+    capacity: str | None = None  # the capacity type it was made as (spot, on-demand); None: the cloud's default
     hs06: float | None = None
     started_at: datetime | None = None
     stopped_at: datetime | None = None
@@ -332,6 +333,17 @@ class PilotRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Spend:
+    """The month's money as the store tells it (core/spend.py): what the space and the site spent since the month
+    began (UTC), and what the other spaces' machines burn an hour now."""
+
+    space_to_date: float
+    site_to_date: float
+    site_burn_elsewhere: float = 0.0
+    site_spaces: int = 1  # the spaces sharing the site's budget, each given its part of what is left
+
+
+@dataclass(frozen=True, slots=True)
 class SpaceSnapshot:
     """Everything the planner needs to know about one space at one moment."""
 
@@ -352,6 +364,7 @@ class SpaceSnapshot:
     # machinetype -> its last launch outcomes, newest last (core/health.py)
     launches: Mapping[str, tuple[LaunchOutcome, ...]] = field(default_factory=dict)
     quota_hold: QuotaHold | None = None  # the last create refused for the space's quota, while it holds
+    spend: Spend | None = None  # the money spent this month, where a cap or budget asks (core/spend.py)
 
 
 class Action(enum.Enum):
@@ -504,10 +517,12 @@ class CycleReport:
     timings: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # from the connector: things an admin must act on soon (an expiring credential)
     series: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # the plots' point (core/series.py)
+    spend: Mapping[str, object] | None = None  # the month's money (core/spend.py Figures), where prices are named
 
     def summary(self) -> dict[str, object]:
         """A JSON-ready summary (decisions and errors as dicts)."""
         return {
+            **({"spend": dict(self.spend)} if self.spend is not None else {}),
             "counts": dict(self.counts),
             "decisions": [
                 {"action": d.action.value, "machinetype": d.machinetype, "machine": d.machine, "rule": d.rule,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from vcycle.core import drift, health, identity, interruptions, retire, rules, timeouts
+from vcycle.core import drift, health, identity, interruptions, retire, rules, spend, timeouts
 from vcycle.core.model import (
     Action,
     CreateOrder,
@@ -130,12 +130,14 @@ class _Offer(NamedTuple):
     passed: str = ""
 
 
-def _offering(mt: MachinetypeConfig, flavors: Mapping[str, int] | None,
+def _offering(space: SpaceConfig, mt: MachinetypeConfig, flavors: Mapping[str, int] | None,
               cooled: Mapping[Offering, str]) -> _Offer | tuple[str, str]:
-    """The first fitting offering no cooldown holds, or (rule, reason) why there is none."""
+    """The first fitting offering no cooldown holds (the cheapest per hs06 first where every one has a price),
+    or (rule, reason) why there is none."""
     found = rules.offerings(mt, flavors)
     if isinstance(found, str):
         return "no_flavor", found
+    found = _by_price(space, mt, found)
     usable = [(o, size) for o, size in found if interruptions.blocks(cooled, o) is None]
     if not usable:
         return "offering_cooldown", interruptions.blocks(cooled, found[0][0]) or "every offering cools"
@@ -143,6 +145,20 @@ def _offering(mt: MachinetypeConfig, flavors: Mapping[str, int] | None,
     passed = "" if first == found[0][0] else (
         f"on {first} ({', '.join(o.key for o, _ in found[:found.index(usable[0])])} cooling)")
     return _Offer(first, size, tuple(o for o, v in rest if v == size and o != Offering()), passed)
+
+
+def _by_price(space: SpaceConfig, mt: MachinetypeConfig,
+              found: list[tuple[Offering, int]]) -> list[tuple[Offering, int]]:
+    """The offerings cheapest per hs06 (per processor without hs06_per_processor) first, where every one has a
+    price; else in their configured order. Equal prices keep that order."""
+    if len(found) < 2:
+        return found
+    prices = [spend.price(space, mt, o) for o, _ in found]
+    if any(p is None for p in prices):
+        return found
+    per = mt.hs06_per_processor or 1.0
+    order = sorted(range(len(found)), key=lambda i: (prices[i] / (found[i][1] * per), i))  # type: ignore[operator]
+    return [found[i] for i in order]
 
 
 def _needed(mt: MachinetypeConfig, wanted: Demand | None, flavors: Mapping[str, int] | None) -> int | None:
@@ -346,11 +362,12 @@ def _deadline(row: timeouts.Timeout, record: MachineRecord, settings: Settings, 
 class _Candidate:
     """A machinetype that may still create this cycle."""
 
-    __slots__ = ("allowance", "demand_note", "hs06", "missing", "mt", "offer", "processors", "tally")
+    __slots__ = ("allowance", "demand_note", "hs06", "missing", "mt", "offer", "price", "processors", "tally")
 
-    def __init__(self, mt: MachinetypeConfig, tally: _Tally, offer: _Offer, allowance: int | None,
-                 demand_note: str = "") -> None:
+    def __init__(self, space: SpaceConfig, mt: MachinetypeConfig, tally: _Tally, offer: _Offer,
+                 allowance: int | None, demand_note: str = "") -> None:
         self.offer = offer  # where it is made, and what a create falls through to for lack of capacity
+        self.price = spend.price(space, mt, offer.offering)  # a machine-hour on it; None: not known
         self.missing = allowance  # machines the idle jobs still need, before the ramp-up curb
         self.mt = mt
         self.demand_note = demand_note  # how the demand was counted, for the reasons
@@ -379,6 +396,7 @@ def _creations(
         hold("", "no_limit", "no processors_limit configured and the cloud reports no quota: nothing is created")
         return []
     candidates = _candidates(snapshot, demand, space, tallies, hold, now)
+    caps = spend.Caps.of(space, settings, snapshot.spend, snapshot.records, now)
     total = held + snapshot.foreign_processors
     cap = rules.creation_cap(limit, settings.max_create_fraction)
     created = 0
@@ -394,25 +412,25 @@ def _creations(
             break
         # the lowest weighted count goes first; a tie to the larger share, then by name (never by chance)
         best = min(candidates, key=lambda c: (c.tally.weighted, -c.mt.target_share, c.mt.name))
-        refusal = _refusal(best, total, limit, source, space, snapshot, now)
+        refusal = _refusal(best, total, limit, source, space, snapshot, caps, now)
         if refusal is not None:
             hold(best.mt.name, *refusal)
             candidates.remove(best)
             continue
-        creates.append(_create(best, space, now))
+        creates.append(_create(best, space, caps, now))
         decisions.append(Decision(Action.CREATE, space.name, best.mt.name, creates[-1].reason, rule="share"))
         total += best.processors
         created += best.processors
-        _count_create(best)
+        _count_create(best, caps, _charge(best, space, creates[-1]))
     if total < limit and created < cap:
         creates += _replacements(snapshot, demand, space, tallies, creates, limit - total, cap - created, source,
-                                 now, decisions)
+                                 caps, now, decisions)
     return creates
 
 
 def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: SpaceConfig,
                   tallies: dict[str, _Tally], creates: list[CreateOrder], room: int, allowed: int, source: str,
-                  now: datetime, decisions: list[Decision]) -> list[CreateOrder]:
+                  caps: spend.Caps | None, now: datetime, decisions: list[Decision]) -> list[CreateOrder]:
     """Machines made ahead of the drifted ones they replace (core/retire.py drains those once these run): for each
     machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
     retire at once, within every limit."""
@@ -425,7 +443,7 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     for name, mt in sorted(space.machinetypes.items()):
         if name not in held:
             continue
-        offer = _offering(mt, snapshot.flavors, cooled.get(name, {}))
+        offer = _offering(space, mt, snapshot.flavors, cooled.get(name, {}))
         if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or \
                 not isinstance(offer, _Offer):
             continue  # a HOLD for no flavor or a cooled offering is said once, by _candidates
@@ -442,9 +460,9 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
             continue
         alive += sum(1 for c in creates if c.machinetype == name)
         wanted = max(0, busy - draining) + min(drifted, max(1, mt.max_disrupting.of(working))) - alive
-        c = _Candidate(mt, tallies[name], offer, None)
+        c = _Candidate(space, mt, tallies[name], offer, None)
         for _ in range(max(0, wanted)):
-            why = _refusal(c, 0, room, source, space, snapshot, now) if c.processors <= allowed else \
+            why = _refusal(c, 0, room, source, space, snapshot, caps, now) if c.processors <= allowed else \
                 ("creation_cap", "creation cap reached this cycle")
             if why is not None:
                 decisions.append(Decision(Action.HOLD, space.name, name, f"replacing drifted machines: {why[1]}",
@@ -452,11 +470,12 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
                 break
             order = identity.create_order(space, mt, c.processors, offer.offering, now, (
                 f"ahead of the {drifted} drifted machines it replaces (the work needs {busy}, {alive} alive)"
-                + (f"; {offer.passed}" if offer.passed else "")), fallbacks=offer.fallbacks)
+                + (f"; {offer.passed}" if offer.passed else "") + _priced(c)),
+                fallbacks=_fallbacks(c, space, caps))
             found.append(order)
             decisions.append(Decision(Action.CREATE, space.name, name, order.reason, rule="drift_replace"))
             room, allowed, alive = room - c.processors, allowed - c.processors, alive + 1
-            _count_create(c)
+            _count_create(c, caps, _charge(c, space, order))
     return found
 
 
@@ -476,7 +495,7 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
         if name in snapshot.unrenderable:
             hold(name, "user_data", f"user-data cannot be rendered, nothing is created: {snapshot.unrenderable[name]}")
             continue
-        offer = _offering(mt, snapshot.flavors, cooled.get(name, {}))
+        offer = _offering(space, mt, snapshot.flavors, cooled.get(name, {}))
         if not isinstance(offer, _Offer):
             hold(name, *offer)
             continue
@@ -491,14 +510,14 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
                 hold(name, "too_big", f"{too_big} idle jobs ask for more than one {size}-processor machine has "
                                       f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk):"
                                       " not counted")
-            found.append(_Candidate(mt, tallies[name], offer, needed - tallies[name].starting_machines, note))
+            found.append(_Candidate(space, mt, tallies[name], offer, needed - tallies[name].starting_machines, note))
             continue
-        found.append(_Candidate(mt, tallies[name], offer, None))
+        found.append(_Candidate(space, mt, tallies[name], offer, None))
     return found
 
 
 def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceConfig, snapshot: SpaceSnapshot,
-             now: datetime) -> tuple[str, str] | None:
+             caps: spend.Caps | None, now: datetime) -> tuple[str, str] | None:
     """(rule, reason) why candidate ``c`` may not create one more machine now, or None."""
     mt, tally, size = c.mt, c.tally, c.processors
     if total + size > limit:
@@ -519,6 +538,10 @@ def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceCon
     if c.allowance is not None and c.allowance <= 0:
         return "demand_satisfied", (f"demand satisfied: idle work needs no more machines ({tally.starting_machines} "
                                     f"starting, {c.demand_note})")
+    if caps is not None:
+        capped = caps.refusal(c.price, c.offer.offering)
+        if capped is not None:
+            return capped
     why = rules.backoff_hold(snapshot.backoffs.get(mt.name), mt, tally.not_passed_fizzle, now)
     if why is not None:
         return "backoff", why
@@ -528,17 +551,39 @@ def _refusal(c: _Candidate, total: int, limit: int, source: str, space: SpaceCon
     return ("launch_health", why) if why is not None else None
 
 
-def _create(c: _Candidate, space: SpaceConfig, now: datetime) -> CreateOrder:
+def _create(c: _Candidate, space: SpaceConfig, caps: spend.Caps | None, now: datetime) -> CreateOrder:
     mt = c.mt
     why = f"lowest weighted count per share ({c.tally.weighted:.3g}, target_share {mt.target_share:g})"
     if c.allowance is not None:
         why += f"; demand asks for {c.allowance} more"
     if c.offer.passed:
         why += f"; {c.offer.passed}"
-    return identity.create_order(space, mt, c.processors, c.offer.offering, now, why, fallbacks=c.offer.fallbacks)
+    return identity.create_order(space, mt, c.processors, c.offer.offering, now, why + _priced(c),
+                                 fallbacks=_fallbacks(c, space, caps))
 
 
-def _count_create(c: _Candidate) -> None:
+def _priced(c: _Candidate) -> str:
+    return f"; {c.price:g} an hour on {c.offer.offering}" if c.price is not None else ""
+
+
+def _fallbacks(c: _Candidate, space: SpaceConfig, caps: spend.Caps | None) -> tuple[Offering, ...]:
+    """The offerings a create may fall through to: under a cap, only those whose price the cap allows too."""
+    if caps is None:
+        return c.offer.fallbacks
+    return tuple(o for o in c.offer.fallbacks if caps.allows(spend.price(space, c.mt, o)))
+
+
+def _charge(c: _Candidate, space: SpaceConfig, order: CreateOrder) -> float | None:
+    """What a create counts against the caps: the dearest of its offering and those it may fall through to (the
+    next cycle's listing tells which it was)."""
+    if c.price is None:
+        return None
+    return max([c.price, *(p for o in order.fallbacks if (p := spend.price(space, c.mt, o)) is not None)])
+
+
+def _count_create(c: _Candidate, caps: spend.Caps | None, charge: float | None) -> None:
+    if caps is not None and charge is not None:
+        caps.add(charge)
     tally = c.tally
     tally.created += 1
     tally.processors += c.processors

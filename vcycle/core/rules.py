@@ -44,6 +44,10 @@ RULES: dict[str, str] = {
     "disruption_budget": "hold: max_disrupting machines are retiring already",
     "offering_cooldown": "hold: an interruption notice cools the offering (flavor, zone) for a while",
     "drift_replace": "create: a machine as its machinetype is now, ahead of a drifted one it replaces",
+    "cost_cap": "hold: one more machine would take what the space's machines cost an hour above max_cost_per_hour",
+    "budget_pace": "hold: the space's budget_per_month, paced over what is left of the month, allows no more burn",
+    "site_budget_pace": "hold: the site's budget_per_month, paced and split between the spaces, allows no more burn",
+    "no_price": "hold: a cap is set and the offering has no price (offering_prices, price_per_hour)",
     # deletes
     "stopped": "delete: the machine shut down",
     "failed": "delete: the cloud reports the machine failed",

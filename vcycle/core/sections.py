@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vcycle.core.model import CAPACITY_TYPES
+from vcycle.core.model import CAPACITY_TYPES, Offering
 from vcycle.core.options import (
     REQUIRED,
     Budget,
@@ -66,6 +66,29 @@ def zone_names(value: str) -> tuple[str, ...]:
     if len(set(found)) < len(found):
         raise ValueError("names a zone twice")
     return found
+
+
+def offering_prices(value: str) -> tuple[tuple[Offering, float], ...]:
+    """``OFFERING=PRICE ...``: what a machine-hour of each offering costs. An offering is written as in status
+    (``m5.large``, ``m5.large@eu-west-1a``, ``m5.large/spot``, ``*/spot``): a part left out, or ``*``, is any."""
+    found: list[tuple[Offering, float]] = []
+    for word in value.replace(",", " ").split():
+        pattern, sep, amount = word.partition("=")
+        if not sep or not pattern or not amount:
+            raise ValueError(f"{word!r} is not OFFERING=PRICE (m5.large/spot=0.035)")
+        try:
+            price = float(amount)
+        except ValueError:
+            raise ValueError(f"{word!r}: {amount!r} is not a price") from None
+        if price != price or price < 0 or price == float("inf"):
+            raise ValueError(f"{word!r}: a price is a finite number, 0 or more")
+        parsed = Offering.parse(pattern)
+        offering = Offering(None if parsed.flavor == "*" else parsed.flavor,
+                            None if parsed.zone == "*" else parsed.zone, parsed.capacity)
+        if any(o == offering for o, _ in found):
+            raise ValueError(f"{pattern!r} is priced twice")
+        found.append((offering, price))
+    return tuple(found)
 
 
 DATABASES = ("sqlite", "postgresql", "postgresql+psycopg")  # the state_url schemes the store speaks
@@ -139,6 +162,9 @@ class Settings:
         "/var/spool/apel/outgoing; records go there for spaces with gocdb_sitename; unset = none sent")
     apel_archive_dir: str = key(text, None, "a dirq queue keeping a copy of every APEL message; default "
                                 "STATE_DIR/apel-archive")
+    budget_per_month: float | None = key(
+        number(0.0), None, "money every space's machines may cost in a calendar month (UTC), paced over the month "
+        "(needs prices: offering_prices or price_per_hour)")
     file: str = ""  # where [settings] is, for messages about its keys
 
 
@@ -158,6 +184,8 @@ class MachinetypeConfig:
     capacity_types: tuple[str, ...] = key(capacity_types, (), "spot, on-demand, in order: the offerings of the "
                                           "first come before any of the next; default the connector's")
     min_processors: int = key(integer(1, COUNT_LIMIT), 1, "processors of a machine, at least")
+    price_per_hour: float | None = key(number(0.0), None, "what one of its machines costs an hour, where its "
+                                       "space's offering_prices name none of its offerings")
     max_processors: int | None = key(integer(1, COUNT_LIMIT), None, "processors of a machine, at most")
     disk_gb_per_processor: int = key(integer(0, COUNT_LIMIT), 40, "boot disk per processor where the cloud needs one")
     volume_gb_per_processor: int = key(integer(0, COUNT_LIMIT), None,
@@ -251,6 +279,13 @@ class SpaceConfig:
                              "records, reports and joboutputs of deleted machines are kept this long")
     api_timeout_seconds: float = key(number(1.0, 3600.0), 60.0, "the longest one call to the cloud may take, its "
                                      "retries included; a cycle stops waiting for it then")
+    offering_prices: tuple[tuple[Offering, float], ...] = key(
+        offering_prices, (), "OFFERING=PRICE ...: a machine-hour's price; the most specific match wins, and the "
+        "cheapest offering per hs06 is tried first where all are priced")
+    max_cost_per_hour: float | None = key(number(0.0), None,
+                                          "no create that takes what the space's machines cost an hour above this")
+    budget_per_month: float | None = key(number(0.0), None, "money the space's machines may cost in a calendar "
+                                         "month (UTC), paced: never spent faster than what is left allows")
     machinetypes: Mapping[str, MachinetypeConfig] = field(default_factory=dict)
     connector: Any = None  # the keys its connector adds (its own declaration)
     runs_script: bool = False  # its connector runs the user-data as a script (ConnectorPlugin.runs_script)

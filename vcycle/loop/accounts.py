@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from vcycle.accounting import apel, vacmon
+from vcycle.core import spend
 from vcycle.core.model import MachineRecord, ReportError
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.usage import usage
@@ -55,7 +56,7 @@ def account(config: Config, space: SpaceConfig, store: Store, now: datetime) -> 
             vacmon.send([vacmon.machine_message(space, r, by_name.get(r.name), host, now) for r in gone],
                         space.vacmon_hostport, space.name)
         try:
-            marked = ledger.account(space.name, [r.name for r in gone], usages, now)
+            marked = ledger.account(space.name, [r.name for r in gone], usages, now, costs=_costs(space, gone))
         except StoreError as exc:
             log.error("space=%s accounted machines not marked (their records may be sent twice): %s", space.name,
                       exc)
@@ -64,6 +65,16 @@ def account(config: Config, space: SpaceConfig, store: Store, now: datetime) -> 
                  sum(1 for u in usages if u.machine in marked))
     errors.extend(_summaries(config, space, ledger, now))
     return errors
+
+
+def _costs(space: SpaceConfig, gone: Sequence[MachineRecord]) -> dict[str, dict[str, float]]:
+    """machine -> month -> what it cost, for the gone machines with a price (core/spend.py)."""
+    found = {}
+    for record in gone:
+        per_hour = spend.record_price(space, record)
+        if per_hour is not None:
+            found[record.name] = spend.by_month(record, per_hour)
+    return found
 
 
 def _summaries(config: Config, space: SpaceConfig, ledger: Ledger, now: datetime) -> list[ReportError]:

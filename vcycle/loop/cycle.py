@@ -37,7 +37,7 @@ from vcycle.core.states import HOLDS_PROCESSORS, MachineState
 from vcycle.core.sync import SyncResult, sync
 from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
 from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError, Throttled
-from vcycle.loop import accounts
+from vcycle.loop import accounts, spending
 from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
 from vcycle.loop.holds import Holds
@@ -97,6 +97,7 @@ class Observation:
     trials: Mapping[CreateOrder, Launch] = dataclasses.field(default_factory=dict)  # prepared while planning
     demand: Mapping[str, Demand] = dataclasses.field(default_factory=dict)
     batch: bool = False  # the space's machines register with a batch system that said which
+    spend: Mapping[str, object] | None = None  # the month's money, where the space names prices (core/spend.py)
 
 
 def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
@@ -191,16 +192,18 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     recent = _recent_idle(ctx) if registered is not None else {}
     spent = ctx.kept.in_force(lambda: _held(synced.records, synced.foreign_processors))
     cooling = {**state.cooldowns, **{(c.machinetype, c.offering): c for c in synced.cooldowns}}
+    money, figures = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now)
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining, registered, recent_idle=recent, launches=state.launches,
-                             cooldowns=cooling, quota_hold=spent)
+                             cooldowns=cooling, quota_hold=spent, spend=money)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)
     if unrenderable:  # planned again without them: their capacity goes to the others
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
-    return Observation(state, synced, result, timings, unrenderable, trials, demand, registered is not None)
+    return Observation(state, synced, result, timings, unrenderable, trials, demand, registered is not None,
+                       figures.as_dict() if figures is not None else None)
 
 
 def _held(records: Iterable[MachineRecord], foreign: int) -> int:
@@ -318,7 +321,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
                                              f"{why}", mt) for mt, why in seen.unrenderable.items()), *accounting]
     report = CycleReport(ctx.name, now, ctx.clock(), ok=not errors, counts=counts, decisions=seen.plan.decisions,
                          errors=tuple(errors), timings=timings, warnings=(*seen.synced.warnings, *_notices(ctx, now)),
-                         series=_point(ctx, now, seen, applied.records, final))
+                         series=_point(ctx, now, seen, applied.records, final), spend=seen.spend)
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
     if save_report:

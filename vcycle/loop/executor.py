@@ -398,7 +398,8 @@ class Executor:
         fell = f" on {made} ({spec.offering} had no capacity)" if made != spec.offering else ""
         log.info("%s created (cloud id %s)%s", where, machine.id, fell)
         moved = dataclasses.replace(record, cloud_id=machine.id, processors=machine.processors or record.processors,
-                                    flavor=made.flavor, zone=machine.zone or made.zone)
+                                    flavor=made.flavor, zone=machine.zone or made.zone,
+                                    capacity=made.capacity or record.capacity)
         return Outcome(True, True, transition(moved, S.STARTING, now,
                                               f"create accepted by the cloud (id {machine.id}){fell}"),
                        cooldowns=tried.cooled)

@@ -61,7 +61,8 @@ def prepare(space: SpaceConfig, mt: MachinetypeConfig, order: CreateOrder, *, ma
     features = mjf.features(mt, order.processors, now, order.shutdown_at, space.shutdown_time)
     record = new_record(name=who.name, space=space.name, machinetype=mt.name, state=MachineState.REQUESTED,
                         processors=order.processors, now=now, request_id=who.request_id, reason=reason,
-                        manager=manager, flavor=order.flavor, zone=order.zone, hs06=order.hs06,
+                        manager=manager, flavor=order.flavor, zone=order.zone, capacity=order.capacity,
+                        hs06=order.hs06,
                         shutdown_at=order.shutdown_at,
                         token_hash=who.token_hash, features=json.dumps(features, sort_keys=True),
                         made_by=mt.made_by or None)

@@ -9,7 +9,7 @@ per machine and per summary key, so a repeat replaces, never adds).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from vcycle.store.sql import Store, _record
 
 M = schema.machines
 U = schema.usage_months
+C = schema.spend_months
 GONE = MachineState.GONE.value
 
 
@@ -44,9 +45,11 @@ class Ledger:
                              .order_by(M.c.state_since, M.c.name)).all()
         return [_record(r) for r in rows]
 
-    def account(self, space: str, names: Iterable[str], usages: Sequence[Usage], at: datetime) -> set[str]:
-        """Mark the GONE machines ``names`` accounted at ``at`` and add the ``usages`` of those not marked before
-        to their months; the names marked now (the others were accounted already, or are not GONE)."""
+    def account(self, space: str, names: Iterable[str], usages: Sequence[Usage], at: datetime,
+                costs: Mapping[str, Mapping[str, float]] | None = None) -> set[str]:
+        """Mark the GONE machines ``names`` accounted at ``at`` and add the ``usages`` and ``costs`` (machine ->
+        month -> cost, core/spend.py) of those not marked before to their months; the names marked now (the
+        others were accounted already, or are not GONE)."""
         wanted = sorted(set(names))
         if not wanted:
             return set()
@@ -59,6 +62,7 @@ class Ledger:
                                   .returning(M.c.name)).scalars())
             if not open_:
                 return set()
+            self._add_costs(c, space, {n: m for n, m in (costs or {}).items() if n in open_}, at)
             counted = [u for u in usages if u.machine in open_ and u.space == space]
             keys = sorted({(u.machinetype, u.month) for u in counted})
             months: dict[tuple[str, str], MonthUsage | None] = dict.fromkeys(keys)
@@ -78,6 +82,37 @@ class Ledger:
                 else:
                     c.execute(insert(U).values(**values))
         return open_
+
+    @staticmethod
+    def _add_costs(c: Any, space: str, costs: Mapping[str, Mapping[str, float]], at: datetime) -> None:
+        summed: dict[str, list[float]] = {}
+        for months in costs.values():
+            for month, amount in months.items():
+                row = summed.setdefault(month, [0.0, 0])
+                row[0] += amount
+                row[1] += 1
+        for month, (amount, machines) in sorted(summed.items()):
+            old = c.execute(select(C.c.cost, C.c.machines).where(C.c.space == space, C.c.month == month)).first()
+            if old is None:
+                c.execute(insert(C).values(space=space, month=month, cost=amount, machines=int(machines),
+                                           changed_at=at))
+            else:
+                c.execute(update(C).where(C.c.space == space, C.c.month == month).values(
+                    cost=old.cost + amount, machines=old.machines + int(machines), changed_at=at))
+
+    def spent(self, month: str) -> dict[str, float]:
+        """space -> what its accounted machines cost in ``month`` (YYYY-MM)."""
+        with self.store._begin() as c:
+            return {r.space: r.cost for r in c.execute(select(C.c.space, C.c.cost).where(C.c.month == month))}
+
+    def unaccounted_elsewhere(self, space: str) -> dict[str, list[MachineRecord]]:
+        """The other spaces' machines not accounted yet (alive, or gone and waiting), by space."""
+        with self.store._begin() as c:
+            rows = c.execute(select(M).where(M.c.space != space, M.c.accounted_at.is_(None))).all()
+        found: dict[str, list[MachineRecord]] = {}
+        for r in rows:
+            found.setdefault(r.space, []).append(_record(r))
+        return found
 
     def unsent(self, space: str, before: datetime) -> list[MonthUsage]:
         """Months whose figures changed since their summary was last sent, if that was before ``before`` (or

@@ -68,6 +68,7 @@ machines = Table(
     Column("cloud_id", String(255)),
     Column("zone", String(255)),
     Column("flavor", String(255)),
+    Column("capacity", String(32)),  # the capacity type it was made as (spot, on-demand); NULL: the cloud's own
     Column("hs06", Float),
     Column("started_at", UTCDateTime),
     Column("stopped_at", UTCDateTime),
@@ -188,6 +189,17 @@ usage_months = Table(
     Column("latest_start", UTCDateTime, nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),  # its summary last written to the APEL queues
+)
+
+# What each space's machines cost in each month (core/spend.py), added once per machine when it is accounted;
+# the machines not accounted yet are priced from their records.
+spend_months = Table(
+    "spend_months", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("month", String(7), primary_key=True),  # YYYY-MM
+    Column("cost", Float, nullable=False),
+    Column("machines", Integer, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
 )
 
 # The status page's time series: one point per space and cycle (vcycle/core/series.py), JSON of

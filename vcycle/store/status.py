@@ -65,9 +65,18 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
                             else None},
             "drifted": _drifted(space, makers.get(name, {})),
             "pilots_waiting": _pilots_waiting(config, store, name),
+            "spend": _spend(space, reports.get(name)),
             "last_cycle": reports.get(name),
         }
     return {"manager": config.settings.manager_name, "time": now.isoformat(), "spaces": spaces}
+
+
+def _spend(space: SpaceConfig | None, report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The month's money as the last cycle counted it, and the caps: None where the space names no price."""
+    money = (report or {}).get("spend")
+    if space is None or not money:
+        return None
+    return {**money, "max_cost_per_hour": space.max_cost_per_hour, "budget_per_month": space.budget_per_month}
 
 
 _HOLDING = {s.value for s in HOLDS_PROCESSORS}

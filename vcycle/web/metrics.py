@@ -92,6 +92,12 @@ class Metrics:
                                "1 while a machinetype's recent launches fail (launch_health_failures of "
                                "launch_health_window) and it makes one probe machine at a time",
                                ["space", "machinetype"], registry=r)
+        self.spent = Gauge("vcycle_spend_month_to_date", "What the space's machines cost since the month began "
+                           "(UTC), at their offering's price", ["space"], registry=r)
+        self.burn = Gauge("vcycle_spend_burn_per_hour", "What the space's machines not yet gone cost an hour",
+                          ["space"], registry=r)
+        self.projected = Gauge("vcycle_spend_projected_month", "Spend to date and the burn for the rest of the month",
+                               ["space"], registry=r)
         self._sick: set[tuple[str, str]] = set()
         r.register(_Machines(directory, now))
         self._seen: dict[str, str] = {}
@@ -128,6 +134,11 @@ class Metrics:
         self._open[space] = tripped
         if "total_s" in timings:
             self.cycle_seconds.labels(space).observe(timings["total_s"])
+        money = report.get("spend")
+        if money:
+            self.spent.labels(space).set(money["to_date"])
+            self.burn.labels(space).set(money["burn_per_hour"])
+            self.projected.labels(space).set(money["projected_month"])
         for operation in API_OPERATIONS:
             calls = counts.get(f"api_{operation}_calls")
             if calls:

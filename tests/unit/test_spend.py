@@ -1,0 +1,196 @@
+"""Spend caps (core/spend.py and the planner): prices per offering, the cost of a machine's life by month, the
+hourly cap, the paced monthly budgets, and the cheapest offering per hs06 tried first."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from vctest import T0, config_text, load_text, rec
+
+from vcycle.core import spend
+from vcycle.core.model import Demand, MachineRecord, Offering, SpaceSnapshot, Spend, StatusChange
+from vcycle.core.planner import plan
+from vcycle.core.states import MachineState
+from vcycle.errors import ConfigError
+
+S = MachineState
+PRICES = "m5.large=0.10 m5.large/spot=0.04 m5.large@za/spot=0.03 */spot=0.05"
+
+
+def space_with(machinetype: dict[str, object] | None = None, space: dict[str, object] | None = None,
+               settings_: dict[str, object] | None = None, limit: int = 1000):  # type: ignore[no-untyped-def]
+    config = load_text(config_text(limit=limit, machinetypes={"mt": {"target_share": 1, **(machinetype or {})}},
+                                   space=space, settings=settings_))
+    return config, config.spaces["sp"]
+
+
+def test_the_most_specific_price_wins_then_the_machinetype_s_own() -> None:
+    _, sp = space_with({"price_per_hour": 0.5}, {"offering_prices": PRICES})
+    mt = sp.machinetypes["mt"]
+    assert spend.price(sp, mt, Offering("m5.large")) == 0.10
+    assert spend.price(sp, mt, Offering("m5.large", "zb", "on-demand")) == 0.10
+    assert spend.price(sp, mt, Offering("m5.large", "zb", "spot")) == 0.04  # flavor and capacity beat capacity alone
+    assert spend.price(sp, mt, Offering("m5.large", "za", "spot")) == 0.03
+    assert spend.price(sp, mt, Offering("c5.large", None, "spot")) == 0.05  # */spot
+    assert spend.price(sp, mt, Offering("c5.large")) == 0.5  # no pattern: price_per_hour
+    _, bare = space_with()
+    assert spend.price(bare, bare.machinetypes["mt"], Offering("c5.large")) is None
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("m5.large", "is not OFFERING=PRICE"),
+    ("m5.large=cheap", "'cheap' is not a price"),
+    ("m5.large=-1", "a price is a finite number, 0 or more"),
+    ("m5.large=0.1 m5.large=0.2", "'m5.large' is priced twice"),
+])
+def test_bad_prices_are_refused_naming_file_section_and_key(value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(config_text(space={"offering_prices": value}))
+    found = [(p.section, p.key, p.message) for p in caught.value.problems]
+    assert any(section == "space sp" and key == "offering_prices" and words in message
+               for section, key, message in found), found
+    assert all(p.file for p in caught.value.problems)
+
+
+def test_a_negative_cap_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(config_text(space={"max_cost_per_hour": "-3"}, settings={"budget_per_month": "x"}))
+    keys = {(p.section, p.key) for p in caught.value.problems}
+    assert {("space sp", "max_cost_per_hour"), ("settings", "budget_per_month")} <= keys
+
+
+def gone(name: str, created: datetime, ended: datetime, **extra: object):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(rec(name, S.GONE, created=created, **extra), last=StatusChange(S.GONE, ended, "gone"))
+
+
+def test_a_machine_costs_from_its_creation_until_gone_split_by_month() -> None:
+    created = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
+    machine = gone("m1", created, created + timedelta(hours=5))
+    assert spend.by_month(machine, 0.5) == {"2026-11": pytest.approx(1.0), "2026-12": pytest.approx(1.5)}
+    alive = rec("m2", S.RUNNING, created=created)
+    assert spend.by_month(alive, 0.5) == {}  # still costing: priced from its record until it is gone
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    start, end = spend.month(now)
+    assert (start, end) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    assert spend.cost(alive, 0.5, start, now) == pytest.approx(1.0)  # December's two hours only
+
+
+def test_the_paced_rate_is_what_is_left_over_what_is_left_of_the_month() -> None:
+    mid = datetime(2026, 4, 16, tzinfo=UTC)  # 15 of April's 30 days left
+    assert spend.paced(720.0, 360.0, mid) == pytest.approx(360.0 / (15 * 24))
+    assert spend.paced(720.0, 800.0, mid) == 0.0  # overspent: nothing more
+
+
+def test_the_hourly_cap_refuses_the_create_that_would_pass_it_naming_the_numbers() -> None:
+    config, _ = space_with({"price_per_hour": 0.4}, {"max_cost_per_hour": "1.0"})
+    running = tuple(rec(f"r{i}", S.RUNNING) for i in range(2))  # 0.8 an hour
+    result = plan(SpaceSnapshot("sp", running), {}, config, T0)
+    assert result.creates == ()
+    (held,) = [d for d in result.decisions if d.rule == "cost_cap"]
+    assert "burning 0.800 an hour, 0.4 more for this machine would pass 1.000" in held.reason
+    assert "max_cost_per_hour 1 of space sp" in held.reason
+    fewer = plan(SpaceSnapshot("sp", running[:1]), {}, config, T0)
+    assert len(fewer.creates) == 1 and "0.4 an hour" in fewer.creates[0].reason
+
+
+def test_a_cap_without_a_price_makes_nothing_and_says_which_key() -> None:
+    config, _ = space_with(space={"budget_per_month": "100"})
+    result = plan(SpaceSnapshot("sp", ()), {}, config, T0)
+    assert result.creates == ()
+    assert any(d.rule == "no_price" and "budget_per_month caps" in d.reason for d in result.decisions)
+
+
+def test_without_caps_or_prices_nothing_changes() -> None:
+    config, _ = space_with()
+    assert spend.Caps.of(config.spaces["sp"], config.settings, None, (), T0) is None
+    assert len(plan(SpaceSnapshot("sp", ()), {}, config, T0).creates) == 100
+
+
+def test_the_cheapest_offering_per_hs06_goes_first_where_all_are_priced() -> None:
+    config, _ = space_with({"flavor_names": "big small", "max_processors": 4, "hs06_per_processor": 10},
+                           {"offering_prices": "big=0.30 small=0.20"})
+    flavors = {"big": 4, "small": 2}  # big: 0.0075 per hs06, small: 0.01
+    order = plan(SpaceSnapshot("sp", (), flavors=flavors), {}, config, T0).creates[0]
+    assert order.flavor == "big"
+    partly, _ = space_with({"flavor_names": "big small", "max_processors": 4}, {"offering_prices": "small=0.01"})
+    assert plan(SpaceSnapshot("sp", (), flavors=flavors), {}, partly, T0).creates[0].flavor == "big"  # as listed
+
+
+def test_a_fallback_the_cap_would_not_allow_is_left_out() -> None:
+    config, _ = space_with({"flavor_names": "m5", "zones": "za zb", "capacity_types": "spot"},
+                           {"offering_prices": "m5@za/spot=0.1 m5@zb/spot=0.9", "max_cost_per_hour": "0.5"})
+    order = plan(SpaceSnapshot("sp", ()), {}, config, T0).creates[0]
+    assert order.offering.key == "m5@za/spot" and order.fallbacks == ()
+
+
+def test_the_site_budget_is_split_between_the_spaces_that_share_it() -> None:
+    config, _ = space_with({"price_per_hour": 1.0}, settings_={"budget_per_month": 744 * 4})  # 4 an hour in January
+    month_start = datetime(2026, 1, 1, tzinfo=UTC)
+    alone = plan(SpaceSnapshot("sp", (), spend=Spend(0.0, 0.0, 0.0, 1)), {}, config, month_start)
+    assert len(alone.creates) == 4
+    shared = plan(SpaceSnapshot("sp", (), spend=Spend(0.0, 0.0, 2.0, 2)), {}, config, month_start)
+    assert len(shared.creates) == 1  # (4 - 2 burnt elsewhere) / 2 spaces
+    assert any(d.rule == "site_budget_pace" and "2.000 burnt elsewhere" in d.reason for d in shared.decisions)
+
+
+# --- invariants -------------------------------------------------------------------------------
+
+prices = st.sampled_from([0.05, 0.1, 0.25, 0.4, 1.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(cap=st.floats(0.0, 20.0), running=st.lists(prices, max_size=30), price=prices,
+       demand=st.integers(0, 200))
+def test_the_projected_burn_never_exceeds_the_cap(cap: float, running: list[float], price: float,
+                                                   demand: int) -> None:
+    """Whatever runs and whatever the demand: the burn after this cycle's creates stays within
+    max_cost_per_hour, or no create is made where it was above already."""
+    config = load_text(config_text(limit=1000, space={"max_cost_per_hour": cap, "offering_prices":
+                                                      " ".join(f"f{i}={p}" for i, p in enumerate(running)) or "x=1"},
+                                   machinetypes={"mt": {"target_share": 1, "price_per_hour": price,
+                                                        "demand": "q"}},
+                                   extra="[demand q]\ntype = file\npath = /dev/null\n"))
+    records = tuple(rec(f"r{i}", S.RUNNING, flavor=f"f{i}") for i in range(len(running)))
+    result = plan(SpaceSnapshot("sp", records), {"mt": Demand(idle_jobs=demand)}, config, T0)
+    burn = sum(running) + price * len(result.creates)
+    assert not result.creates or burn <= cap + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(budget=st.floats(10.0, 2000.0), price=prices, lifetimes=st.lists(st.integers(1, 96), min_size=1, max_size=8),
+       demand=st.lists(st.integers(0, 40), min_size=1, max_size=10))
+def test_pacing_never_spends_more_than_its_share_and_one_machine_hour(
+        budget: float, price: float, lifetimes: list[int], demand: list[int]) -> None:
+    """A month of hourly cycles: machines live a few hours each, the demand changes; at every hour the money
+    spent is at most the month's elapsed share of the budget plus one machine-hour."""
+    config = load_text(config_text(limit=10_000, space={"budget_per_month": budget},
+                                   settings={"max_create_fraction": 1},
+                                   machinetypes={"mt": {"target_share": 1, "price_per_hour": price,
+                                                        "demand": "q"}},
+                                   extra="[demand q]\ntype = file\npath = /dev/null\n"))
+    sp = config.spaces["sp"]
+    start, end = spend.month(datetime(2026, 2, 10, tzinfo=UTC))
+    hours = int((end - start).total_seconds() // 3600)
+    alive: list[tuple[MachineRecord, datetime]] = []  # record, when it ends
+    spent_gone = 0.0
+    made = 0
+    for hour in range(hours):
+        now = start + timedelta(hours=hour)
+        for record, ends in [a for a in alive if a[1] <= now]:
+            alive.remove((record, ends))
+            spent_gone += spend.cost(record, price, start, ends)
+        records = tuple(r for r, _ in alive)
+        to_date = spent_gone + sum(spend.cost(r, price, start, now) for r in records)
+        share = budget * hour / hours
+        assert to_date <= share + price + 1e-6, (hour, to_date, share)
+        wanted = Demand(idle_jobs=demand[hour % len(demand)] + len(records))
+        result = plan(SpaceSnapshot("sp", records, spend=Spend(to_date, to_date)), {"mt": wanted}, config, now)
+        for _ in result.creates:
+            made += 1
+            machine = rec(f"m{made}", S.RUNNING, created=now)
+            alive.append((machine, now + timedelta(hours=lifetimes[made % len(lifetimes)])))
+    assert sp.budget_per_month == budget

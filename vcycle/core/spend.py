@@ -1,0 +1,226 @@
+"""Spend: what machines cost, and the caps a create stays within.
+
+A machine-hour's price is the most specific of its space's
+``offering_prices`` that matches its offering (flavor, zone, capacity type),
+else its machinetype's ``price_per_hour``, else unknown. A machine costs its
+price from its creation until it is gone, whatever it did meanwhile: that
+is how clouds bill. The *burn* is what the space's machines not yet gone
+cost an hour.
+
+The caps, each a most the burn may be after one more create:
+
+- ``max_cost_per_hour`` of the space;
+- ``budget_per_month`` of the space, paced: what is left of the month's
+  budget spread over what is left of the month (UTC). Spending at that rate
+  or below never runs ahead of the month's elapsed share, so a budget is not
+  spent in its first week;
+- ``[settings] budget_per_month``, paced the same over every space; the
+  headroom (the site's paced rate less what every space burns) is split
+  evenly between the spaces that share it, so spaces planned at once cannot
+  spend it twice.
+
+Where a cap is set, a machine of unknown price is not made: its cost could
+not be kept under the cap.
+
+Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from vcycle.core.model import MachineRecord, Offering, Spend
+from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
+from vcycle.core.states import MachineState
+
+HOUR = 3600.0
+
+
+def price(space: SpaceConfig, mt: MachinetypeConfig | None, offering: Offering) -> float | None:
+    """A machine-hour's price on ``offering``: the most specific match in the space's offering_prices (the first
+    listed among equals), else the machinetype's price_per_hour, else None."""
+    best: tuple[int, float] | None = None
+    for pattern, amount in space.offering_prices:
+        parts = ((pattern.flavor, offering.flavor), (pattern.zone, offering.zone),
+                 (pattern.capacity, offering.capacity))
+        if all(mine is None or mine == theirs for mine, theirs in parts):
+            named = sum(mine is not None for mine, _ in parts)
+            if best is None or named > best[0]:
+                best = (named, amount)
+    if best is not None:
+        return best[1]
+    return mt.price_per_hour if mt is not None else None
+
+
+def priced(space: SpaceConfig, settings: Settings) -> bool:
+    """Whether any cap asks the planner to count money in ``space``."""
+    return (space.max_cost_per_hour is not None or space.budget_per_month is not None
+            or settings.budget_per_month is not None)
+
+
+def record_price(space: SpaceConfig, record: MachineRecord) -> float | None:
+    return price(space, space.machinetypes.get(record.machinetype),
+                 Offering(record.flavor, record.zone, record.capacity))
+
+
+def month(now: datetime) -> tuple[datetime, datetime]:
+    """The calendar month (UTC) ``now`` lies in: its first moment and the next month's."""
+    now = now.astimezone(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end
+
+
+def gone_at(record: MachineRecord) -> datetime | None:
+    """When the machine stopped costing: when it was seen gone; None while it may still cost."""
+    if record.state is MachineState.GONE:
+        return record.state_since
+    if record.state is MachineState.CREATE_FAILED:
+        return record.created_at  # never made
+    return None
+
+
+def cost(record: MachineRecord, per_hour: float, start: datetime, end: datetime) -> float:
+    """What the machine cost between ``start`` and ``end`` at ``per_hour``."""
+    until = gone_at(record)
+    until = end if until is None else min(until, end)
+    since = max(record.created_at, start)
+    return per_hour * max(0.0, (until - since).total_seconds()) / HOUR
+
+
+def by_month(record: MachineRecord, per_hour: float) -> dict[str, float]:
+    """What a gone machine cost in each month (YYYY-MM) it lived in; nothing while it may still cost."""
+    end = gone_at(record)
+    found: dict[str, float] = {}
+    at = record.created_at
+    while end is not None and at < end:
+        first, following = month(at)
+        found[f"{first:%Y-%m}"] = cost(record, per_hour, first, following)
+        at = following
+    return found
+
+
+def known(space: SpaceConfig) -> bool:
+    """Whether the space names any price: then its spend is counted and shown."""
+    return bool(space.offering_prices) or any(mt.price_per_hour is not None for mt in space.machinetypes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A space's month so far: what an operator reads in status, the API and the metrics."""
+
+    month: str  # YYYY-MM (UTC)
+    to_date: float  # spent since the month began
+    burn: float  # what its machines not yet gone cost an hour
+    projected: float  # to_date and the burn for the rest of the month
+    unpriced: int  # machines not gone whose price is not known (not counted)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"month": self.month, "to_date": round(self.to_date, 4), "burn_per_hour": round(self.burn, 4),
+                "projected_month": round(self.projected, 4), "unpriced_machines": self.unpriced}
+
+
+def figures(space: SpaceConfig, accounted: float, unaccounted: Iterable[MachineRecord], now: datetime) -> Figures:
+    """The space's month: ``accounted`` (the ledger's cost of its machines accounted this month) and the cost of
+    the machines not accounted yet, from their records."""
+    start, end = month(now)
+    spent, burn, unpriced = month_costs(space, unaccounted, now)
+    to_date = accounted + spent
+    return Figures(f"{start:%Y-%m}", to_date, burn, to_date + burn * (end - now).total_seconds() / HOUR, unpriced)
+
+
+def month_costs(space: SpaceConfig, records: Iterable[MachineRecord], now: datetime) -> tuple[float, float, int]:
+    """(what the records cost this month until ``now``, what those not gone burn an hour, how many of them have
+    no price)."""
+    start, _ = month(now)
+    spent = burn = 0.0
+    unpriced = 0
+    for record in records:
+        per_hour = record_price(space, record)
+        if per_hour is None:
+            unpriced += gone_at(record) is None
+            continue
+        spent += cost(record, per_hour, start, now)
+        if gone_at(record) is None:
+            burn += per_hour
+    return spent, burn, unpriced
+
+
+def paced(budget: float, spent: float, now: datetime) -> float:
+    """The most a month's ``budget`` may burn an hour now, ``spent`` of it gone: what is left over what is left
+    of the month."""
+    _, end = month(now)
+    hours = max((end - now).total_seconds() / HOUR, 1 / 60)
+    return max(0.0, budget - spent) / hours
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """One most the burn may be, and the words that say where it comes from."""
+
+    rule: str
+    key: str  # the configuration key that sets it
+    rate: float
+    words: str
+
+
+class Caps:
+    """The caps of one space while it is planned: the burn, raised by each create made."""
+
+    __slots__ = ("burn", "caps")
+
+    def __init__(self, burn: float, caps: list[Cap]) -> None:
+        self.burn = burn
+        self.caps = caps
+
+    @classmethod
+    def of(cls, space: SpaceConfig, settings: Settings, spend: Spend | None, records: Iterable[MachineRecord],
+           now: datetime) -> Caps | None:
+        """The space's caps now, or None when none is set."""
+        if not priced(space, settings):
+            return None
+        _, burn, _ = month_costs(space, records, now)
+        caps = []
+        if space.max_cost_per_hour is not None:
+            caps.append(Cap("cost_cap", "max_cost_per_hour", space.max_cost_per_hour,
+                            f"max_cost_per_hour {space.max_cost_per_hour:g} of space {space.name}"))
+        if space.budget_per_month is not None:
+            spent = spend.space_to_date if spend is not None else 0.0
+            rate = paced(space.budget_per_month, spent, now)
+            caps.append(Cap("budget_pace", "budget_per_month", rate, (
+                f"budget_per_month {space.budget_per_month:g} of space {space.name} paced: {spent:.2f} spent, "
+                f"{max(0.0, space.budget_per_month - spent):.2f} left for {_left(now)} is {rate:.3f} an hour")))
+        if settings.budget_per_month is not None:
+            site = spend or Spend(0.0, 0.0)
+            rate = paced(settings.budget_per_month, site.site_to_date, now)
+            share = max(0.0, rate - site.site_burn_elsewhere - burn) / max(1, site.site_spaces)
+            caps.append(Cap("site_budget_pace", "[settings] budget_per_month", burn + share, (
+                f"[settings] budget_per_month {settings.budget_per_month:g} paced: {site.site_to_date:.2f} spent "
+                f"site-wide, {rate:.3f} an hour for {_left(now)}, {site.site_burn_elsewhere:.3f} burnt elsewhere, "
+                f"this space's part of the rest {share:.3f}")))
+        return cls(burn, caps)
+
+    def refusal(self, per_hour: float | None, offering: Offering) -> tuple[str, str] | None:
+        """(rule, reason) why a machine at ``per_hour`` may not be made now, or None."""
+        if per_hour is None:
+            keys = " and ".join(sorted({cap.key for cap in self.caps}))
+            return "no_price", (f"no price known for {offering} (offering_prices, price_per_hour), and {keys} "
+                                "caps what machines cost")
+        for cap in self.caps:
+            if self.burn + per_hour > cap.rate + 1e-9:
+                return cap.rule, (f"spend: burning {self.burn:.3f} an hour, {per_hour:g} more for this machine "
+                                  f"would pass {cap.rate:.3f} ({cap.words})")
+        return None
+
+    def allows(self, per_hour: float | None) -> bool:
+        return per_hour is not None and all(self.burn + per_hour <= cap.rate + 1e-9 for cap in self.caps)
+
+    def add(self, per_hour: float) -> None:
+        self.burn += per_hour
+
+
+def _left(now: datetime) -> str:
+    _, end = month(now)
+    return f"the {(end - now) / timedelta(days=1):.1f} days left of {now.astimezone(UTC):%Y-%m}"
