@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from rich.console import Console
 
 from vcycle import __version__
-from vcycle.cli import show, stalled
+from vcycle.cli import show, simulate, stalled
 from vcycle.cli.show import MASK, describe, mask_url
 from vcycle.config import load_config
 from vcycle.core.model import MachineRecord
@@ -493,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     draining.add_argument("space")
     draining.add_argument("machinetype", nargs="?")
     draining.add_argument("--undo", action="store_true", help="end the drain")
+    simulate.add(commands, command)
     for name, resuming, text in (("slurm-resume", True, "Slurm's ResumeProgram: machines for these cloud nodes"),
                                  ("slurm-suspend", False, "Slurm's SuspendProgram: delete these cloud nodes' "
                                                           "machines")):

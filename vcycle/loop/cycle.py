@@ -13,7 +13,7 @@ import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +41,7 @@ from vcycle.loop import accounts, spending
 from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
 from vcycle.loop.holds import Holds
-from vcycle.loop.launch import Launch, Renderer, prepare
+from vcycle.loop.launch import Launch, Renderer, entropy, prepare
 from vcycle.loop.retry import Retry
 from vcycle.store import SpaceState, Store
 from vcycle.store.series import Series
@@ -67,6 +67,7 @@ class SpaceContext:
     pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
     holds: Holds | None = None  # the space's own holds (throttled, quota spent), kept from cycle to cycle
     retry: Retry | None = None  # how transient create and delete answers are asked again (default Retry())
+    randomness: Callable[[], bytes] | None = None  # each new machine's identity (default: the secrets module's)
 
     def calls(self) -> ThreadPoolExecutor:
         if self.pool is None:
@@ -255,7 +256,8 @@ def _trials(ctx: SpaceContext, plan: Plan, now: datetime) -> tuple[dict[CreateOr
         mt = ctx.space.machinetypes[order.machinetype]
         try:
             trials[order] = prepare(ctx.space, mt, order, manager=ctx.config.settings.manager_name,
-                                    render=ctx.render, now=now)
+                                    render=ctx.render, now=now,
+                                    randomness=ctx.randomness() if ctx.randomness is not None else None)
         except (RenderError, OSError) as exc:
             log.error("space=%s machinetype=%s user-data not rendered, nothing created: %s", ctx.name, mt.name, exc)
             unrenderable[mt.name] = str(exc)
@@ -280,7 +282,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
                             pool=ctx.calls(), drain=batch[1].drain if batch is not None else None,
-                            named=named_machines(ctx), retry=ctx.retry)
+                            named=named_machines(ctx), retry=ctx.retry, randomness=ctx.randomness or entropy)
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from vcycle.clock import Clock, utc_now
 from vcycle.core.model import Backoff, Cooldown, CycleReport, Heartbeat, LaunchOutcome, MachineRecord, StatusChange
 from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
@@ -161,6 +162,7 @@ class Store:
         path = sqlite_path(engine.url) if not readonly else None
         self._write_lock = _WriteLock(path) if engine.dialect.name == "sqlite" else None
         self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
+        self.clock: Clock = utc_now  # when a heartbeat is written (a simulation sets its own)
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False) -> Store:
@@ -316,7 +318,7 @@ class Store:
         A value left None keeps what the store has: a heartbeat without a
         shutdown message does not erase an earlier message.
         """
-        now = datetime.now(UTC)
+        now = self.clock()
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for space, beat in items:
             row = {"space": space, "name": beat.machine, "at": beat.at, "shutdown_message": beat.shutdown_message,
