@@ -21,13 +21,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from vcycle.connectors.base import ConnectorPlugin, fit_user_data, retry_after
-from vcycle.core.model import ON_DEMAND, SPOT, TAG_SPACE, CloudMachine, CloudStatus, LaunchSpec, OwnerTags
+from vcycle.core.model import (
+    ON_DEMAND,
+    SPOT,
+    TAG_SPACE,
+    CloudMachine,
+    CloudStatus,
+    LaunchSpec,
+    Offering,
+    OwnerTags,
+)
 from vcycle.core.options import boolean, integer, key, number, options_of, text, words
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.errors import CloudUnavailable, LaunchRejected, NoCapacity, QuotaExceeded, Throttled, Unauthorized
@@ -188,6 +198,9 @@ def _mapped(doing: str) -> Iterator[None]:
         raise map_error(error, doing) from error
 
 
+SPOT_PRICE_SECONDS = 300  # spot prices are asked again after this
+
+
 class EC2Connector:
     """One EC2 region (or EC2-compatible endpoint) as a vcycle space."""
 
@@ -216,6 +229,7 @@ class EC2Connector:
         self._quota: tuple[float, int | None] | None = None  # (asked again after, the quota)
         self._names: dict[str, str] = {}  # our live machines' names -> their request ids, from listings and creates
         self._not_offered: set[str] = set()  # instance types the region answered it does not know
+        self._spot: tuple[float, frozenset[str], dict[str, float]] | None = None  # (asked again after, types, prices)
 
     # --- listing ------------------------------------------------------------------------
 
@@ -285,6 +299,35 @@ class EC2Connector:
         wanted = {name for mt in self.machinetypes.values() for name in mt.flavor_names}
         self._sizes(wanted)
         return {name: self._vcpus[name] for name in wanted if name in self._vcpus}
+
+    def prices(self, offerings: Sequence[Offering]) -> Mapping[str, float]:
+        """The current spot price of each spot offering that names its instance type, by offering key, from
+        DescribeSpotPriceHistory (Linux/UNIX, the newest price of each type and zone), asked every
+        SPOT_PRICE_SECONDS; an offering that names no zone costs the dearest of the type's zones."""
+        types = frozenset(o.flavor for o in offerings if o.capacity == SPOT and o.flavor)
+        if not types:
+            return {}
+        now = self.clock()
+        if self._spot is not None and now < self._spot[0] and types <= self._spot[1]:
+            return self._spot[2]
+        newest: dict[tuple[str, str], tuple[str, float]] = {}
+        with _mapped("DescribeSpotPriceHistory"):
+            pages = self.client.get_paginator("describe_spot_price_history").paginate(
+                InstanceTypes=sorted(types), ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
+                StartTime=datetime.now(UTC))
+            for page in pages:
+                for item in page.get("SpotPriceHistory", []):
+                    where = (item["InstanceType"], item["AvailabilityZone"])
+                    stamp = str(item.get("Timestamp", ""))
+                    if where not in newest or stamp > newest[where][0]:
+                        newest[where] = (stamp, float(item["SpotPrice"]))
+        found: dict[str, float] = {}
+        for (kind, zone), (_, price) in sorted(newest.items()):
+            found[Offering(kind, zone, SPOT).key] = price
+            anywhere = Offering(kind, None, SPOT).key
+            found[anywhere] = max(found.get(anywhere, 0.0), price)
+        self._spot = (now + SPOT_PRICE_SECONDS, types, found)
+        return found
 
     def capacity(self) -> int | None:
         """The account's on-demand vCPU quota, from Service Quotas, asked hourly; None where it cannot be had.

@@ -374,3 +374,64 @@ def test_spot_without_capacity_in_one_zone_falls_to_the_next_zone_then_on_demand
     assert {(i["Placement"]["AvailabilityZone"], i.get("InstanceLifecycle")) for i in alive} == {("us-east-1a", None)}
     assert store.load(space).backoffs == {}
     store.close()
+
+
+def test_the_current_spot_price_comes_from_ec2_and_decides_the_cap_on_moto(
+        moto_url: str, moto_ami: str, tmp_path: Path) -> None:
+    """DescribeSpotPriceHistory on moto's EC2 (which prices every spot type at 0.00001 in each zone): the
+    connector gives each spot offering its zone's price (the dearest zone's where it names none), asks once per
+    SPOT_PRICE_SECONDS, and that price, not the configured estimate, is what the hourly cap counts: at the
+    configured 10 an hour a cap of 15 allows one machine, at EC2's price all four that fit."""
+    from datetime import UTC, datetime
+
+    from vcycle.connectors.ec2 import make_connector
+    from vcycle.core.model import Offering
+
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    asked: list[str] = []
+    client.meta.events.register("before-send.ec2.DescribeSpotPriceHistory", lambda **kw: asked.append("spot"))
+    space = f"spot-{uuid.uuid4().hex[:8]}"
+    config = load_text(f"[settings]\nmanager_name = mgr\nmax_create_fraction = 1\n[space {space}]\n"
+                       "api = ec2\nprocessors_limit = 8\nmax_cost_per_hour = 15\noffering_prices = */spot=10\n"
+                       f"[machinetype {space} mt]\nuser_data = ud\ntarget_share = 1\n"
+                       f"backoff_seconds = 600\nfizzle_seconds = 0\nroot_image = image:{moto_ami}\n"
+                       "flavor_names = t3.micro\nmin_processors = 2\nmax_processors = 2\n"
+                       "zones = us-east-1a\ncapacity_types = spot\n")
+    connector = EC2Connector(client, space)
+    connector.machinetypes = make_connector(config.spaces[space], config.settings).machinetypes
+    found = connector.prices([Offering("t3.micro", "us-east-1a", "spot"), Offering("t3.micro", None, "spot"),
+                              Offering("t3.micro", "us-east-1a", "on-demand")])
+    assert found["t3.micro@us-east-1a/spot"] == pytest.approx(0.00001)
+    assert found["t3.micro/spot"] == pytest.approx(0.00001) and "t3.micro@us-east-1a/on-demand" not in found
+    connector.prices([Offering("t3.micro", "us-east-1b", "spot")])
+    assert asked == ["spot"]  # the same types: the answer kept
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    ctx = SpaceContext(config, config.spaces[space], connector, store, {}, lambda *a: b"#!/bin/sh\n",
+                       lambda: datetime.now(UTC))
+    report = run_cycle(ctx)
+    assert report.counts["creates"] == 4, report.decisions
+    assert "1e-05 an hour on t3.micro@us-east-1a/spot" in " ".join(d.reason for d in report.decisions)
+    unpriced = SpaceContext(config, config.spaces[space], _NoPrices(connector), store, {},
+                            lambda *a: b"#!/bin/sh\n", lambda: datetime.now(UTC))
+    for machine in connector.list_machines():
+        connector.delete_machine(machine.id)
+    store.close()
+    other = Store.open(f"sqlite:///{tmp_path}/other.db")
+    unpriced.store = other
+    assert run_cycle(unpriced).counts["creates"] == 1  # the configured 10 an hour: one under the cap of 15
+    other.close()
+
+
+class _NoPrices:
+    """The EC2 connector as one that cannot tell its prices."""
+
+    def __init__(self, inner: EC2Connector) -> None:
+        self.inner = inner
+        self.api = inner.api
+        self.max_user_data_bytes = inner.max_user_data_bytes
+
+    def __getattr__(self, name: str) -> object:
+        if name == "prices":
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -176,3 +176,29 @@ def test_the_command_says_what_is_wrong_without_a_traceback(tmp_path: Path) -> N
                            str(ROOT / "etc" / "simulate" / "trace.csv"), "--clouds", str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "[defaults] failure_rate" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_simulated_cycle_decides_as_a_real_cycle_once_on_the_same_snapshot(tmp_path: Path) -> None:
+    """An empty space, seven idle jobs: ``vcycle cycle --once`` (the FakeConnector in a state file, the file
+    demand source) and the simulation's first cycle make the same decisions, reasons and numbers included."""
+    demand = tmp_path / "demand.json"
+    demand.write_text(json.dumps({"one": {"pilot": {"idle_jobs": 7, "running_jobs": 0}}}))
+    text = (SITE.replace("api = local", f"api = fake\nstate_file = {tmp_path}/cloud.json")
+            .replace("max_create_fraction = 1", "max_create_fraction = 0.5")
+            .replace("path = /nonexistent.json", f"path = {demand}")
+            .replace("state_dir = /tmp", f"state_dir = {tmp_path}\nstate_url = sqlite:///{tmp_path}/state.db")
+            .replace("price_per_hour = 0.5", "price_per_hour = 0.5\njobs_per_machine = 1"))
+    site = tmp_path / "site.conf"
+    site.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "vcycle.cli", "cycle", "--once", "--config", str(site)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    real = json.loads(subprocess.run([sys.executable, "-m", "vcycle.cli", "status", "--json", "--config",
+                                      str(site)], capture_output=True, text=True, timeout=60,
+                                     check=True).stdout)["spaces"]["one"]["last_cycle"]["decisions"]
+    config = load_text(text)
+    jobs = [Job(f"j{n}", 0, 1, 1000, 600, "pilot") for n in range(7)]
+    simulated = run.simulate(config, clouds.load(None, ["one"]), jobs, until=0).first["one"]
+    assert [(d["action"], d["machinetype"], d["rule"], d["reason"]) for d in real] == \
+        [(d.action.value, d.machinetype, d.rule, d.reason) for d in simulated]
+    assert sum(d["action"] == "create" for d in real) == 4  # max_create_fraction 0.5 of 8

@@ -194,3 +194,15 @@ def test_pacing_never_spends_more_than_its_share_and_one_machine_hour(
             machine = rec(f"m{made}", S.RUNNING, created=now)
             alive.append((machine, now + timedelta(hours=lifetimes[made % len(lifetimes)])))
     assert sp.budget_per_month == budget
+
+
+def test_the_cloud_s_current_price_stands_above_the_configured_one() -> None:
+    config, sp = space_with({"flavor_names": "m5", "zones": "za zb", "capacity_types": "spot"},
+                            {"offering_prices": "*/spot=0.9", "max_cost_per_hour": "1.0"})
+    mt = sp.machinetypes["mt"]
+    live = {"m5@zb/spot": 0.2}
+    assert spend.price(sp, mt, Offering("m5", "zb", "spot"), live) == 0.2
+    assert spend.price(sp, mt, Offering("m5", "za", "spot"), live) == 0.9  # not told: the configured estimate
+    result = plan(SpaceSnapshot("sp", (), prices=live), {}, config, T0)
+    (order,) = result.creates  # the cheaper zone first; counted at its dearer fallback, 0.9: one under 1.0
+    assert order.offering.key == "m5@zb/spot" and [o.key for o in order.fallbacks] == ["m5@za/spot"]

@@ -365,6 +365,7 @@ class SpaceSnapshot:
     launches: Mapping[str, tuple[LaunchOutcome, ...]] = field(default_factory=dict)
     quota_hold: QuotaHold | None = None  # the last create refused for the space's quota, while it holds
     spend: Spend | None = None  # the money spent this month, where a cap or budget asks (core/spend.py)
+    prices: Mapping[str, float] = field(default_factory=dict)  # offering key -> the cloud's price now (EC2 spot)
 
 
 class Action(enum.Enum):

@@ -131,13 +131,13 @@ class _Offer(NamedTuple):
 
 
 def _offering(space: SpaceConfig, mt: MachinetypeConfig, flavors: Mapping[str, int] | None,
-              cooled: Mapping[Offering, str]) -> _Offer | tuple[str, str]:
+              cooled: Mapping[Offering, str], live: Mapping[str, float]) -> _Offer | tuple[str, str]:
     """The first fitting offering no cooldown holds (the cheapest per hs06 first where every one has a price),
     or (rule, reason) why there is none."""
     found = rules.offerings(mt, flavors)
     if isinstance(found, str):
         return "no_flavor", found
-    found = _by_price(space, mt, found)
+    found = _by_price(space, mt, found, live)
     usable = [(o, size) for o, size in found if interruptions.blocks(cooled, o) is None]
     if not usable:
         return "offering_cooldown", interruptions.blocks(cooled, found[0][0]) or "every offering cools"
@@ -147,13 +147,13 @@ def _offering(space: SpaceConfig, mt: MachinetypeConfig, flavors: Mapping[str, i
     return _Offer(first, size, tuple(o for o, v in rest if v == size and o != Offering()), passed)
 
 
-def _by_price(space: SpaceConfig, mt: MachinetypeConfig,
-              found: list[tuple[Offering, int]]) -> list[tuple[Offering, int]]:
+def _by_price(space: SpaceConfig, mt: MachinetypeConfig, found: list[tuple[Offering, int]],
+              live: Mapping[str, float]) -> list[tuple[Offering, int]]:
     """The offerings cheapest per hs06 (per processor without hs06_per_processor) first, where every one has a
     price; else in their configured order. Equal prices keep that order."""
     if len(found) < 2:
         return found
-    prices = [spend.price(space, mt, o) for o, _ in found]
+    prices = [spend.price(space, mt, o, live) for o, _ in found]
     if any(p is None for p in prices):
         return found
     per = mt.hs06_per_processor or 1.0
@@ -362,12 +362,14 @@ def _deadline(row: timeouts.Timeout, record: MachineRecord, settings: Settings, 
 class _Candidate:
     """A machinetype that may still create this cycle."""
 
-    __slots__ = ("allowance", "demand_note", "hs06", "missing", "mt", "offer", "price", "processors", "tally")
+    __slots__ = ("allowance", "demand_note", "hs06", "live", "missing", "mt", "offer", "price", "processors",
+                 "tally")
 
     def __init__(self, space: SpaceConfig, mt: MachinetypeConfig, tally: _Tally, offer: _Offer,
-                 allowance: int | None, demand_note: str = "") -> None:
+                 allowance: int | None, demand_note: str = "", live: Mapping[str, float] | None = None) -> None:
         self.offer = offer  # where it is made, and what a create falls through to for lack of capacity
-        self.price = spend.price(space, mt, offer.offering)  # a machine-hour on it; None: not known
+        self.live = live or {}  # the cloud's own prices now, by offering key
+        self.price = spend.price(space, mt, offer.offering, self.live)  # a machine-hour on it; None: not known
         self.missing = allowance  # machines the idle jobs still need, before the ramp-up curb
         self.mt = mt
         self.demand_note = demand_note  # how the demand was counted, for the reasons
@@ -396,7 +398,7 @@ def _creations(
         hold("", "no_limit", "no processors_limit configured and the cloud reports no quota: nothing is created")
         return []
     candidates = _candidates(snapshot, demand, space, tallies, hold, now)
-    caps = spend.Caps.of(space, settings, snapshot.spend, snapshot.records, now)
+    caps = spend.Caps.of(space, settings, snapshot.spend, snapshot.records, now, snapshot.prices)
     total = held + snapshot.foreign_processors
     cap = rules.creation_cap(limit, settings.max_create_fraction)
     created = 0
@@ -443,7 +445,7 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     for name, mt in sorted(space.machinetypes.items()):
         if name not in held:
             continue
-        offer = _offering(space, mt, snapshot.flavors, cooled.get(name, {}))
+        offer = _offering(space, mt, snapshot.flavors, cooled.get(name, {}), snapshot.prices)
         if mt.target_share <= 0 or name in snapshot.draining or "*" in snapshot.draining or \
                 not isinstance(offer, _Offer):
             continue  # a HOLD for no flavor or a cooled offering is said once, by _candidates
@@ -460,7 +462,7 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
             continue
         alive += sum(1 for c in creates if c.machinetype == name)
         wanted = max(0, busy - draining) + min(drifted, max(1, mt.max_disrupting.of(working))) - alive
-        c = _Candidate(space, mt, tallies[name], offer, None)
+        c = _Candidate(space, mt, tallies[name], offer, None, live=snapshot.prices)
         for _ in range(max(0, wanted)):
             why = _refusal(c, 0, room, source, space, snapshot, caps, now) if c.processors <= allowed else \
                 ("creation_cap", "creation cap reached this cycle")
@@ -495,7 +497,7 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
         if name in snapshot.unrenderable:
             hold(name, "user_data", f"user-data cannot be rendered, nothing is created: {snapshot.unrenderable[name]}")
             continue
-        offer = _offering(space, mt, snapshot.flavors, cooled.get(name, {}))
+        offer = _offering(space, mt, snapshot.flavors, cooled.get(name, {}), snapshot.prices)
         if not isinstance(offer, _Offer):
             hold(name, *offer)
             continue
@@ -510,9 +512,10 @@ def _candidates(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: Sp
                 hold(name, "too_big", f"{too_big} idle jobs ask for more than one {size}-processor machine has "
                                       f"({mt.mb_per_processor * size} MB, {mt.disk_gb_per_processor * size} GB disk):"
                                       " not counted")
-            found.append(_Candidate(space, mt, tallies[name], offer, needed - tallies[name].starting_machines, note))
+            found.append(_Candidate(space, mt, tallies[name], offer, needed - tallies[name].starting_machines, note,
+                                    snapshot.prices))
             continue
-        found.append(_Candidate(space, mt, tallies[name], offer, None))
+        found.append(_Candidate(space, mt, tallies[name], offer, None, live=snapshot.prices))
     return found
 
 
@@ -570,7 +573,7 @@ def _fallbacks(c: _Candidate, space: SpaceConfig, caps: spend.Caps | None) -> tu
     """The offerings a create may fall through to: under a cap, only those whose price the cap allows too."""
     if caps is None:
         return c.offer.fallbacks
-    return tuple(o for o in c.offer.fallbacks if caps.allows(spend.price(space, c.mt, o)))
+    return tuple(o for o in c.offer.fallbacks if caps.allows(spend.price(space, c.mt, o, c.live)))
 
 
 def _charge(c: _Candidate, space: SpaceConfig, order: CreateOrder) -> float | None:
@@ -578,7 +581,7 @@ def _charge(c: _Candidate, space: SpaceConfig, order: CreateOrder) -> float | No
     next cycle's listing tells which it was)."""
     if c.price is None:
         return None
-    return max([c.price, *(p for o in order.fallbacks if (p := spend.price(space, c.mt, o)) is not None)])
+    return max([c.price, *(p for o in order.fallbacks if (p := spend.price(space, c.mt, o, c.live)) is not None)])
 
 
 def _count_create(c: _Candidate, caps: spend.Caps | None, charge: float | None) -> None:

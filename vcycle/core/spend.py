@@ -27,7 +27,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,9 +38,13 @@ from vcycle.core.states import MachineState
 HOUR = 3600.0
 
 
-def price(space: SpaceConfig, mt: MachinetypeConfig | None, offering: Offering) -> float | None:
-    """A machine-hour's price on ``offering``: the most specific match in the space's offering_prices (the first
-    listed among equals), else the machinetype's price_per_hour, else None."""
+def price(space: SpaceConfig, mt: MachinetypeConfig | None, offering: Offering,
+          live: Mapping[str, float] | None = None) -> float | None:
+    """A machine-hour's price on ``offering``: the cloud's own current price of it (``live``, by offering key:
+    EC2's spot price), else the most specific match in the space's offering_prices (the first listed among
+    equals), else the machinetype's price_per_hour, else None."""
+    if live and offering.key in live:
+        return live[offering.key]
     best: tuple[int, float] | None = None
     for pattern, amount in space.offering_prices:
         parts = ((pattern.flavor, offering.flavor), (pattern.zone, offering.zone),
@@ -60,9 +64,9 @@ def priced(space: SpaceConfig, settings: Settings) -> bool:
             or settings.budget_per_month is not None)
 
 
-def record_price(space: SpaceConfig, record: MachineRecord) -> float | None:
+def record_price(space: SpaceConfig, record: MachineRecord, live: Mapping[str, float] | None = None) -> float | None:
     return price(space, space.machinetypes.get(record.machinetype),
-                 Offering(record.flavor, record.zone, record.capacity))
+                 Offering(record.flavor, record.zone, record.capacity), live)
 
 
 def month(now: datetime) -> tuple[datetime, datetime]:
@@ -122,23 +126,25 @@ class Figures:
                 "projected_month": round(self.projected, 4), "unpriced_machines": self.unpriced}
 
 
-def figures(space: SpaceConfig, accounted: float, unaccounted: Iterable[MachineRecord], now: datetime) -> Figures:
+def figures(space: SpaceConfig, accounted: float, unaccounted: Iterable[MachineRecord], now: datetime,
+            live: Mapping[str, float] | None = None) -> Figures:
     """The space's month: ``accounted`` (the ledger's cost of its machines accounted this month) and the cost of
     the machines not accounted yet, from their records."""
     start, end = month(now)
-    spent, burn, unpriced = month_costs(space, unaccounted, now)
+    spent, burn, unpriced = month_costs(space, unaccounted, now, live)
     to_date = accounted + spent
     return Figures(f"{start:%Y-%m}", to_date, burn, to_date + burn * (end - now).total_seconds() / HOUR, unpriced)
 
 
-def month_costs(space: SpaceConfig, records: Iterable[MachineRecord], now: datetime) -> tuple[float, float, int]:
+def month_costs(space: SpaceConfig, records: Iterable[MachineRecord], now: datetime,
+                live: Mapping[str, float] | None = None) -> tuple[float, float, int]:
     """(what the records cost this month until ``now``, what those not gone burn an hour, how many of them have
     no price)."""
     start, _ = month(now)
     spent = burn = 0.0
     unpriced = 0
     for record in records:
-        per_hour = record_price(space, record)
+        per_hour = record_price(space, record, live)
         if per_hour is None:
             unpriced += gone_at(record) is None
             continue
@@ -177,11 +183,11 @@ class Caps:
 
     @classmethod
     def of(cls, space: SpaceConfig, settings: Settings, spend: Spend | None, records: Iterable[MachineRecord],
-           now: datetime) -> Caps | None:
+           now: datetime, live: Mapping[str, float] | None = None) -> Caps | None:
         """The space's caps now, or None when none is set."""
         if not priced(space, settings):
             return None
-        _, burn, _ = month_costs(space, records, now)
+        _, burn, _ = month_costs(space, records, now, live)
         caps = []
         if space.max_cost_per_hour is not None:
             caps.append(Cap("cost_cap", "max_cost_per_hour", space.max_cost_per_hour,

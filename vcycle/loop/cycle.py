@@ -21,8 +21,9 @@ from typing import TypeVar
 
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
-from vcycle.core import health, interruptions, planner, series
+from vcycle.core import health, interruptions, planner, rules, series, spend
 from vcycle.core.model import (
+    SPOT,
     CreateOrder,
     CycleReport,
     Demand,
@@ -36,7 +37,15 @@ from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
 from vcycle.core.sync import SyncResult, sync
 from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
-from vcycle.errors import CloudUnavailable, DemandError, RenderError, StaleState, StoreError, Throttled
+from vcycle.errors import (
+    CloudUnavailable,
+    ConnectorError,
+    DemandError,
+    RenderError,
+    StaleState,
+    StoreError,
+    Throttled,
+)
 from vcycle.loop import accounts, spending
 from vcycle.loop.calls import Timed, answer, report_fields
 from vcycle.loop.executor import Batch, Executor
@@ -193,10 +202,11 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     recent = _recent_idle(ctx) if registered is not None else {}
     spent = ctx.kept.in_force(lambda: _held(synced.records, synced.foreign_processors))
     cooling = {**state.cooldowns, **{(c.machinetype, c.offering): c for c in synced.cooldowns}}
-    money, figures = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now)
+    live = _live_prices(ctx, flavors)
+    money, figures = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now, live)
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining, registered, recent_idle=recent, launches=state.launches,
-                             cooldowns=cooling, quota_hold=spent, spend=money)
+                             cooldowns=cooling, quota_hold=spent, spend=money, prices=live)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)
@@ -205,6 +215,26 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     timings["plan_s"] = time.perf_counter() - started
     return Observation(state, synced, result, timings, unrenderable, trials, demand, registered is not None,
                        figures.as_dict() if figures is not None else None)
+
+
+def _live_prices(ctx: SpaceContext, flavors: Mapping[str, int] | None) -> dict[str, float]:
+    """The cloud's current prices of the space's spot offerings (the connector's optional ``prices``: EC2's spot
+    price), asked only where the space names prices or caps; when it cannot tell, the configured prices stand."""
+    ask = getattr(ctx.connector, "prices", None)
+    if ask is None or not (spend.known(ctx.space) or spend.priced(ctx.space, ctx.config.settings)):
+        return {}
+    wanted = []
+    for mt in ctx.space.machinetypes.values():
+        found = rules.offerings(mt, flavors)
+        if isinstance(found, list):
+            wanted += [o for o, _ in found if o.capacity == SPOT]
+    if not wanted:
+        return {}
+    try:
+        return dict(ask(wanted))
+    except ConnectorError as exc:
+        log.warning("space=%s spot prices not known this cycle, the configured ones stand: %s", ctx.name, exc)
+        return {}
 
 
 def _held(records: Iterable[MachineRecord], foreign: int) -> int:

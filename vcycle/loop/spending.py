@@ -7,7 +7,7 @@ every other space's, read only when ``[settings] budget_per_month`` is set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from vcycle.core import spend
@@ -18,7 +18,7 @@ from vcycle.store.accounts import Ledger
 
 
 def observe(config: Config, space: SpaceConfig, store: Store, records: Iterable[MachineRecord],
-            now: datetime) -> tuple[Spend | None, spend.Figures | None]:
+            now: datetime, live: Mapping[str, float] | None = None) -> tuple[Spend | None, spend.Figures | None]:
     """What the planner's caps need (None when no cap is set) and the figures status shows (None when the space
     names no price). Raises StoreError."""
     settings = config.settings
@@ -28,7 +28,8 @@ def observe(config: Config, space: SpaceConfig, store: Store, records: Iterable[
     ledger = Ledger(store)
     start, _ = spend.month(now)
     spent = ledger.spent(f"{start:%Y-%m}")
-    figures = spend.figures(space, spent.get(space.name, 0.0), [r for r in records if r.accounted_at is None], now)
+    figures = spend.figures(space, spent.get(space.name, 0.0), [r for r in records if r.accounted_at is None], now,
+                            live)
     if not capped:
         return None, figures
     if settings.budget_per_month is None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vcycle.core import identity
-from vcycle.core.model import CloudStatus, CreateOrder, Demand, Heartbeat
+from vcycle.core.model import CloudStatus, CreateOrder, Decision, Demand, Heartbeat
 from vcycle.core.sections import Config, MachinetypeConfig, SpaceConfig
 from vcycle.errors import VcycleError
 from vcycle.loop.cycle import SpaceContext, run_cycle
@@ -62,6 +62,7 @@ class Result:
     cycle_seconds: int
     steps: int
     errors: Counter[str] = field(default_factory=Counter)
+    first: dict[str, tuple[Decision, ...]] = field(default_factory=dict)  # each space's first cycle's decisions
 
 
 class _Source:
@@ -183,6 +184,7 @@ def _step(config: Config, store: Store, batch: Batch, clouds: Mapping[str, Simul
         store.put_heartbeats(beats)
     for ctx in contexts:
         report = run_cycle(ctx, save_report=False)
+        result.first.setdefault(ctx.name, report.decisions)
         for decision in report.decisions:
             result.rules[decision.rule or decision.action.value] += 1
         for error in report.errors:
