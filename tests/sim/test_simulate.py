@@ -202,3 +202,36 @@ def test_a_simulated_cycle_decides_as_a_real_cycle_once_on_the_same_snapshot(tmp
     assert [(d["action"], d["machinetype"], d["rule"], d["reason"]) for d in real] == \
         [(d.action.value, d.machinetype, d.rule, d.reason) for d in simulated]
     assert sum(d["action"] == "create" for d in real) == 4  # max_create_fraction 0.5 of 8
+
+
+def test_a_store_s_recorded_demand_replays_as_jobs_against_another_configuration(tmp_path: Path) -> None:
+    """Three cycles recorded idle 3, 5, 2 and running 0, 0, 3 jobs: 3 jobs at 0, 2 at 60 (the rise), none at 120
+    (the fall of 3 idle is the rise of 3 running); each lasts the mean running (1) over the arrivals per second
+    (5 in 120 s), at least one cycle: 60 s."""
+    from datetime import timedelta
+
+    from vcycle.core.model import CycleReport
+    from vcycle.sim import replay
+    from vcycle.store import Store
+
+    url = f"sqlite:///{tmp_path}/recorded.db"
+    store = Store.open(url)
+    store.write("one", store.load("one").version, [])  # the space as a real cycle leaves it known
+    t0 = run.START
+    for n, (idle, running) in enumerate([(3, 0), (5, 0), (2, 3)]):
+        at = t0 + timedelta(seconds=60 * n)
+        store.add_reports([CycleReport("one", at, at, ok=True, series={"pilot": {"idle": idle,
+                                                                                 "running_jobs": running}})])
+    store.close()
+    found = replay.jobs(url, t0)
+    assert [(j.arrival, j.duration, j.machinetype) for j in found] == [(0, 60, "pilot")] * 3 + [(60, 60, "pilot")] * 2
+    site = tmp_path / "site.conf"
+    site.write_text(SITE)
+    done = subprocess.run([sys.executable, "-m", "vcycle.cli", "simulate", "--config", str(site), "--from-store",
+                           url, "--since", t0.date().isoformat()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "pilot: 5 jobs, 5 finished" in done.stdout
+    empty = subprocess.run([sys.executable, "-m", "vcycle.cli", "simulate", "--config", str(site), "--from-store",
+                            url, "--since", "2030-01-01"], capture_output=True, text=True, timeout=120)
+    assert empty.returncode != 0 and "recorded no demand since 2030-01-01" in empty.stderr
+    assert "Traceback" not in empty.stderr

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from vcycle.errors import ConfigError, VcycleError
-from vcycle.sim import clouds, report, run, trace
+from vcycle.sim import clouds, replay, report, run, trace
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -23,13 +24,27 @@ def duration(value: str) -> float:
     return float(found.group(1)) * UNITS[found.group(2) or "s"]
 
 
+def _since(value: str) -> datetime:
+    try:
+        found = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date or time (2026-11-01, 2026-11-01T12:00)") from None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
 def add(commands: Any, command: Any) -> None:
     """The subcommand's arguments (``command`` makes it with --config)."""
     sub = command("simulate", simulate_command, "what a configuration does to a trace of jobs, on simulated clouds "
                                                 "and a simulated clock: job waits, machine-hours, cost")
-    sub.add_argument("--trace", required=True, metavar="TRACE",
-                     help="jobs: CSV or JSON (id, arrival, cores, memory_mb, duration, machinetype), "
-                          "condor_history -json, or sacct --json")
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", metavar="TRACE",
+                        help="jobs: CSV or JSON (id, arrival, cores, memory_mb, duration, machinetype), "
+                             "condor_history -json, or sacct --json")
+    source.add_argument("--from-store", metavar="URL", help="replay the demand a real store recorded (its "
+                                                            "state_url; read only)")
+    sub.add_argument("--since", type=_since, metavar="DATE", help="with --from-store: from this date or time "
+                                                                  "(ISO 8601, UTC unless it says; default: a week "
+                                                                  "ago)")
     sub.add_argument("--clouds", metavar="PATH", help="how the simulated clouds behave (boot times, failures, "
                                                      "interruptions, quota, prices); default: plain clouds")
     sub.add_argument("--seed", type=int, default=0, help="the same seed gives the same report (default 0)")
@@ -44,7 +59,10 @@ def simulate_command(args: argparse.Namespace) -> int:
     from vcycle.cli.main import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, _config
 
     try:
-        jobs = trace.read(args.trace)
+        if args.trace is not None:
+            jobs = trace.read(args.trace)
+        else:
+            jobs = replay.jobs(args.from_store, args.since or datetime.now(UTC) - timedelta(days=7))
     except trace.TraceError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_FAILED
