@@ -78,7 +78,8 @@ fizzle_seconds = 3600
         script.write_bytes(base64.b64decode(next(m["user_data"] for m in saved if m["name"] == machine)))
         pilot = subprocess.Popen(["bash", str(script)], env={
             **os.environ, "TMPDIR": str(tmp_path), "CURL_CA_BUNDLE": str(pki.directory / "ca.pem"),
-            "VCYCLE_METADATA_URL": service.url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            "VCYCLE_METADATA_URL": service.url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True)  # its heartbeat and watch loops are its children: all are killed at the end
         time.sleep(1)
         threading.Timer(0, service.give_notice, ({"action": "terminate", "time": "2026-12-02T18:02:00Z"},)).start()
 
@@ -105,7 +106,7 @@ fizzle_seconds = 3600
     finally:
         service.close()
         if pilot is not None:
-            pilot.kill()
+            os.killpg(pilot.pid, signal.SIGKILL)  # the script and the loops it started
             pilot.wait()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)

@@ -41,7 +41,7 @@ from vcycle.errors import (
     VcycleError,
 )
 from vcycle.loop.cycle import observe
-from vcycle.loop.daemon import Daemon, Lock, Manager, lock_path
+from vcycle.loop.daemon import Daemon, Locks, Manager
 from vcycle.store import SpaceState, Store, status
 from vcycle.userdata.sources import Fetcher, template_cache
 
@@ -131,7 +131,7 @@ def cycle_once(args: argparse.Namespace) -> int:
     config = _config(args)
     _spaces(config, args.space)
     try:
-        with Lock(lock_path(config)):
+        with Locks(config):
             store = _store(config)
             manager = Manager(config, store)
             try:
@@ -159,7 +159,7 @@ def daemon(args: argparse.Namespace) -> int:
     _log_to(args.log_file)
     config = _config(args)
     try:
-        with Lock(lock_path(config)):
+        with Locks(config):
             store = _store(config)
             runner = Daemon(args.config, config, store, max_cycles=args.cycles)
             runner.install_signals()  # before the endpoint answers: a SIGHUP then must reload, not kill

@@ -37,6 +37,7 @@ from vcycle.loop.cycle import SpaceContext, run_all, save_reports
 from vcycle.loop.launch import renderer
 from vcycle.loop.shards import Shards
 from vcycle.store import Store
+from vcycle.store.engine import parse, sqlite_path, writable
 from vcycle.userdata.sources import Fetcher, template_cache
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ log = logging.getLogger(__name__)
 class Lock:
     """An exclusive, non-blocking flock on a file; released when the process ends, even by SIGKILL."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, held: str = "") -> None:
         self.path = path
+        self.held = held  # what to say when another process holds it ({pid}: the holder's, as it wrote it)
         self.stream: IO[str] | None = None
 
     def __enter__(self) -> Lock:
@@ -58,7 +60,11 @@ class Lock:
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            stream.seek(0)
+            holder = stream.read().strip() or "unknown"
             stream.close()
+            if self.held:
+                raise LockHeld(self.held.format(pid=holder)) from None
             raise LockHeld(f"another vcycle holds {self.path}; not acting twice") from None
         stream.seek(0)
         stream.truncate()
@@ -76,6 +82,36 @@ class Lock:
 
 def lock_path(config: Config) -> str:
     return os.path.join(config.settings.state_dir, "vcycle.lock")
+
+
+class Locks:
+    """What a manager holds while it acts: its state_dir's lock, and for an SQLite store the store's own, so that
+    two managers never act on one SQLite file, whatever their state_dir (PostgreSQL stores are shared)."""
+
+    def __init__(self, config: Config) -> None:
+        self.locks = [Lock(lock_path(config))]
+        self.database = database = sqlite_path(parse(config.settings.state_url))
+        if database is not None:
+            self.locks.append(Lock(database + ".manager", (
+                f"another vcycle manager (pid {{pid}}) acts on the SQLite store {database}: one manager per SQLite "
+                "file (stop it first, or share a PostgreSQL store between managers)")))
+
+    def __enter__(self) -> Locks:
+        if self.database is not None:
+            writable(self.database)  # a read-only store is said to be one, and no lock file is left beside it
+        taken: list[Lock] = []
+        try:
+            for lock in self.locks:
+                taken.append(lock.__enter__())
+        except BaseException:
+            for lock in reversed(taken):
+                lock.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self.locks):
+            lock.__exit__()
 
 
 def make_connector(space: SpaceConfig, settings: Settings) -> Connector:

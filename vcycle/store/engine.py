@@ -65,7 +65,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
             return _readonly_sqlite(path)
         else:
             _make_directory(os.path.dirname(path))
-            _writable(path)
+            writable(path)
             engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=32,
                                    max_overflow=128)
     except (NoSuchModuleError, ImportError) as exc:
@@ -90,7 +90,7 @@ def _make_directory(directory: str) -> None:
         raise StoreError(f"cannot create the state directory {directory}: {exc.strerror}") from exc
 
 
-def _writable(path: str) -> None:
+def writable(path: str) -> None:
     """StoreError unless this user may write the database and make its ``-wal`` and ``-shm`` beside it, checked
     before SQLite makes either (a failed open would leave a ``-shm`` as read-only as the database)."""
     directory = os.path.dirname(path)
