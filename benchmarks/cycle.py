@@ -7,17 +7,20 @@ be created). The floor is the slowest space's chain of calls: list, quota,
 then its creates and deletes in rounds of ``create_workers``. The script
 times several steady-state cycles of the daemon's own code path
 (Manager.cycle), prints the median next to the floor, and the resident
-memory of the daemon's processes (parent and workers) holding all 50,000 machines.
+memory of the daemon's processes (parent and workers) holding all 50,000 machines, and the CPU time one
+steady cycle costs (this process and its workers). Then the same cycles again with the machine's other core
+kept busy by a spinning child of this script (``busy_floor_ratio``; ``--no-busy`` leaves that out).
 
-    .venv/bin/python benchmarks/cycle.py [--spaces 100] [--machines 500] [--cycles 5]
+    .venv/bin/python benchmarks/cycle.py [--spaces 100] [--machines 500] [--cycles 5] [--no-busy]
 
-Ends with ``RESULT floor_ratio=... rss_mb=...``.
+Ends with ``RESULT floor_ratio=... rss_mb=... cpu_ms_per_cycle=... cpu_us_per_machine=... busy_floor_ratio=...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import resource
 import statistics
@@ -95,6 +98,26 @@ def populate(store: Store, space: SpaceConfig, machines: int, now: datetime, off
     return cloud
 
 
+def spin() -> None:
+    """Keep one core busy (the --busy phase's other load)."""
+    while True:
+        pass
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of this process and of ``pids`` so far."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def rss_mb(pid: int | str = "self") -> float:
     """Resident memory of a process, in MB."""
     with open(f"/proc/{pid}/status") as stream:
@@ -111,6 +134,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--space-workers", type=int, default=100)
     parser.add_argument("--space-processes", type=int, default=1)
+    parser.add_argument("--no-busy", action="store_true", help="leave out the cycles with the other core busy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         config = load_config([write_config(directory, args.spaces, args.machines, args.space_workers,
@@ -132,28 +156,55 @@ def main() -> int:
         # the floor: list + quota, then creates and deletes in rounds of create_workers
         rounds = math.ceil((STOPPED_PER_SPACE + ROOM_PER_SPACE) / config.settings.create_workers)
         floor = (2 + rounds) * LATENCY
-        times = []
-        for cycle in range(args.cycles + 2):
+        times: list[float] = []
+        cpus: list[float] = []
+        busy: list[float] = []
+
+        def run(cycle: int, kept: list[float], label: str) -> None:
+            workers = [w[0].pid for w in (manager.shards.workers if manager.shards else []) if w is not None]
+            spent = cpu_seconds([p for p in workers if p is not None])
             started = time.perf_counter()
             reports = manager.cycle()
             elapsed = time.perf_counter() - started
+            spent = cpu_seconds([p for p in workers if p is not None]) - spent
             if cycle > 1:  # the first cycles set up the spaces and read every row once; then the steady state
-                times.append(elapsed)
+                kept.append(elapsed)
+                if kept is times:
+                    cpus.append(spent)
             failed = [r for r in reports if not r.ok]
             if failed:
                 print("errors:", failed[0].errors)
-            print(f"cycle {cycle}: {elapsed:.2f} s, {sum(r.counts.get('creates', 0) for r in reports)} creates, "
+            print(f"{label}cycle {cycle}: {elapsed:.2f} s, {spent * 1000:.0f} ms CPU, "
+                  f"{sum(r.counts.get('creates', 0) for r in reports)} creates, "
                   f"{sum(r.counts.get('deletes', 0) for r in reports)} deletes, {len(failed)} failed spaces")
+
+        for cycle in range(args.cycles + 2):
+            run(cycle, times, "")
+        if not args.no_busy:
+            spinner = multiprocessing.get_context("fork").Process(target=spin, daemon=True)
+            spinner.start()
+            try:
+                for cycle in range(2, args.cycles + 2):
+                    run(cycle, busy, "busy ")
+            finally:
+                spinner.terminate()
+                spinner.join()
         total = sum(len(store.load(name).records) for name in config.spaces)
         workers = [w[0].pid for w in (manager.shards.workers if manager.shards else []) if w is not None]
         memory = rss_mb() + sum(rss_mb(pid) for pid in workers if pid is not None)
         manager.close()
         store.close()
     median = statistics.median(times)
+    cpu = statistics.median(cpus)
     print(f"spaces={args.spaces} machines={total} latency={LATENCY * 1000:.0f}ms space_workers={args.space_workers} "
           f"space_processes={args.space_processes} churn: one machine per space every {CHURN_EVERY} cycle(s)")
-    print(f"steady cycle: median {median:.3f} s (min {min(times):.3f} s); floor {floor:.3f} s")
-    print(f"RESULT floor_ratio={median / floor:.2f} rss_mb={memory:.0f}")
+    print(f"steady cycle: median {median:.3f} s (min {min(times):.3f} s), {cpu * 1000:.0f} ms CPU; floor {floor:.3f} s"
+          + (f"; with the other core busy: median {statistics.median(busy):.3f} s" if busy else ""))
+    line = (f"RESULT floor_ratio={median / floor:.2f} rss_mb={memory:.0f} cpu_ms_per_cycle={cpu * 1000:.0f} "
+            f"cpu_us_per_machine={cpu * 1e6 / max(1, total):.2f}")
+    if busy:
+        line += f" busy_floor_ratio={statistics.median(busy) / floor:.2f}"
+    print(line)
     return 0
 
 
