@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     draining.add_argument("space")
     draining.add_argument("machinetype", nargs="?")
     draining.add_argument("--undo", action="store_true", help="end the drain")
-    simulate.add(commands, command)
+    simulate.add(command, _config)
     for name, resuming, text in (("slurm-resume", True, "Slurm's ResumeProgram: machines for these cloud nodes"),
                                  ("slurm-suspend", False, "Slurm's SuspendProgram: delete these cloud nodes' "
                                                           "machines")):

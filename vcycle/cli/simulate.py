@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from vcycle.core.sections import Config
 from vcycle.errors import ConfigError, VcycleError
 from vcycle.sim import clouds, replay, report, run, trace
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2  # as vcycle/cli/main.py's
 
 
 def duration(value: str) -> float:
@@ -32,8 +35,9 @@ def _since(value: str) -> datetime:
     return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
-def add(commands: Any, command: Any) -> None:
-    """The subcommand's arguments (``command`` makes it with --config)."""
+def add(command: Any, load: Callable[[argparse.Namespace], Config]) -> None:
+    """The subcommand's arguments (``command`` makes it with --config; ``load`` reads the configuration as every
+    command does, raising CommandFailed)."""
     sub = command("simulate", simulate_command, "what a configuration does to a trace of jobs, on simulated clouds "
                                                 "and a simulated clock: job waits, machine-hours, cost")
     source = sub.add_mutually_exclusive_group(required=True)
@@ -53,11 +57,10 @@ def add(commands: Any, command: Any) -> None:
     sub.add_argument("--report", type=Path, metavar="DIR", help="write report.json, report.html and main.png here")
     sub.add_argument("--compare", metavar="OTHER.conf", help="run this configuration on the same trace too, and "
                                                              "show both side by side")
+    sub.set_defaults(load=load)
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from vcycle.cli.main import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, _config
-
     try:
         if args.trace is not None:
             jobs = trace.read(args.trace)
@@ -66,9 +69,9 @@ def simulate_command(args: argparse.Namespace) -> int:
     except trace.TraceError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_FAILED
-    setups = [("", _config(args))]
+    setups = [("", args.load(args))]
     if args.compare:
-        setups.append((args.compare, _config(argparse.Namespace(config=[args.compare]))))
+        setups.append((args.compare, args.load(argparse.Namespace(config=[args.compare]))))
     reports = []
     for label, config in setups:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -244,6 +244,20 @@ class Offering:
 
     def __str__(self) -> str:
         return self.key or "the offering"
+
+
+def most_specific(table: Iterable[tuple[Offering, float]], offering: Offering) -> float | None:
+    """The value of the most specific pattern of ``table`` that matches ``offering`` (a part None in a pattern
+    matches any; the first listed among equals), or None: how offering_prices and the simulator's rates read."""
+    best: tuple[int, float] | None = None
+    for pattern, value in table:
+        parts = ((pattern.flavor, offering.flavor), (pattern.zone, offering.zone),
+                 (pattern.capacity, offering.capacity))
+        if all(mine is None or mine == theirs for mine, theirs in parts):
+            named = sum(mine is not None for mine, _ in parts)
+            if best is None or named > best[0]:
+                best = (named, value)
+    return None if best is None else best[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from vcycle.core.model import MachineRecord, Offering, Spend
+from vcycle.core.model import MachineRecord, Offering, Spend, most_specific
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import MachineState
 
@@ -45,16 +45,9 @@ def price(space: SpaceConfig, mt: MachinetypeConfig | None, offering: Offering,
     equals), else the machinetype's price_per_hour, else None."""
     if live and offering.key in live:
         return live[offering.key]
-    best: tuple[int, float] | None = None
-    for pattern, amount in space.offering_prices:
-        parts = ((pattern.flavor, offering.flavor), (pattern.zone, offering.zone),
-                 (pattern.capacity, offering.capacity))
-        if all(mine is None or mine == theirs for mine, theirs in parts):
-            named = sum(mine is not None for mine, _ in parts)
-            if best is None or named > best[0]:
-                best = (named, amount)
-    if best is not None:
-        return best[1]
+    found = most_specific(space.offering_prices, offering)
+    if found is not None:
+        return found
     return mt.price_per_hour if mt is not None else None
 
 

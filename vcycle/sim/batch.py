@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from vcycle.core.model import Demand, JobShape
 from vcycle.sim.trace import Job
@@ -64,10 +64,9 @@ class Batch:
         self.busy_core_seconds = 0.0
         self.requeued = 0
 
-    def step(self, now: datetime, running: Mapping[str, Iterable[tuple[str, str, int]]], seconds: float,
-             ) -> list[tuple[str, str]]:
-        """Advance to ``now``: ``running`` is space -> (machinetype, name, cores) of each machine running now,
-        ``seconds`` the time since the last step. The (space, machine) whose pilots end now."""
+    def step(self, now: datetime, running: Mapping[str, Iterable[tuple[str, str, int]]]) -> list[tuple[str, str]]:
+        """Advance to ``now``: ``running`` is space -> (machinetype, name, cores) of each machine running now.
+        The (space, machine) whose pilots end now."""
         at = (now - self.start).total_seconds()
         for job_id, (slot, ends) in list(self.running.items()):
             if ends <= at:
@@ -145,7 +144,3 @@ class Batch:
 
     def done(self) -> bool:
         return not self.arrivals and not self.running and not any(self.idle.values())
-
-
-def seconds_between(a: datetime, b: datetime) -> float:
-    return (b - a) / timedelta(seconds=1)

@@ -22,6 +22,7 @@ run every time.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import random
 import zlib
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vcycle.clock import Clock
-from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, Offering
+from vcycle.core.model import CloudMachine, CloudStatus, LaunchSpec, Offering, most_specific
 from vcycle.core.sections import offering_prices
 from vcycle.errors import ConfigError, ConfigProblem, LaunchRejected, QuotaExceeded
 
@@ -139,19 +140,7 @@ def _spec(parser: configparser.ConfigParser, section: str, base: CloudSpec, wher
             values[name] = parse(value)
         except ValueError as exc:
             problems.append(ConfigProblem(where, section, key, str(exc)))
-    return CloudSpec(**{**{f: getattr(base, f) for f in CloudSpec.__dataclass_fields__}, **values})
-
-
-def _match(table: tuple[tuple[Offering, float], ...], offering: Offering) -> float | None:
-    best: tuple[int, float] | None = None
-    for pattern, value in table:
-        parts = ((pattern.flavor, offering.flavor), (pattern.zone, offering.zone),
-                 (pattern.capacity, offering.capacity))
-        if all(mine is None or mine == theirs for mine, theirs in parts):
-            named = sum(mine is not None for mine, _ in parts)
-            if best is None or named > best[0]:
-                best = (named, value)
-    return None if best is None else best[1]
+    return dataclasses.replace(base, **values)
 
 
 @dataclass(slots=True)
@@ -202,12 +191,12 @@ class SimulatedCloud:
                                 f"of {quota}")
         self.counter += 1
         offering = spec.offering
-        fails = self.rng.random() < max(self.spec.failure_rate, _match(self.spec.failure_rates, offering) or 0.0)
+        fails = self.rng.random() < max(self.spec.failure_rate, most_specific(self.spec.failure_rates, offering) or 0.0)
         boot = self._boot() + self.spec.api_latency_seconds
         view = CloudMachine(f"sim-{self.counter:07d}", spec.name, CloudStatus.STARTING, spec.owner, spec.processors,
                             now, "BOOTING", zone=spec.zone, flavor=spec.flavor)
         self.machines[spec.name] = _Machine(view, offering, now + timedelta(seconds=boot), fails,
-                                            _match(self.spec.prices, offering) or 0.0)
+                                            most_specific(self.spec.prices, offering) or 0.0)
         return view
 
     def delete_machine(self, machine_id: str) -> None:
@@ -262,7 +251,7 @@ class SimulatedCloud:
         """Take back, at random as the rates say, running machines over the last ``seconds``: their names."""
         gone = []
         for name, machine in list(self.machines.items()):
-            rate = max(self.spec.interruption_rate_per_hour, _match(self.spec.interruption_rates,
+            rate = max(self.spec.interruption_rate_per_hour, most_specific(self.spec.interruption_rates,
                                                                     machine.offering) or 0.0)
             if rate > 0 and self._state(machine, now) == "running" and \
                     self.rng.random() < 1 - (1 - rate) ** (seconds / 3600.0):

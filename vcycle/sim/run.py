@@ -171,7 +171,7 @@ def _step(config: Config, store: Store, batch: Batch, clouds: Mapping[str, Simul
         cloud.interrupt(now, seconds)
     running = {name: [(m.owner.machinetype, m.name, m.processors or 1) for m in cloud.running(now)
                       if m.owner is not None] for name, cloud in clouds.items()}
-    ending = batch.step(now, running, seconds)
+    ending = batch.step(now, running)
     beats = []
     for space, name in ending:
         clouds[space].stop(name)
