@@ -231,6 +231,11 @@ class EC2Connector:
         self._not_offered: set[str] = set()  # instance types the region answered it does not know
         self._spot: tuple[float, frozenset[str], dict[str, float]] | None = None  # (asked again after, types, prices)
 
+    def guard_requests(self, guard: Callable[[], None]) -> None:
+        """Ask ``guard`` before every HTTP request the client sends (each page of a listing, each retry): a
+        manager whose lease of the space lapsed in the middle of a call sends nothing more for it."""
+        self.client.meta.events.register("before-send.ec2", lambda **_: guard())
+
     # --- listing ------------------------------------------------------------------------
 
     def list_machines(self) -> list[CloudMachine]:

@@ -89,6 +89,7 @@ class Service:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # what its own clients need (RabbitMQ's rabbitmqctl)
     on_stop: Callable[[], None] | None = None  # a clean shutdown asked for first (RabbitMQ: rabbitmqctl stop)
+    restart: Callable[[float], None] | None = None  # stop, stay down this many seconds, start again (PostgreSQL)
 
     def leftovers(self) -> list[str]:
         """What of it still runs or listens (empty once stopped)."""
@@ -195,24 +196,33 @@ def _postgresql(binaries: Path, parent: Path, user: pwd.struct_passwd | None) ->
     port = free_port()
     service = Service("PostgreSQL", directory, {"postgresql": port},
                       f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres")
-    with open(log, "ab") as stream:  # fsync off: a test database need not survive a power cut
-        service.processes["postgres"] = subprocess.Popen(
-            [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"unix_socket_directories={directory}", "-c", "fsync=off", "-c", "full_page_writes=off",
-             "-c", "synchronous_commit=off", "-c", "max_connections=300"],
-            stdout=stream, stderr=stream, start_new_session=True, env=env, cwd=directory, **as_user)
-    postmaster = service.processes["postgres"]
+    def launch() -> None:
+        with open(log, "ab") as stream:  # fsync off: a test database need not survive a power cut
+            service.processes["postgres"] = subprocess.Popen(
+                [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                 "-c", f"unix_socket_directories={directory}", "-c", "fsync=off", "-c", "full_page_writes=off",
+                 "-c", "synchronous_commit=off", "-c", "max_connections=300"],
+                stdout=stream, stderr=stream, start_new_session=True, env=env, cwd=directory, **as_user)
 
     def fast_shutdown() -> None:  # SIGINT: clients are disconnected (SIGTERM would wait for them)
+        postmaster = service.processes["postgres"]
         postmaster.send_signal(signal.SIGINT)
         postmaster.wait(timeout=20)
 
-    service.on_stop = fast_shutdown
     pg_isready = str(binaries / "pg_isready")
 
     def ready() -> bool:
         return subprocess.run([pg_isready, "-q", "-h", "127.0.0.1", "-p", str(port)], check=False).returncode == 0
 
+    def restart(down: float) -> None:
+        fast_shutdown()
+        time.sleep(down)
+        launch()
+        _wait(service, ready, 60, log)
+
+    launch()
+    service.on_stop = fast_shutdown
+    service.restart = restart
     _wait(service, ready, 60, log)
     return service
 

@@ -10,6 +10,7 @@ with ``raise ... from``::
      +-- StateError
      |    +-- InvalidTransition   a move the machine state table forbids
      |    +-- StaleState          a concurrent writer got there first
+     |    |    +-- Fenced             a write for a space whose lease this manager no longer holds: refused
      |    +-- LockHeld            another vcycle process holds the lock: not acting twice
      +-- DemandError          a demand source failed: demand is unknown
      +-- StoreError           the state store cannot be opened or used
@@ -22,6 +23,7 @@ with ``raise ... from``::
           +-- CloudUnavailable    skip this space this cycle; a create is left to the next sync (transient)
           |    +-- Unauthorized       the credentials were refused: a create backs off, one call a cycle at most
           |    +-- Throttled          slow down: no call to the space until its Retry-After (or a cycle) passed
+          |    +-- LeaseLost          this manager no longer holds the space's lease: no call made, none more
           +-- QuotaExceeded       the space holds creates of that size until a listing shows room
           |    +-- NoCapacity         this offering (flavor) has no room now: cool it, try the next
           +-- LaunchRejected      bad image/flavor/user-data: back off, log loudly
@@ -89,6 +91,10 @@ class InvalidTransition(StateError):
 
 class StaleState(StateError):
     """Another writer changed the space's state since it was read."""
+
+
+class Fenced(StaleState):
+    """A write for a space under a lease epoch that is no longer this manager's: refused without effect."""
 
 
 class LockHeld(StateError):
@@ -178,6 +184,15 @@ class Throttled(CloudUnavailable):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class LeaseLost(CloudUnavailable):
+    """This manager's lease of the space has lapsed or passed to another manager: the call was not made, and no
+    other call of the cycle is made for the space."""
+
+    kind = "lease_lost"
+    made_nothing = True
+    space_wide = True
 
 
 class QuotaExceeded(ConnectorError):

@@ -41,7 +41,8 @@ from vcycle.errors import (
     VcycleError,
 )
 from vcycle.loop.cycle import observe
-from vcycle.loop.daemon import Daemon, Locks, Manager
+from vcycle.loop.daemon import Daemon, Locks, Manager, shared
+from vcycle.loop.leases import Holder
 from vcycle.store import SpaceState, Store, status
 from vcycle.userdata.sources import Fetcher, template_cache
 
@@ -133,11 +134,21 @@ def cycle_once(args: argparse.Namespace) -> int:
     try:
         with Locks(config):
             store = _store(config)
-            manager = Manager(config, store)
+            holder = None
+            if shared(store):  # other managers may act on this store: this run takes the free spaces' leases
+                holder = Holder(store, args.space or config.spaces, config.settings, member=False).start()
+                store.fence = holder
+            manager = Manager(config, store, holder=holder)
             try:
-                reports = manager.cycle(args.space or ())
+                names = holder.holding() if holder is not None else list(args.space or ())
+                if holder is not None:
+                    for name in sorted(set(args.space or config.spaces) - set(names)):
+                        sys.stderr.write(f"{name}: not cycled, another manager holds its lease\n")
+                reports = manager.cycle(names) if names or holder is None else []
             finally:
                 manager.close()
+                if holder is not None:
+                    holder.close()
     except LockHeld as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_BUSY

@@ -141,6 +141,7 @@ def describe(config: Config, out: TextIO) -> None:
 def show(status: dict[str, Any], console: Console) -> None:
     """Print ``status`` as tables."""
     console.print(f"vcycle manager {status['manager']} at {status['time']}", soft_wrap=True, markup=False)
+    _show_managers(status.get("managers", []), console)
     for name, space in status["spaces"].items():
         limit = space["processors_limit"] if space["processors_limit"] is not None else "quota"
         title = f"space {name} ({space['api'] or 'not configured'}): {space['processors_held']}/{limit} processors"
@@ -176,10 +177,29 @@ def show(status: dict[str, Any], console: Console) -> None:
         for cooling in space.get("cooldowns", []):
             console.print(f"  offering {cooling['machinetype']}/{cooling['offering'] or '(any)'} cools until "
                           f"{cooling['until']}: no capacity ({cooling['reason']})", soft_wrap=True, markup=False)
-        money = space.get("spend")
-        if money:
-            console.print(f"  {spend_line(money)}", soft_wrap=True, markup=False)
+        _show_money_and_lease(space, console)
         _show_cycle(space["last_cycle"], console)
+
+
+def _show_money_and_lease(space: dict[str, Any], console: Console) -> None:
+    for line in (spend_line(space["spend"]) if space.get("spend") else "",
+                 lease_line(space["lease"]) if space.get("lease") else ""):
+        if line:
+            console.print(f"  {line}", soft_wrap=True, markup=False)
+
+
+def _show_managers(managers: list[dict[str, Any]], console: Console) -> None:
+    for manager in managers:
+        console.print(f"  manager {manager['holder']} alive since {manager['started']}, holds "
+                      f"{manager['spaces']} space(s)", soft_wrap=True, markup=False)
+
+
+def lease_line(lease: dict[str, Any]) -> str:
+    """Who holds a space among the managers sharing the store, since when and why."""
+    if lease["holder"] is None:
+        return f"lease: held by no manager now (epoch {lease['epoch']}; last: {lease['reason']})"
+    return (f"lease: held by {lease['holder']} since {lease['since']} (epoch {lease['epoch']}, renewed within "
+            f"{lease['expires_in']:g}s): {lease['reason']}")
 
 
 def spend_line(money: dict[str, Any]) -> str:

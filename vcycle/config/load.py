@@ -183,6 +183,13 @@ class _Loader:
         values["manager_name"] = values["manager_name"] or self.hostname
         values["joboutputs_dir"] = values["joboutputs_dir"] or os.path.join(values["state_dir"], "joboutputs")
         values["apel_archive_dir"] = values["apel_archive_dir"] or os.path.join(values["state_dir"], "apel-archive")
+        if found and values["lease_renew_seconds"] * 3 > values["lease_seconds"]:
+            raw = self.raw[found[0][0]]
+            key = "lease_renew_seconds" if "lease_renew_seconds" in raw else "lease_seconds"
+            self.problem(raw[key].file if key in raw else self.origin[found[0][0]], found[0][0], key,
+                         f"lease_renew_seconds ({values['lease_renew_seconds']:g}) must be at most a third of "
+                         f"lease_seconds ({values['lease_seconds']:g}), so that a lease is renewed twice before a "
+                         "slow round lets it lapse")
         if values["https_listen"] is not None and found:
             for key in ("https_cert", "https_key"):
                 if values[key] is None:

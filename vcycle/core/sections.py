@@ -133,6 +133,11 @@ class Settings:
     create_workers: int = key(integer(1, 256), 8, "cloud calls made at once within one space")
     space_processes: int = key(integer(1, 64), 1,
                                "worker processes the spaces are spread over (for many spaces on several cores)")
+    # Managers sharing one PostgreSQL store hold each space under a lease (vcycle/loop/leases.py).
+    lease_seconds: float = key(number(2.0, 3600.0), 15.0, "a space's lease lasts this long unless renewed; a "
+                               "manager gone this long has its spaces taken over (stores shared by managers)")
+    lease_renew_seconds: float = key(number(0.5, 1200.0), 5.0,
+                                     "a manager renews its leases this often (at most a third of lease_seconds)")
     # The HTTPS endpoint (vcycle serve, or inside vcycle daemon when https_listen is set).
     https_listen: tuple[str, int] | None = key(host_port, None,
                                                "HOST:PORT the HTTPS endpoint listens on; unset = no endpoint")

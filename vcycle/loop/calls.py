@@ -6,7 +6,8 @@ space that long, says so in the log as soon as the call runs long (space and
 cloud named), and never holds up the other spaces. The call goes on in its
 thread until the SDK gives up; nothing waits for it any more.
 
-``Timed`` wraps any connector and keeps, per operation, how many calls were
+``Timed`` wraps any connector (asking its ``guard``, where there is one, before every call) and
+keeps, per operation, how many calls were
 made and how long they took in all; the cycle takes (and resets) the sums
 into its report, from which ``/metrics`` serves them, in this process or
 another one reading the same store.
@@ -56,14 +57,19 @@ def answer(call: Future[T], *, space: str, api: str, what: str, bound: float) ->
 class Timed:
     """A connector whose calls are counted and timed (failed calls too)."""
 
-    def __init__(self, inner: Connector) -> None:
+    def __init__(self, inner: Connector, guard: Callable[[], None] | None = None) -> None:
         self.inner = inner
+        self.guard = guard  # asked before every call (a manager's lease of the space, vcycle/loop/leases.py)
+        if guard is not None and hasattr(inner, "guard_requests"):
+            inner.guard_requests(guard)  # and before each of its HTTP requests, where the connector can say
         self.api = inner.api
         self.max_user_data_bytes = inner.max_user_data_bytes
         self._lock = threading.Lock()
         self._sums: dict[str, tuple[int, float]] = {}
 
     def _timed(self, operation: str, call: Callable[[], T]) -> T:
+        if self.guard is not None:
+            self.guard()
         started = time.perf_counter()
         try:
             return call()
@@ -96,8 +102,16 @@ class Timed:
             sums, self._sums = self._sums, {}
         return sums
 
-    def __getattr__(self, name: str) -> Any:  # anything else a connector offers (tests, state files)
-        return getattr(self.inner, name)
+    def __getattr__(self, name: str) -> Any:  # anything else a connector offers (prices, notices, tests)
+        found = getattr(self.inner, name)
+        if self.guard is None or not callable(found):
+            return found
+        guard = self.guard
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            guard()
+            return found(*args, **kwargs)
+        return guarded
 
 
 def report_fields(sums: Mapping[str, tuple[int, float]]) -> tuple[dict[str, int], dict[str, float]]:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -435,17 +436,30 @@ def _save_reports(store: Store, reports: Sequence[CycleReport]) -> None:
 
 
 def run_all(contexts: Sequence[SpaceContext], workers: int, *, save_reports: bool = True,
-            pool: ThreadPoolExecutor | None = None) -> list[CycleReport]:
+            pool: ThreadPoolExecutor | None = None,
+            around: Callable[[str], AbstractContextManager[bool]] | None = None) -> list[CycleReport]:
     """One cycle of every space, concurrently in a bounded pool; reports in the order given.
 
-    A long-lived ``pool`` (the daemon keeps one) saves starting threads every cycle.
+    A long-lived ``pool`` (the daemon keeps one) saves starting threads every cycle. ``around(space)``, where
+    given, is entered for the length of each space's own cycle (a manager's leases: not handed on meanwhile);
+    where it gives False, the space is not cycled (its lease was handed on since the list was made).
     """
     if not contexts:
         return []
     own = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=max(1, min(workers, len(contexts))))
+
+    def one(ctx: SpaceContext) -> CycleReport:
+        if around is None:
+            return run_cycle(ctx, save_report=False)
+        with around(ctx.name) as held:
+            if not held:
+                now = ctx.clock()
+                return CycleReport(ctx.name, now, now, ok=False, errors=(
+                    ReportError("lease_lost", ctx.name, "not cycled: its lease was handed on"),))
+            return run_cycle(ctx, save_report=False)
     try:
-        reports = list(pool.map(lambda ctx: run_cycle(ctx, save_report=False), contexts))
+        reports = list(pool.map(one, contexts))
     finally:
         if own:
             pool.shutdown()

@@ -11,6 +11,7 @@ act on the same state at once. With ``NOTIFY_SOCKET`` set (systemd
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import random
@@ -35,6 +36,7 @@ from vcycle.errors import CloudUnavailable, ConfigError, DemandError, LockHeld, 
 from vcycle.loop.calls import Timed
 from vcycle.loop.cycle import SpaceContext, run_all, save_reports
 from vcycle.loop.launch import renderer
+from vcycle.loop.leases import Holder
 from vcycle.loop.shards import Shards
 from vcycle.store import Store
 from vcycle.store.engine import parse, sqlite_path, writable
@@ -114,6 +116,11 @@ class Locks:
             lock.__exit__()
 
 
+def shared(store: Store) -> bool:
+    """Whether several managers may share the store (PostgreSQL): then each holds its spaces under leases."""
+    return store.engine.dialect.name != "sqlite"
+
+
 def make_connector(space: SpaceConfig, settings: Settings) -> Connector:
     """The connector of ``space``'s api (its plugin imported now, on first use)."""
     return connectors.REGISTRY.load(space.api).make(space, settings)
@@ -124,10 +131,12 @@ class Manager:
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = utc_now,
                  connector_factory: Callable[[SpaceConfig, Config], Connector] | None = None,
-                 processes: int | None = None, wake: Callable[[], None] | None = None) -> None:
+                 processes: int | None = None, wake: Callable[[], None] | None = None,
+                 holder: Holder | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
+        self.holder = holder  # where managers share the store: the spaces this one holds, and their guard
         self.connector_factory = connector_factory or (lambda space, cfg: make_connector(space, cfg.settings))
         self.sources: dict[str, DemandSource] = {}
         for name, demand in config.demands.items():
@@ -143,6 +152,10 @@ class Manager:
         self.fetcher = Fetcher(template_cache(config.settings.state_dir))
         self.pool: ThreadPoolExecutor | None = None  # the spaces' threads, kept from cycle to cycle
         count = config.settings.space_processes if processes is None else processes
+        if holder is not None and count > 1:
+            log.warning("space_processes = %d is not used where managers share the store: one process holds the "
+                        "leases and cycles its spaces", count)
+            count = 1
         self.shards = Shards(count, list(config.spaces), self._worker, clock) if count > 1 and len(
             config.spaces) > 1 else None
 
@@ -157,8 +170,9 @@ class Manager:
         found = self.contexts.get(space.name)
         if found is None:
             render = renderer(self.config.settings.manager_name, self.fetcher)
-            found = SpaceContext(self.config, space, Timed(self.connector_factory(space, self.config)), self.store,
-                                 self.sources, render, self.clock)
+            guard = functools.partial(self.holder.guard, space.name) if self.holder is not None else None
+            found = SpaceContext(self.config, space, Timed(self.connector_factory(space, self.config), guard),
+                                 self.store, self.sources, render, self.clock)
             self.contexts[space.name] = found
         return found
 
@@ -185,7 +199,10 @@ class Manager:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=self.config.settings.space_workers,
                                            thread_name_prefix="vcycle-space")
-        return failed + run_all(contexts, self.config.settings.space_workers, save_reports=save, pool=self.pool)
+        holder = self.holder
+        around = (lambda name: holder.cycling([name])) if holder is not None else None
+        return failed + run_all(contexts, self.config.settings.space_workers, save_reports=save, pool=self.pool,
+                                around=around)
 
     def close(self) -> None:
         for source in self.sources.values():
@@ -220,8 +237,9 @@ class Daemon:
     def __init__(self, paths: Sequence[str] | None, config: Config, store: Store, *, max_cycles: int | None = None,
                  clock: Clock = utc_now) -> None:
         self.paths = paths
-        self.wake = threading.Event()  # set: cycle now (a signal, or a demand source saw new work)
-        self.manager = Manager(config, store, clock=clock, wake=self.wake.set)
+        self.wake = threading.Event()  # set: cycle now (a signal, a demand source saw new work, a space claimed)
+        self.holder = Holder(store, config.spaces, config.settings, wake=self.wake.set) if shared(store) else None
+        self.manager = Manager(config, store, clock=clock, wake=self.wake.set, holder=self.holder)
         self.store = store
         self.max_cycles = max_cycles
         self.stopping = False
@@ -236,6 +254,8 @@ class Daemon:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current cycle, then stopping", signal.Signals(signum).name)
         self.stopping = True
+        if self.holder is not None:
+            self.holder.stopping()  # the spaces not being cycled are handed on at once
         self.wake.set()
 
     def _reload(self, signum: int, frame: FrameType | None) -> None:
@@ -252,29 +272,53 @@ class Daemon:
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
         self.manager.close()
-        self.manager = Manager(config, self.store, clock=self.manager.clock, wake=self.wake.set)
+        if self.holder is not None:
+            self.holder.spaces = sorted(config.spaces)  # spaces no longer configured are handed on at the next round
+        self.manager = Manager(config, self.store, clock=self.manager.clock, wake=self.wake.set, holder=self.holder)
         for tell in self.on_reload:
             tell(config)
         log.info("configuration reloaded: %d space(s)", len(config.spaces))
 
     def run(self) -> int:
+        if self.holder is not None:
+            self.store.fence = self.holder
+            self.holder.start()
+            log.info("managers share the store: %s holds %d of %d space(s) under leases", self.holder.name,
+                     len(self.holder.holding()), len(self.holder.spaces))
         notify("READY=1")
         done = 0
-        while not self.stopping:
-            started = time.monotonic()
-            reports = self.manager.cycle()
-            failed = sum(1 for r in reports if not r.ok)
-            done += 1
-            notify(f"WATCHDOG=1\nSTATUS=cycle {done}: {len(reports)} space(s), {failed} with errors")
-            if self.max_cycles is not None and done >= self.max_cycles:
-                break
-            period = self.manager.config.settings.cycle_seconds
-            jitter = random.uniform(0, min(5.0, period * 0.1))
-            self.wake.wait(max(0.0, period - (time.monotonic() - started)) + jitter)
-            self.wake.clear()
-            if self.reload_wanted and not self.stopping:
-                self.reload()
-        notify("STOPPING=1")
-        self.manager.close()
+        try:
+            while not self.stopping:
+                started = time.monotonic()
+                reports = self._cycle()
+                failed = sum(1 for r in reports if not r.ok)
+                done += 1
+                notify(f"WATCHDOG=1\nSTATUS=cycle {done}: {len(reports)} space(s), {failed} with errors")
+                if self.max_cycles is not None and done >= self.max_cycles:
+                    break
+                period = self.manager.config.settings.cycle_seconds
+                jitter = random.uniform(0, min(5.0, period * 0.1))
+                self.wake.wait(max(0.0, period - (time.monotonic() - started)) + jitter)
+                self.wake.clear()
+                if self.reload_wanted and not self.stopping:
+                    self.reload()
+        finally:
+            notify("STOPPING=1")
+            self.manager.close()
+            if self.holder is not None:
+                self.holder.close()
+                self.store.fence = None
         log.info("stopped after %d cycle(s)", done)
         return 0
+
+    def _cycle(self) -> list[CycleReport]:
+        """One cycle of every space, or where managers share the store, of those this one holds; the reports of
+        spaces lost meanwhile are not kept (their new holder reports them)."""
+        if self.holder is None:
+            return self.manager.cycle()
+        names = self.holder.holding()
+        if not names:
+            return []
+        reports = self.manager.cycle(names, save=False)
+        save_reports(self.store, [r for r in reports if self.holder.holds(r.space)])
+        return reports

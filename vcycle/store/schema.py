@@ -210,3 +210,35 @@ series = Table(
     Column("at", UTCDateTime, primary_key=True),
     Column("data", Text, nullable=False),
 )
+
+# Per-space ownership among the managers sharing one store (vcycle/store/leases.py). Times are the database's own
+# clock in seconds since the epoch, so that hosts whose clocks disagree agree on who holds what.
+leases = Table(
+    "leases", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),  # MANAGER_NAME@HOST:PID
+    Column("epoch", Integer, nullable=False),  # one more at every claim: a write under an older one is refused
+    Column("since", Float, nullable=False),  # when this holder claimed it
+    Column("expires", Float, nullable=False),  # renewed every lease_renew_seconds; released: now
+    Column("reason", Text, nullable=False, default=""),  # why it changed hands last
+)
+
+# The managers alive: each renews its row with its leases; a row past its expiry is a manager gone.
+managers = Table(
+    "managers", metadata,
+    Column("holder", String(255), primary_key=True),
+    Column("started", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+)
+
+# Leases that changed hands, for metrics (takeovers of expired leases against graceful handoffs).
+lease_changes = Table(
+    "lease_changes", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("previous", String(255), nullable=False, default=""),
+    Column("taken_over", Boolean, nullable=False),  # the previous holder's lease had expired (not released)
+    Column("at", Float, nullable=False),
+    Index("ix_lease_changes_at", "at"),
+)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,6 +42,13 @@ HEARTBEAT_SKEW = timedelta(seconds=30)
 
 # More work for the transaction of a write, handed in by whoever knows it (a named-machine source's claims).
 Step = Callable[[Connection], None]
+
+
+class Fence(Protocol):
+    """Who may write for a space (the leases of managers sharing a store, vcycle/loop/leases.py)."""
+
+    def check(self, connection: Connection, space: str) -> None:
+        """Raise Fenced unless this manager holds ``space`` now, inside the write's transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,7 @@ class Store:
         self._write_lock = _WriteLock(path) if engine.dialect.name == "sqlite" else None
         self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
         self.clock: Clock = utc_now  # when a heartbeat is written (a simulation sets its own)
+        self.fence: Fence | None = None  # set where managers share the store: a space's writes need its lease
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False) -> Store:
@@ -224,6 +232,8 @@ class Store:
         that the changes and the steps are kept together or not at all."""
         records = list(records)
         with self._begin(write=True) as c:
+            if self.fence is not None:
+                self.fence.check(c, space)
             self._ensure_space(c, space)
             values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC)}
             if draining is not None:
@@ -411,6 +421,8 @@ class Store:
         """Forget machines GONE before ``before`` and accounted, their history, heartbeats and pilot requests; how
         many."""
         with self._begin(write=True) as c:
+            if self.fence is not None:
+                self.fence.check(c, space)
             old = select(schema.machines.c.name).where(  # those not yet accounted wait for their accounting
                 schema.machines.c.space == space, schema.machines.c.state == MachineState.GONE.value,
                 schema.machines.c.state_since < before, schema.machines.c.accounted_at.is_not(None))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,7 +18,7 @@ from vcycle.core import drift, health, rules
 from vcycle.core.model import MachineRecord
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
-from vcycle.store import Store, schema
+from vcycle.store import Store, leases, schema
 from vcycle.store.pilots import PilotBook
 
 
@@ -28,6 +28,7 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
     Counted by the database (one grouped query), not by loading the records: a space of 50,000 machines
     costs what a small one does."""
     reports = store.last_reports()
+    held, managers = _leases(store)
     known, counts, makers = _tally(store)
     cooling = _cooling(config, store, now)
     sick = unhealthy(config, store)
@@ -66,9 +67,26 @@ def collect(config: Config, store: Store, now: datetime) -> dict[str, Any]:
             "drifted": _drifted(space, makers.get(name, {})),
             "pilots_waiting": _pilots_waiting(config, store, name),
             "spend": _spend(space, reports.get(name)),
+            "lease": held.get(name),
             "last_cycle": reports.get(name),
         }
-    return {"manager": config.settings.manager_name, "time": now.isoformat(), "spaces": spaces}
+    return {"manager": config.settings.manager_name, "time": now.isoformat(), "managers": managers,
+            "spaces": spaces}
+
+
+def _leases(store: Store) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Who holds each space, since when, under which epoch, and the managers alive, where managers share the
+    store (none where one manager has it alone)."""
+    now, found, alive, _ = leases.status(store)
+
+    def when(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+    held = {lease.space: {"holder": lease.holder if lease.live(now) else None, "epoch": lease.epoch,
+                          "since": when(lease.since), "expires_in": round(lease.expires - now, 1),
+                          "reason": lease.reason} for lease in found}
+    managers = [{"holder": holder, "started": when(started), "spaces": sum(
+        1 for lease in found if lease.holder == holder and lease.live(now))} for holder, started, _ in alive]
+    return held, managers
 
 
 def _spend(space: SpaceConfig | None, report: Mapping[str, Any] | None) -> dict[str, Any] | None:

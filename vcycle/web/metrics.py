@@ -16,11 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vcycle.core.model import API_OPERATIONS
 from vcycle.core.states import MachineState
+from vcycle.errors import StoreError
+from vcycle.store import Store, leases
 from vcycle.web.directory import Directory
 
 
@@ -58,11 +60,46 @@ class _Machines(Collector):
         yield ages
 
 
+class _Leases(Collector):
+    """Where managers share the store: each space's lease (held here or not, epoch, seconds to expiry), the
+    managers alive and the changes of hands, read from the store at each scrape (every host serves the same)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        try:
+            now, found, alive, counted = leases.status(self.store)
+        except StoreError:
+            return
+        if not found and not alive:
+            return
+        held = GaugeMetricFamily("vcycle_lease_held", "1 for the manager holding the space's lease now",
+                                 labels=["space", "holder"])
+        epoch = GaugeMetricFamily("vcycle_lease_epoch", "The epoch of the space's lease (one more at every claim)",
+                                  labels=["space"])
+        expiry = GaugeMetricFamily("vcycle_lease_expiry_seconds", "Seconds until the space's lease expires unless "
+                                   "renewed (negative: expired, not yet claimed)", labels=["space"])
+        for lease in found:
+            if lease.live(now):
+                held.add_metric([lease.space, lease.holder], 1)
+            epoch.add_metric([lease.space], lease.epoch)
+            expiry.add_metric([lease.space], lease.expires - now)
+        managers = GaugeMetricFamily("vcycle_managers_alive", "Managers alive that share the store")
+        managers.add_metric([], len(alive))
+        takeovers = CounterMetricFamily("vcycle_lease_takeovers", "Spaces claimed after their holder's lease "
+                                        "expired (the holder died, hung or lost the store)")
+        takeovers.add_metric([], counted.get("takeovers", 0))
+        claims = CounterMetricFamily("vcycle_lease_claims", "Spaces claimed that were free or handed on")
+        claims.add_metric([], counted.get("claims", 0))
+        yield from (held, epoch, expiry, managers, takeovers, claims)
+
+
 class Metrics:
     """One registry: the endpoint's own counters, the cycles' counters, the machines' gauges."""
 
     def __init__(self, directory: Directory, now: Callable[[], datetime]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter("vcycle_http_requests", "Requests answered by the endpoint",
                                 ["route", "status"], registry=r)
@@ -100,6 +137,7 @@ class Metrics:
                                ["space"], registry=r)
         self._sick: set[tuple[str, str]] = set()
         r.register(_Machines(directory, now))
+        r.register(_Leases(directory.store))
         self._seen: dict[str, str] = {}
         self._open: dict[str, set[str]] = {}  # space -> machinetypes whose stall breaker is open
         self._lock = threading.Lock()

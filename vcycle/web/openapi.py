@@ -72,6 +72,13 @@ def _operator(summary: str, schema: str, parameters: list[dict[str, Any]], error
     }}
 
 
+MANAGER = {"type": "object", "required": ["holder", "started", "spaces"], "properties": {
+    "holder": {"type": "string"}, "started": {"type": "string"}, "spaces": {"type": "integer"}}}
+LEASE = {"type": "object", "nullable": True, "description": "who holds the space, where managers share the store",
+         "properties": {"holder": {"type": "string", "nullable": True}, "epoch": {"type": "integer"},
+                        "since": {"type": "string"}, "expires_in": {"type": "number"}, "reason": {"type": "string"}}}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for kind in ("machinefeatures", "jobfeatures"):
@@ -155,6 +162,10 @@ def _schemas() -> dict[str, Any]:
                                                                   "cause": {"type": "string"}}}}}},
         "Spaces": {"type": "object", "required": ["spaces"], "properties": {
             "spaces": {"type": "array", "items": {"type": "object", "required": ["name"]}}}},
-        "Status": {"type": "object", "required": ["manager", "time", "spaces"], "properties": {
-            "manager": {"type": "string"}, "time": {"type": "string"}, "spaces": {"type": "object"}}},
+        "Status": {"type": "object", "required": ["manager", "time", "managers", "spaces"], "properties": {
+            "manager": {"type": "string"}, "time": {"type": "string"},
+            "managers": {"type": "array", "description": "the managers alive that share the store (none where one "
+                         "manager has it alone)", "items": MANAGER},
+            "spaces": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "lease": LEASE}}}}},
     }

@@ -1,0 +1,257 @@
+"""This manager's share of the spaces, where several managers share one PostgreSQL store.
+
+A ``Holder`` thread runs a round every ROUND_SECONDS: it says it is alive,
+reads the leases and the managers alive (those heard from within
+``lease_renew_seconds``: a dead one is left out of the spread well before its
+leases expire, so that nothing is handed to it), claims the free spaces the spread gives it (core/leases.py),
+hands on those it gives another (between two of their cycles), and renews
+what it holds every ``lease_renew_seconds``. What it holds is known twice:
+in the store, under an epoch raised at every claim, and here, until a local
+deadline taken on this host's monotonic clock *before* the renewal was sent
+(so it never outlasts the lease in the store, whatever the hosts' clocks say).
+
+Fencing reaches every act for a space:
+
+- the store: ``check`` (the store's fence) refuses a write for a space not held
+  here under the epoch the store has, in the write's own transaction (Fenced);
+- the cloud: ``guard`` refuses a cloud call for a space whose local deadline
+  has passed (LeaseLost), before the call, so a manager that was paused for
+  longer than its lease makes no call for what it lost. A create's name,
+  request id and client token come from the intent the executor wrote under
+  the lease before calling, so a call already on the wire when the lease
+  lapsed can only make the machine of that intent, which the next holder
+  adopts, never a second one.
+
+SIGTERM: the spaces not being cycled are handed on at once, the others when
+their cycle ends. A manager that stops renewing (killed, paused, cut off from
+the store) loses its spaces when their leases expire, and the others take
+them over within ``lease_seconds`` and one round.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import Connection
+
+from vcycle.core import leases
+from vcycle.core.sections import Settings
+from vcycle.errors import Fenced, LeaseLost, StoreError
+from vcycle.store import Store
+from vcycle.store.leases import LeaseTable
+
+log = logging.getLogger(__name__)
+ROUND_SECONDS = 0.5  # how often a manager looks for spaces to claim or hand on
+
+
+def holder_name(settings: Settings) -> str:
+    """This process's name in the leases: MANAGER_NAME@HOST:PID."""
+    return f"{settings.manager_name}@{socket.gethostname()}:{os.getpid()}"
+
+
+class Holder:
+    """The spaces this manager holds, kept by a thread; the store's fence and the cloud calls' guard."""
+
+    def __init__(self, store: Store, spaces: Iterable[str], settings: Settings, *, member: bool = True,
+                 name: str | None = None, wake: Callable[[], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, database_clock: Callable[[], float] | None = None,
+                 round_seconds: float = ROUND_SECONDS) -> None:
+        self.name = name or holder_name(settings)
+        # alive: beaten every round; silent for lease_renew_seconds, a manager is left out of the spread (so that
+        # no space is handed to it), well before its leases expire
+        self.table = LeaseTable(store, self.name, settings.lease_seconds, database_clock,
+                                alive_seconds=max(settings.lease_renew_seconds, 3 * round_seconds))
+        self.spaces: Sequence[str] = sorted(spaces)
+        self.seconds = settings.lease_seconds
+        self.renew_seconds = settings.lease_renew_seconds
+        self.margin = min(1.0, settings.lease_seconds / 10)
+        self.member = member  # False: a cron run, which takes only free spaces and is no part of the spread
+        self.wake = wake
+        self.monotonic = monotonic
+        self.round_seconds = round_seconds
+        self.held: dict[str, tuple[int, float]] = {}  # space -> (epoch, local deadline)
+        self.busy: set[str] = set()
+        self.leaving = False
+        self.claimed = 0  # claims made by this manager, for the log and metrics
+        self._lock = threading.Lock()
+        self._renewed = -float("inf")
+        self._stop = threading.Event()
+        self._nudge = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._store_down = False
+
+    # --- the thread -------------------------------------------------------------------------
+
+    def start(self) -> Holder:
+        """Join the managers and take a first share now, then keep it in a thread."""
+        self.round()
+        self._thread = threading.Thread(target=self._run, name="vcycle-leases", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._nudge.wait(self.round_seconds)
+            self._nudge.clear()
+            if not self._stop.is_set():
+                self.round()
+
+    def round(self) -> None:
+        """One look: renew when due, then claim and hand on; a store that cannot be reached changes nothing here
+        (the leases lapse on their own, and this manager stops acting for them at its local deadlines)."""
+        started = self.monotonic()
+        try:
+            if started - self._renewed >= self.renew_seconds:
+                self._renew(started)
+            now, found, live = self.table.look(beat=self.member)
+            with self._lock:
+                busy = set(self.busy)
+                leaving = self.leaving
+            if self.member:
+                steps = leases.steps(self.name, self.spaces, found, live, now, renew_due=False, busy=busy,
+                                     leaving=leaving)
+                claims, releases = dict(steps.claim), dict(steps.release)
+            else:
+                claims = {s: "free, for one cron run" for s in self.spaces
+                          if not leaving and (s not in found or not found[s].live(now))}
+                releases = {s: "the cron run is over" for s in self.held if leaving and s not in busy}
+            self._release(releases)
+            self._claim(claims, started)
+            if self._store_down:
+                log.info("leases: the store answers again")
+                self._store_down = False
+        except StoreError as exc:
+            if not self._store_down:
+                log.error("leases not renewed, the store cannot be reached (spaces are left as their leases "
+                          "lapse): %s", exc)
+                self._store_down = True
+        self._drop_lapsed()
+
+    def _renew(self, started: float) -> None:
+        _, held = self.table.renew()
+        self._renewed = started
+        deadline = started + self.seconds - self.margin
+        with self._lock:
+            for space in list(self.held):
+                if space not in held:
+                    log.warning("space=%s lease lost: the store no longer has it held by %s (epoch %d)", space,
+                                self.name, self.held[space][0])
+                    del self.held[space]
+            for space, lease in held.items():
+                if space in self.spaces:
+                    self.held[space] = (lease.epoch, deadline)
+
+    def _claim(self, claims: dict[str, str], started: float) -> None:
+        for space, why in claims.items():
+            got = self.table.claim(space, why)
+            if got is None:
+                continue
+            with self._lock:
+                self.held[space] = (got.epoch, started + self.seconds - self.margin)
+            self.claimed += 1
+            log.info("space=%s lease claimed by %s (epoch %d): %s", space, self.name, got.epoch, why)
+            if self.wake is not None:
+                self.wake()
+
+    def _release(self, releases: dict[str, str]) -> None:
+        if not releases:
+            return
+        with self._lock:
+            for space in list(releases):
+                if space in self.busy:  # its cycle began since this round looked: handed on after it
+                    del releases[space]
+                    continue
+                self.held.pop(space, None)  # no act for it from now on, even before the store hears
+        for space, why in releases.items():
+            self.table.release([space], why)
+            log.info("space=%s lease released by %s: %s", space, self.name, why)
+
+    def _drop_lapsed(self) -> None:
+        now = self.monotonic()
+        with self._lock:
+            for space, (epoch, deadline) in list(self.held.items()):
+                if now >= deadline:
+                    log.warning("space=%s lease lapsed here (epoch %d): not renewed in time; no more acts for it",
+                                space, epoch)
+                    del self.held[space]
+
+    def stopping(self) -> None:
+        """Hand every space on: the ones not being cycled at once, the others as their cycle ends. Safe in a
+        signal handler (it takes no lock the interrupted code may hold)."""
+        self.leaving = True
+        self._nudge.set()
+
+    def close(self) -> None:
+        """Stop the thread, release every space held and leave the managers."""
+        self._stop.set()
+        self._nudge.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            self.leaving = True
+            held, self.held = list(self.held), {}
+        try:
+            self.table.release(held, "stopping: handed on" if self.member else "the cron run is over")
+            for space in held:
+                log.info("space=%s lease released by %s: stopping", space, self.name)
+            if self.member:
+                self.table.leave()
+        except StoreError as exc:
+            log.error("leases not released (they lapse in %gs): %s", self.seconds, exc)
+
+    # --- what the cycle asks ---------------------------------------------------------------
+
+    def holding(self) -> list[str]:
+        """The spaces held now, in order."""
+        now = self.monotonic()
+        with self._lock:
+            return [s for s in self.spaces if s in self.held and now < self.held[s][1]]
+
+    def holds(self, space: str) -> bool:
+        with self._lock:
+            found = self.held.get(space)
+        return found is not None and self.monotonic() < found[1]
+
+    @contextmanager
+    def cycling(self, spaces: Iterable[str]) -> Iterator[bool]:
+        """While these spaces are cycled, they are not handed on; it gives whether they are all held as the
+        cycle begins (one handed on since the cycle's list was taken is not cycled)."""
+        spaces = set(spaces)
+        with self._lock:
+            self.busy |= spaces
+            now = self.monotonic()
+            held = all(s in self.held and now < self.held[s][1] for s in spaces)
+        try:
+            yield held
+        finally:
+            with self._lock:
+                self.busy -= spaces
+            if self.leaving:
+                self._nudge.set()
+
+    def guard(self, space: str) -> None:
+        """Before each cloud call for ``space``: LeaseLost unless it is held here, by the local deadline."""
+        with self._lock:
+            found = self.held.get(space)
+        if found is None or self.monotonic() >= found[1]:
+            raise LeaseLost(f"space {space}: this manager ({self.name}) no longer holds its lease; no cloud call "
+                            "made")
+
+    def check(self, connection: Connection, space: str) -> None:
+        """The store's fence: Fenced unless the store has ``space`` held by this manager under our epoch."""
+        with self._lock:
+            found = self.held.get(space)
+        if found is None or self.monotonic() >= found[1]:
+            raise Fenced(f"space {space}: this manager ({self.name}) no longer holds its lease; nothing written")
+        if not self.table.verify(connection, space, found[0]):
+            with self._lock:
+                if self.held.get(space) == found:
+                    del self.held[space]
+            raise Fenced(f"space {space}: the lease of epoch {found[0]} is no longer {self.name}'s in the store; "
+                         "nothing written")

@@ -1,0 +1,156 @@
+"""Leases in the store: which manager holds each space, under which epoch, until when (vcycle/core/leases.py).
+
+Every statement reads the time from the database itself (PostgreSQL's
+``clock_timestamp()``), so managers on hosts whose clocks disagree still agree
+on whether a lease has expired; a test may hand in its own clock instead. A
+claim is one conditional UPDATE (or INSERT) that succeeds only when the lease
+is free or expired, and raises the epoch; the fencing check of a write
+(``verify``) locks the lease row for the rest of the write's transaction on
+PostgreSQL (FOR SHARE), so a claim by another manager waits for the write and
+cannot slip between the check and the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Float, cast, delete, func, insert, literal, select, update
+
+from vcycle.core.leases import RELEASED, Lease
+from vcycle.store import schema
+from vcycle.store.sql import Store, _dialect_insert
+
+L = schema.leases
+
+
+def _database_now(c: Connection) -> Any:
+    """The database's clock in seconds since the epoch, as an SQL expression."""
+    if c.dialect.name == "postgresql":
+        return cast(func.extract("epoch", func.clock_timestamp()), Float)
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+def _lease(row: Any) -> Lease:
+    return Lease(row.space, row.holder, row.epoch, row.since, row.expires, row.reason)
+
+
+class LeaseTable:
+    """The leases and managers tables of one store, for manager ``holder``."""
+
+    def __init__(self, store: Store, holder: str, seconds: float, clock: Callable[[], float] | None = None,
+                 alive_seconds: float | None = None) -> None:
+        self.store = store
+        self.holder = holder
+        self.seconds = seconds
+        self.alive_seconds = seconds if alive_seconds is None else alive_seconds  # a manager silent this long: gone
+        self.clock = clock  # a test's clock; None: the database's
+
+    def _now(self, c: Connection) -> float:
+        if self.clock is not None:
+            return self.clock()
+        return float(c.execute(select(_database_now(c))).scalar_one())
+
+    def look(self, beat: bool = False) -> tuple[float, dict[str, Lease], list[str]]:
+        """(now, every lease, the managers alive) in one transaction; ``beat``: say first that this one is alive."""
+        with self.store._begin(write=beat) as c:
+            now = self._now(c)
+            if beat:
+                self._beat(c, now)
+            leases = {r.space: _lease(r) for r in c.execute(select(L))}
+            live = [r.holder for r in c.execute(select(schema.managers.c.holder).where(
+                schema.managers.c.expires > now))]
+        return now, leases, live
+
+    def beat(self) -> float:
+        """Say this manager is alive for another ``alive_seconds``; the database's time now."""
+        with self.store._begin(write=True) as c:
+            now = self._now(c)
+            self._beat(c, now)
+        return now
+
+    def _beat(self, c: Connection, now: float) -> None:
+        table = schema.managers
+        done = c.execute(update(table).where(table.c.holder == self.holder).values(expires=now + self.alive_seconds))
+        if done.rowcount == 0:
+            c.execute(insert(table).values(holder=self.holder, started=now, expires=now + self.alive_seconds))
+
+    def leave(self) -> None:
+        with self.store._begin(write=True) as c:
+            c.execute(delete(schema.managers).where(schema.managers.c.holder == self.holder))
+
+    def claim(self, space: str, why: str) -> Lease | None:
+        """The space's lease for this manager under a new epoch, if it is free; None if another holds it."""
+        with self.store._begin(write=True) as c:
+            now = self._now(c)
+            found = c.execute(select(L).where(L.c.space == space)).one_or_none()
+            values = {"holder": self.holder, "since": now, "expires": now + self.seconds, "reason": why}
+            if found is None:
+                inserted = c.execute(_dialect_insert(c, L).on_conflict_do_nothing(index_elements=["space"])
+                                     .returning(L.c.epoch), {"space": space, "epoch": 1, **values})
+                if inserted.first() is None:  # another manager's claim got there first
+                    return None
+                epoch, previous, lapsed = 1, "", False
+            else:
+                if found.expires > now:
+                    return None
+                done = c.execute(update(L).where(L.c.space == space, L.c.epoch == found.epoch, L.c.expires <= now)
+                                 .values(epoch=found.epoch + 1, **values))
+                if done.rowcount != 1:
+                    return None
+                epoch, previous = found.epoch + 1, found.holder
+                lapsed = not found.reason.startswith(RELEASED) and found.holder != self.holder
+            c.execute(insert(schema.lease_changes).values(space=space, epoch=epoch, holder=self.holder,
+                                                          previous=previous, taken_over=lapsed, at=now))
+        return Lease(space, self.holder, epoch, now, now + self.seconds, why)
+
+    def renew(self) -> tuple[float, dict[str, Lease]]:
+        """Renew every live lease this manager holds, and say it is alive: (the database's time, the leases held).
+        A lease that has expired is not renewed (it may be claimed again, under a new epoch)."""
+        with self.store._begin(write=True) as c:
+            now = self._now(c)
+            c.execute(update(L).where(L.c.holder == self.holder, L.c.expires > now).values(expires=now + self.seconds))
+            self._beat(c, now)
+            held = {r.space: _lease(r) for r in c.execute(select(L).where(L.c.holder == self.holder,
+                                                                          L.c.expires > now))}
+        return now, held
+
+    def release(self, spaces: Iterable[str], why: str) -> None:
+        """Give the spaces' leases up now (their epochs stay, for the next holder to raise)."""
+        spaces = list(spaces)
+        if not spaces:
+            return
+        with self.store._begin(write=True) as c:
+            now = self._now(c)
+            c.execute(update(L).where(L.c.holder == self.holder, L.c.space.in_(spaces), L.c.expires > now)
+                      .values(expires=now, reason=f"{RELEASED} {why}"))
+
+    def verify(self, c: Connection, space: str, epoch: int) -> bool:
+        """Whether this manager holds ``space`` under ``epoch`` now, inside the transaction ``c`` (whose lease
+        row stays locked against claims until it commits, on PostgreSQL)."""
+        now = literal(self.clock()) if self.clock is not None else _database_now(c)
+        query = select(L.c.epoch).where(L.c.space == space, L.c.holder == self.holder, L.c.epoch == epoch,
+                                        L.c.expires > now)
+        if c.dialect.name == "postgresql":
+            query = query.with_for_update(read=True)
+        return c.execute(query).first() is not None
+
+
+def changes(store: Store, since: float) -> list[dict[str, Any]]:
+    """The leases that changed hands since ``since`` (database seconds), oldest first."""
+    table = schema.lease_changes
+    with store._begin() as c:
+        return [dict(r._mapping) for r in c.execute(select(table).where(table.c.at >= since).order_by(table.c.at))]
+
+
+def status(store: Store) -> tuple[float, list[Lease], list[tuple[str, float, float]], dict[str, int]]:
+    """(now, every lease, the managers alive as (holder, started, expires), takeovers and handoffs counted)."""
+    table = schema.lease_changes
+    with store._begin() as c:
+        now = float(c.execute(select(_database_now(c))).scalar_one())
+        leases = [_lease(r) for r in c.execute(select(L).order_by(L.c.space))]
+        managers = [(r.holder, r.started, r.expires) for r in c.execute(
+            select(schema.managers).where(schema.managers.c.expires > now).order_by(schema.managers.c.holder))]
+        counted = {("takeovers" if r.taken_over else "claims"): r.n for r in c.execute(
+            select(table.c.taken_over, func.count().label("n")).group_by(table.c.taken_over))}
+    return now, leases, managers, counted
