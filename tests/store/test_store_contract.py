@@ -225,6 +225,25 @@ def test_heartbeats_are_read_incrementally_and_completely(store: Store, store_ur
     assert set(beats) == {"a", "b"} and beats["a"].at == T0 + timedelta(seconds=60)
 
 
+def test_of_two_endpoints_the_heartbeat_said_later_wins_whichever_is_written_last(
+        store: Store, store_url: str) -> None:
+    later, earlier = T0 + timedelta(seconds=60), T0 + timedelta(seconds=30)
+    store.put_heartbeats([("sp", Heartbeat("a", later, "200 Success", later, address="10.0.0.2",
+                                           interruption="preempt", interruption_at=later))])
+    other = Store.open(store_url)  # a second host's endpoint flushes what it got before, after
+    other.put_heartbeats([("sp", Heartbeat("a", earlier, "300 No work", earlier, address="10.0.0.1",
+                                           interruption="stale notice", interruption_at=earlier))])
+    other.put_heartbeats([("sp", Heartbeat("b", earlier, address="10.0.0.3"))])
+    other.close()
+    beat = store.heartbeats("sp")["a"]
+    assert (beat.at, beat.address, beat.shutdown_message, beat.interruption) == (
+        later, "10.0.0.2", "200 Success", "preempt")
+    store.put_heartbeats([("sp", Heartbeat("a", later + timedelta(seconds=1), address="10.0.0.4"))])
+    beat = store.heartbeats("sp")["a"]  # a newer beat wins and keeps the message it does not repeat
+    assert (beat.at, beat.address, beat.shutdown_message) == (later + timedelta(seconds=1), "10.0.0.4", "200 Success")
+    assert store.heartbeats("sp")["b"].address == "10.0.0.3"
+
+
 def test_records_lists_every_state_of_a_space(store: Store) -> None:
     old = transition(full_record("old"), S.GONE, T0 + timedelta(hours=1), "vanished")
     store.write("sp", 0, [full_record("new"), old])

@@ -279,9 +279,9 @@ def test_a_full_disk_is_answered_507_and_nothing_half_written_stays(tmp_path: Pa
 
 
 def test_joboutputs_of_machines_gone_longer_than_cleanup_hours_are_removed(tmp_path: Path) -> None:
-    from vcycle.web.joboutputs import Joboutputs
+    from vcycle.store.joboutputs import Files, Joboutputs
 
-    store = Joboutputs(str(tmp_path / "jo"), 1000, 10000)
+    store = Joboutputs(Files(str(tmp_path / "jo")), 1000, 10000)
     for machine in ("live", "recent", "old"):
         store.write("sp", machine, "log", b"x")
     old = tmp_path / "jo" / "sp" / "old"

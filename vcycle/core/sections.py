@@ -153,6 +153,9 @@ class Settings:
     trusted_proxy_dn_header: str = key(
         text, "X-SSL-Client-S-DN", "header in which a trusted reverse proxy passes the client certificate's DN")
     joboutputs_dir: str = key(text, None, "where machines' joboutputs are kept; default STATE_DIR/joboutputs")
+    joboutputs_in_store: bool = key(
+        boolean, False, "keep joboutputs in the state store rather than joboutputs_dir, so that endpoints on "
+        "several hosts sharing one PostgreSQL store serve the same files")
     joboutputs_max_file_bytes: int = key(integer(1), 10 * 1024 * 1024, "largest joboutputs file accepted")
     joboutputs_max_machine_bytes: int = key(integer(1), 100 * 1024 * 1024,
                                             "most joboutputs bytes kept for one machine")

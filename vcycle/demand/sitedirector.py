@@ -28,7 +28,6 @@ import secrets
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from vcycle.clock import Clock, utc_now
@@ -39,8 +38,9 @@ from vcycle.core.sections import Config, DemandConfig, MachinetypeConfig
 from vcycle.core.states import MachineState
 from vcycle.demand.base import DemandPlugin, SourceContext, poll_seconds
 from vcycle.demand.watch import Watch
-from vcycle.errors import DemandError, DirectorError, StaleState, StoreError
+from vcycle.errors import DemandError, DirectorError, JoboutputsError, StaleState, StoreError
 from vcycle.store import SpaceState, Step, Store
+from vcycle.store.joboutputs import joboutputs_of
 from vcycle.store.pilots import CANCELLED, EXPIRED, PENDING, PilotBook, PilotState
 
 log = logging.getLogger(__name__)
@@ -237,13 +237,11 @@ class Director:
         parsed = parse_reference(ref)
         if parsed is None or parsed[0] != self.space:
             raise DirectorError(f"{ref} is not a pilot of space {self.space}")
-        path = Path(self.config.settings.joboutputs_dir, self.space, parsed[1], "pilot.log")
         try:
-            return path.read_text(errors="replace"), ""
-        except FileNotFoundError:
-            return "", ""
-        except OSError as exc:
-            raise DirectorError(f"{path}: {exc.strerror}") from exc
+            data = joboutputs_of(self.config.settings, self.store).read(self.space, parsed[1], "pilot.log")
+        except JoboutputsError as exc:
+            raise DirectorError(f"the joboutputs of {parsed[1]}: {exc.reason}") from exc
+        return ("" if data is None else data.decode(errors="replace")), ""
 
     def ce_status(self) -> tuple[int, int]:
         """(pilots waiting for or booting in their machines, pilots whose machines run)."""

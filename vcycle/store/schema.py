@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -241,4 +242,15 @@ lease_changes = Table(
     Column("taken_over", Boolean, nullable=False),  # the previous holder's lease had expired (not released)
     Column("at", Float, nullable=False),
     Index("ix_lease_changes_at", "at"),
+)
+
+# Joboutputs kept in the store (joboutputs_in_store), so endpoints on several hosts share them.
+joboutputs = Table(
+    "joboutputs", metadata,
+    Column("space", String(255), primary_key=True),
+    Column("machine", String(255), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("written_at", Float, nullable=False),  # seconds since the epoch, for clean-up
 )

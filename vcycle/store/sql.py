@@ -106,14 +106,24 @@ def _insert_new(connection: Connection, table: Any, rows: Sequence[dict[str, Any
 _MERGES: dict[str, Any] = {}
 
 
+# Each heartbeat value with the time it was said: of two endpoints writing one
+# machine's heartbeat, the value said later wins whichever is written last.
+_SAID_AT = {"at": "at", "address": "at", "detail": "at", "shutdown_message": "shutdown_message_at",
+            "shutdown_message_at": "shutdown_message_at", "interruption": "interruption_at",
+            "interruption_at": "interruption_at"}
+
+
 def _merge_heartbeats(connection: Connection) -> Any:
-    """The heartbeat upsert: new values win, None keeps the stored one."""
+    """The heartbeat upsert: newer values win, None keeps the stored one, an older one never replaces a newer."""
     statement = _MERGES.get(connection.dialect.name)
     if statement is None:
         table = schema.heartbeats
         insert_ = _dialect_insert(connection, table)
-        updates = {c.name: func.coalesce(insert_.excluded[c.name], c) for c in table.columns
-                   if c.name not in ("space", "name", "written_at")}
+        updates: dict[str, Any] = {}
+        for name, said in _SAID_AT.items():
+            new, old = insert_.excluded[said], table.c[said]
+            stale = old.is_not(None) & new.is_not(None) & (new < old)
+            updates[name] = case((stale, table.c[name]), else_=func.coalesce(insert_.excluded[name], table.c[name]))
         updates["written_at"] = insert_.excluded.written_at
         statement = _MERGES[connection.dialect.name] = insert_.on_conflict_do_update(
             index_elements=["space", "name"], set_=updates)
@@ -341,6 +351,10 @@ class Store:
         if not rows:
             return
         with self._begin(write=True) as c:
+            if c.dialect.name == "postgresql":  # the database's clock: endpoints on several hosts agree on it
+                written = c.execute(select(func.clock_timestamp())).scalar_one()
+                for row in rows.values():
+                    row["written_at"] = written
             c.execute(_merge_heartbeats(c), list(rows.values()))
 
     def add_report(self, report: CycleReport) -> None:

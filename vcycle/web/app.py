@@ -30,6 +30,7 @@ from vcycle.core.options import default_of
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.errors import JoboutputsError, Refused, StoreError
 from vcycle.store import Store
+from vcycle.store.joboutputs import joboutputs_of
 from vcycle.store.status import unhealthy
 from vcycle.userdata.render import render_user_data
 from vcycle.userdata.sources import Fetcher
@@ -39,7 +40,6 @@ from vcycle.web import ui
 from vcycle.web.beats import HeartbeatBuffer
 from vcycle.web.directory import Directory
 from vcycle.web.endpoint import Endpoint, UserDataRenderer, is_loopback
-from vcycle.web.joboutputs import Joboutputs
 from vcycle.web.limits import RateLimiter
 from vcycle.web.metrics import Metrics
 from vcycle.web.openapi import document
@@ -68,8 +68,7 @@ def build(config: Config, store: Store, *, clock: Callable[[], datetime] = utc_n
     """The endpoint's shared state for ``config``; nothing is started yet."""
     settings = config.settings
     directory = Directory(store)
-    joboutputs = Joboutputs(settings.joboutputs_dir, settings.joboutputs_max_file_bytes,
-                            settings.joboutputs_max_machine_bytes)
+    joboutputs = joboutputs_of(settings, store)
     host = listen_host if listen_host is not None else (settings.https_listen or ("127.0.0.1", 0))[0]
     return Endpoint(config=config, store=store, directory=directory,
                     beats=HeartbeatBuffer(store, joboutputs, settings.heartbeat_flush_seconds),

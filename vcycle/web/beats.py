@@ -18,7 +18,7 @@ import threading
 from vcycle.core.model import Heartbeat
 from vcycle.errors import JoboutputsError, StoreError
 from vcycle.store import Store
-from vcycle.web.joboutputs import Joboutputs
+from vcycle.store.joboutputs import Joboutputs
 
 log = logging.getLogger(__name__)
 

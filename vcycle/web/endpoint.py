@@ -26,10 +26,10 @@ from vcycle.core.model import MachineRecord
 from vcycle.core.sections import Config, MachinetypeConfig
 from vcycle.errors import Refused
 from vcycle.store import Store
+from vcycle.store.joboutputs import Joboutputs
 from vcycle.web import dn
 from vcycle.web.beats import HeartbeatBuffer
 from vcycle.web.directory import Directory
-from vcycle.web.joboutputs import Joboutputs
 from vcycle.web.limits import RateLimiter
 from vcycle.web.metrics import Metrics
 

@@ -22,9 +22,9 @@ from vcycle.core import identity, interruptions
 from vcycle.core.model import Heartbeat, MachineRecord
 from vcycle.core.states import MachineState
 from vcycle.errors import JoboutputsError, Refused, RenderError, StoreError
+from vcycle.store.joboutputs import check_name
 from vcycle.store.pilots import PilotBook
 from vcycle.web.endpoint import Endpoint, authenticate_machine, rate_limit
-from vcycle.web.joboutputs import check_name
 
 log = logging.getLogger(__name__)
 KINDS = identity.FEATURES  # the directories a machine's URLs name (identity.machine_urls)

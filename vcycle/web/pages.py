@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,9 +18,9 @@ from vcycle.core.states import MachineState
 from vcycle.store import Store
 from vcycle.store import status as status_module
 from vcycle.store.browse import Browse, Page
+from vcycle.store.joboutputs import Joboutputs
 from vcycle.store.series import Series
 from vcycle.web import plots
-from vcycle.web.joboutputs import Joboutputs
 from vcycle.web.operator_routes import STATES, machine_view
 
 DEMAND = ("idle", "running_jobs", "running")
@@ -135,8 +134,7 @@ def machine(store: Store, joboutputs: Joboutputs, now: datetime, space: str, nam
     end = record.last.at if record.state is MachineState.GONE and record.last else now
     features = json.loads(record.features or "{}")
     beat = Browse(store).heartbeat(space, name)
-    directory = joboutputs.directory(space, name)
-    files = [{"name": f, "bytes": _size(os.path.join(directory, f))} for f in joboutputs.names(space, name)]
+    files = [{"name": f, "bytes": size} for f, size in joboutputs.sizes(space, name)]
     detail = None
     if beat is not None and beat.detail:
         try:
@@ -148,13 +146,6 @@ def machine(store: Store, joboutputs: Joboutputs, now: datetime, space: str, nam
         "timeline": plots.timeline(changes, end), "machinefeatures": features.get("machinefeatures", {}),
         "jobfeatures": features.get("jobfeatures", {}), "files": files, "beat": beat, "beat_detail": detail,
     }
-
-
-def _size(path: str) -> int | None:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
 
 
 def _windows(config: Config) -> list[str]:

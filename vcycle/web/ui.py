@@ -32,9 +32,9 @@ from starlette.staticfiles import StaticFiles
 
 from vcycle.errors import Refused, StoreError
 from vcycle.store.browse import Browse
+from vcycle.store.joboutputs import check_name
 from vcycle.web import pages
 from vcycle.web.endpoint import Endpoint, bearer
-from vcycle.web.joboutputs import check_name
 from vcycle.web.machine_routes import endpoint_of
 from vcycle.web.operator_routes import STATES
 from vcycle.web.pages import WINDOWS
