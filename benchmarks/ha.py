@@ -118,6 +118,11 @@ def main() -> None:
         time.sleep(3 * 5)  # a few cycles: every request given up or adopted
         leaked = site.leaked()
         calls, writes = site.fenced()
+        claims = site.claims()
+        why = [f"fenced call: {action} by {who} to {space} at {at:.3f}; claims of the space within a minute "
+               f"(seconds after the call, holder, epoch): "
+               f"{[(round(c[5] - at, 3), c[2], c[1]) for c in claims if c[0] == space and abs(c[5] - at) < 60]}"
+               for at, who, space, action in calls]  # each fenced call with what may explain it
         doubles = site.double_creates()
     finally:
         site.close()
@@ -127,6 +132,8 @@ def main() -> None:
           f"handoffs {' '.join(f'{h:.2f}' for h in handoffs)}s; samples {site.samples}, longest without a lease "
           f"{site.longest_gap:.2f}s; cloud calls {len(site.proxy.calls)}; fenced calls {len(calls)} writes "
           f"{len(writes)}; limit breaches {site.breaches}; leaked {len(leaked)}")
+    for line in why:
+        print(line)
     print(f"RESULT takeover_s_max={max(takeovers):.2f} takeover_s_median={statistics.median(takeovers):.2f} "
           f"graceful_handoff_s={max(handoffs):.2f} double_creates={doubles} fenced_calls={len(calls) + len(writes)} "
           f"breaches={site.breaches} leaked={len(leaked)} longest_gap_s={site.longest_gap:.2f} "

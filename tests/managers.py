@@ -144,9 +144,10 @@ class Manager:
     pids: list[int] = field(default_factory=list)  # every process it ran as, for its holder names
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "vcycle.cli", "daemon", "--config", str(self.conf),
-                                         "--log-file", str(self.log)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        with open(self.log.with_suffix(".err"), "ab") as errors:  # what it says when it cannot start
+            self.process = subprocess.Popen([sys.executable, "-m", "vcycle.cli", "daemon", "--config",
+                                             str(self.conf), "--log-file", str(self.log)],
+                                            stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
         self.pids.append(self.process.pid)
 
     @property

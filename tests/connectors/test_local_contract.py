@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,8 +176,7 @@ def test_a_drain_is_a_sigterm_to_the_entrypoint_alone_and_the_pilot_runs_on(conn
     def working() -> bool:
         return any("working" in log.read_text() for log in (directory / "tmp").glob("tmp.*/pilot.log"))
 
-    wait_for(working)
-    time.sleep(0.3)  # the entrypoint is waiting on its pilot
+    wait_for(working)  # no pause: from the pilot's first line on, a SIGTERM is a drain
     connector.drain_machine(made.id)
     wait_for(lambda: (directory / "exit-status").exists(), 30)
     assert (directory / "exit-status").read_text().strip() == "0"

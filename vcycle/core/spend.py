@@ -136,8 +136,10 @@ def month_costs(space: SpaceConfig, records: Iterable[MachineRecord], now: datet
     start, _ = month(now)
     spent = burn = 0.0
     unpriced = 0
+    prices: dict[tuple[str, str | None, str | None, str | None], float | None] = {}  # few offerings, many machines
     for record in records:
-        per_hour = record_price(space, record, live)
+        key = (record.machinetype, record.flavor, record.zone, record.capacity)
+        per_hour = prices[key] if key in prices else prices.setdefault(key, record_price(space, record, live))
         if per_hour is None:
             unpriced += gone_at(record) is None
             continue

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -74,12 +75,12 @@ class SpaceContext:
     clock: Clock
     last_housekeeping: datetime | None = None
     last_accounting: datetime | None = None  # the last look for machines left unaccounted (None: not yet)
-    pool: ThreadPoolExecutor | None = None  # for this space's cloud calls, made on first use
+    pool: futures.Executor | None = None  # for this space's cloud calls, made on first use (a simulation's: Inline)
     holds: Holds | None = None  # the space's own holds (throttled, quota spent), kept from cycle to cycle
     retry: Retry | None = None  # how transient create and delete answers are asked again (default Retry())
     randomness: Callable[[], bytes] | None = None  # each new machine's identity (default: the secrets module's)
 
-    def calls(self) -> ThreadPoolExecutor:
+    def calls(self) -> futures.Executor:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=self.config.settings.create_workers,
                                            thread_name_prefix=f"vcycle-{self.space.name}")

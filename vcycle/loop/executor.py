@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,7 +126,7 @@ class Executor:
 
     def __init__(self, space: SpaceConfig, connector: Connector, store: Store, *, manager: str, render: Renderer,
                  workers: int = 8, randomness: Callable[[], bytes] = entropy,
-                 clock: Callable[[], datetime] | None = None, pool: ThreadPoolExecutor | None = None,
+                 clock: Callable[[], datetime] | None = None, pool: futures.Executor | None = None,
                  drain: Callable[[str, str], None] | None = None,
                  named: Mapping[str, NamedMachines] | None = None, retry: Retry | None = None) -> None:
         self.space = space

@@ -60,6 +60,7 @@ class Batch:
         self.idle: dict[str, deque[Outcome]] = {mt: deque() for mt in machinetypes}
         self.idle.setdefault(default, deque())
         self.running: dict[str, tuple[_Slot, float]] = {}  # job id -> its machine, when it ends
+        self.running_of: Counter[str] = Counter()  # machinetype -> its jobs running
         self.slots: dict[tuple[str, str], _Slot] = {}
         self.busy_core_seconds = 0.0
         self.requeued = 0
@@ -77,6 +78,7 @@ class Batch:
             for job_id in reversed(slot.jobs):
                 outcome = self.outcomes[job_id]
                 del self.running[job_id]
+                self.running_of[slot.machinetype] -= 1
                 self.busy_core_seconds += outcome.job.cores * (at - (outcome.started or at))  # work lost
                 outcome.started, outcome.restarts = None, outcome.restarts + 1
                 self.idle[outcome.machinetype].appendleft(outcome)
@@ -101,40 +103,49 @@ class Batch:
         outcome.ended = ends
         self.busy_core_seconds += outcome.job.cores * outcome.job.duration
         del self.running[job_id]
+        self.running_of[slot.machinetype] -= 1
         slot.jobs.remove(job_id)
         slot.free += outcome.job.cores
 
     def _match(self, at: float) -> None:
+        """Each idle job, in its queue's order, to the first slot of its machinetype with room for it."""
         by_type: dict[str, list[_Slot]] = {}
         for slot in self.slots.values():
-            by_type.setdefault(slot.machinetype, []).append(slot)
+            if slot.free > 0:  # full slots take nothing (a job needs a core at least)
+                by_type.setdefault(slot.machinetype, []).append(slot)
         for mt, queue in self.idle.items():
             slots = by_type.get(mt, [])
+            most = max((s.free for s in slots), default=0)  # no job needing more than this fits
             waiting: deque[Outcome] = deque()
             while queue:
                 outcome = queue.popleft()
-                found = next((s for s in slots if s.free >= outcome.job.cores), None)
+                cores = outcome.job.cores
+                found = next((s for s in slots if s.free >= cores), None) if cores <= most else None
                 if found is None:
                     waiting.append(outcome)
                     continue
-                found.free -= outcome.job.cores
+                found.free -= cores
                 found.jobs.append(outcome.job.id)
+                if found.free <= 0:
+                    slots.remove(found)
+                    most = max((s.free for s in slots), default=0)
                 outcome.started = at
                 self.running[outcome.job.id] = (found, at + outcome.job.duration)
+                self.running_of[mt] += 1
             self.idle[mt] = waiting
 
     def demand(self, machinetype: str) -> Demand:
         """What the machinetype's demand source reports now."""
         queue = self.idle.get(machinetype, deque())
         shapes = Counter((o.job.cores, o.job.memory_mb) for o in queue)
-        running = sum(1 for slot, _ in self.running.values() if slot.machinetype == machinetype)
+        running = self.running_of[machinetype]
         return Demand(idle_jobs=len(queue), running_jobs=running,
                       shapes=tuple(JobShape(c, m, 0, n) for (c, m), n in sorted(shapes.items())))
 
     def counts(self, machinetype: str) -> tuple[int, int]:
         """(idle, running) jobs of the machinetype now."""
         return (len(self.idle.get(machinetype, ())),
-                sum(1 for slot, _ in self.running.values() if slot.machinetype == machinetype))
+                self.running_of[machinetype])
 
     def busy(self, now: datetime) -> float:
         """Processors x seconds of work done until ``now``: jobs finished, lost and still running."""

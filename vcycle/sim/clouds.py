@@ -39,6 +39,10 @@ KEYS = ("boot_seconds", "failure_rate", "interruption_rate_per_hour", "api_laten
         "failure_rates", "interruption_rates", "quota_processors", "flavors")
 
 
+_STATUS = {"booting": CloudStatus.STARTING, "running": CloudStatus.RUNNING, "failed": CloudStatus.FAILED,
+           "stopped": CloudStatus.STOPPED}
+
+
 @dataclass(frozen=True, slots=True)
 class CloudSpec:
     """How one simulated cloud behaves."""
@@ -276,8 +280,7 @@ class SimulatedCloud:
 
     def _view(self, machine: _Machine, now: datetime) -> CloudMachine:
         state = self._state(machine, now)
-        status = {"booting": CloudStatus.STARTING, "running": CloudStatus.RUNNING, "failed": CloudStatus.FAILED,
-                  "stopped": CloudStatus.STOPPED}[state]
+        status = _STATUS[state]
         if machine.view.status is not status:
             v = machine.view
             machine.view = CloudMachine(v.id, v.name, status, v.owner, v.processors, v.created_at, state.upper(),

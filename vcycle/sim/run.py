@@ -25,6 +25,7 @@ from vcycle.core import identity
 from vcycle.core.model import CloudStatus, CreateOrder, Decision, Demand, Heartbeat
 from vcycle.core.sections import Config, MachinetypeConfig, SpaceConfig
 from vcycle.errors import VcycleError
+from vcycle.loop.calls import Inline
 from vcycle.loop.cycle import SpaceContext, run_cycle
 from vcycle.sim.batch import Batch
 from vcycle.sim.clouds import CloudSpec, SimulatedCloud
@@ -131,7 +132,7 @@ def _run(config: Config, store: Store, clouds: Mapping[str, CloudSpec], jobs: Se
     for name, space in sorted(config.spaces.items()):
         cloud = SimulatedCloud(name, clouds.get(name, CloudSpec()), clock, seed)
         sim_clouds[name] = cloud
-        contexts.append(SpaceContext(config, space, cloud, store, sources, _render, clock,
+        contexts.append(SpaceContext(config, space, cloud, store, sources, _render, clock, pool=Inline(),
                                      randomness=lambda: rng.randbytes(identity.ENTROPY_BYTES)))
     last = max((j.arrival for j in jobs), default=0.0)
     limit = until if until is not None else last + 7 * 86400
