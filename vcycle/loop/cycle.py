@@ -244,11 +244,15 @@ def _held(records: Iterable[MachineRecord], foreign: int) -> int:
     return sum(r.processors for r in records if r.state in HOLDS_PROCESSORS) + foreign
 
 
-def _record_launches(ctx: SpaceContext, seen: Observation, version: int, final: Iterable[MachineRecord]) -> None:
-    """Keep the launch outcomes this cycle told (core/health.py), saying when a machinetype's health changes."""
+def _record_launches(ctx: SpaceContext, seen: Observation, version: int,
+                     changed: Mapping[str, MachineRecord]) -> None:
+    """Keep the launch outcomes this cycle told (core/health.py), saying when a machinetype's health changes;
+    ``changed``: the records this cycle changed, as they are now (only a change tells an outcome)."""
+    if not changed:
+        return
     told: dict[str, list[LaunchOutcome]] = {}
-    for found in health.outcomes({r.name: r for r in seen.state.records}, final, ctx.space.machinetypes,
-                                 seen.batch):
+    before = {r.name: r for r in seen.state.records if r.name in changed}
+    for found in health.outcomes(before, changed.values(), ctx.space.machinetypes, seen.batch):
         told.setdefault(found.machinetype, []).append(found)
     if not told:
         return
@@ -323,7 +327,9 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         final = {**{r.name: r for r in seen.synced.records}, **applied.records}
         ctx.kept.after(applied.throttled, applied.quota, lambda: _held(final.values(), seen.synced.foreign_processors),
                        now, ctx.config.settings.cycle_seconds)
-        _record_launches(ctx, seen, applied.version, final.values())
+        changed = {r.name: final[r.name] for r in seen.synced.updated if r.name in final}
+        changed.update(applied.records)
+        _record_launches(ctx, seen, applied.version, changed)
         accounting = _accounting(ctx, now, final)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
