@@ -140,3 +140,35 @@ def test_on_postgresql_the_lease_runs_on_the_databases_clock(postgres_url: str) 
         assert taken is not None and taken.epoch == 2
     finally:
         store.close()
+
+
+def test_on_postgresql_another_manager_hears_at_once_that_leases_were_given_up(postgres_url: str) -> None:
+    from vcycle.store.leases import Listener
+
+    store = Store.open(postgres_url)
+    a, b = LeaseTable(store, "a", 15.0), LeaseTable(store, "b", 15.0)
+    hears_b, hears_a = Listener(store, "b"), Listener(store, "a")
+    try:
+        assert hears_b.wait(0.2) is False and hears_a.wait(0.01) is False  # both listening; nothing given up yet
+        assert a.claim("sp", "first") is not None
+        assert hears_b.wait(0.2) is False  # a claim is no news
+        a.release(["sp"], "handed on")
+        started = time.monotonic()
+        assert hears_b.wait(5.0) is True
+        assert time.monotonic() - started < 1.0
+        assert hears_a.wait(0.2) is False  # a manager is not woken by its own release
+        assert b.claim("sp", "given up by a") is not None
+    finally:
+        hears_a.close()
+        hears_b.close()
+        store.close()
+
+
+def test_where_it_cannot_listen_a_wait_only_waits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vcycle.store.leases import Listener
+
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    started = time.monotonic()
+    assert Listener(store, "a").wait(0.1) is False
+    assert time.monotonic() - started >= 0.1
+    store.close()

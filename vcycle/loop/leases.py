@@ -44,10 +44,11 @@ from vcycle.core import leases
 from vcycle.core.sections import Settings
 from vcycle.errors import Fenced, LeaseLost, StoreError
 from vcycle.store import Store
-from vcycle.store.leases import LeaseTable
+from vcycle.store.leases import LeaseTable, Listener
 
 log = logging.getLogger(__name__)
 ROUND_SECONDS = 0.5  # how often a manager looks for spaces to claim or hand on
+LISTEN_SECONDS = 1.0  # how long one wait for news of leases given up lasts (it ends at once when news comes)
 
 
 def holder_name(settings: Settings) -> str:
@@ -85,15 +86,31 @@ class Holder:
         self._nudge = threading.Event()
         self._thread: threading.Thread | None = None
         self._store_down = False
+        self._listener: Listener | None = None
+        self._left = False  # its row in the managers table removed (it is leaving)
 
     # --- the thread -------------------------------------------------------------------------
 
     def start(self) -> Holder:
-        """Join the managers and take a first share now, then keep it in a thread."""
+        """Join the managers and take a first share now, then keep it in a thread; another hears at once when
+        a manager gives leases up."""
         self.round()
         self._thread = threading.Thread(target=self._run, name="vcycle-leases", daemon=True)
         self._thread.start()
+        if self.member:
+            self._listener = Listener(self.table.store, self.name)
+            threading.Thread(target=self._listen, name="vcycle-lease-news", daemon=True).start()
         return self
+
+    def _listen(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        try:
+            while not self._stop.is_set():
+                if listener.wait(LISTEN_SECONDS):
+                    self._nudge.set()  # a round now: the spaces given up are claimed without waiting for it
+        finally:
+            listener.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -109,10 +126,14 @@ class Holder:
         try:
             if started - self._renewed >= self.renew_seconds:
                 self._renew(started)
-            now, found, live = self.table.look(beat=self.member)
+            with self._lock:
+                leaving = self.leaving
+            now, found, live = self.table.look(beat=self.member and not leaving)
+            if leaving and self.member and not self._left:  # out of the spread at once: the others take its
+                self.table.leave()                          # spaces as it gives them up, not when it exits
+                self._left = True
             with self._lock:
                 busy = set(self.busy)
-                leaving = self.leaving
             if self.member:
                 steps = leases.steps(self.name, self.spaces, found, live, now, renew_due=False, busy=busy,
                                      leaving=leaving)

@@ -12,16 +12,19 @@ cannot slip between the check and the commit.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Float, cast, delete, func, insert, literal, select, update
+from sqlalchemy import URL, Connection, Float, cast, delete, func, insert, literal, select, update
 
 from vcycle.core.leases import RELEASED, Lease
 from vcycle.store import schema
 from vcycle.store.sql import Store, _dialect_insert
 
 L = schema.leases
+CHANNEL = "vcycle_leases"  # PostgreSQL's NOTIFY channel: a manager gave leases up, the others look at once
 
 
 def _database_now(c: Connection) -> Any:
@@ -78,6 +81,7 @@ class LeaseTable:
     def leave(self) -> None:
         with self.store._begin(write=True) as c:
             c.execute(delete(schema.managers).where(schema.managers.c.holder == self.holder))
+            _notify(c, self.holder)
 
     def claim(self, space: str, why: str) -> Lease | None:
         """The space's lease for this manager under a new epoch, if it is free; None if another holds it."""
@@ -124,6 +128,7 @@ class LeaseTable:
             now = self._now(c)
             c.execute(update(L).where(L.c.holder == self.holder, L.c.space.in_(spaces), L.c.expires > now)
                       .values(expires=now, reason=f"{RELEASED} {why}"))
+            _notify(c, self.holder)
 
     def verify(self, c: Connection, space: str, epoch: int) -> bool:
         """Whether this manager holds ``space`` under ``epoch`` now, inside the transaction ``c`` (whose lease
@@ -134,6 +139,54 @@ class LeaseTable:
         if c.dialect.name == "postgresql":
             query = query.with_for_update(read=True)
         return c.execute(query).first() is not None
+
+
+def _notify(c: Connection, holder: str) -> None:
+    """Tell the other managers, when this transaction commits, that ``holder`` gave something up (PostgreSQL)."""
+    if c.dialect.name == "postgresql":
+        c.execute(select(func.pg_notify(CHANNEL, holder)))
+
+
+class Listener:
+    """Wakes a manager as soon as another one gives leases up (PostgreSQL's LISTEN), so that a space handed on
+    is claimed at once rather than at the next round. On its own connection; a broken one is opened again. Where
+    it cannot listen (SQLite, the database down), ``wait`` only waits: the rounds still find every change."""
+
+    def __init__(self, store: Store, holder: str) -> None:
+        self.url = store.engine.url
+        self.holder = holder
+        self.connection: Any = None
+
+    def wait(self, timeout: float) -> bool:
+        """Whether another manager gave leases up within ``timeout`` seconds."""
+        if self.url.get_backend_name() != "postgresql":
+            time.sleep(timeout)
+            return False
+        import psycopg  # the PostgreSQL extra's driver, there whenever such a store is
+
+        try:
+            if self.connection is None:
+                self.connection = _listening(self.url)
+            return any(n.payload != self.holder for n in self.connection.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error:
+            self.close()
+            time.sleep(timeout)
+            return False
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a broken connection: nothing more to do with it
+                connection.close()
+
+
+def _listening(url: URL) -> Any:
+    import psycopg
+
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+    connection.execute(f"LISTEN {CHANNEL}")
+    return connection
 
 
 def changes(store: Store, since: float) -> list[dict[str, Any]]:
