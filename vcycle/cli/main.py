@@ -171,7 +171,12 @@ def daemon(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         with Locks(config):
-            store = _store(config)
+            try:  # a database server starting with this daemon (boot, a restart) is waited for
+                store = Store.open_waiting(config.settings.state_url, say=lambda why: logging.getLogger(
+                    "vcycle.cli").warning("state store not answering yet: %s", mask_url(why)))
+            except StoreError as exc:
+                sys.stderr.write(f"error: {mask_url(str(exc))}\n")
+                return EXIT_FAILED
             runner = Daemon(args.config, config, store, max_cycles=args.cycles)
             runner.install_signals()  # before the endpoint answers: a SIGHUP then must reload, not kill
             background = None

@@ -110,6 +110,9 @@ def _readonly_sqlite(path: str) -> Engine:
                          connect_args={"timeout": 60, "check_same_thread": False}, poolclass=StaticPool)
 
 
+MIGRATION_LOCK = 0x76637963  # PostgreSQL advisory lock key ("vcyc") held while one manager migrates
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (quietly: alembic's INFO lines are not vcycle's)."""
     from alembic import command
@@ -122,6 +125,8 @@ def migrate(engine: Engine) -> None:
     alembic_log.setLevel(logging.WARNING)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":  # managers starting together migrate one after another
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     finally:

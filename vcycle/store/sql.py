@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, make_url, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from vcycle.clock import Clock, utc_now
 from vcycle.core.model import Backoff, Cooldown, CycleReport, Heartbeat, LaunchOutcome, MachineRecord, StatusChange
@@ -39,6 +39,7 @@ _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("sinc
 
 # Heartbeats written by other processes with clocks this far behind are still read.
 HEARTBEAT_SKEW = timedelta(seconds=30)
+STORE_PATIENCE_SECONDS = 120.0  # how long a daemon waits at start for a database server that does not answer
 
 # More work for the transaction of a write, handed in by whoever knows it (a named-machine source's claims).
 Step = Callable[[Connection], None]
@@ -195,6 +196,27 @@ class Store:
             engine.dispose()
             raise
         return cls(engine, url, readonly)
+
+    @classmethod
+    def open_waiting(cls, url: str, *, patience: float = STORE_PATIENCE_SECONDS,
+                     sleep: Callable[[float], None] = time.sleep,
+                     say: Callable[[str], None] | None = None) -> Store:
+        """Open the store as ``open`` does, waiting for a database server that does not answer yet (starting,
+        restarting) up to ``patience`` seconds, each try said through ``say``; other errors at once."""
+        waited, pause = 0.0, 1.0
+        while True:
+            try:
+                return cls.open(url)
+            except StoreError as exc:
+                unreachable = (isinstance(exc.__cause__, OperationalError)
+                               and make_url(url).get_backend_name() != "sqlite")
+                if not unreachable or waited + pause > patience:
+                    raise
+                if say is not None:
+                    say(f"{exc}; trying again in {pause:g}s")
+                sleep(pause)
+                waited += pause
+                pause = min(2 * pause, 15.0)
 
     def close(self) -> None:
         self.engine.dispose()
