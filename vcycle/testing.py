@@ -99,6 +99,12 @@ class FakeMachine:
     user_data: bytes = b""
     zone: str | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        home = self.__dict__.get("_home")
+        if home is not None:  # its cloud's listing is made anew
+            home.edits += 1
+
     def view(self, now: datetime) -> CloudMachine:
         status = STATE_MAP.get(self.state, CloudStatus.UNKNOWN)
         if status is CloudStatus.STARTING and self.running_at is not None and now >= self.running_at:
@@ -111,6 +117,48 @@ class FakeMachine:
                             zone=self.zone)
         self.__dict__["_view"], self.__dict__["_detail"] = view, self.detail
         return view
+
+
+class Machines(dict[str, FakeMachine]):
+    """The fake cloud's machines by name; any change to the mapping or to one of its machines counts in ``edits``,
+    so that a listing is made anew only when something changed (a cloud's listing costs the test process little)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.edits = 0
+        for machine in self.values():
+            machine.__dict__["_home"] = self
+
+    def __setitem__(self, name: str, machine: FakeMachine) -> None:
+        machine.__dict__["_home"] = self
+        super().__setitem__(name, machine)
+        self.edits += 1
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self.edits += 1
+
+    def pop(self, *args: Any) -> Any:
+        self.edits += 1
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, FakeMachine]:
+        self.edits += 1
+        return super().popitem()
+
+    def clear(self) -> None:
+        self.edits += 1
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for name, machine in dict(*args, **kwargs).items():
+            self[name] = machine
+
+    def setdefault(self, name: str, machine: FakeMachine | None = None) -> FakeMachine:
+        if name not in self:
+            assert machine is not None
+            self[name] = machine
+        return self[name]
 
 
 class FakeConnector:
@@ -139,7 +187,8 @@ class FakeConnector:
         self.sleep = sleep
         self.state_file = state_file
         self.flavor_sizes = dict(flavors or {})
-        self.machines: dict[str, FakeMachine] = {}
+        self.machines: dict[str, FakeMachine] = Machines()
+        self._listed: tuple[dict[str, FakeMachine], int, datetime | None, list[CloudMachine]] | None = None
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[str, list[ConnectorError]] = {}
         self.full: set[str] = set()  # flavors the cloud has no capacity for (NoCapacity, as EC2's ICE)
@@ -152,7 +201,17 @@ class FakeConnector:
     def list_machines(self) -> list[CloudMachine]:
         with self._call("list", ""):
             now = self.clock()
-            return [m.view(now) for m in self.machines.values()]
+            machines, kept = self.machines, self._listed
+            edits = getattr(machines, "edits", None)  # None: a plain dict a test put there: listed anew each time
+            if (kept is not None and edits is not None and kept[0] is machines and kept[1] == edits
+                    and (kept[2] is None or now < kept[2])):
+                return list(kept[3])
+            listing = [m.view(now) for m in machines.values()]
+            booting = [m.running_at for m in machines.values()
+                       if m.running_at is not None and m.running_at > now and m.state == "booting"]
+            if edits is not None:
+                self._listed = (machines, edits, min(booting, default=None), listing)
+            return list(listing)
 
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
         with self._call("create", spec.name):
@@ -263,7 +322,7 @@ class FakeConnector:
             raise CloudUnavailable(f"fake cloud {self.state_file} is corrupt: {exc}") from exc
         self._counter = data["counter"]
         self.failures = {}
-        self.machines = {m["name"]: _machine_from(m) for m in data["machines"]}
+        self.machines = Machines({m["name"]: _machine_from(m) for m in data["machines"]})
 
     def _save(self) -> None:
         assert self.state_file is not None

@@ -15,9 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 from typing import NamedTuple
 
 from vcycle.core import drift, health, identity, interruptions, retire, rules, spend, timeouts
+from vcycle.core.counts import Counts, ExactSum
 from vcycle.core.model import (
     Action,
     CreateOrder,
@@ -41,12 +45,14 @@ from vcycle.core.states import (
 )
 
 S = MachineState
+NAME, INTERRUPTION, INTERRUPTED_AT = attrgetter("name"), attrgetter("interruption"), attrgetter("interrupted_at")
+is_none = partial(is_, None)
 
 
 class _Tally:
     """Running counts for one machinetype while planning."""
 
-    __slots__ = ("created", "not_passed_fizzle", "processors", "running", "starting_machines",
+    __slots__ = ("counted", "created", "hs06", "not_passed_fizzle", "processors", "running", "starting_machines",
                  "starting_processors", "weighted")
 
     def __init__(self) -> None:
@@ -55,15 +61,31 @@ class _Tally:
         self.processors = 0
         self.starting_processors = 0
         self.starting_machines = 0
-        self.weighted = 0.0
+        self.weighted = 0.0  # the hs06 (or processors) its machines weigh, per target_share: set once all are counted
+        self.hs06: list[float] = []  # what each machine counted one by one weighs
+        self.counted: ExactSum | None = None  # what the machines counted together (core/counts.py) weigh
         self.not_passed_fizzle = 0
+
+    def weigh(self, share: float) -> None:
+        """Set ``weighted``: the exact sum of what the machines weigh, rounded once, per share (the same whether
+        they were counted one by one or together)."""
+        if share <= 0.0:
+            return
+        if self.counted is None:
+            total = math.fsum(self.hs06)
+        else:
+            exact = self.counted.copy()
+            for value in self.hs06:
+                exact.add(value)
+            total = exact.value()
+        self.weighted = total / share
 
 
 def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, now: datetime) -> Plan:
     """What the next cycle should do in ``snapshot.space``."""
     space = config.spaces[snapshot.space]
     tallies = {name: _Tally() for name in space.machinetypes}
-    deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now)
+    deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now, snapshot.counts)
     deletes, decisions = _stall_breaker(deletes, decisions, snapshot.records, space, tallies, now)
     creates = _creations(snapshot, demand, space, config.settings, tallies, ours, now, decisions)
     drains: list[DrainOrder] = []
@@ -89,7 +111,9 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
 def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: set[str],
                  decisions: list[Decision]) -> list[DrainOrder]:
     """A drain for every running machine the cloud gave notice of taking back: not budgeted (it goes anyway)."""
-    found = []
+    found: list[DrainOrder] = []
+    if all(map(is_none, map(INTERRUPTION, records))):  # the common case, found in C
+        return found
     for r in records:
         if r.interruption is not None and r.state is S.RUNNING and r.name not in skip:
             reason = f"interrupted: {r.interruption}"
@@ -101,7 +125,8 @@ def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: s
 def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[str, dict[Offering, str]]:
     """machinetype -> its offerings cooling now, with why: after an interruption notice (core/interruptions.py),
     or a create the cloud refused for capacity (the snapshot's cooldowns)."""
-    recent = [r for r in snapshot.records if r.interrupted_at is not None]
+    records = snapshot.records
+    recent = list(compress(records, map(is_not, map(INTERRUPTED_AT, records), repeat(None))))  # picked in C
     found: dict[str, dict[Offering, str]] = {}
     for name in sorted({r.machinetype for r in recent} & set(space.machinetypes)):
         cooled = interruptions.cooling(recent, space.machinetypes[name], now)
@@ -186,39 +211,39 @@ def _machines_wanted(mt: MachinetypeConfig, wanted: Demand, size: int) -> tuple[
 
 def _deletions(
     records: tuple[MachineRecord, ...], space: SpaceConfig, settings: Settings, tallies: dict[str, _Tally],
-    now: datetime,
+    now: datetime, kept: Counts | None = None,
 ) -> tuple[list[DeleteOrder], list[Decision], int]:
     """Delete orders, their decisions, and the processors our machines hold; fills the tallies.
 
     This loop runs once per machine per cycle, so a running machine with
     nothing wrong takes a fast path of plain comparisons; the rules are
     asked for their verdict and reason only where something may be due.
+    With ``kept`` (the counts of these very records, core/counts.py), the
+    running machines come counted, and the loop looks only at those due a
+    look by now and at the machines that do not run.
     """
     deletes: list[DeleteOrder] = []
     decisions: list[Decision] = []
     held = 0
     looks = {name: _Look(mt, settings, tallies[name], now) for name, mt in space.machinetypes.items()}
-    space_shutdown = space.shutdown_time
-    if space_shutdown is not None and now >= space_shutdown:
-        space_shutdown = now  # every alive machine gets the full check below
     running = S.RUNNING
-    space_open = space_shutdown is None or now < space_shutdown
+    space_open = space.shutdown_time is None or now < space.shutdown_time  # else every alive machine is checked
+    counted = kept is not None and space_open and kept.stand_for(records, space, settings)
+    if counted:
+        assert kept is not None
+        held, records = _counted(kept, looks, records, now)
     for record in records:
         state = record.state
         look = looks.get(record.machinetype)
         processors = record.processors
         started = record.started_at or record.created_at
         if state is running:
-            held += processors
+            if not counted or look is None:
+                held += processors
             if look is not None:
-                tally = look.tally
-                tally.running += 1
-                tally.processors += processors
-                if look.share > 0.0:
-                    tally.weighted += (record.hs06 or processors) / look.share
-                if started > look.fizzle_cutoff:
-                    tally.not_passed_fizzle += 1
-                # the fast path (most machines, every cycle): plain comparisons, same answers as the rules
+                if not counted:
+                    look.count_running(record, started, processors)
+                # the fast path (most machines): plain comparisons, same answers as the rules
                 deadline = record.shutdown_at
                 beat = record.heartbeat_at
                 if space_open and (deadline is None or now < deadline) and not record.delete_requested and (
@@ -237,7 +262,21 @@ def _deletions(
             deletes.append(DeleteOrder(space.name, record.machinetype, record.name, record.cloud_id, code, message,
                                        reason, abort))
             decisions.append(Decision(Action.DELETE, space.name, record.machinetype, reason, record.name, rule))
+    for each in looks.values():
+        each.tally.weigh(each.share)
     return deletes, decisions, held
+
+
+def _counted(kept: Counts, looks: Mapping[str, _Look], records: tuple[MachineRecord, ...],
+             now: datetime) -> tuple[int, tuple[MachineRecord, ...]]:
+    """The tallies of the running machines from ``kept``; the processors they hold, and the records still to look
+    at now (the running ones due a look, and those that do not run), in their order."""
+    for name, look in looks.items():
+        kind, tally = kept.kinds[name], look.tally
+        tally.running, tally.processors, tally.counted = kind.machines, kind.processors, kind.hs06
+        tally.not_passed_fizzle = kind.young(look.fizzle_cutoff)
+    wanted = kept.looks(now)
+    return kept.held, tuple(compress(records, map(wanted.__contains__, map(NAME, records))))  # picked in C
 
 
 HEARTBEAT_RULES = frozenset({"heartbeat", "first_heartbeat_timeout"})  # the deletes the breaker may hold back
@@ -297,12 +336,20 @@ class _Look:
         self.silent_cutoff = now - timedelta(seconds=first) if first > 0 else datetime.min.replace(tzinfo=now.tzinfo)
         self.stale_cutoff = now - timedelta(seconds=mt.heartbeat_seconds) if mt.heartbeat_seconds > 0 else None
 
+    def count_running(self, record: MachineRecord, started: datetime, processors: int) -> None:
+        """Count a running machine."""
+        tally = self.tally
+        tally.running += 1
+        tally.processors += processors
+        tally.hs06.append(record.hs06 or processors)
+        if started > self.fizzle_cutoff:
+            tally.not_passed_fizzle += 1
+
     def count(self, record: MachineRecord, state: MachineState, processors: int) -> None:
-        """Count a machine that is not running (the running ones are counted inline, for speed)."""
+        """Count a machine that is not running."""
         tally = self.tally
         tally.processors += processors
-        if self.share > 0.0:
-            tally.weighted += (record.hs06 or processors) / self.share
+        tally.hs06.append(record.hs06 or processors)
         if state in STARTING_STATES:
             tally.starting_processors += processors
             tally.starting_machines += 1
@@ -437,6 +484,8 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
     retire at once, within every limit."""
     found: list[CreateOrder] = []
+    if not retire.drifting(snapshot.records, space):  # no machine to replace (found in C)
+        return found
     cooled = _cooled(snapshot, space, now)
     held: dict[str, list[MachineRecord]] = {}
     for r in snapshot.records:  # one pass, grouped by machinetype

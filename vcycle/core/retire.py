@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from vcycle.core import drift, rules, timeouts
 from vcycle.core.model import Action, Decision, DeleteOrder, Demand, DrainOrder, MachineRecord
@@ -33,6 +34,7 @@ from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import WORKING_STATES, MachineState
 
 S = MachineState
+MACHINETYPE, MADE_BY = attrgetter("machinetype"), attrgetter("made_by")
 REGISTER_TIMEOUT, NO_JOB, DRAINED = rules.NOT_REGISTERED, rules.NO_JOB, rules.DRAINED
 ABORTS = {"register_timeout": timeouts.REGISTER.abort, "first_job_timeout": timeouts.FIRST_JOB.abort}
 
@@ -126,10 +128,13 @@ def pilot_orders(records: Sequence[MachineRecord], space: SpaceConfig, demand: M
     as for batch machines, but a machine is ready when it runs with a current heartbeat (or runs, for a
     machinetype without heartbeat_file). A drained machine is told so in its heartbeat's answer and ends its
     own work; it is deleted only when it stops, or at its wallclock."""
+    suspects = drifting(records, space)
+    if not suspects:
+        return [], []
     ready: dict[str, bool] = {}
     for r in records:
         mt = space.machinetypes.get(r.machinetype)
-        if mt is None or r.state is not S.RUNNING:
+        if mt is None or r.state is not S.RUNNING or r.machinetype not in suspects:
             continue
         if mt.heartbeat_file is None or (r.heartbeat_at is not None and rules.heartbeat_stale(r, mt, now) is None):
             ready[r.name] = True  # busy, as far as vcycle can tell: the oldest drifted ones go first
@@ -139,6 +144,18 @@ def pilot_orders(records: Sequence[MachineRecord], space: SpaceConfig, demand: M
         drains.append(DrainOrder(space.name, record.machinetype, record.name, reason))
         decisions.append(Decision(Action.DRAIN, space.name, record.machinetype, reason, record.name, "drift"))
     return _within_budget(drains, decisions, records, space)
+
+
+def drifting(records: Sequence[MachineRecord], space: SpaceConfig) -> set[str]:
+    """The machinetypes some of whose machines drifted (core/drift.py), found over the distinct (machinetype,
+    fingerprint) pairs, which are counted in C: a space whose machines are all current costs no pass of Python."""
+    pairs = set(zip(map(MACHINETYPE, records), map(MADE_BY, records), strict=True))
+    found = set()
+    for name, made_by in pairs:
+        mt = space.machinetypes.get(name)
+        if mt is not None and drift.drifted(made_by, mt.made_by):
+            found.add(name)
+    return found
 
 
 def work(mt: MachinetypeConfig, demand: Demand | None, needed: int | None, processors: int) -> int | None:
@@ -204,6 +221,8 @@ def _within_budget(drains: list[DrainOrder], decisions: list[Decision], records:
                    space: SpaceConfig) -> tuple[list[DrainOrder], list[Decision]]:
     """The drains that keep the machines retiring at once within the machinetypes' and the space's
     max_disrupting (those already draining count), in their order; a HOLD for each machinetype held back."""
+    if not drains:
+        return drains, decisions
     retiring: dict[str, int] = {}
     working: dict[str, int] = {}
     for r in records:

@@ -133,6 +133,9 @@ class Settings:
     create_workers: int = key(integer(1, 256), 8, "cloud calls made at once within one space")
     space_processes: int = key(integer(1, 64), 1,
                                "worker processes the spaces are spread over (for many spaces on several cores)")
+    full_sync_cycles: int = key(integer(1, 100000), 10,
+                                "a space's sync looks at every record once in this many cycles, and between them only "
+                                "at what changed (1: every cycle)")
     # Managers sharing one PostgreSQL store hold each space under a lease (vcycle/loop/leases.py).
     lease_seconds: float = key(number(2.0, 3600.0), 15.0, "a space's lease lasts this long unless renewed; a "
                                "manager gone this long has its spaces taken over (stores shared by managers)")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Mapping
+from operator import attrgetter
 
 from vcycle.core.model import Demand, MachineRecord
 from vcycle.core.states import MachineState
 
+MACHINETYPE, STATE = attrgetter("machinetype"), attrgetter("state")
 Point = dict[str, dict[str, int]]  # machinetype -> {key: count}
 KEYS = (*(s.value for s in MachineState if s is not MachineState.GONE), "idle", "running_jobs", "creates",
         "deletes", "aborts")
@@ -26,7 +28,8 @@ def point(machinetypes: Iterable[str], records: Iterable[MachineRecord], demand:
           creates: Mapping[str, int], deletes: Mapping[str, int], aborts: Mapping[str, int]) -> Point:
     """The point for one cycle of one space."""
     counts: dict[str, collections.Counter[str]] = {mt: collections.Counter() for mt in machinetypes}
-    tally = collections.Counter((r.machinetype, r.state) for r in records)  # one pass, counted in C
+    records = tuple(records)
+    tally = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))  # counted in C
     for (mt, state), n in tally.items():
         if state is not MachineState.GONE:
             into = counts.get(mt)

@@ -106,49 +106,39 @@ def sync(
     ``interrupted`` (machinetype -> (interrupted, alive) in the last hour, GONE machines included: the store's
     ``interruptions``) decides whether an interrupted machine's end is an abort; without it, the records count.
     """
-    manager = settings.manager_name
-    ours: dict[str, CloudMachine] = {}
-    foreign_processors = foreign_machines = 0
-    for machine in cloud_machines:
-        if is_ours(machine, space.name, manager):
-            if machine.status is not CloudStatus.DELETED:
-                ours[machine.name] = machine
-        elif machine.status is not CloudStatus.DELETED:
-            foreign_machines += 1
-            foreign_processors += machine.processors or 1
+    ours, foreign_processors, foreign_machines = split(cloud_machines, space.name, settings.manager_name)
     records = tuple(records)
-    work = _Sync(space, settings, now, dict(backoffs or {}), listed_at, records, interrupted or {})
+    work = SyncPass(space, settings, now, dict(backoffs or {}), listed_at, records, interrupted or {})
     result: list[MachineRecord] = []
     updated: list[MachineRecord] = []
     for record in records:
-        listed = ours.pop(record.name) if record.name in ours else None
-        beat = heartbeats.get(record.name)
-        if (listed is not None and OBSERVED[listed.status] is record.state and listed.id == record.cloud_id
-                and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None
-                                      and (beat.interruption is None or record.interruption is not None)))
-                and (not listed.processors or listed.processors == record.processors)):
-            synced = record  # the common case: nothing new about this machine
-        else:
-            synced = work.one(record, listed, beat)
-        if registered is not None and synced.state in WORKING_STATES:
-            synced = _with_registration(synced, registered.get(synced.name), now)
+        synced = work.step(record, ours.pop(record.name) if record.name in ours else None,
+                           heartbeats.get(record.name), registered)
         result.append(synced)
         if synced is not record:
             updated.append(synced)
-    for name in sorted(ours):
-        result.append(work.adopt(ours[name], heartbeats.get(name)))
-        updated.append(result[-1])
-    alive = sum(1 for r in result if r.state in LISTED_ALIVE_STATES) + len(work.vanished)
-    warnings: tuple[str, ...] = ()
-    if len(work.vanished) >= VANISHED_AT_ONCE and len(work.vanished) * 5 >= alive:
-        warnings = (f"{len(work.vanished)} of {alive} machines vanished from the cloud at once without a delete "
-                    f"from vcycle: was the cloud restarted empty, or were they deleted by hand? (not counted as "
-                    f"aborts)",)
-    return SyncResult(tuple(result), tuple(work.changes), work.backoffs, foreign_processors, foreign_machines,
-                      tuple(updated), tuple(work.vanished), warnings, tuple(work.aborted), tuple(work.cooled))
+    adopted = [work.adopt(ours[name], heartbeats.get(name)) for name in sorted(ours)]
+    return work.result((*result, *adopted), (*updated, *adopted), foreign_processors, foreign_machines)
 
 
-class _Sync:
+def split(cloud_machines: Iterable[CloudMachine], space: str, manager: str) -> tuple[dict[str, CloudMachine], int,
+                                                                                      int]:
+    """A listing's machines that are ours by name (the last of a name wins), and the processors and number of
+    the others; machines the cloud shows as deleted count as neither."""
+    ours: dict[str, CloudMachine] = {}
+    foreign_processors = foreign_machines = 0
+    for machine in cloud_machines:
+        if machine.status is CloudStatus.DELETED:
+            continue
+        if is_ours(machine, space, manager):
+            ours[machine.name] = machine
+        else:
+            foreign_machines += 1
+            foreign_processors += machine.processors or 1
+    return ours, foreign_processors, foreign_machines
+
+
+class SyncPass:
     """The state of one sync run: accumulated changes and backoffs."""
 
     def __init__(self, space: SpaceConfig, settings: Settings, now: datetime, backoffs: dict[str, Backoff],
@@ -166,6 +156,34 @@ class _Sync:
         self.cooled: list[Cooldown] = []
         self.listed_at = listed_at
         self.bound = timedelta(seconds=space.api_timeout_seconds)  # by then any call has answered, or failed
+
+    def step(self, record: MachineRecord, listed: CloudMachine | None, beat: Heartbeat | None,
+             registered: Mapping[str, bool] | None) -> MachineRecord:
+        """One record with what its listing, heartbeat and registration say (the record itself when nothing is new
+        about it)."""
+        if (listed is not None and OBSERVED[listed.status] is record.state and listed.id == record.cloud_id
+                and (beat is None or (beat.at == record.heartbeat_at and beat.shutdown_message is None
+                                      and (beat.interruption is None or record.interruption is not None)))
+                and (not listed.processors or listed.processors == record.processors)):
+            synced = record  # the common case: nothing new about this machine
+        else:
+            synced = self.one(record, listed, beat)
+        if registered is not None and synced.state in WORKING_STATES:
+            synced = _with_registration(synced, registered.get(synced.name), self.now)
+        return synced
+
+    def result(self, records: tuple[MachineRecord, ...], updated: tuple[MachineRecord, ...], foreign_processors: int,
+               foreign_machines: int) -> SyncResult:
+        """The pass's result, with a warning when many machines vanished at once."""
+        warnings: tuple[str, ...] = ()
+        if len(self.vanished) >= VANISHED_AT_ONCE:
+            alive = sum(1 for r in records if r.state in LISTED_ALIVE_STATES) + len(self.vanished)
+            if len(self.vanished) * 5 >= alive:
+                warnings = (f"{len(self.vanished)} of {alive} machines vanished from the cloud at once without a "
+                            f"delete from vcycle: was the cloud restarted empty, or were they deleted by hand? (not "
+                            f"counted as aborts)",)
+        return SyncResult(records, tuple(self.changes), self.backoffs, foreign_processors, foreign_machines,
+                          updated, tuple(self.vanished), warnings, tuple(self.aborted), tuple(self.cooled))
 
     def after(self, since: datetime) -> int | None:
         """Seconds from ``since`` to the listing's start, if the listing began a call's bound after it."""

@@ -19,11 +19,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from itertools import compress
+from operator import attrgetter, is_
 from typing import TypeVar
 
 from vcycle.clock import Clock
 from vcycle.connectors.base import Connector
-from vcycle.core import health, interruptions, planner, rules, series, spend
+from vcycle.core import delta, health, interruptions, planner, rules, series, spend
 from vcycle.core.model import (
     SPOT,
     CreateOrder,
@@ -37,7 +40,7 @@ from vcycle.core.model import (
 )
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.core.states import HOLDS_PROCESSORS, MachineState
-from vcycle.core.sync import SyncResult, sync
+from vcycle.core.sync import SyncResult
 from vcycle.demand.base import BatchSystem, DemandSource, NamedMachines
 from vcycle.errors import (
     CloudUnavailable,
@@ -58,6 +61,9 @@ from vcycle.store import SpaceState, Store
 from vcycle.store.series import Series
 
 log = logging.getLogger(__name__)
+NAME, MANAGER, STATE, PROCESSORS, INTERRUPTION = (attrgetter(f) for f in ("name", "manager", "state", "processors",
+                                                                         "interruption"))
+is_none = partial(is_, None)
 HOUSEKEEPING_SECONDS = 600
 T = TypeVar("T")
 
@@ -79,6 +85,7 @@ class SpaceContext:
     holds: Holds | None = None  # the space's own holds (throttled, quota spent), kept from cycle to cycle
     retry: Retry | None = None  # how transient create and delete answers are asked again (default Retry())
     randomness: Callable[[], bytes] | None = None  # each new machine's identity (default: the secrets module's)
+    seen: delta.Seen | None = None  # what the last sync saw and gave out (None: the next pass is a full one)
 
     def calls(self) -> futures.Executor:
         if self.pool is None:
@@ -110,6 +117,7 @@ class Observation:
     demand: Mapping[str, Demand] = dataclasses.field(default_factory=dict)
     batch: bool = False  # the space's machines register with a batch system that said which
     spend: Mapping[str, object] | None = None  # the month's money, where the space names prices (core/spend.py)
+    looked: int | None = None  # the records the sync looked at; None: all of them (a full pass)
 
 
 def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
@@ -180,7 +188,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
     heartbeats = ctx.store.heartbeats(ctx.name)
     manager = ctx.config.settings.manager_name
-    mine = [r for r in state.records if r.manager in (manager, "")]  # other managers' records are theirs
+    mine = _mine(state.records, manager)
     timings["store_read_s"] = time.perf_counter() - started
     waited = time.perf_counter()
     machines = _answer(ctx, listing, "list_machines")
@@ -189,10 +197,14 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else None))
     registered = _registered(ctx, state.draining)
     interrupted = None  # counted in the store (GONE machines too) only while an interrupted machine lives
-    if any(r.interruption is not None for r in mine):
+    if not all(map(is_none, map(INTERRUPTION, mine))):
         interrupted = ctx.store.interruptions(ctx.name, now - interruptions.STORM_WINDOW)
-    synced = sync(mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
-                  backoffs=state.backoffs, registered=registered, listed_at=now, interrupted=interrupted)
+    started = time.perf_counter()
+    synced, ctx.seen, looked = delta.sync_since(
+        ctx.seen, mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
+        every=ctx.config.settings.full_sync_cycles, backoffs=state.backoffs, registered=registered, listed_at=now,
+        interrupted=interrupted)
+    timings["sync_s"] = time.perf_counter() - started
     for warning in synced.warnings:
         log.warning("space=%s %s", ctx.name, warning)
     started = time.perf_counter()
@@ -208,7 +220,8 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     money, figures = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now, live)
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining, registered, recent_idle=recent, launches=state.launches,
-                             cooldowns=cooling, quota_hold=spent, spend=money, prices=live)
+                             cooldowns=cooling, quota_hold=spent, spend=money, prices=live,
+                             counts=ctx.seen.counts if ctx.seen is not None else None)
     started = time.perf_counter()
     result = planner.plan(snapshot, demand, ctx.config, now)
     trials, unrenderable = _trials(ctx, result, now)
@@ -216,7 +229,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
         result = planner.plan(dataclasses.replace(snapshot, unrenderable=unrenderable), demand, ctx.config, now)
     timings["plan_s"] = time.perf_counter() - started
     return Observation(state, synced, result, timings, unrenderable, trials, demand, registered is not None,
-                       figures.as_dict() if figures is not None else None)
+                       figures.as_dict() if figures is not None else None, looked)
 
 
 def _live_prices(ctx: SpaceContext, flavors: Mapping[str, int] | None) -> dict[str, float]:
@@ -239,9 +252,18 @@ def _live_prices(ctx: SpaceContext, flavors: Mapping[str, int] | None) -> dict[s
         return {}
 
 
+def _mine(records: tuple[MachineRecord, ...], manager: str) -> Sequence[MachineRecord]:
+    """The records this manager keeps (other managers' records are theirs); the ones given, when all are."""
+    if set(map(MANAGER, records)) <= {manager, ""}:  # the common case, counted in C
+        return records
+    return [r for r in records if r.manager in (manager, "")]
+
+
 def _held(records: Iterable[MachineRecord], foreign: int) -> int:
     """The processors the space holds: ours that hold them, and the machines not ours."""
-    return sum(r.processors for r in records if r.state in HOLDS_PROCESSORS) + foreign
+    records = tuple(records)
+    held: int = sum(compress(map(PROCESSORS, records), map(HOLDS_PROCESSORS.__contains__, map(STATE, records))))
+    return held + foreign
 
 
 def _record_launches(ctx: SpaceContext, seen: Observation, version: int,
@@ -324,24 +346,27 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials,
                                  standing=(seen.synced.backoffs, seen.state.cooldowns))
-        final = {**{r.name: r for r in seen.synced.records}, **applied.records}
+        final = dict(zip(map(NAME, seen.synced.records), seen.synced.records, strict=True))
+        final.update(applied.records)
         ctx.kept.after(applied.throttled, applied.quota, lambda: _held(final.values(), seen.synced.foreign_processors),
                        now, ctx.config.settings.cycle_seconds)
         changed = {r.name: final[r.name] for r in seen.synced.updated if r.name in final}
         changed.update(applied.records)
         _record_launches(ctx, seen, applied.version, changed)
-        accounting = _accounting(ctx, now, final)
+        accounting = _accounting(ctx, now, final, changed)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
+        ctx.seen = None  # the next sync is a full one
         ctx.kept.after(exc if isinstance(exc, Throttled) else None, None, lambda: 0, now,
                        ctx.config.settings.cycle_seconds)
         log.error("space=%s skipped this cycle: %s", ctx.name, exc)
         return _skipped(ctx, now, started, ReportError("space_skipped", ctx.name, f"skipped: {exc}"), save_report)
     except Exception as exc:  # the per-space boundary: a bug in one space must not stop the others
+        ctx.seen = None
         log.exception("space=%s skipped this cycle: unexpected error", ctx.name)
         return _skipped(ctx, now, started, ReportError("space_bug", ctx.name, f"skipped: unexpected error: {exc!r}"),
                         save_report)
-    states = collections.Counter(r.state for r in seen.synced.records)
+    states = collections.Counter(map(STATE, seen.synced.records))
     if applied.records:  # what the executor changed replaces what sync left
         for record in seen.synced.records:
             if record.name in applied.records:
@@ -351,7 +376,9 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
     counts = {**{f"state_{k.value}": v for k, v in sorted(states.items(), key=lambda i: i[0].value) if v},
               "creates": applied.created,
               "create_failures": applied.create_failures, "deletes": applied.deleted,
-              "delete_failures": applied.delete_failures, "foreign_machines": seen.synced.foreign_machines}
+              "delete_failures": applied.delete_failures, "foreign_machines": seen.synced.foreign_machines,
+              "synced_records": len(seen.synced.records) if seen.looked is None else seen.looked,
+              "full_sync": int(seen.looked is None)}
     timings = {**seen.timings, "total_s": time.perf_counter() - started}
     if isinstance(ctx.connector, Timed):
         api_counts, api_timings = report_fields(ctx.connector.take())
@@ -401,11 +428,13 @@ def _point(ctx: SpaceContext, now: datetime, seen: Observation, applied: Mapping
     return series.point(ctx.space.machinetypes, final.values(), seen.demand, creates, deletes, aborts)
 
 
-def _accounting(ctx: SpaceContext, now: datetime, final: Mapping[str, MachineRecord]) -> list[ReportError]:
+def _accounting(ctx: SpaceContext, now: datetime, final: Mapping[str, MachineRecord],
+                changed: Mapping[str, MachineRecord]) -> list[ReportError]:
     """APEL and VacMon for the machines that ended (when some did this cycle, at start, and at every
-    housekeeping pass for any left over), and the space's VacMon status; the errors met."""
+    housekeeping pass for any left over), and the space's VacMon status; the errors met. ``changed``: the records
+    this cycle changed (a machine that ended did so this cycle: the store gives no GONE records to a cycle)."""
     due = ctx.last_accounting is None or now - ctx.last_accounting >= timedelta(seconds=HOUSEKEEPING_SECONDS)
-    ended = any(r.state is MachineState.GONE and r.accounted_at is None for r in final.values())
+    ended = any(r.state is MachineState.GONE and r.accounted_at is None for r in changed.values())
     errors: list[ReportError] = []
     if due or ended:
         try:

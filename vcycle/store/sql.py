@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, make_url, select, update
@@ -34,6 +35,7 @@ _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
                                     schema.spaces.c.version == bindparam("expected"))
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
 _ADD_HISTORY = insert(schema.history)
+_NAME = attrgetter("name")
 _BEATS_OF = select(schema.heartbeats).where(schema.heartbeats.c.space == _SPACE)
 _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("since", type_=schema.UTCDateTime))
 
@@ -324,7 +326,7 @@ class Store:
         cached = self._cache.pop(space, None)
         if cached is None or cached.version != version:
             return
-        merged = {r.name: r for r in cached.records}
+        merged = dict(zip(map(_NAME, cached.records), cached.records, strict=True))  # built in C: the cycle's own
         for record in records:
             if record.state is MachineState.GONE:
                 merged.pop(record.name, None)
