@@ -102,8 +102,9 @@ class FakeMachine:
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         home = self.__dict__.get("_home")
-        if home is not None:  # its cloud's listing is made anew
+        if home is not None:  # its cloud lists it anew
             home.edits += 1
+            home.changed.append(self.name)
 
     def view(self, now: datetime) -> CloudMachine:
         status = STATE_MAP.get(self.state, CloudStatus.UNKNOWN)
@@ -120,34 +121,43 @@ class FakeMachine:
 
 
 class Machines(dict[str, FakeMachine]):
-    """The fake cloud's machines by name; any change to the mapping or to one of its machines counts in ``edits``,
-    so that a listing is made anew only when something changed (a cloud's listing costs the test process little)."""
+    """The fake cloud's machines by name. Every change to the mapping or to one of its machines is counted in
+    ``edits`` and its machine's name added to ``changed``, so that a listing views anew only what changed since the
+    lister's last look (a fake cloud's listing costs the test process little, as a real cloud's listing costs it
+    nothing but the parse)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.edits = 0
+        self.changed: list[str] = list(self)  # names, in the order of their changes
         for machine in self.values():
             machine.__dict__["_home"] = self
+
+    def _changed(self, name: str) -> None:
+        self.edits += 1
+        self.changed.append(name)
 
     def __setitem__(self, name: str, machine: FakeMachine) -> None:
         machine.__dict__["_home"] = self
         super().__setitem__(name, machine)
-        self.edits += 1
+        self._changed(name)
 
     def __delitem__(self, name: str) -> None:
         super().__delitem__(name)
-        self.edits += 1
+        self._changed(name)
 
-    def pop(self, *args: Any) -> Any:
-        self.edits += 1
-        return super().pop(*args)
+    def pop(self, name: str, *default: Any) -> Any:
+        self._changed(name)
+        return super().pop(name, *default)
 
     def popitem(self) -> tuple[str, FakeMachine]:
-        self.edits += 1
-        return super().popitem()
+        name, machine = super().popitem()
+        self._changed(name)
+        return name, machine
 
     def clear(self) -> None:
-        self.edits += 1
+        for name in list(self):
+            self._changed(name)
         super().clear()
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -188,7 +198,8 @@ class FakeConnector:
         self.state_file = state_file
         self.flavor_sizes = dict(flavors or {})
         self.machines: dict[str, FakeMachine] = Machines()
-        self._listed: tuple[dict[str, FakeMachine], int, datetime | None, list[CloudMachine]] | None = None
+        # the machines viewed, their views in their order, the booting ones' running times, how far ``changed`` was read
+        self._views: tuple[Machines, dict[str, CloudMachine], dict[str, datetime], list[int]] | None = None
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[str, list[ConnectorError]] = {}
         self.full: set[str] = set()  # flavors the cloud has no capacity for (NoCapacity, as EC2's ICE)
@@ -201,17 +212,26 @@ class FakeConnector:
     def list_machines(self) -> list[CloudMachine]:
         with self._call("list", ""):
             now = self.clock()
-            machines, kept = self.machines, self._listed
-            edits = getattr(machines, "edits", None)  # None: a plain dict a test put there: listed anew each time
-            if (kept is not None and edits is not None and kept[0] is machines and kept[1] == edits
-                    and (kept[2] is None or now < kept[2])):
-                return list(kept[3])
-            listing = [m.view(now) for m in machines.values()]
-            booting = [m.running_at for m in machines.values()
-                       if m.running_at is not None and m.running_at > now and m.state == "booting"]
-            if edits is not None:
-                self._listed = (machines, edits, min(booting, default=None), listing)
-            return list(listing)
+            machines = self.machines
+            if not isinstance(machines, Machines):  # a plain dict a test put there: viewed anew each time
+                return [m.view(now) for m in machines.values()]
+            if self._views is None or self._views[0] is not machines:
+                self._views = (machines, {}, {}, [0])
+                machines.changed.extend(machines)
+            _, views, booting, read = self._views
+            due = [name for name, at in booting.items() if at <= now]  # booted since: running now
+            changed = machines.changed[read[0]:]
+            read[0] += len(changed)
+            for name in dict.fromkeys((*changed, *due)):
+                machine = machines.get(name)
+                booting.pop(name, None)
+                if machine is None:
+                    views.pop(name, None)
+                    continue
+                views[name] = machine.view(now)
+                if machine.state == "booting" and machine.running_at is not None and machine.running_at > now:
+                    booting[name] = machine.running_at
+            return list(views.values())
 
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
         with self._call("create", spec.name):

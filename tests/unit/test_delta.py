@@ -12,6 +12,7 @@ the plans made from them.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from datetime import timedelta
@@ -77,6 +78,19 @@ class Space:
         self.registered: dict[str, bool] | None = None
         self.backoffs: dict = {}  # type: ignore[type-arg]
         self.seen: delta.Seen | None = None
+        self.given: tuple[tuple[MachineRecord, ...], dict[str, Heartbeat]] | None = None  # as the store hands out
+
+    def handed(self) -> tuple[tuple[MachineRecord, ...], dict[str, Heartbeat]]:
+        """The records and heartbeats as the store hands them out: the same objects again while nothing changed,
+        new ones (never changed later) when something did."""
+        records, beats = self.given or ((), {})
+        if self.given is None or list(records) != list(self.records.values()) or any(
+                a is not b for a, b in zip(records, self.records.values(), strict=True)):
+            records = tuple(self.records.values())
+        if beats != self.beats or any(beats[n] is not b for n, b in self.beats.items()):
+            beats = dict(self.beats)
+        self.given = records, beats
+        return records, beats
 
     def apply(self, event: tuple) -> None:  # type: ignore[type-arg]  # noqa: C901 - one branch per event
         kind, *args = event
@@ -127,14 +141,14 @@ class Space:
             self.seen = None
 
     def cycle(self, every: int) -> tuple[SyncResult, SyncResult]:
-        records = tuple(self.records.values())
+        records, beats = self.handed()
         listing = [*self.cloud.values(), *self.foreign.values(), *self.twice]
         self.twice = []
         kwargs = {"space": SPACE, "settings": CONFIG.settings, "backoffs": self.backoffs,
                   "registered": None if self.registered is None else dict(self.registered),
                   "listed_at": self.now}
-        full = sync(records, listing, self.beats, self.now, **kwargs)  # type: ignore[arg-type]
-        fast, self.seen, _ = delta.sync_since(self.seen, records, listing, self.beats, self.now, every=every,
+        full = sync(records, listing, beats, self.now, **kwargs)  # type: ignore[arg-type]
+        fast, self.seen, _ = delta.sync_since(self.seen, records, listing, beats, self.now, every=every,
                                               **kwargs)  # type: ignore[arg-type]
         # what the store holds next: the records the pass gave out (the very objects), less the gone ones
         self.records = {r.name: r for r in fast.records if r.state is not S.GONE}
@@ -158,6 +172,11 @@ def run(history: list[tuple[list[tuple], int]], every: int) -> int:  # type: ign
             space.apply(event)
         full, fast = space.cycle(every)
         assert fast == full, f"cycle {cycle}: the incremental pass differs from the full one"
+        kept = space.seen.counts if space.seen is not None else None
+        assert kept is not None and kept.records is fast.records
+        assert kept.states == collections.Counter((r.machinetype, r.state) for r in full.records), f"cycle {cycle}"
+        assert kept.made == collections.Counter((r.machinetype, r.made_by) for r in full.records)
+        assert kept.noticed == {r.name for r in full.records if r.interruption or r.interrupted_at}
         assert plan(snapshot(fast, space.seen), DEMAND, CONFIG, space.now) == plan(snapshot(full), DEMAND, CONFIG,
                                                                                   space.now), f"cycle {cycle}: plans"
         space.now += timedelta(seconds=seconds)
@@ -177,9 +196,9 @@ def test_a_steady_space_looks_at_no_record_and_a_full_pass_comes_every_full_sync
         space.apply(("appear", name, CloudStatus.RUNNING if i % 2 else CloudStatus.STARTING))
     looked: list[int | None] = []
     for _ in range(12):
-        records = tuple(space.records.values())
+        records, beats = space.handed()
         listing = list(space.cloud.values())
-        result, space.seen, count = delta.sync_since(space.seen, records, listing, space.beats, space.now, every=5,
+        result, space.seen, count = delta.sync_since(space.seen, records, listing, beats, space.now, every=5,
                                                      space=SPACE, settings=CONFIG.settings)
         space.records = {r.name: r for r in result.records}
         looked.append(count)
@@ -187,9 +206,9 @@ def test_a_steady_space_looks_at_no_record_and_a_full_pass_comes_every_full_sync
     assert looked == [None, 0, 0, 0, 0, None, 0, 0, 0, 0, None, 0]
     space.apply(("status", "m3", CloudStatus.STOPPED))
     space.apply(("beat", "m4"))
-    result, space.seen, count = delta.sync_since(space.seen, tuple(space.records.values()),
-                                                 list(space.cloud.values()), space.beats, space.now, every=5,
-                                                 space=SPACE, settings=CONFIG.settings)
+    records, beats = space.handed()
+    result, space.seen, count = delta.sync_since(space.seen, records, list(space.cloud.values()), beats, space.now,
+                                                 every=5, space=SPACE, settings=CONFIG.settings)
     assert count == 2
     assert {r.name for r in result.updated} == {"m3", "m4"}
 

@@ -24,10 +24,13 @@ Pure: no clock, no I/O; ``now`` is a parameter.
 from __future__ import annotations
 
 import bisect
+import collections
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
+from typing import TypeVar
 
 from vcycle.core import timeouts
 from vcycle.core.model import MachineRecord
@@ -35,6 +38,8 @@ from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import MachineState
 
 RUNNING = MachineState.RUNNING
+MACHINETYPE, STATE, MADE_BY = attrgetter("machinetype"), attrgetter("state"), attrgetter("made_by")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +142,8 @@ class Counts:
 
     ``records``: the tuple the counts stand for (the planner uses them for that very tuple only)."""
 
-    __slots__ = ("due", "held", "kinds", "limits", "others", "overdue", "records", "running", "settings", "space")
+    __slots__ = ("due", "held", "kinds", "limits", "made", "noticed", "others", "overdue", "records", "running",
+                 "settings", "space", "states")
 
     def __init__(self, space: SpaceConfig, settings: Settings, records: tuple[MachineRecord, ...]) -> None:
         self.space = space
@@ -150,6 +156,11 @@ class Counts:
         self.overdue: set[str] = set()  # counted machines whose time came: looked at until their record changes
         self.held = 0  # processors of the counted machines
         self.records = records
+        # of every record: how many of each (machinetype, state) and (machinetype, made_by), and the names of those
+        # with an interruption notice
+        self.states = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))
+        self.made = collections.Counter(zip(map(MACHINETYPE, records), map(MADE_BY, records), strict=True))
+        self.noticed = {r.name for r in records if r.interruption is not None or r.interrupted_at is not None}
         for record in records:  # as replace(None, record) does, with the starts sorted and the heap made once
             limits = self.limits.get(record.machinetype)
             if record.state is not RUNNING or limits is None:
@@ -172,6 +183,9 @@ class Counts:
     def replace(self, old: MachineRecord | None, new: MachineRecord | None) -> None:
         """``old`` (as counted before, or None) becomes ``new`` (None: no longer among the records)."""
         if old is not None:
+            _take(self.states, (old.machinetype, old.state))
+            _take(self.made, (old.machinetype, old.made_by))
+            self.noticed.discard(old.name)
             counted = self.running.pop(old.name, None)
             if counted is not None:
                 self.kinds[old.machinetype].count(counted[0], -1)
@@ -180,6 +194,10 @@ class Counts:
             self.others.discard(old.name)
         if new is None:
             return
+        self.states[(new.machinetype, new.state)] += 1
+        self.made[(new.machinetype, new.made_by)] += 1
+        if new.interruption is not None or new.interrupted_at is not None:
+            self.noticed.add(new.name)
         limits = self.limits.get(new.machinetype)
         if new.state is not RUNNING or limits is None:
             self.others.add(new.name)
@@ -207,6 +225,15 @@ class Counts:
     def stand_for(self, records: tuple[MachineRecord, ...], space: SpaceConfig, settings: Settings) -> bool:
         """Whether these counts are of ``records``, under this configuration."""
         return records is self.records and space is self.space and settings is self.settings
+
+
+def _take(counter: collections.Counter[T], key: T) -> None:
+    """One fewer of ``key``; none left, no key."""
+    left = counter[key] - 1
+    if left > 0:
+        counter[key] = left
+    else:
+        del counter[key]
 
 
 def replace_all(counts: Counts, before: dict[str, MachineRecord], after: dict[str, MachineRecord],

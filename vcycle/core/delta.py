@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from itertools import compress
-from operator import attrgetter, is_not
+from operator import attrgetter, is_, is_not
 
 from vcycle.core import counts
 from vcycle.core.model import Backoff, CloudMachine, CloudStatus, Heartbeat, MachineRecord
@@ -55,25 +55,31 @@ CLOCKED = frozenset({MachineState.REQUESTED, MachineState.CREATE_FAILED, Machine
 class Seen:
     """What one space's last sync saw and gave out; the next pass diffs against it."""
 
-    __slots__ = ("again", "beats", "clocked", "counts", "foreign_machines", "foreign_processors", "given", "last",
-                 "listing", "ours", "ours_count", "passes", "registered", "settings", "space")
+    __slots__ = ("again", "beats", "clocked", "counts", "fixed", "foreign_machines", "foreign_processors", "given",
+                 "last", "listed", "listing", "names", "ours", "ours_count", "passes", "records", "registered",
+                 "settings", "space")
 
     def __init__(self, space: SpaceConfig, settings: Settings, listing: Sequence[CloudMachine],
                  beats: Mapping[str, Heartbeat], registered: Mapping[str, bool] | None,
-                 result: SyncResult, passed: int) -> None:
-        """After a full pass over ``passed`` records, whose result is ``result``."""
+                 records: tuple[MachineRecord, ...], result: SyncResult) -> None:
+        """After a full pass over ``records``, whose result is ``result``. The mappings given are kept as they are:
+        the caller changes none of them afterwards (the store hands out a new one when something changed)."""
         self.space = space
         self.settings = settings
+        self.listed = list(listing)  # as listed, in order
         self.listing = dict(zip(map(id, listing), listing, strict=True))  # id -> machine: kept alive, ids unique
         self.ours, self.foreign_processors, self.foreign_machines = split(listing, space.name, settings.manager_name)
         self.ours_count = sum(1 for m in listing if m.status is not CloudStatus.DELETED
                               and is_ours(m, space.name, settings.manager_name))
-        self.beats = dict(beats)  # name -> heartbeat, as last seen (kept alive, so ids stay unique)
+        self.beats = beats  # name -> heartbeat, as last seen (kept alive, so ids stay unique)
         self.registered = dict(registered) if registered is not None else None
+        self.records = records  # the records given to the last pass
+        self.fixed = not result.updated  # ... and it gave them out as they came: the next may be these again
         self.given = {id(r): r for r in result.records}  # what the pass gave out, by id
         self.last = {r.name: r for r in result.records}  # ... by name
+        self.names = set(self.last)
         self.clocked = {r.name for r in result.records if r.state in CLOCKED}
-        self.again = {r.name for r in result.records[passed:]}  # adopted: the batch system's word is not on them yet
+        self.again = {r.name for r in result.records[len(records):]}  # adopted: the batch system's word comes next
         self.passes = 0  # incremental passes since the last full one
         self.counts = counts.Counts(space, settings, result.records)  # for the planner
 
@@ -120,23 +126,33 @@ def sync_since(
     touched, names = found
     work = SyncPass(space, settings, now, dict(backoffs or {}), listed_at, records, interrupted or {})
     before = seen.last
-    last = before.copy()
+    last = before
     if touched:
+        last = before.copy()
         ours = seen.ours
         for record in compress(records, map(touched.__contains__, map(NAME, records))):
             name = record.name
             last[name] = work.step(record, ours.get(name), heartbeats.get(name), registered)
-    given = tuple(map(last.__getitem__, map(NAME, records)))
-    updated = list(compress(given, map(is_not, given, records)))
     adopted = [work.adopt(seen.ours[name], heartbeats.get(name)) for name in sorted(seen.ours.keys() - names)]
-    result = work.result((*given, *adopted), (*updated, *adopted), seen.foreign_processors, seen.foreign_machines)
-    seen.given = dict(zip(map(id, result.records), result.records, strict=True))
-    seen.last = dict(zip(map(NAME, result.records), result.records, strict=True))
     looked = touched | {r.name for r in adopted}
+    if records is seen.records and seen.fixed and not looked:  # a steady space: nothing new, nothing to redo
+        result = work.result(records, (), seen.foreign_processors, seen.foreign_machines)
+        seen.counts.records = records  # the same records, one by one
+    else:
+        given = tuple(map(last.__getitem__, map(NAME, records)))
+        updated = list(compress(given, map(is_not, given, records)))
+        result = work.result((*given, *adopted), (*updated, *adopted), seen.foreign_processors,
+                             seen.foreign_machines)
+        seen.given = dict(zip(map(id, result.records), result.records, strict=True))
+        seen.last = dict(zip(map(NAME, result.records), result.records, strict=True))
+        seen.names = set(seen.last)
+        seen.fixed = not result.updated
+        counts.replace_all(seen.counts, before, seen.last, looked | (before.keys() - seen.last.keys()),
+                           result.records)
+    seen.records = records
     seen.again = {r.name for r in adopted}
-    counts.replace_all(seen.counts, before, seen.last, looked | (before.keys() - seen.last.keys()), result.records)
     seen.clocked = {n for n in seen.clocked | looked if n in seen.last and seen.last[n].state in CLOCKED}
-    seen.beats = dict(heartbeats)
+    seen.beats = heartbeats
     seen.registered = dict(registered) if registered is not None else None
     seen.passes += 1
     return result, seen, len(looked)
@@ -148,7 +164,7 @@ def _full(records: tuple[MachineRecord, ...], listing: list[CloudMachine], heart
           interrupted: Mapping[str, tuple[int, int]] | None) -> tuple[SyncResult, Seen, None]:
     result = sync(records, listing, heartbeats, now, space=space, settings=settings, backoffs=backoffs,
                   registered=registered, listed_at=listed_at, interrupted=interrupted)
-    return result, Seen(space, settings, listing, heartbeats, registered, result, len(records)), None
+    return result, Seen(space, settings, listing, heartbeats, registered, records, result), None
 
 
 def _touched(seen: Seen, records: tuple[MachineRecord, ...], listing: list[CloudMachine],
@@ -157,17 +173,24 @@ def _touched(seen: Seen, records: tuple[MachineRecord, ...], listing: list[Cloud
     """The names of the records this pass must look at, and the names of all records; None where only a full
     pass can tell (a machine object listed twice, one of our names listed twice). Brings ``seen``'s listing up
     to date."""
-    objects = dict(zip(map(id, listing), listing, strict=True))
-    if len(objects) != len(listing):
-        return None
-    names = set(map(NAME, records))
-    touched = _relisted(seen, objects, space, settings)
-    if touched is None:
-        return None
-    by_id = dict(zip(map(id, records), records, strict=True))
-    changed = by_id.keys() - seen.given.keys()  # not the objects the last pass gave out
-    if changed:
-        touched.update(map(NAME, map(by_id.__getitem__, changed)))
+    touched: set[str] | None = set()
+    if len(listing) != len(seen.listed) or not all(map(is_, listing, seen.listed)):  # else listed as last time
+        objects = dict(zip(map(id, listing), listing, strict=True))
+        if len(objects) != len(listing):
+            return None
+        touched = _relisted(seen, objects, space, settings)
+        if touched is None:
+            return None
+        seen.listed = listing
+    assert touched is not None
+    if records is seen.records and seen.fixed:  # the very records the last pass was given and gave out
+        names = seen.names
+    else:
+        names = set(map(NAME, records))
+        by_id = dict(zip(map(id, records), records, strict=True))
+        changed = by_id.keys() - seen.given.keys()  # not the objects the last pass gave out
+        if changed:
+            touched.update(map(NAME, map(by_id.__getitem__, changed)))
     last_beats = seen.beats
     if heartbeats is not last_beats:
         fresh = dict(zip(map(id, heartbeats.values()), heartbeats.keys(), strict=True))

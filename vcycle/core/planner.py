@@ -85,7 +85,8 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
     """What the next cycle should do in ``snapshot.space``."""
     space = config.spaces[snapshot.space]
     tallies = {name: _Tally() for name in space.machinetypes}
-    deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now, snapshot.counts)
+    kept = _standing(snapshot, space, config.settings)
+    deletes, decisions, ours = _deletions(snapshot.records, space, config.settings, tallies, now, kept)
     deletes, decisions = _stall_breaker(deletes, decisions, snapshot.records, space, tallies, now)
     creates = _creations(snapshot, demand, space, config.settings, tallies, ours, now, decisions)
     drains: list[DrainOrder] = []
@@ -94,7 +95,8 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
         return _needed(space.machinetypes[name], demand.get(name), snapshot.flavors)
 
     if snapshot.registered is None:  # pilots or containers: drifted ones are told to end their work
-        drains, why = retire.pilot_orders(snapshot.records, space, demand, needed, {d.machine for d in deletes}, now)
+        drains, why = retire.pilot_orders(snapshot.records, space, demand, needed, {d.machine for d in deletes}, now,
+                                          kept.made if kept is not None else None)
         decisions += why
     else:  # the machines run batch daemons: register timeouts, drains, retirement
         drains, more, why = retire.batch_orders(snapshot.records, snapshot.registered, space, config.settings, demand,
@@ -103,9 +105,16 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
                                                 recent_idle=snapshot.recent_idle)
         deletes += more
         decisions += why
-    drains += _interrupted(snapshot.records, space, {d.machine for d in deletes} | {d.machine for d in drains},
-                           decisions)
+    if kept is None or kept.noticed:
+        drains += _interrupted(snapshot.records, space, {d.machine for d in deletes} | {d.machine for d in drains},
+                               decisions)
     return Plan(snapshot.space, now, tuple(creates), tuple(deletes), tuple(decisions), tuple(drains))
+
+
+def _standing(snapshot: SpaceSnapshot, space: SpaceConfig, settings: Settings) -> Counts | None:
+    """The snapshot's counts, where they are of its very records under this configuration (core/counts.py)."""
+    kept = snapshot.counts
+    return kept if kept is not None and kept.stand_for(snapshot.records, space, settings) else None
 
 
 def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: set[str],
@@ -126,7 +135,11 @@ def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[
     """machinetype -> its offerings cooling now, with why: after an interruption notice (core/interruptions.py),
     or a create the cloud refused for capacity (the snapshot's cooldowns)."""
     records = snapshot.records
-    recent = list(compress(records, map(is_not, map(INTERRUPTED_AT, records), repeat(None))))  # picked in C
+    kept = snapshot.counts
+    if kept is not None and kept.records is records and not kept.noticed:  # no notice among them: kept so
+        recent: list[MachineRecord] = []
+    else:
+        recent = list(compress(records, map(is_not, map(INTERRUPTED_AT, records), repeat(None))))  # picked in C
     found: dict[str, dict[Offering, str]] = {}
     for name in sorted({r.machinetype for r in recent} & set(space.machinetypes)):
         cooled = interruptions.cooling(recent, space.machinetypes[name], now)
@@ -484,7 +497,9 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
     retire at once, within every limit."""
     found: list[CreateOrder] = []
-    if not retire.drifting(snapshot.records, space):  # no machine to replace (found in C)
+    kept = snapshot.counts
+    made = kept.made if kept is not None and kept.records is snapshot.records else None
+    if not retire.drifting(snapshot.records, space, made):  # no machine to replace (found in C, or kept)
         return found
     cooled = _cooled(snapshot, space, now)
     held: dict[str, list[MachineRecord]] = {}

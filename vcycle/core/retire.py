@@ -122,13 +122,13 @@ def _register_breaker(deletes: list[DeleteOrder], decisions: list[Decision], rec
 
 
 def pilot_orders(records: Sequence[MachineRecord], space: SpaceConfig, demand: Mapping[str, Demand],
-                 needed: Callable[[str], int | None], skip: Collection[str],
-                 now: datetime) -> tuple[list[DrainOrder], list[Decision]]:
+                 needed: Callable[[str], int | None], skip: Collection[str], now: datetime,
+                 made: Collection[tuple[str, str | None]] | None = None) -> tuple[list[DrainOrder], list[Decision]]:
     """Drains of drifted machines where no batch system shows them (pilots, containers), with their decisions:
     as for batch machines, but a machine is ready when it runs with a current heartbeat (or runs, for a
     machinetype without heartbeat_file). A drained machine is told so in its heartbeat's answer and ends its
     own work; it is deleted only when it stops, or at its wallclock."""
-    suspects = drifting(records, space)
+    suspects = drifting(records, space, made)
     if not suspects:
         return [], []
     ready: dict[str, bool] = {}
@@ -146,10 +146,12 @@ def pilot_orders(records: Sequence[MachineRecord], space: SpaceConfig, demand: M
     return _within_budget(drains, decisions, records, space)
 
 
-def drifting(records: Sequence[MachineRecord], space: SpaceConfig) -> set[str]:
+def drifting(records: Sequence[MachineRecord], space: SpaceConfig,
+             made: Collection[tuple[str, str | None]] | None = None) -> set[str]:
     """The machinetypes some of whose machines drifted (core/drift.py), found over the distinct (machinetype,
-    fingerprint) pairs, which are counted in C: a space whose machines are all current costs no pass of Python."""
-    pairs = set(zip(map(MACHINETYPE, records), map(MADE_BY, records), strict=True))
+    fingerprint) pairs (``made``, where kept up to date: core/counts.py), which are counted in C: a space whose
+    machines are all current costs no pass of Python."""
+    pairs = made if made is not None else set(zip(map(MACHINETYPE, records), map(MADE_BY, records), strict=True))
     found = set()
     for name, made_by in pairs:
         mt = space.machinetypes.get(name)

@@ -25,13 +25,16 @@ KEYS = (*(s.value for s in MachineState if s is not MachineState.GONE), "idle", 
 
 
 def point(machinetypes: Iterable[str], records: Iterable[MachineRecord], demand: Mapping[str, Demand],
-          creates: Mapping[str, int], deletes: Mapping[str, int], aborts: Mapping[str, int]) -> Point:
-    """The point for one cycle of one space."""
+          creates: Mapping[str, int], deletes: Mapping[str, int], aborts: Mapping[str, int],
+          tally: Mapping[tuple[str, MachineState], int] | None = None) -> Point:
+    """The point for one cycle of one space: of ``records``, or of their counts by (machinetype, state) where the
+    caller keeps them (``tally``)."""
     counts: dict[str, collections.Counter[str]] = {mt: collections.Counter() for mt in machinetypes}
-    records = tuple(records)
-    tally = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))  # counted in C
+    if tally is None:
+        records = tuple(records)
+        tally = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))  # in C
     for (mt, state), n in tally.items():
-        if state is not MachineState.GONE:
+        if state is not MachineState.GONE and n:
             into = counts.get(mt)
             if into is None:
                 into = counts[mt] = collections.Counter()

@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,8 +62,8 @@ from vcycle.store import SpaceState, Store
 from vcycle.store.series import Series
 
 log = logging.getLogger(__name__)
-NAME, MANAGER, STATE, PROCESSORS, INTERRUPTION = (attrgetter(f) for f in ("name", "manager", "state", "processors",
-                                                                         "interruption"))
+NAME, MANAGER, STATE, PROCESSORS, INTERRUPTION, MACHINETYPE = (
+    attrgetter(f) for f in ("name", "manager", "state", "processors", "interruption", "machinetype"))
 is_none = partial(is_, None)
 HOUSEKEEPING_SECONDS = 600
 T = TypeVar("T")
@@ -86,6 +87,8 @@ class SpaceContext:
     retry: Retry | None = None  # how transient create and delete answers are asked again (default Retry())
     randomness: Callable[[], bytes] | None = None  # each new machine's identity (default: the secrets module's)
     seen: delta.Seen | None = None  # what the last sync saw and gave out (None: the next pass is a full one)
+    mine: tuple[tuple[MachineRecord, ...], Sequence[MachineRecord]] | None = None  # the store's records, this
+    # manager's of them: looked for again only when the store hands out others
 
     def calls(self) -> futures.Executor:
         if self.pool is None:
@@ -188,7 +191,9 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
     heartbeats = ctx.store.heartbeats(ctx.name)
     manager = ctx.config.settings.manager_name
-    mine = _mine(state.records, manager)
+    if ctx.mine is None or ctx.mine[0] is not state.records:  # the store hands out the same records while unchanged
+        ctx.mine = (state.records, _mine(state.records, manager))
+    mine = ctx.mine[1]
     timings["store_read_s"] = time.perf_counter() - started
     waited = time.perf_counter()
     machines = _answer(ctx, listing, "list_machines")
@@ -341,13 +346,13 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
                             pool=ctx.calls(), drain=batch[1].drain if batch is not None else None,
                             named=named_machines(ctx), retry=ctx.retry, randomness=ctx.randomness or entropy)
+        by_name = _by_name(ctx, seen.synced.records)
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
-        records = {r.name: r for r in seen.synced.records if r.name in doomed} if doomed else {}
+        records = {n: by_name[n] for n in doomed if n in by_name}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials,
                                  standing=(seen.synced.backoffs, seen.state.cooldowns))
-        final = dict(zip(map(NAME, seen.synced.records), seen.synced.records, strict=True))
-        final.update(applied.records)
+        final = ChainMap(applied.records, by_name)  # what the executor changed over what sync left
         ctx.kept.after(applied.throttled, applied.quota, lambda: _held(final.values(), seen.synced.foreign_processors),
                        now, ctx.config.settings.cycle_seconds)
         changed = {r.name: final[r.name] for r in seen.synced.updated if r.name in final}
@@ -366,12 +371,10 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         log.exception("space=%s skipped this cycle: unexpected error", ctx.name)
         return _skipped(ctx, now, started, ReportError("space_bug", ctx.name, f"skipped: unexpected error: {exc!r}"),
                         save_report)
-    states = collections.Counter(map(STATE, seen.synced.records))
-    if applied.records:  # what the executor changed replaces what sync left
-        for record in seen.synced.records:
-            if record.name in applied.records:
-                states[record.state] -= 1
-        states.update(r.state for r in applied.records.values())
+    tally = _tally(ctx, seen.synced.records, by_name, applied.records)
+    states: collections.Counter[MachineState] = collections.Counter()
+    for (_, state), n in tally.items():
+        states[state] += n
     states.pop(MachineState.GONE, None)
     counts = {**{f"state_{k.value}": v for k, v in sorted(states.items(), key=lambda i: i[0].value) if v},
               "creates": applied.created,
@@ -388,7 +391,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
                                              f"{why}", mt) for mt, why in seen.unrenderable.items()), *accounting]
     report = CycleReport(ctx.name, now, ctx.clock(), ok=not errors, counts=counts, decisions=seen.plan.decisions,
                          errors=tuple(errors), timings=timings, warnings=(*seen.synced.warnings, *_notices(ctx, now)),
-                         series=_point(ctx, now, seen, applied.records, final), spend=seen.spend)
+                         series=_point(ctx, now, seen, applied.records, final, tally), spend=seen.spend)
     log.info("space=%s cycle done: %d created, %d deleted, %d errors in %.2fs", ctx.name, applied.created,
              applied.deleted, len(applied.errors), timings["total_s"])
     if save_report:
@@ -416,8 +419,33 @@ def _skipped(ctx: SpaceContext, now: datetime, started: float, why: ReportError,
     return report
 
 
+def _by_name(ctx: SpaceContext, records: tuple[MachineRecord, ...]) -> dict[str, MachineRecord]:
+    """The synced records by name: as the sync keeps them (which nothing may change), or made here."""
+    seen = ctx.seen
+    if seen is not None and seen.counts.records is records:
+        return seen.last
+    return dict(zip(map(NAME, records), records, strict=True))
+
+
+def _tally(ctx: SpaceContext, records: tuple[MachineRecord, ...], by_name: Mapping[str, MachineRecord],
+           applied: Mapping[str, MachineRecord]) -> collections.Counter[tuple[str, MachineState]]:
+    """How many machines of each (machinetype, state) the cycle leaves: the sync's counts (core/counts.py, where
+    kept for these records, else counted here), with what the executor changed."""
+    seen = ctx.seen
+    if seen is not None and seen.counts.records is records:
+        tally = seen.counts.states.copy()
+    else:
+        tally = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))
+    for name, record in applied.items():
+        old = by_name.get(name)
+        if old is not None:
+            tally[(old.machinetype, old.state)] -= 1
+        tally[(record.machinetype, record.state)] += 1
+    return tally
+
+
 def _point(ctx: SpaceContext, now: datetime, seen: Observation, applied: Mapping[str, MachineRecord],
-           final: Mapping[str, MachineRecord]) -> series.Point:
+           final: Mapping[str, MachineRecord], tally: Mapping[tuple[str, MachineState], int]) -> series.Point:
     """This cycle's point of the status page's time series."""
     doomed = {o.machine for o in seen.plan.deletes}
     creates = collections.Counter(r.machinetype for r in applied.values()
@@ -425,7 +453,7 @@ def _point(ctx: SpaceContext, now: datetime, seen: Observation, applied: Mapping
     deletes = collections.Counter(r.machinetype for r in applied.values()
                                   if r.name in doomed and r.state is MachineState.DELETING)
     aborts = collections.Counter(final[n].machinetype for n in seen.synced.aborted if n in final)
-    return series.point(ctx.space.machinetypes, final.values(), seen.demand, creates, deletes, aborts)
+    return series.point(ctx.space.machinetypes, (), seen.demand, creates, deletes, aborts, tally)
 
 
 def _accounting(ctx: SpaceContext, now: datetime, final: Mapping[str, MachineRecord],

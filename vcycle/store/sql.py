@@ -340,21 +340,30 @@ class Store:
 
     # --- unversioned: machine signals and reports ----------------------------------------
 
-    def heartbeats(self, space: str) -> dict[str, Heartbeat]:
-        """Every machine's latest heartbeat; after the first call only what changed is read."""
-        seen, since = self._beats.get(space, ({}, None))
+    def heartbeats(self, space: str) -> Mapping[str, Heartbeat]:
+        """Every machine's latest heartbeat; after the first call only what changed is read. While nothing
+        changed, the very mapping of the last call is handed out again, with the very same heartbeats (an
+        incremental sync tells what changed by that); it is never changed afterwards, and nor may the caller."""
+        known = self._beats.get(space)
+        seen, since = known or ({}, None)
         with self._begin() as c:
             if since is None:
                 rows = c.execute(_BEATS_OF, {"space": space}).all()
             else:
                 rows = c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
-        beats = dict(seen)
+        beats: dict[str, Heartbeat] | None = None
         for r in rows:
-            beats[r.name] = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at, r.address, r.detail,
-                                      r.interruption, r.interruption_at)
+            beat = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at, r.address, r.detail,
+                             r.interruption, r.interruption_at)
             since = r.written_at if since is None or r.written_at > since else since
+            if seen.get(r.name) != beat:  # read again within the skew, unchanged: the same object stays
+                if beats is None:
+                    beats = dict(seen)
+                beats[r.name] = beat
+        if beats is None:
+            beats = seen
         self._beats[space] = (beats, since)
-        return dict(beats)
+        return beats
 
     def put_heartbeats(self, items: Iterable[tuple[str, Heartbeat]]) -> None:
         """Record heartbeats and shutdown messages in one batch.
