@@ -150,7 +150,7 @@ class Counts:
         self.settings = settings
         self.limits = {name: Limits.of(mt, settings) for name, mt in space.machinetypes.items()}
         self.kinds = {name: Kind() for name in space.machinetypes}
-        self.running: dict[str, tuple[MachineRecord, datetime | None]] = {}  # name -> counted record, its due time
+        self.running: dict[str, datetime | None] = {}  # name of a counted machine -> when it is due a look
         self.others: set[str] = set()  # records looked at every cycle: not running, or of no known machinetype
         self.due: list[tuple[datetime, str]] = []  # a heap; entries whose record changed since are skipped
         self.overdue: set[str] = set()  # counted machines whose time came: looked at until their record changes
@@ -167,7 +167,7 @@ class Counts:
                 self.others.add(record.name)
                 continue
             at = limits.due(record)
-            self.running[record.name] = (record, at)
+            self.running[record.name] = at
             kind = self.kinds[record.machinetype]
             kind.machines += 1
             kind.processors += record.processors
@@ -186,10 +186,10 @@ class Counts:
             _take(self.states, (old.machinetype, old.state))
             _take(self.made, (old.machinetype, old.made_by))
             self.noticed.discard(old.name)
-            counted = self.running.pop(old.name, None)
-            if counted is not None:
-                self.kinds[old.machinetype].count(counted[0], -1)
-                self.held -= counted[0].processors
+            if old.name in self.running:  # ``old`` is the record counted
+                del self.running[old.name]
+                self.kinds[old.machinetype].count(old, -1)
+                self.held -= old.processors
                 self.overdue.discard(old.name)
             self.others.discard(old.name)
         if new is None:
@@ -203,13 +203,13 @@ class Counts:
             self.others.add(new.name)
             return
         at = limits.due(new)
-        self.running[new.name] = (new, at)
+        self.running[new.name] = at
         self.kinds[new.machinetype].count(new, +1)
         self.held += new.processors
         if at is not None:
             heapq.heappush(self.due, (at, new.name))
             if len(self.due) > 4 * len(self.running) + 64:  # mostly entries of records changed since: made anew
-                self.due = [(when, name) for name, (_, when) in self.running.items() if when is not None]
+                self.due = [(when, name) for name, when in self.running.items() if when is not None]
                 heapq.heapify(self.due)
 
     def looks(self, now: datetime) -> set[str]:
@@ -217,8 +217,7 @@ class Counts:
         due = self.due
         while due and due[0][0] <= now:
             at, name = heapq.heappop(due)
-            counted = self.running.get(name)
-            if counted is not None and counted[1] == at:
+            if name in self.running and self.running[name] == at:  # not an entry of a record changed since
                 self.overdue.add(name)
         return self.overdue | self.others
 

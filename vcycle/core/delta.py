@@ -35,7 +35,7 @@ mutable and belongs to one space's cycles (SpaceContext keeps it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from itertools import compress
 from operator import attrgetter, is_, is_not
@@ -55,9 +55,8 @@ CLOCKED = frozenset({MachineState.REQUESTED, MachineState.CREATE_FAILED, Machine
 class Seen:
     """What one space's last sync saw and gave out; the next pass diffs against it."""
 
-    __slots__ = ("again", "beats", "clocked", "counts", "fixed", "foreign_machines", "foreign_processors", "given",
-                 "last", "listed", "listing", "names", "ours", "ours_count", "passes", "records", "registered",
-                 "settings", "space")
+    __slots__ = ("again", "beats", "clocked", "counts", "fixed", "foreign_machines", "foreign_processors", "last",
+                 "listed", "ours", "ours_count", "passes", "records", "registered", "settings", "space")
 
     def __init__(self, space: SpaceConfig, settings: Settings, listing: Sequence[CloudMachine],
                  beats: Mapping[str, Heartbeat], registered: Mapping[str, bool] | None,
@@ -66,8 +65,7 @@ class Seen:
         the caller changes none of them afterwards (the store hands out a new one when something changed)."""
         self.space = space
         self.settings = settings
-        self.listed = list(listing)  # as listed, in order
-        self.listing = dict(zip(map(id, listing), listing, strict=True))  # id -> machine: kept alive, ids unique
+        self.listed = list(listing)  # as listed, in order (kept alive, so their ids stay unique)
         self.ours, self.foreign_processors, self.foreign_machines = split(listing, space.name, settings.manager_name)
         self.ours_count = sum(1 for m in listing if m.status is not CloudStatus.DELETED
                               and is_ours(m, space.name, settings.manager_name))
@@ -75,9 +73,7 @@ class Seen:
         self.registered = dict(registered) if registered is not None else None
         self.records = records  # the records given to the last pass
         self.fixed = not result.updated  # ... and it gave them out as they came: the next may be these again
-        self.given = {id(r): r for r in result.records}  # what the pass gave out, by id
-        self.last = {r.name: r for r in result.records}  # ... by name
-        self.names = set(self.last)
+        self.last = {r.name: r for r in result.records}  # what the pass gave out, by name
         self.clocked = {r.name for r in result.records if r.state in CLOCKED}
         self.again = {r.name for r in result.records[len(records):]}  # adopted: the batch system's word comes next
         self.passes = 0  # incremental passes since the last full one
@@ -143,9 +139,7 @@ def sync_since(
         updated = list(compress(given, map(is_not, given, records)))
         result = work.result((*given, *adopted), (*updated, *adopted), seen.foreign_processors,
                              seen.foreign_machines)
-        seen.given = dict(zip(map(id, result.records), result.records, strict=True))
         seen.last = dict(zip(map(NAME, result.records), result.records, strict=True))
-        seen.names = set(seen.last)
         seen.fixed = not result.updated
         counts.replace_all(seen.counts, before, seen.last, looked | (before.keys() - seen.last.keys()),
                            result.records)
@@ -169,7 +163,7 @@ def _full(records: tuple[MachineRecord, ...], listing: list[CloudMachine], heart
 
 def _touched(seen: Seen, records: tuple[MachineRecord, ...], listing: list[CloudMachine],
              heartbeats: Mapping[str, Heartbeat], registered: Mapping[str, bool] | None, space: SpaceConfig,
-             settings: Settings) -> tuple[set[str], set[str]] | None:
+             settings: Settings) -> tuple[set[str], Collection[str]] | None:
     """The names of the records this pass must look at, and the names of all records; None where only a full
     pass can tell (a machine object listed twice, one of our names listed twice). Brings ``seen``'s listing up
     to date."""
@@ -183,14 +177,13 @@ def _touched(seen: Seen, records: tuple[MachineRecord, ...], listing: list[Cloud
             return None
         seen.listed = listing
     assert touched is not None
+    names: Collection[str]
     if records is seen.records and seen.fixed:  # the very records the last pass was given and gave out
-        names = seen.names
+        names = seen.last.keys()
     else:
         names = set(map(NAME, records))
-        by_id = dict(zip(map(id, records), records, strict=True))
-        changed = by_id.keys() - seen.given.keys()  # not the objects the last pass gave out
-        if changed:
-            touched.update(map(NAME, map(by_id.__getitem__, changed)))
+        # not the objects the last pass gave out (picked in C)
+        touched.update(map(NAME, compress(records, map(is_not, records, map(seen.last.get, map(NAME, records))))))
     last_beats = seen.beats
     if heartbeats is not last_beats:
         fresh = dict(zip(map(id, heartbeats.values()), heartbeats.keys(), strict=True))
@@ -199,7 +192,7 @@ def _touched(seen: Seen, records: tuple[MachineRecord, ...], listing: list[Cloud
         touched.update(name for name, _ in registered.items() ^ seen.registered.items())
     touched |= seen.clocked
     touched |= seen.again
-    touched &= names
+    touched.intersection_update(names)
     return touched, names
 
 
@@ -207,7 +200,7 @@ def _relisted(seen: Seen, objects: dict[int, CloudMachine], space: SpaceConfig, 
     """The names of ours listed anew or no longer listed; brings ``seen``'s listing and counts up to date. None
     where one of our names is listed twice (only a full pass can tell which counts)."""
     touched: set[str] = set()
-    before = seen.listing
+    before = dict(zip(map(id, seen.listed), seen.listed, strict=True))
     gone = [before[i] for i in before.keys() - objects.keys()]
     new = [objects[i] for i in objects.keys() - before.keys()]
     if not gone and not new:
@@ -237,5 +230,4 @@ def _relisted(seen: Seen, objects: dict[int, CloudMachine], space: SpaceConfig, 
             seen.foreign_machines += 1
             seen.foreign_processors += machine.processors or 1
     touched.update(was)  # no longer listed
-    seen.listing = objects
     return touched if seen.ours_count == len(ours) else None

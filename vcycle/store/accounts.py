@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from vcycle.core.model import MachineRecord
 from vcycle.core.states import MachineState
@@ -25,6 +25,26 @@ M = schema.machines
 U = schema.usage_months
 C = schema.spend_months
 GONE = MachineState.GONE.value
+
+# The statements of the ledger, built once (an accounting pass runs whenever a machine ends).
+_SPACE: Any = bindparam("w_space")
+_MONTH: Any = bindparam("w_month")
+_MT: Any = bindparam("w_machinetype")
+_UNACCOUNTED = select(M).where(M.c.space == _SPACE, M.c.state == GONE, M.c.accounted_at.is_(None)) \
+    .order_by(M.c.state_since, M.c.name)
+_LOCK_SPACE = select(schema.spaces.c.version).where(schema.spaces.c.name == _SPACE).with_for_update()
+_MARK = update(M).where(M.c.space == _SPACE, M.c.state == GONE, M.c.accounted_at.is_(None),
+                        M.c.name.in_(bindparam("w_names", expanding=True))) \
+    .values(accounted_at=bindparam("w_at")).returning(M.c.name)
+_MONTHS_OF = select(U).where(U.c.space == _SPACE, U.c.machinetype == _MT,
+                             U.c.month.in_(bindparam("w_months", expanding=True)))
+_MONTH_UPDATE = update(U).where(U.c.space == _SPACE, U.c.machinetype == _MT, U.c.month == _MONTH)
+_COST_OF = select(C.c.cost, C.c.machines).where(C.c.space == _SPACE, C.c.month == _MONTH)
+_COST_UPDATE = update(C).where(C.c.space == _SPACE, C.c.month == _MONTH)
+_SPENT = select(C.c.space, C.c.cost).where(C.c.month == _MONTH)
+_UNSENT = select(U).where(U.c.space == _SPACE, or_(
+    U.c.sent_at.is_(None), (U.c.sent_at < U.c.changed_at) & (U.c.sent_at < bindparam("w_before")))) \
+    .order_by(U.c.machinetype, U.c.month)
 
 
 def _month(r: Any) -> MonthUsage:
@@ -41,8 +61,7 @@ class Ledger:
     def unaccounted(self, space: str) -> list[MachineRecord]:
         """The space's GONE machines not yet accounted, oldest first."""
         with self.store._begin() as c:
-            rows = c.execute(select(M).where(M.c.space == space, M.c.state == GONE, M.c.accounted_at.is_(None))
-                             .order_by(M.c.state_since, M.c.name)).all()
+            rows = c.execute(_UNACCOUNTED, {"w_space": space}).all()
         return [_record(r) for r in rows]
 
     def account(self, space: str, names: Iterable[str], usages: Sequence[Usage], at: datetime,
@@ -56,10 +75,8 @@ class Ledger:
         with self.store._begin(write=True) as c:
             # One accountant of a space at a time (on SQLite the store's write lock already does this), and
             # a machine marked by one is not marked again by another: the UPDATE re-checks accounted_at.
-            c.execute(select(schema.spaces.c.version).where(schema.spaces.c.name == space).with_for_update())
-            open_ = set(c.execute(update(M).where(M.c.space == space, M.c.state == GONE, M.c.accounted_at.is_(None),
-                                                  M.c.name.in_(wanted)).values(accounted_at=at)
-                                  .returning(M.c.name)).scalars())
+            c.execute(_LOCK_SPACE, {"w_space": space})
+            open_ = set(c.execute(_MARK, {"w_space": space, "w_names": wanted, "w_at": at}).scalars())
             if not open_:
                 return set()
             self._add_costs(c, space, {n: m for n, m in (costs or {}).items() if n in open_}, at)
@@ -67,8 +84,8 @@ class Ledger:
             keys = sorted({(u.machinetype, u.month) for u in counted})
             months: dict[tuple[str, str], MonthUsage | None] = dict.fromkeys(keys)
             for mt in sorted({k[0] for k in keys}):
-                for row in c.execute(select(U).where(U.c.space == space, U.c.machinetype == mt,
-                                                     U.c.month.in_(sorted(k[1] for k in keys if k[0] == mt)))):
+                for row in c.execute(_MONTHS_OF, {"w_space": space, "w_machinetype": mt,
+                                                  "w_months": sorted(k[1] for k in keys if k[0] == mt)}):
                     months[(row.machinetype, row.month)] = _month(row)
             stored = {k for k, m in months.items() if m is not None}
             for u in sorted(counted, key=lambda u: (u.ended_at, u.machine)):
@@ -77,8 +94,7 @@ class Ledger:
                 assert m is not None  # every key has a usage
                 values = {**_columns(m), "changed_at": at}
                 if (mt, month) in stored:  # sent_at stays: a month changing all day is still summed hourly
-                    c.execute(update(U).where(U.c.space == space, U.c.machinetype == mt, U.c.month == month)
-                              .values(**values))
+                    c.execute(_MONTH_UPDATE, {**values, "w_space": space, "w_machinetype": mt, "w_month": month})
                 else:
                     c.execute(insert(U).values(**values))
         return open_
@@ -92,18 +108,18 @@ class Ledger:
                 row[0] += amount
                 row[1] += 1
         for month, (amount, machines) in sorted(summed.items()):
-            old = c.execute(select(C.c.cost, C.c.machines).where(C.c.space == space, C.c.month == month)).first()
+            old = c.execute(_COST_OF, {"w_space": space, "w_month": month}).first()
             if old is None:
                 c.execute(insert(C).values(space=space, month=month, cost=amount, machines=int(machines),
                                            changed_at=at))
             else:
-                c.execute(update(C).where(C.c.space == space, C.c.month == month).values(
-                    cost=old.cost + amount, machines=old.machines + int(machines), changed_at=at))
+                c.execute(_COST_UPDATE, {"w_space": space, "w_month": month, "cost": old.cost + amount,
+                                         "machines": old.machines + int(machines), "changed_at": at})
 
     def spent(self, month: str) -> dict[str, float]:
         """space -> what its accounted machines cost in ``month`` (YYYY-MM)."""
         with self.store._begin() as c:
-            return {r.space: r.cost for r in c.execute(select(C.c.space, C.c.cost).where(C.c.month == month))}
+            return {r.space: r.cost for r in c.execute(_SPENT, {"w_month": month})}
 
     def unaccounted_elsewhere(self, space: str) -> dict[str, list[MachineRecord]]:
         """The other spaces' machines not accounted yet (alive, or gone and waiting), by space."""
@@ -118,9 +134,7 @@ class Ledger:
         """Months whose figures changed since their summary was last sent, if that was before ``before`` (or
         never)."""
         with self.store._begin() as c:
-            rows = c.execute(select(U).where(U.c.space == space, or_(
-                U.c.sent_at.is_(None), (U.c.sent_at < U.c.changed_at) & (U.c.sent_at < before)))
-                .order_by(U.c.machinetype, U.c.month)).all()
+            rows = c.execute(_UNSENT, {"w_space": space, "w_before": before}).all()
         return [_month(r) for r in rows]
 
     def months(self, space: str) -> list[MonthUsage]:
