@@ -11,9 +11,11 @@ memory of the daemon's processes (parent and workers) holding all 50,000 machine
 steady cycle costs (this process and its workers). Then the same cycles again with the machine's other core
 kept busy by a spinning child of this script (``busy_floor_ratio``; ``--no-busy`` leaves that out).
 
-    .venv/bin/python benchmarks/cycle.py [--spaces 100] [--machines 500] [--cycles 5] [--no-busy]
+    .venv/bin/python benchmarks/cycle.py [--spaces 100] [--machines 500] [--cycles 5] [--no-busy] [--churn-every 3]
 
-Ends with ``RESULT floor_ratio=... rss_mb=... cpu_ms_per_cycle=... cpu_us_per_machine=... busy_floor_ratio=...``.
+``--churn-every 0`` measures a space in which nothing changes. Ends with ``RESULT floor_ratio=... rss_mb=...
+cpu_ms_per_cycle=... cpu_us_per_machine=... records_looked=... busy_floor_ratio=...`` (records_looked: the
+median number of records the steady cycles' syncs looked at, over all spaces).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from vcycle.testing import FakeConnector, FakeMachine
 
 LATENCY = float(os.environ.get("BENCH_LATENCY", "0.1"))
 STOPPED_PER_SPACE = 1
-CHURN_EVERY = int(os.environ.get("BENCH_CHURN_EVERY", "3"))
+CHURN_EVERY = int(os.environ.get("BENCH_CHURN_EVERY", "3"))  # --churn-every; 0: no machine ever finishes
 ROOM_PER_SPACE = STOPPED_PER_SPACE
 
 
@@ -74,7 +76,7 @@ class ChurningCloud(FakeConnector):
 
     def list_machines(self) -> list[CloudMachine]:
         self.listings += 1
-        if self.listings % CHURN_EVERY == 0:
+        if CHURN_EVERY and self.listings % CHURN_EVERY == 0:
             running = [m for m in self.machines.values() if m.state == "running" and m.owner is not None]
             for machine in running[:STOPPED_PER_SPACE]:
                 machine.state = "halted"
@@ -128,6 +130,7 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 def main() -> int:
+    global CHURN_EVERY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", type=int, default=100)
     parser.add_argument("--machines", type=int, default=500)
@@ -135,7 +138,10 @@ def main() -> int:
     parser.add_argument("--space-workers", type=int, default=100)
     parser.add_argument("--space-processes", type=int, default=1)
     parser.add_argument("--no-busy", action="store_true", help="leave out the cycles with the other core busy")
+    parser.add_argument("--churn-every", type=int, default=CHURN_EVERY,
+                        help="a machine of each space finishes every N cycles (0: none; a space that never changes)")
     args = parser.parse_args()
+    CHURN_EVERY = args.churn_every
     with tempfile.TemporaryDirectory() as directory:
         config = load_config([write_config(directory, args.spaces, args.machines, args.space_workers,
                                            args.space_processes)], hostname="bench")
@@ -159,6 +165,7 @@ def main() -> int:
         times: list[float] = []
         cpus: list[float] = []
         busy: list[float] = []
+        looked: list[int] = []  # records the steady cycles' syncs looked at (core/delta.py)
 
         def run(cycle: int, kept: list[float], label: str) -> None:
             workers = [w[0].pid for w in (manager.shards.workers if manager.shards else []) if w is not None]
@@ -171,6 +178,7 @@ def main() -> int:
                 kept.append(elapsed)
                 if kept is times:
                     cpus.append(spent)
+                    looked.append(sum(r.counts.get("synced_records", 0) for r in reports))
             failed = [r for r in reports if not r.ok]
             if failed:
                 print("errors:", failed[0].errors)
@@ -200,8 +208,9 @@ def main() -> int:
           f"space_processes={args.space_processes} churn: one machine per space every {CHURN_EVERY} cycle(s)")
     print(f"steady cycle: median {median:.3f} s (min {min(times):.3f} s), {cpu * 1000:.0f} ms CPU; floor {floor:.3f} s"
           + (f"; with the other core busy: median {statistics.median(busy):.3f} s" if busy else ""))
+    print(f"records looked at by the steady cycles' syncs: {looked} (full passes every full_sync_cycles look at all)")
     line = (f"RESULT floor_ratio={median / floor:.2f} rss_mb={memory:.0f} cpu_ms_per_cycle={cpu * 1000:.0f} "
-            f"cpu_us_per_machine={cpu * 1e6 / max(1, total):.2f}")
+            f"cpu_us_per_machine={cpu * 1e6 / max(1, total):.2f} records_looked={statistics.median(looked):.0f}")
     if busy:
         line += f" busy_floor_ratio={statistics.median(busy) / floor:.2f}"
     print(line)

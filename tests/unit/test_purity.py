@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2] / "vcycle"
 CORE = ROOT / "core"
 PURE = sorted(p.stem for p in CORE.glob("*.py") if p.stem != "__init__")
 # The standard library a pure module may use: values, text and arithmetic, nothing that reaches out.
-STDLIB = {"__future__", "base64", "collections", "collections.abc", "copy", "dataclasses", "datetime", "difflib",
-          "enum", "fractions", "functools", "hashlib", "heapq", "bisect", "itertools", "math", "operator", "re", "string",
+STDLIB = {"__future__", "base64", "bisect", "collections", "collections.abc", "copy", "dataclasses", "datetime",
+          "difflib", "enum", "functools", "hashlib", "heapq", "itertools", "math", "operator", "re", "string",
           "typing"}
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "monotonic", "perf_counter", "random", "uuid4", "urandom",
                    "token_bytes", "open", "getenv", "system"}
