@@ -177,6 +177,16 @@ def run(history: list[tuple[list[tuple], int]], every: int) -> int:  # type: ign
         assert kept.states == collections.Counter((r.machinetype, r.state) for r in full.records), f"cycle {cycle}"
         assert kept.made == collections.Counter((r.machinetype, r.made_by) for r in full.records)
         assert kept.noticed == {r.name for r in full.records if r.interruption or r.interrupted_at}
+        for name in SPACE.machinetypes:  # the running machines' counts, as the planner would count them
+            running = [r for r in full.records if r.machinetype == name and r.state is S.RUNNING]
+            kind = kept.kinds[name]
+            assert (kind.machines, kind.processors) == (len(running), sum(r.processors for r in running))
+            assert kind.starts == sorted(r.started_at or r.created_at for r in running)
+            assert kind.hs06.value() == math.fsum(r.hs06 or r.processors for r in running)
+        assert kept.held == sum(r.processors for r in full.records
+                                if r.state is S.RUNNING and r.machinetype in SPACE.machinetypes)
+        assert kept.others | kept.running.keys() == {r.name for r in full.records}
+        assert not kept.others & kept.running.keys()
         assert plan(snapshot(fast, space.seen), DEMAND, CONFIG, space.now) == plan(snapshot(full), DEMAND, CONFIG,
                                                                                   space.now), f"cycle {cycle}: plans"
         space.now += timedelta(seconds=seconds)
