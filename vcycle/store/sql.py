@@ -36,6 +36,22 @@ _BUMP = update(schema.spaces).where(schema.spaces.c.name == _SPACE,
 _BUMP_VERSION = _BUMP.values(version=bindparam("version"), updated_at=bindparam("updated_at"))
 _ADD_HISTORY = insert(schema.history)
 _NAME = attrgetter("name")
+# Housekeeping (vcycle/loop/cycle.py, every few minutes a space): machines gone, accounted and old enough are
+# forgotten, with their history, heartbeats and pilot requests; old reports and closed pilot requests too.
+_PURGEABLE = select(schema.machines.c.name).where(  # those not yet accounted wait for their accounting
+    schema.machines.c.space == bindparam("w_space"), schema.machines.c.state == MachineState.GONE.value,
+    schema.machines.c.state_since < bindparam("w_before", type_=schema.UTCDateTime),
+    schema.machines.c.accounted_at.is_not(None))
+_FORGET = [delete(table).where(table.c.space == bindparam("w_space"),
+                               table.c.name.in_(bindparam("w_names", expanding=True)))
+           for table in (schema.history, schema.heartbeats, schema.machines, schema.pilot_requests)]
+_PURGE_REPORTS = delete(schema.reports).where(schema.reports.c.space == bindparam("w_space"),
+                                              schema.reports.c.finished_at < bindparam("w_before",
+                                                                                       type_=schema.UTCDateTime))
+_PURGE_REQUESTS = delete(schema.pilot_requests).where(  # pilots that ended without a machine
+    schema.pilot_requests.c.space == bindparam("w_space"),
+    schema.pilot_requests.c.changed_at < bindparam("w_before", type_=schema.UTCDateTime),
+    schema.pilot_requests.c.state.in_(("cancelled", "expired")))
 _BEATS_OF = select(schema.heartbeats).where(schema.heartbeats.c.space == _SPACE)
 _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("since", type_=schema.UTCDateTime))
 
@@ -470,21 +486,17 @@ class Store:
         with self._begin(write=True) as c:
             if self.fence is not None:
                 self.fence.check(c, space)
-            old = select(schema.machines.c.name).where(  # those not yet accounted wait for their accounting
-                schema.machines.c.space == space, schema.machines.c.state == MachineState.GONE.value,
-                schema.machines.c.state_since < before, schema.machines.c.accounted_at.is_not(None))
-            names = c.execute(old).scalars().all()
-            seen = self._beats.get(space, ({}, None))[0]
-            for name in names:
-                seen.pop(name, None)
-            for table in (schema.history, schema.heartbeats, schema.machines):
-                c.execute(delete(table).where(table.c.space == space, table.c.name.in_(names)))
-            c.execute(delete(schema.reports).where(schema.reports.c.space == space,
-                                                   schema.reports.c.finished_at < before))
-            requests = schema.pilot_requests  # pilots that ended without a machine, and those of forgotten ones
-            c.execute(delete(requests).where(requests.c.space == space, requests.c.changed_at < before,
-                                             requests.c.state.in_(("cancelled", "expired"))))
-            c.execute(delete(requests).where(requests.c.space == space, requests.c.name.in_(names)))
+            at = {"w_space": space, "w_before": before}
+            names = c.execute(_PURGEABLE, at).scalars().all()
+            if names:
+                beats = self._beats.get(space)
+                if beats is not None:  # handed-out heartbeat mappings are never changed: a new one without them
+                    forgotten = set(names)
+                    self._beats[space] = ({n: b for n, b in beats[0].items() if n not in forgotten}, beats[1])
+                for forget in _FORGET:
+                    c.execute(forget, {"w_space": space, "w_names": names})
+            c.execute(_PURGE_REPORTS, at)
+            c.execute(_PURGE_REQUESTS, at)
         return len(names)
 
     # --- machinery ----------------------------------------------------------------
