@@ -122,12 +122,15 @@ class Kind:
         self.hs06 = ExactSum()  # exact, so that the order of changes cannot change the sum
         self.starts: list[datetime] = []  # started_at (or created_at), in order
 
-    def count(self, record: MachineRecord, sign: int) -> None:
+    def count(self, record: MachineRecord, sign: int, bulk: bool = False) -> None:
+        """Count ``record`` in (``sign`` 1) or out (-1); ``bulk``: its start is put last, to be sorted later."""
         self.machines += sign
         self.processors += sign * record.processors
         self.hs06.add(record.hs06 or record.processors, sign)
         started = record.started_at or record.created_at
-        if sign > 0:
+        if sign > 0 and bulk:
+            self.starts.append(started)
+        elif sign > 0:
             bisect.insort(self.starts, started)
         else:
             del self.starts[bisect.bisect_left(self.starts, started)]
@@ -161,21 +164,8 @@ class Counts:
         self.states = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))
         self.made = collections.Counter(zip(map(MACHINETYPE, records), map(MADE_BY, records), strict=True))
         self.noticed = {r.name for r in records if r.interruption is not None or r.interrupted_at is not None}
-        for record in records:  # as replace(None, record) does, with the starts sorted and the heap made once
-            limits = self.limits.get(record.machinetype)
-            if record.state is not RUNNING or limits is None:
-                self.others.add(record.name)
-                continue
-            at = limits.due(record)
-            self.running[record.name] = at
-            kind = self.kinds[record.machinetype]
-            kind.machines += 1
-            kind.processors += record.processors
-            kind.hs06.add(record.hs06 or record.processors)
-            kind.starts.append(record.started_at or record.created_at)
-            self.held += record.processors
-            if at is not None:
-                self.due.append((at, record.name))
+        for record in records:
+            self._count_in(record, bulk=True)
         for kind in self.kinds.values():
             kind.starts.sort()
         heapq.heapify(self.due)
@@ -198,19 +188,29 @@ class Counts:
         self.made[(new.machinetype, new.made_by)] += 1
         if new.interruption is not None or new.interrupted_at is not None:
             self.noticed.add(new.name)
-        limits = self.limits.get(new.machinetype)
-        if new.state is not RUNNING or limits is None:
-            self.others.add(new.name)
+        self._count_in(new)
+
+    def _count_in(self, record: MachineRecord, bulk: bool = False) -> None:
+        """Count ``record`` in: a running machine of a known machinetype into its kind and the deadline index, any
+        other among those looked at every cycle. ``bulk``: many at once, the starts sorted and the heap made after
+        the last (``__init__``)."""
+        limits = self.limits.get(record.machinetype)
+        if record.state is not RUNNING or limits is None:
+            self.others.add(record.name)
             return
-        at = limits.due(new)
-        self.running[new.name] = at
-        self.kinds[new.machinetype].count(new, +1)
-        self.held += new.processors
-        if at is not None:
-            heapq.heappush(self.due, (at, new.name))
-            if len(self.due) > 4 * len(self.running) + 64:  # mostly entries of records changed since: made anew
-                self.due = [(when, name) for name, when in self.running.items() if when is not None]
-                heapq.heapify(self.due)
+        at = limits.due(record)
+        self.running[record.name] = at
+        self.kinds[record.machinetype].count(record, +1, bulk)
+        self.held += record.processors
+        if at is None:
+            return
+        if bulk:
+            self.due.append((at, record.name))
+            return
+        heapq.heappush(self.due, (at, record.name))
+        if len(self.due) > 4 * len(self.running) + 64:  # mostly entries of records changed since: made anew
+            self.due = [(when, name) for name, when in self.running.items() if when is not None]
+            heapq.heapify(self.due)
 
     def looks(self, now: datetime) -> set[str]:
         """The names of the records to look at ``now``: the counted machines due by now, and all the others."""
