@@ -16,12 +16,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from vcycle.core.states import BIRTH, MachineState, cause
-
-if TYPE_CHECKING:
-    from vcycle.core.counts import Counts
 
 # Ownership tags, in whatever form the cloud has (metadata, tags, labels).
 TAG_SPACE = "vcycle-space"
@@ -384,7 +380,7 @@ class SpaceSnapshot:
     quota_hold: QuotaHold | None = None  # the last create refused for the space's quota, while it holds
     spend: Spend | None = None  # the money spent this month, where a cap or budget asks (core/spend.py)
     prices: Mapping[str, float] = field(default_factory=dict)  # offering key -> the cloud's price now (EC2 spot)
-    counts: Counts | None = None  # of these very records, kept by the sync (core/counts.py); None: the planner counts
+    counts: object = None  # core/counts.Counts of these very records, kept by the sync; None: the planner counts
 
 
 class Action(enum.Enum):

@@ -113,8 +113,15 @@ def plan(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], config: Config, 
 
 def _standing(snapshot: SpaceSnapshot, space: SpaceConfig, settings: Settings) -> Counts | None:
     """The snapshot's counts, where they are of its very records under this configuration (core/counts.py)."""
-    kept = snapshot.counts
+    kept = _kept(snapshot)
     return kept if kept is not None and kept.stand_for(snapshot.records, space, settings) else None
+
+
+def _kept(snapshot: SpaceSnapshot) -> Counts | None:
+    """The snapshot's counts, where they are of its very records (what they count does not depend on the
+    configuration: states, fingerprints, notices)."""
+    kept = snapshot.counts
+    return kept if isinstance(kept, Counts) and kept.records is snapshot.records else None
 
 
 def _interrupted(records: tuple[MachineRecord, ...], space: SpaceConfig, skip: set[str],
@@ -135,8 +142,8 @@ def _cooled(snapshot: SpaceSnapshot, space: SpaceConfig, now: datetime) -> dict[
     """machinetype -> its offerings cooling now, with why: after an interruption notice (core/interruptions.py),
     or a create the cloud refused for capacity (the snapshot's cooldowns)."""
     records = snapshot.records
-    kept = snapshot.counts
-    if kept is not None and kept.records is records and not kept.noticed:  # no notice among them: kept so
+    kept = _kept(snapshot)
+    if kept is not None and not kept.noticed:  # no notice among them: kept so
         recent: list[MachineRecord] = []
     else:
         recent = list(compress(records, map(is_not, map(INTERRUPTED_AT, records), repeat(None))))  # picked in C
@@ -497,8 +504,8 @@ def _replacements(snapshot: SpaceSnapshot, demand: Mapping[str, Demand], space: 
     machinetype with drifted machines, enough for its work and as many more as its disruption budget lets
     retire at once, within every limit."""
     found: list[CreateOrder] = []
-    kept = snapshot.counts
-    made = kept.made if kept is not None and kept.records is snapshot.records else None
+    kept = _kept(snapshot)
+    made = kept.made if kept is not None else None
     if not retire.drifting(snapshot.records, space, made):  # no machine to replace (found in C, or kept)
         return found
     cooled = _cooled(snapshot, space, now)
