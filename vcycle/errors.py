@@ -24,6 +24,7 @@ with ``raise ... from``::
           |    +-- Unauthorized       the credentials were refused: a create backs off, one call a cycle at most
           |    +-- Throttled          slow down: no call to the space until its Retry-After (or a cycle) passed
           |    +-- LeaseLost          this manager no longer holds the space's lease: no call made, none more
+     |         +-- HandedOn           this manager is stopping: the space goes to another, no call more here
           +-- QuotaExceeded       the space holds creates of that size until a listing shows room
           |    +-- NoCapacity         this offering (flavor) has no room now: cool it, try the next
           +-- LaunchRejected      bad image/flavor/user-data: back off, log loudly
@@ -193,6 +194,13 @@ class LeaseLost(CloudUnavailable):
     kind = "lease_lost"
     made_nothing = True
     space_wide = True
+
+
+class HandedOn(LeaseLost):
+    """This manager was told to stop (SIGTERM) while it cycled the space: the call was not made, the cycle ends at
+    once and the space is handed on to another manager, which finishes what this one began."""
+
+    kind = "handed_on"
 
 
 class QuotaExceeded(ConnectorError):

@@ -13,7 +13,7 @@ from vctest import load_text, rec
 
 from vcycle.core.sections import Settings
 from vcycle.core.states import MachineState
-from vcycle.errors import ConfigError, Fenced, LeaseLost, StaleState
+from vcycle.errors import ConfigError, Fenced, HandedOn, LeaseLost, StaleState
 from vcycle.loop.leases import Holder
 from vcycle.store import Store
 from vcycle.store.leases import LeaseTable, changes, status
@@ -109,10 +109,16 @@ def test_a_manager_leaving_hands_its_spaces_on(store: Store) -> None:
     a.round()
     b.round()
     assert (a.holding(), b.holding()) == (["sp"], [])
+    store.fence = a
     with a.cycling(["sp"]):
+        a.guard("sp")
         a.stopping()
         a.round()
         assert a.holding() == ["sp"]  # being cycled: kept until its cycle ends
+        with pytest.raises(HandedOn, match="stopping and hands the space on; no cloud call made"):
+            a.guard("sp")  # the cycle in progress ends at its next cloud call
+        store.write("sp", 0, [rec("m1", MachineState.REQUESTED)])  # the outcome of a call already made: written
+    store.fence = None
     a.round()
     assert a.holding() == []
     b.round()

@@ -47,6 +47,7 @@ from vcycle.errors import (
     CloudUnavailable,
     ConnectorError,
     DemandError,
+    HandedOn,
     RenderError,
     StaleState,
     StoreError,
@@ -364,7 +365,7 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         ctx.seen = None  # the next sync is a full one
         ctx.kept.after(exc if isinstance(exc, Throttled) else None, None, lambda: 0, now,
                        ctx.config.settings.cycle_seconds)
-        log.error("space=%s skipped this cycle: %s", ctx.name, exc)
+        (log.info if isinstance(exc, HandedOn) else log.error)("space=%s skipped this cycle: %s", ctx.name, exc)
         return _skipped(ctx, now, started, ReportError("space_skipped", ctx.name, f"skipped: {exc}"), save_report)
     except Exception as exc:  # the per-space boundary: a bug in one space must not stop the others
         ctx.seen = None

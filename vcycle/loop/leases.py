@@ -22,8 +22,10 @@ Fencing reaches every act for a space:
   lapsed can only make the machine of that intent, which the next holder
   adopts, never a second one.
 
-SIGTERM: the spaces not being cycled are handed on at once, the others when
-their cycle ends. A manager that stops renewing (killed, paused, cut off from
+SIGTERM: the spaces not being cycled are handed on at once; a cycle in progress
+ends at its next cloud call (HandedOn: calls already on the wire finish and
+their outcomes are written under the lease, none more is made) and its space
+is handed on then. A manager that stops renewing (killed, paused, cut off from
 the store) loses its spaces when their leases expire, and the others take
 them over within ``lease_seconds`` and one round.
 """
@@ -42,7 +44,7 @@ from sqlalchemy import Connection
 
 from vcycle.core import leases
 from vcycle.core.sections import Settings
-from vcycle.errors import Fenced, LeaseLost, StoreError
+from vcycle.errors import Fenced, HandedOn, LeaseLost, StoreError
 from vcycle.store import Store
 from vcycle.store.leases import LeaseTable, Listener
 
@@ -257,9 +259,15 @@ class Holder:
                 self._nudge.set()
 
     def guard(self, space: str) -> None:
-        """Before each cloud call for ``space``: LeaseLost unless it is held here, by the local deadline."""
+        """Before each cloud call for ``space``: LeaseLost unless it is held here, by the local deadline;
+        HandedOn once this manager is leaving (a cycle in progress ends at its next call, and the space is handed
+        on then, not when the whole cycle would have ended)."""
         with self._lock:
             found = self.held.get(space)
+            leaving = self.leaving and self.member
+        if leaving:
+            raise HandedOn(f"space {space}: this manager ({self.name}) is stopping and hands the space on; no cloud "
+                           "call made")
         if found is None or self.monotonic() >= found[1]:
             raise LeaseLost(f"space {space}: this manager ({self.name}) no longer holds its lease; no cloud call "
                             "made")
