@@ -225,6 +225,27 @@ def test_heartbeats_are_read_incrementally_and_completely(store: Store, store_ur
     assert set(beats) == {"a", "b"} and beats["a"].at == T0 + timedelta(seconds=60)
 
 
+def test_a_look_reads_the_records_and_the_heartbeats_in_one_transaction(store: Store, store_url: str) -> None:
+    store.write("sp", store.load("sp").version, [full_record("a")])
+    store.put_heartbeats([("sp", Heartbeat("a", T0))])
+    state, beats = store.look("sp")
+    assert [r.name for r in state.records] == ["a"] and set(beats) == {"a"}
+    other = Store.open(store_url)  # another writer between two looks: both its record and its heartbeat are seen
+    other.write("sp", other.load("sp").version, [full_record("b")])
+    other.put_heartbeats([("sp", Heartbeat("b", T0))])
+    other.close()
+    again, more = store.look("sp")
+    assert again.version == state.version + 1 and sorted(r.name for r in again.records) == ["a", "b"]
+    assert set(more) == {"a", "b"} and more["a"] is beats["a"]
+    steady, same = store.look("sp")  # nothing changed: the very objects handed out before
+    assert steady is again and same is more
+    begun: list[int] = []
+    original = store._begin
+    store._begin = lambda write=False: begun.append(1) or original(write)  # type: ignore[method-assign]
+    store.look("sp")
+    assert begun == [1]
+
+
 def test_of_two_endpoints_the_heartbeat_said_later_wins_whichever_is_written_last(
         store: Store, store_url: str) -> None:
     later, earlier = T0 + timedelta(seconds=60), T0 + timedelta(seconds=30)

@@ -206,3 +206,50 @@ def test_the_cloud_s_current_price_stands_above_the_configured_one() -> None:
     result = plan(SpaceSnapshot("sp", (), prices=live), {}, config, T0)
     (order,) = result.creates  # the cheaper zone first; counted at its dearer fallback, 0.9: one under 1.0
     assert order.offering.key == "m5@zb/spot" and [o.key for o in order.fallbacks] == ["m5@za/spot"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 90 * 24), st.one_of(st.none(), st.integers(0, 48)),
+                          st.sampled_from([None, 0.05, 0.5])), max_size=12),
+       st.lists(st.integers(0, 40 * 24), min_size=2, max_size=8))
+def test_a_standing_carried_forward_costs_what_a_fresh_count_does(
+        machines: list[tuple[int, int | None, float | None]], hours: list[int]) -> None:
+    """Carried from cycle to cycle while the records stand, the month's cost is the fresh count's; it is not
+    carried to another month, to other records or to an earlier time."""
+    _, space = space_with({"price_per_hour": 0.1})
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    records = tuple(
+        (gone(f"m{i}", start + timedelta(hours=h), start + timedelta(hours=h + life))
+         if life is not None else rec(f"m{i}", S.RUNNING, created=start + timedelta(hours=h)))
+        if price is None else
+        dataclasses.replace(rec(f"m{i}", S.RUNNING, created=start + timedelta(hours=h)), flavor=f"f{price}")
+        for i, (h, life, price) in enumerate(machines))
+    space = dataclasses.replace(space, offering_prices=(
+        (Offering("f0.05"), 0.05), (Offering("f0.5"), 0.5)))
+    standing = None
+    for hour in sorted(hours):
+        now = start + timedelta(days=91, hours=hour)  # after every machine was made and every gone one went
+        fresh = spend.Standing.of(space, records, now)
+        carried = standing.carried(records, now, None) if standing is not None else None
+        if carried is not None:
+            assert carried.start == fresh.start
+            assert (carried.spent, carried.burn, carried.unpriced) == (
+                pytest.approx(fresh.spent, rel=1e-9, abs=1e-9), fresh.burn, fresh.unpriced)
+        else:
+            assert standing is None or standing.start != fresh.start  # not carried only into another month
+        standing = carried or fresh
+    if standing is not None:
+        assert standing.carried(list(records), standing.at, None) is None  # other records (not the same object)
+        assert standing.carried(records, standing.at - timedelta(seconds=1), None) is None  # earlier
+        assert standing.carried(records, standing.at, {"x": 1.0}) is None  # other prices
+
+
+def test_a_standing_is_not_carried_past_a_machine_made_after_it() -> None:
+    _, space = space_with({"price_per_hour": 1.0})
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    records = (rec("m1", S.RUNNING, created=now + timedelta(hours=1)),)  # a clock ahead of this host's
+    standing = spend.Standing.of(space, records, now)
+    assert standing.spent == 0.0 and not standing.steady
+    later = now + timedelta(hours=2)
+    assert standing.carried(records, later, None) is None
+    assert spend.Standing.of(space, records, later).spent == pytest.approx(1.0)

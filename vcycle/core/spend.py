@@ -119,34 +119,72 @@ class Figures:
                 "projected_month": round(self.projected, 4), "unpriced_machines": self.unpriced}
 
 
-def figures(space: SpaceConfig, accounted: float, unaccounted: Iterable[MachineRecord], now: datetime,
+def figures(space: SpaceConfig, accounted: float, unaccounted: Iterable[MachineRecord] | Standing, now: datetime,
             live: Mapping[str, float] | None = None) -> Figures:
     """The space's month: ``accounted`` (the ledger's cost of its machines accounted this month) and the cost of
-    the machines not accounted yet, from their records."""
+    the machines not accounted yet, from their records (or their Standing at ``now``)."""
     start, end = month(now)
-    spent, burn, unpriced = month_costs(space, unaccounted, now, live)
-    to_date = accounted + spent
-    return Figures(f"{start:%Y-%m}", to_date, burn, to_date + burn * (end - now).total_seconds() / HOUR, unpriced)
+    found = unaccounted if isinstance(unaccounted, Standing) else Standing.of(space, unaccounted, now, live)
+    to_date = accounted + found.spent
+    return Figures(f"{start:%Y-%m}", to_date, found.burn, to_date + found.burn * (end - now).total_seconds() / HOUR,
+                   found.unpriced)
 
 
 def month_costs(space: SpaceConfig, records: Iterable[MachineRecord], now: datetime,
                 live: Mapping[str, float] | None = None) -> tuple[float, float, int]:
     """(what the records cost this month until ``now``, what those not gone burn an hour, how many of them have
     no price)."""
-    start, _ = month(now)
-    spent = burn = 0.0
-    unpriced = 0
-    prices: dict[tuple[str, str | None, str | None, str | None], float | None] = {}  # few offerings, many machines
-    for record in records:
-        key = (record.machinetype, record.flavor, record.zone, record.capacity)
-        per_hour = prices[key] if key in prices else prices.setdefault(key, record_price(space, record, live))
-        if per_hour is None:
-            unpriced += gone_at(record) is None
-            continue
-        spent += cost(record, per_hour, start, now)
-        if gone_at(record) is None:
-            burn += per_hour
-    return spent, burn, unpriced
+    found = Standing.of(space, records, now, live)
+    return found.spent, found.burn, found.unpriced
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a space's records cost this month as of ``at`` (month_costs), kept to be carried forward: while the
+    very same records stand and the prices are the same, a later ``now`` of the same month costs what ``at``
+    did and the burn for every hour since, with no pass over the records."""
+
+    records: object  # the sequence it was counted from: the same object, or counted again
+    live: Mapping[str, float] | None
+    start: datetime  # the month's first moment
+    at: datetime
+    spent: float
+    burn: float
+    unpriced: int
+    steady: bool  # every machine began costing, and every gone one stopped, by ``at``: it may be carried forward
+
+    @classmethod
+    def of(cls, space: SpaceConfig, records: Iterable[MachineRecord], now: datetime,
+           live: Mapping[str, float] | None = None, *, unaccounted: bool = False) -> Standing:
+        """The records' month until ``now`` (``unaccounted``: of those not accounted yet), counted one by one."""
+        start, _ = month(now)
+        spent = burn = 0.0
+        unpriced = 0
+        steady = True
+        prices: dict[tuple[str, str | None, str | None, str | None], float | None] = {}  # few offerings, many
+        for record in records:
+            if unaccounted and record.accounted_at is not None:
+                continue
+            key = (record.machinetype, record.flavor, record.zone, record.capacity)
+            per_hour = prices[key] if key in prices else prices.setdefault(key, record_price(space, record, live))
+            until = gone_at(record)
+            if per_hour is None:
+                unpriced += until is None
+                continue
+            spent += cost(record, per_hour, start, now)
+            steady = steady and record.created_at <= now and (until is None or until <= now)
+            if until is None:
+                burn += per_hour
+        return cls(records, live, start, now, spent, burn, unpriced, steady)
+
+    def carried(self, records: object, now: datetime, live: Mapping[str, float] | None) -> Standing | None:
+        """This standing at ``now``, or None when it cannot be carried there (other records or prices, another
+        month, an earlier time, or a machine whose cost began or ended after ``at``)."""
+        if records is not self.records or live != self.live or not self.steady or now < self.at \
+                or month(now)[0] != self.start:
+            return None
+        return Standing(records, live, self.start, now, self.spent + self.burn * (now - self.at).total_seconds() / HOUR,
+                        self.burn, self.unpriced, True)
 
 
 def paced(budget: float, spent: float, now: datetime) -> float:

@@ -90,6 +90,9 @@ class SpaceContext:
     seen: delta.Seen | None = None  # what the last sync saw and gave out (None: the next pass is a full one)
     mine: tuple[tuple[MachineRecord, ...], Sequence[MachineRecord]] | None = None  # the store's records, this
     # manager's of them: looked for again only when the store hands out others
+    named: dict[str, NamedMachines] | None = None  # named_machines(), once found
+    batch: tuple[tuple[str, BatchSystem] | None] | None = None  # batch_system(), once found
+    standing: spend.Standing | None = None  # what the records not accounted yet cost this month, carried forward
 
     def calls(self) -> futures.Executor:
         if self.pool is None:
@@ -144,7 +147,13 @@ def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
 
 def named_machines(ctx: SpaceContext) -> dict[str, NamedMachines]:
     """The machinetypes whose demand source hands out named machines (the pilots DIRAC's SiteDirector submits),
-    and that source."""
+    and that source: the context's configuration says, so it is found once (a protocol's isinstance is slow)."""
+    if ctx.named is None:
+        ctx.named = _named_machines(ctx)
+    return ctx.named
+
+
+def _named_machines(ctx: SpaceContext) -> dict[str, NamedMachines]:
     found: dict[str, NamedMachines] = {}
     for name, mt in ctx.space.machinetypes.items():
         source = ctx.demand_sources.get(mt.demand) if mt.demand is not None else None
@@ -155,7 +164,14 @@ def named_machines(ctx: SpaceContext) -> dict[str, NamedMachines]:
 
 def batch_system(ctx: SpaceContext) -> tuple[str, BatchSystem] | None:
     """The batch system the space's machines run daemons of, and its demand section's name: the first demand
-    source of its machinetypes that says which machines are registered and drains them (HTCondor's), or None."""
+    source of its machinetypes that says which machines are registered and drains them (HTCondor's), or None;
+    found once for the context."""
+    if ctx.batch is None:
+        ctx.batch = (_batch_system(ctx),)
+    return ctx.batch[0]
+
+
+def _batch_system(ctx: SpaceContext) -> tuple[str, BatchSystem] | None:
     for name in sorted({mt.demand for mt in ctx.space.machinetypes.values() if mt.demand is not None}):
         source = ctx.demand_sources.get(name)
         if isinstance(source, BatchSystem):
@@ -188,9 +204,8 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    state = ctx.store.load(ctx.name)
+    state, heartbeats = ctx.store.look(ctx.name)  # one transaction
     listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
-    heartbeats = ctx.store.heartbeats(ctx.name)
     manager = ctx.config.settings.manager_name
     if ctx.mine is None or ctx.mine[0] is not state.records:  # the store hands out the same records while unchanged
         ctx.mine = (state.records, _mine(state.records, manager))
@@ -223,7 +238,8 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     spent = ctx.kept.in_force(lambda: _held(synced.records, synced.foreign_processors))
     cooling = {**state.cooldowns, **{(c.machinetype, c.offering): c for c in synced.cooldowns}}
     live = _live_prices(ctx, flavors)
-    money, figures = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now, live)
+    money, figures, ctx.standing = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now, live,
+                                                    ctx.standing)
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining, registered, recent_idle=recent, launches=state.launches,
                              cooldowns=cooling, quota_hold=spent, spend=money, prices=live,

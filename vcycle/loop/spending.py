@@ -7,7 +7,7 @@ every other space's, read only when ``[settings] budget_per_month`` is set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from vcycle.core import spend
@@ -17,23 +17,26 @@ from vcycle.store import Store
 from vcycle.store.accounts import Ledger
 
 
-def observe(config: Config, space: SpaceConfig, store: Store, records: Iterable[MachineRecord],
-            now: datetime, live: Mapping[str, float] | None = None) -> tuple[Spend | None, spend.Figures | None]:
-    """What the planner's caps need (None when no cap is set) and the figures status shows (None when the space
-    names no price). Raises StoreError."""
+def observe(config: Config, space: SpaceConfig, store: Store, records: Sequence[MachineRecord],
+            now: datetime, live: Mapping[str, float] | None = None, last: spend.Standing | None = None
+            ) -> tuple[Spend | None, spend.Figures | None, spend.Standing | None]:
+    """What the planner's caps need (None when no cap is set), the figures status shows (None when the space
+    names no price) and the standing of its records not accounted yet, which the next cycle's ``last`` carries
+    forward while the records stay the very same. Raises StoreError."""
     settings = config.settings
     capped = spend.priced(space, settings)
     if not capped and not spend.known(space):
-        return None, None
+        return None, None, None
     ledger = Ledger(store)
     start, _ = spend.month(now)
     spent = ledger.spent(f"{start:%Y-%m}")
-    figures = spend.figures(space, spent.get(space.name, 0.0), [r for r in records if r.accounted_at is None], now,
-                            live)
+    standing = (last.carried(records, now, live) if last is not None else None) or spend.Standing.of(
+        space, records, now, live, unaccounted=True)
+    figures = spend.figures(space, spent.get(space.name, 0.0), standing, now, live)
     if not capped:
-        return None, figures
+        return None, figures, standing
     if settings.budget_per_month is None:
-        return Spend(figures.to_date, figures.to_date), figures
+        return Spend(figures.to_date, figures.to_date), figures, standing
     site, elsewhere = figures.to_date, 0.0
     others = ledger.unaccounted_elsewhere(space.name)
     for name, other in config.spaces.items():
@@ -43,4 +46,4 @@ def observe(config: Config, space: SpaceConfig, store: Store, records: Iterable[
         site += theirs.to_date
         elsewhere += theirs.burn
     site += sum(amount for name, amount in spent.items() if name not in config.spaces)  # spaces since removed
-    return Spend(figures.to_date, site, elsewhere, len(config.spaces)), figures
+    return Spend(figures.to_date, site, elsewhere, len(config.spaces)), figures, standing

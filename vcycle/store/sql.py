@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, case, delete, func, insert, make_url, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, case, delete, func, insert, make_url, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from vcycle.clock import Clock, utc_now
@@ -248,24 +248,36 @@ class Store:
         in the database is unchanged (no other writer), only the version is read.
         """
         with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
-            if self.readonly:
-                found = c.execute(_VERSION_OF, {"space": space}).one_or_none()
-                if found is None:
-                    return SpaceState(space, 0, ())
-                version, draining = found
-            else:
-                self._ensure_space(c, space)
-                version, draining = c.execute(_VERSION_OF, {"space": space}).one()
-            cached = self._cache.get(space)
-            if cached is not None and cached.version == version:
-                return cached
-            rows = c.execute(_LIVE_MACHINES, {"space": space}).all()
-            backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason, r.failures)
-                        for r in c.execute(_BACKOFFS_OF, {"space": space})}
-            cooldowns = {(r.machinetype, r.offering): Cooldown(r.machinetype, r.offering, r.since, r.reason, r.failures)
-                         for r in c.execute(_COOLDOWNS_OF, {"space": space})}
-            launches = {r.machinetype: _outcomes(r.machinetype, r.outcomes)
-                        for r in c.execute(_LAUNCHES_OF, {"space": space})}
+            return self._load(c, space)
+
+    def look(self, space: str) -> tuple[SpaceState, Mapping[str, Heartbeat]]:
+        """``load(space)`` and ``heartbeats(space)`` read in one transaction: what a cycle reads before it lists
+        the cloud (a steady space's two small queries, with one begin and one commit)."""
+        known = self._beats.get(space)
+        with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
+            state = self._load(c, space)
+            rows = self._beat_rows(c, space, known)
+        return state, self._heard(space, known, rows)
+
+    def _load(self, c: Connection, space: str) -> SpaceState:
+        if self.readonly:
+            found = c.execute(_VERSION_OF, {"space": space}).one_or_none()
+            if found is None:
+                return SpaceState(space, 0, ())
+            version, draining = found
+        else:
+            self._ensure_space(c, space)
+            version, draining = c.execute(_VERSION_OF, {"space": space}).one()
+        cached = self._cache.get(space)
+        if cached is not None and cached.version == version:
+            return cached
+        rows = c.execute(_LIVE_MACHINES, {"space": space}).all()
+        backoffs = {r.machinetype: Backoff(r.machinetype, r.last_abort_at, r.reason, r.failures)
+                    for r in c.execute(_BACKOFFS_OF, {"space": space})}
+        cooldowns = {(r.machinetype, r.offering): Cooldown(r.machinetype, r.offering, r.since, r.reason, r.failures)
+                     for r in c.execute(_COOLDOWNS_OF, {"space": space})}
+        launches = {r.machinetype: _outcomes(r.machinetype, r.outcomes)
+                    for r in c.execute(_LAUNCHES_OF, {"space": space})}
         state = SpaceState(space, version, tuple(_record(r) for r in rows), backoffs, frozenset(json.loads(draining)),
                            cooldowns, launches)
         self._cache[space] = state
@@ -361,12 +373,22 @@ class Store:
         changed, the very mapping of the last call is handed out again, with the very same heartbeats (an
         incremental sync tells what changed by that); it is never changed afterwards, and nor may the caller."""
         known = self._beats.get(space)
-        seen, since = known or ({}, None)
         with self._begin() as c:
-            if since is None:
-                rows = c.execute(_BEATS_OF, {"space": space}).all()
-            else:
-                rows = c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
+            rows = self._beat_rows(c, space, known)
+        return self._heard(space, known, rows)
+
+    @staticmethod
+    def _beat_rows(c: Connection, space: str, known: tuple[dict[str, Heartbeat], datetime | None] | None
+                   ) -> Sequence[Row[Any]]:
+        since = known[1] if known is not None else None
+        if since is None:
+            return c.execute(_BEATS_OF, {"space": space}).all()
+        return c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
+
+    def _heard(self, space: str, known: tuple[dict[str, Heartbeat], datetime | None] | None,
+               rows: Sequence[Row[Any]]) -> Mapping[str, Heartbeat]:
+        """The heartbeats ``known`` before with the ``rows`` read since, kept for the next read."""
+        seen, since = known or ({}, None)
         beats: dict[str, Heartbeat] | None = None
         for r in rows:
             beat = Heartbeat(r.name, r.at, r.shutdown_message, r.shutdown_message_at, r.address, r.detail,
