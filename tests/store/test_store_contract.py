@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from vcycle.core.model import (
     Action,
@@ -228,22 +228,22 @@ def test_heartbeats_are_read_incrementally_and_completely(store: Store, store_ur
 def test_a_look_reads_the_records_and_the_heartbeats_in_one_transaction(store: Store, store_url: str) -> None:
     store.write("sp", store.load("sp").version, [full_record("a")])
     store.put_heartbeats([("sp", Heartbeat("a", T0))])
-    state, beats = store.look("sp")
+    state, beats, _ = store.look("sp")
     assert [r.name for r in state.records] == ["a"] and set(beats) == {"a"}
     other = Store.open(store_url)  # another writer between two looks: both its record and its heartbeat are seen
     other.write("sp", other.load("sp").version, [full_record("b")])
     other.put_heartbeats([("sp", Heartbeat("b", T0))])
     other.close()
-    again, more = store.look("sp")
+    again, more, _ = store.look("sp")
     assert again.version == state.version + 1 and sorted(r.name for r in again.records) == ["a", "b"]
     assert set(more) == {"a", "b"} and more["a"] is beats["a"]
-    steady, same = store.look("sp")  # nothing changed: the very objects handed out before
+    steady, same, _ = store.look("sp")  # nothing changed: the very objects handed out before
     assert steady is again and same is more
     begun: list[int] = []
     original = store._begin
     store._begin = lambda write=False: begun.append(1) or original(write)  # type: ignore[method-assign]
-    store.look("sp")
-    assert begun == [1]
+    _, _, found = store.look("sp", lambda c: c.execute(text("SELECT count(*) FROM machines")).scalar())
+    assert found == 2 and begun == [1]  # the other read too, in the same transaction
 
 
 def test_of_two_endpoints_the_heartbeat_said_later_wins_whichever_is_written_last(

@@ -204,7 +204,8 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    state, heartbeats = ctx.store.look(ctx.name)  # one transaction
+    state, heartbeats, accounted = ctx.store.look(  # one transaction
+        ctx.name, spending.month_spent(now) if spending.wanted(ctx.config, ctx.space) else None)
     listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
     manager = ctx.config.settings.manager_name
     if ctx.mine is None or ctx.mine[0] is not state.records:  # the store hands out the same records while unchanged
@@ -239,7 +240,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     cooling = {**state.cooldowns, **{(c.machinetype, c.offering): c for c in synced.cooldowns}}
     live = _live_prices(ctx, flavors)
     money, figures, ctx.standing = spending.observe(ctx.config, ctx.space, ctx.store, synced.records, now, live,
-                                                    ctx.standing)
+                                                    ctx.standing, accounted)
     snapshot = SpaceSnapshot(ctx.name, synced.records, synced.foreign_processors, synced.backoffs, quota, flavors,
                              state.draining, registered, recent_idle=recent, launches=state.launches,
                              cooldowns=cooling, quota_hold=spent, spend=money, prices=live,

@@ -7,29 +7,46 @@ every other space's, read only when ``[settings] budget_per_month`` is set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
+
+from sqlalchemy import Connection
 
 from vcycle.core import spend
 from vcycle.core.model import MachineRecord, Spend
 from vcycle.core.sections import Config, SpaceConfig
 from vcycle.store import Store
-from vcycle.store.accounts import Ledger
+from vcycle.store.accounts import Ledger, spent_in
+
+
+def wanted(config: Config, space: SpaceConfig) -> bool:
+    """Whether the space's cycle counts money: a cap is set or a price named."""
+    return spend.priced(space, config.settings) or spend.known(space)
+
+
+def month_spent(now: datetime) -> Callable[[Connection], dict[str, float]]:
+    """The read of the month's accounted cost per space, for the cycle's own read of the store (Store.look)."""
+    start, _ = spend.month(now)
+    return partial(spent_in, month=f"{start:%Y-%m}")
 
 
 def observe(config: Config, space: SpaceConfig, store: Store, records: Sequence[MachineRecord],
-            now: datetime, live: Mapping[str, float] | None = None, last: spend.Standing | None = None
+            now: datetime, live: Mapping[str, float] | None = None, last: spend.Standing | None = None,
+            spent: Mapping[str, float] | None = None
             ) -> tuple[Spend | None, spend.Figures | None, spend.Standing | None]:
     """What the planner's caps need (None when no cap is set), the figures status shows (None when the space
     names no price) and the standing of its records not accounted yet, which the next cycle's ``last`` carries
-    forward while the records stay the very same. Raises StoreError."""
+    forward while the records stay the very same. ``spent``: the month's accounted cost per space, as read with
+    the records (month_spent), else read here. Raises StoreError."""
     settings = config.settings
     capped = spend.priced(space, settings)
     if not capped and not spend.known(space):
         return None, None, None
     ledger = Ledger(store)
-    start, _ = spend.month(now)
-    spent = ledger.spent(f"{start:%Y-%m}")
+    if spent is None:
+        start, _ = spend.month(now)
+        spent = ledger.spent(f"{start:%Y-%m}")
     standing = (last.carried(records, now, live) if last is not None else None) or spend.Standing.of(
         space, records, now, live, unaccounted=True)
     figures = spend.figures(space, spent.get(space.name, 0.0), standing, now, live)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from vcycle.core.model import MachineRecord
 from vcycle.core.states import MachineState
@@ -119,7 +119,7 @@ class Ledger:
     def spent(self, month: str) -> dict[str, float]:
         """space -> what its accounted machines cost in ``month`` (YYYY-MM)."""
         with self.store._begin() as c:
-            return {r.space: r.cost for r in c.execute(_SPENT, {"w_month": month})}
+            return spent_in(c, month)
 
     def unaccounted_elsewhere(self, space: str) -> dict[str, list[MachineRecord]]:
         """The other spaces' machines not accounted yet (alive, or gone and waiting), by space."""
@@ -156,3 +156,9 @@ def _columns(m: MonthUsage) -> dict[str, object]:
             "wall_seconds": m.wall_seconds, "cpu_seconds": m.cpu_seconds, "processors": m.processors,
             "hs06_per_processor": m.hs06_per_processor, "earliest_start": m.earliest_start,
             "latest_start": m.latest_start}
+
+
+def spent_in(c: Connection, month: str) -> dict[str, float]:
+    """space -> what its accounted machines cost in ``month`` (YYYY-MM), read in the transaction ``c`` (a cycle
+    reads it with its records: Store.look's ``also``)."""
+    return {r.space: r.cost for r in c.execute(_SPENT, {"w_month": month})}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, bindparam, case, delete, func, insert, make_url, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -57,6 +57,7 @@ _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("sinc
 
 # Heartbeats written by other processes with clocks this far behind are still read.
 HEARTBEAT_SKEW = timedelta(seconds=30)
+T = TypeVar("T")
 STORE_PATIENCE_SECONDS = 120.0  # how long a daemon waits at start for a database server that does not answer
 
 # More work for the transaction of a write, handed in by whoever knows it (a named-machine source's claims).
@@ -250,14 +251,17 @@ class Store:
         with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
             return self._load(c, space)
 
-    def look(self, space: str) -> tuple[SpaceState, Mapping[str, Heartbeat]]:
-        """``load(space)`` and ``heartbeats(space)`` read in one transaction: what a cycle reads before it lists
-        the cloud (a steady space's two small queries, with one begin and one commit)."""
+    def look(self, space: str, also: Callable[[Connection], T] | None = None
+             ) -> tuple[SpaceState, Mapping[str, Heartbeat], T | None]:
+        """``load(space)``, ``heartbeats(space)`` and ``also`` (another read, where given) in one transaction:
+        what a cycle reads before it lists the cloud (a steady space's few small queries, with one begin and one
+        commit)."""
         known = self._beats.get(space)
         with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
             state = self._load(c, space)
             rows = self._beat_rows(c, space, known)
-        return state, self._heard(space, known, rows)
+            found = also(c) if also is not None else None
+        return state, self._heard(space, known, rows), found
 
     def _load(self, c: Connection, space: str) -> SpaceState:
         if self.readonly:
