@@ -296,6 +296,8 @@ def _counted(kept: Counts, looks: Mapping[str, _Look], records: tuple[MachineRec
         tally.running, tally.processors, tally.counted = kind.machines, kind.processors, kind.hs06
         tally.not_passed_fizzle = kind.young(look.fizzle_cutoff)
     wanted = kept.looks(now)
+    if not wanted:  # a steady space: every machine runs and none is due a look
+        return kept.held, ()
     return kept.held, tuple(compress(records, map(wanted.__contains__, map(NAME, records))))  # picked in C
 
 

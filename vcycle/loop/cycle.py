@@ -88,8 +88,9 @@ class SpaceContext:
     retry: Retry | None = None  # how transient create and delete answers are asked again (default Retry())
     randomness: Callable[[], bytes] | None = None  # each new machine's identity (default: the secrets module's)
     seen: delta.Seen | None = None  # what the last sync saw and gave out (None: the next pass is a full one)
-    mine: tuple[tuple[MachineRecord, ...], Sequence[MachineRecord]] | None = None  # the store's records, this
-    # manager's of them: looked for again only when the store hands out others
+    mine: tuple[tuple[MachineRecord, ...], Sequence[MachineRecord], bool] | None = None  # the store's records,
+    # this manager's of them and whether one of those was interrupted: looked for again only when the store hands
+    # out other records
     named: dict[str, NamedMachines] | None = None  # named_machines(), once found
     batch: tuple[tuple[str, BatchSystem] | None] | None = None  # batch_system(), once found
     standing: spend.Standing | None = None  # what the records not accounted yet cost this month, carried forward
@@ -209,8 +210,9 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
     manager = ctx.config.settings.manager_name
     if ctx.mine is None or ctx.mine[0] is not state.records:  # the store hands out the same records while unchanged
-        ctx.mine = (state.records, _mine(state.records, manager))
-    mine = ctx.mine[1]
+        ours = _mine(state.records, manager)
+        ctx.mine = (state.records, ours, not all(map(is_none, map(INTERRUPTION, ours))))
+    _, mine, interrupting = ctx.mine
     timings["store_read_s"] = time.perf_counter() - started
     waited = time.perf_counter()
     machines = _answer(ctx, listing, "list_machines")
@@ -219,7 +221,7 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else None))
     registered = _registered(ctx, state.draining)
     interrupted = None  # counted in the store (GONE machines too) only while an interrupted machine lives
-    if not all(map(is_none, map(INTERRUPTION, mine))):
+    if interrupting:
         interrupted = ctx.store.interruptions(ctx.name, now - interruptions.STORM_WINDOW)
     started = time.perf_counter()
     synced, ctx.seen, looked = delta.sync_since(
