@@ -24,6 +24,12 @@ KEYS = (*(s.value for s in MachineState if s is not MachineState.GONE), "idle", 
         "deletes", "aborts")
 
 
+def counted(records: Iterable[MachineRecord]) -> collections.Counter[tuple[str, MachineState]]:
+    """How many of ``records`` there are of each (machinetype, state), counted in C."""
+    records = tuple(records)
+    return collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))
+
+
 def point(machinetypes: Iterable[str], records: Iterable[MachineRecord], demand: Mapping[str, Demand],
           creates: Mapping[str, int], deletes: Mapping[str, int], aborts: Mapping[str, int],
           tally: Mapping[tuple[str, MachineState], int] | None = None) -> Point:
@@ -31,8 +37,7 @@ def point(machinetypes: Iterable[str], records: Iterable[MachineRecord], demand:
     caller keeps them (``tally``)."""
     counts: dict[str, collections.Counter[str]] = {mt: collections.Counter() for mt in machinetypes}
     if tally is None:
-        records = tuple(records)
-        tally = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))  # in C
+        tally = counted(records)
     for (mt, state), n in tally.items():
         if state is not MachineState.GONE and n:
             into = counts.get(mt)

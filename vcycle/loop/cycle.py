@@ -63,8 +63,8 @@ from vcycle.store import SpaceState, Store
 from vcycle.store.series import Series
 
 log = logging.getLogger(__name__)
-NAME, MANAGER, STATE, PROCESSORS, INTERRUPTION, MACHINETYPE = (
-    attrgetter(f) for f in ("name", "manager", "state", "processors", "interruption", "machinetype"))
+NAME, MANAGER, STATE, PROCESSORS, INTERRUPTION = (
+    attrgetter(f) for f in ("name", "manager", "state", "processors", "interruption"))
 is_none = partial(is_, None)
 HOUSEKEEPING_SECONDS = 600
 T = TypeVar("T")
@@ -439,23 +439,24 @@ def _skipped(ctx: SpaceContext, now: datetime, started: float, why: ReportError,
     return report
 
 
+def _kept(ctx: SpaceContext, records: tuple[MachineRecord, ...]) -> delta.Seen | None:
+    """What the sync kept, where its counts stand for these very records (core/counts.py), else None."""
+    seen = ctx.seen
+    return seen if seen is not None and seen.counts.records is records else None
+
+
 def _by_name(ctx: SpaceContext, records: tuple[MachineRecord, ...]) -> dict[str, MachineRecord]:
     """The synced records by name: as the sync keeps them (which nothing may change), or made here."""
-    seen = ctx.seen
-    if seen is not None and seen.counts.records is records:
-        return seen.last
-    return dict(zip(map(NAME, records), records, strict=True))
+    kept = _kept(ctx, records)
+    return kept.last if kept is not None else dict(zip(map(NAME, records), records, strict=True))
 
 
 def _tally(ctx: SpaceContext, records: tuple[MachineRecord, ...], by_name: Mapping[str, MachineRecord],
            applied: Mapping[str, MachineRecord]) -> collections.Counter[tuple[str, MachineState]]:
-    """How many machines of each (machinetype, state) the cycle leaves: the sync's counts (core/counts.py, where
-    kept for these records, else counted here), with what the executor changed."""
-    seen = ctx.seen
-    if seen is not None and seen.counts.records is records:
-        tally = seen.counts.states.copy()
-    else:
-        tally = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))
+    """How many machines of each (machinetype, state) the cycle leaves: the sync's counts (where kept for these
+    records, else counted here), with what the executor changed."""
+    kept = _kept(ctx, records)
+    tally = kept.counts.states.copy() if kept is not None else series.counted(records)
     for name, record in applied.items():
         old = by_name.get(name)
         if old is not None:
