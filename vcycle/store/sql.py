@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -168,19 +169,26 @@ def _row(space: str, record: MachineRecord) -> dict[str, Any]:
     }
 
 
+def _shared(value: str | None) -> str | None:
+    """One string object for the many equal ones rows repeat (a space's name, its machinetypes', reasons): a
+    store holding 200,000 records keeps each once."""
+    return None if value is None else sys.intern(value)
+
+
 def _record(row: Any) -> MachineRecord:
     state = MachineState(row.state)
     return MachineRecord(
-        name=row.name, space=row.space, machinetype=row.machinetype, state=state, processors=row.processors,
-        created_at=row.created_at, request_id=row.request_id, manager=row.manager, cloud_id=row.cloud_id,
-        zone=row.zone, flavor=row.flavor, capacity=row.capacity, hs06=row.hs06, started_at=row.started_at,
+        name=row.name, space=sys.intern(row.space), machinetype=sys.intern(row.machinetype), state=state,
+        processors=row.processors, created_at=row.created_at, request_id=row.request_id,
+        manager=sys.intern(row.manager), cloud_id=row.cloud_id, zone=_shared(row.zone), flavor=_shared(row.flavor),
+        capacity=_shared(row.capacity), hs06=row.hs06, started_at=row.started_at,
         stopped_at=row.stopped_at,
         shutdown_at=row.shutdown_at, heartbeat_at=row.heartbeat_at, shutdown_code=row.shutdown_code,
         shutdown_text=row.shutdown_text, delete_attempts=row.delete_attempts, last_delete_at=row.last_delete_at,
         delete_requested=row.delete_requested, token_hash=row.token_hash, features=row.features,
         registered_at=row.registered_at, idle_since=row.idle_since, accounted_at=row.accounted_at,
-        made_by=row.made_by, interruption=row.interruption, interrupted_at=row.interrupted_at,
-        last=StatusChange(state, row.state_since, row.state_reason, row.state_cause),
+        made_by=_shared(row.made_by), interruption=row.interruption, interrupted_at=row.interrupted_at,
+        last=StatusChange(state, row.state_since, sys.intern(row.state_reason), sys.intern(row.state_cause)),
     )
 
 
