@@ -145,7 +145,7 @@ class Counts:
 
     ``records``: the tuple the counts stand for (the planner uses them for that very tuple only)."""
 
-    __slots__ = ("due", "held", "kinds", "limits", "made", "noticed", "others", "overdue", "records", "running",
+    __slots__ = ("due", "kinds", "limits", "made", "noticed", "others", "overdue", "records", "running",
                  "settings", "space", "states")
 
     def __init__(self, space: SpaceConfig, settings: Settings, records: tuple[MachineRecord, ...]) -> None:
@@ -157,7 +157,6 @@ class Counts:
         self.others: set[str] = set()  # records looked at every cycle: not running, or of no known machinetype
         self.due: list[tuple[datetime, str]] = []  # a heap; entries whose record changed since are skipped
         self.overdue: set[str] = set()  # counted machines whose time came: looked at until their record changes
-        self.held = 0  # processors of the counted machines
         self.records = records
         # of every record: how many of each (machinetype, state) and (machinetype, made_by), and the names of those
         # with an interruption notice
@@ -179,7 +178,6 @@ class Counts:
             if old.name in self.running:  # ``old`` is the record counted
                 del self.running[old.name]
                 self.kinds[old.machinetype].count(old, -1)
-                self.held -= old.processors
                 self.overdue.discard(old.name)
             self.others.discard(old.name)
         if new is None:
@@ -201,7 +199,6 @@ class Counts:
         at = limits.due(record)
         self.running[record.name] = at
         self.kinds[record.machinetype].count(record, +1, bulk)
-        self.held += record.processors
         if at is None:
             return
         if bulk:
@@ -211,6 +208,11 @@ class Counts:
         if len(self.due) > 4 * len(self.running) + 64:  # mostly entries of records changed since: made anew
             self.due = [(when, name) for name, when in self.running.items() if when is not None]
             heapq.heapify(self.due)
+
+    @property
+    def held(self) -> int:
+        """The processors of the counted machines."""
+        return sum(kind.processors for kind in self.kinds.values())
 
     def looks(self, now: datetime) -> set[str]:
         """The names of the records to look at ``now``: the counted machines due by now, and all the others."""
