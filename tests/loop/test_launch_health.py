@@ -74,3 +74,25 @@ def test_an_unhealthy_machinetype_makes_one_probe_per_cooldown_until_one_works(s
     assert collect(config, store, clock())["spaces"]["sp"]["unhealthy"] == []
     metrics.observe_health({})
     assert b'vcycle_launch_unhealthy{machinetype="sick",space="sp"} 0.0' in metrics.render()
+
+
+def test_launch_outcomes_are_written_with_the_cycle_s_outcomes(store: Store) -> None:
+    """A cycle whose creates are refused tells launch outcomes: they are kept by the executor's own write of the
+    outcomes, not by a write of their own (two writes for the cycle: the intent, then the outcomes)."""
+    clock = FakeClock()
+    cloud = Refusing(clock=clock, boot_seconds=30)
+    config = load_text(config_text(limit=4, machinetypes={"sick": {"target_share": 1, "backoff_seconds": 0}}))
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
+    writes: list[dict[str, object]] = []
+    original = store.write
+
+    def counted(*args: object, **kwargs: object) -> int:
+        writes.append(kwargs)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.write = counted  # type: ignore[method-assign]
+    run_cycle(ctx)
+    assert creates_of(cloud, "sick") >= 1
+    assert len(writes) == 2 and not writes[0].get("launches")
+    kept = store.load("sp").launches["sick"]
+    assert kept and not any(o.ok for o in kept) and writes[1]["launches"] == {"sick": kept}

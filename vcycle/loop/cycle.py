@@ -291,18 +291,19 @@ def _held(records: Iterable[MachineRecord], foreign: int) -> int:
     return held + foreign
 
 
-def _record_launches(ctx: SpaceContext, seen: Observation, version: int,
-                     changed: Mapping[str, MachineRecord]) -> None:
-    """Keep the launch outcomes this cycle told (core/health.py), saying when a machinetype's health changes;
-    ``changed``: the records this cycle changed, as they are now (only a change tells an outcome)."""
+def _launch_outcomes(ctx: SpaceContext, seen: Observation, changed: Mapping[str, MachineRecord]
+                     ) -> dict[str, tuple[LaunchOutcome, ...]] | None:
+    """The launch outcomes to keep (core/health.py) once this cycle changed ``changed`` (its records as they are
+    now: only a change tells an outcome), saying when a machinetype's health changes; None: none told. The
+    executor writes them with its last write."""
     if not changed:
-        return
+        return None
     told: dict[str, list[LaunchOutcome]] = {}
     before = {r.name: r for r in seen.state.records if r.name in changed}
     for found in health.outcomes(before, changed.values(), ctx.space.machinetypes, seen.batch):
         told.setdefault(found.machinetype, []).append(found)
     if not told:
-        return
+        return None
     launches = {}
     for name, new in told.items():
         mt, old = ctx.space.machinetypes[name], seen.state.launches.get(name, ())
@@ -313,10 +314,7 @@ def _record_launches(ctx: SpaceContext, seen: Observation, version: int,
         elif was and not now:
             log.info("space=%s machinetype=%s healthy again: %s reached work", ctx.name, name,
                      launches[name][-1].machine)
-    try:
-        ctx.store.write(ctx.name, version, launches=launches)
-    except StaleState as exc:
-        log.warning("space=%s launch outcomes not recorded (%s)", ctx.name, exc)
+    return launches
 
 
 def _recent_idle(ctx: SpaceContext) -> dict[str, tuple[int, ...]]:
@@ -371,13 +369,13 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
         records = {n: by_name[n] for n in doomed if n in by_name}
         changed_backoffs = {k: v for k, v in seen.synced.backoffs.items() if seen.state.backoffs.get(k) != v}
         applied = executor.apply(seen.plan, seen.state.version, records, first, changed_backoffs, seen.trials,
-                                 standing=(seen.synced.backoffs, seen.state.cooldowns))
+                                 standing=(seen.synced.backoffs, seen.state.cooldowns),
+                                 launches=partial(_launch_outcomes, ctx, seen))
         final = ChainMap(applied.records, by_name)  # what the executor changed over what sync left
         ctx.kept.after(applied.throttled, applied.quota, lambda: _held(final.values(), seen.synced.foreign_processors),
                        now, ctx.config.settings.cycle_seconds)
         changed = {r.name: final[r.name] for r in seen.synced.updated if r.name in final}
         changed.update(applied.records)
-        _record_launches(ctx, seen, applied.version, changed)
         accounting = _accounting(ctx, now, final, changed)
         _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:

@@ -45,6 +45,7 @@ from vcycle.core.model import (
     CreateOrder,
     DeleteOrder,
     DrainOrder,
+    LaunchOutcome,
     LaunchSpec,
     MachineRecord,
     Offering,
@@ -145,13 +146,16 @@ class Executor:
     def apply(self, plan: Plan, version: int, records: Mapping[str, MachineRecord], first: Batch | None = None,
               backoffs: Mapping[str, Backoff] | None = None,
               prepared: Mapping[CreateOrder, Launch] | None = None, *,
-              standing: tuple[Mapping[str, Backoff], Mapping[tuple[str, str], Cooldown]] | None = None) -> Applied:
+              standing: tuple[Mapping[str, Backoff], Mapping[tuple[str, str], Cooldown]] | None = None,
+              launches: Callable[[Mapping[str, MachineRecord]], Mapping[str, tuple[LaunchOutcome, ...]] | None]
+              | None = None) -> Applied:
         """Commit intent (with ``first``, sync's changes), act, commit outcomes. StaleState before acting.
 
         ``prepared`` holds launches already made for some of the plan's orders (the cycle's trial renders):
         each is used once, for its order, instead of rendering that machine again. ``standing`` holds the
         backoffs and offering cooldowns in force before this apply: a new one counts the failures in a row
-        from them (core/rules.py)."""
+        from them (core/rules.py). ``launches``, given every record this apply changed, says the machinetypes'
+        launch outcomes to keep (core/health.py); they are written with the last of its writes."""
         now = plan.now
         self._standing = standing or ({}, {})
         intent = first or Batch()
@@ -160,25 +164,27 @@ class Executor:
         self._offers = Offers(self.space.api_timeout_seconds / 2)  # a probe hung that long: call anyway, in time
         errors = applied.errors
         steps: list[Step] = []
-        launches = self._intents(plan, now, intent, errors, steps, dict(prepared or {}))
+        made = self._intents(plan, now, intent, errors, steps, dict(prepared or {}))
         deleting = [self._deleting(order, records[order.machine], now, intent, errors) for order in plan.deletes
                     if order.machine in records]
         drains = [self._draining(order, records[order.machine], now, intent) for order in plan.drains
                   if order.machine in records and records[order.machine].state is S.RUNNING]
+        deletes = [record for record in deleting if record is not None]
+        calls = bool(made or deletes)
+        told = launches(intent.records) if launches is not None and not calls and intent.records else None
         if intent.records or intent.history or backoffs or intent.backoffs or intent.cooldowns:
             version = self.store.write(self.space.name, version, intent.records.values(), intent.history,
                                        backoffs={**(backoffs or {}), **intent.backoffs}, steps=steps,
-                                       cooldowns=[self._cooldown(c) for c in intent.cooldowns])
+                                       cooldowns=[self._cooldown(c) for c in intent.cooldowns], launches=told)
         applied.version = version
         for record in drains:  # quick calls to the batch system, not the cloud: made here, in order
             self._drain(record, errors)
-        deletes = [record for record in deleting if record is not None]
-        if not launches and not deletes:
+        if not calls:
             applied.records = dict(intent.records)
             return applied  # nothing to do in the cloud, nothing more to record
         now = self.clock() if self.clock is not None else now  # outcomes carry the time they happened
         outcome = Batch()
-        results = self._call(launches, deletes, now)
+        results = self._call(made, deletes, now)
         cooldowns: list[Cooldown] = []
         for result in results:
             if result.record is not None:
@@ -195,15 +201,16 @@ class Executor:
         applied.create_failures = sum(not r.done for r in results if r.create)
         applied.deleted = sum(r.done for r in results if not r.create)
         applied.delete_failures = sum(not r.done for r in results if not r.create)
-        if outcome.records or outcome.backoffs or cooldowns:
+        applied.records = {**intent.records, **outcome.records}
+        told = launches(applied.records) if launches is not None else None
+        if outcome.records or outcome.backoffs or cooldowns or told:
             try:
                 applied.version = self.store.write(self.space.name, version, outcome.records.values(),
                                                    outcome.history, backoffs=outcome.backoffs or None,
-                                                   cooldowns=cooldowns)
+                                                   cooldowns=cooldowns, launches=told)
             except StaleState as exc:
                 errors.append(ReportError("store", self.space.name,
                                           f"outcomes not recorded ({exc}); the next sync reconciles them"))
-        applied.records = {**intent.records, **outcome.records}
         return applied
 
     # --- intent ------------------------------------------------------------------------
