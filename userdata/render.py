@@ -35,8 +35,10 @@ from .proxy import proxy_for
 from .sources import Fetcher, Template, load, resolve
 
 LEFTOVER = re.compile(r"##user_data_[A-Za-z0-9_]*##")
+# The loader serves the shipped templates, which a running vcycle does not see change: they are not looked at
+# on disk again at each render (auto_reload). A site's own templates are read by ``load`` and compiled from text.
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
-                            loader=jinja2.PackageLoader("vcycle.userdata", "templates"))
+                            loader=jinja2.PackageLoader("vcycle.userdata", "templates"), auto_reload=False)
 _JINJA.filters["shquote"] = lambda value: shlex.quote(str(value))  # for values put into shell scripts
 _JINJA.filters["b64encode"] = lambda value: base64.b64encode(str(value).encode()).decode()  # write_files b64
 
