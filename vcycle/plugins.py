@@ -27,9 +27,15 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self.builtin = dict(builtin)
+        self._found: dict[str, str] | None = None
 
     def _entry_points(self) -> dict[str, str]:
-        return {ep.name: ep.value for ep in entry_points(group=self.group)}
+        """The group's entry points, looked for once in a process: the look reads every installed distribution's
+        metadata (milliseconds each time), and a configuration asks for each machinetype. A plugin installed
+        later is found by the next process (a daemon: after a restart)."""
+        if self._found is None:
+            self._found = {ep.name: ep.value for ep in entry_points(group=self.group)}
+        return self._found
 
     def names(self) -> list[str]:
         """Every plugin name this installation knows, sorted."""

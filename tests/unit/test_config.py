@@ -276,3 +276,28 @@ def test_every_key_is_declared_once_with_a_type_a_default_and_a_line_of_doc() ->
 SHARED = {"flavor_names", "volume_gb_per_processor", "processors_limit", "timeout_seconds", "poll_seconds",
           "request_timeout_seconds", "key_name", "url", "region", "min_idle_seconds", "method", "slurm_conf",
           "drain_reason", "cloud", "credential_warning_days", "zones", "spot", "max_disrupting", "budget_per_month"}
+
+
+def test_a_registry_looks_for_its_entry_points_once_and_finds_a_third_party_plugin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scanning the installed distributions' entry points costs milliseconds and a configuration asks for each
+    machinetype: a registry looks once, and what it found (a plugin of another package) still loads."""
+    from importlib.metadata import EntryPoint
+
+    from vcycle import plugins
+    from vcycle.demand.base import DemandPlugin
+
+    looks: list[str] = []
+
+    def found(group: str) -> list[EntryPoint]:
+        looks.append(group)
+        return [EntryPoint("elsewhere", "vcycle.demand.file:PLUGIN", group)]
+
+    monkeypatch.setattr(plugins, "entry_points", found)
+    registry = plugins.Registry(DemandPlugin, "vcycle.test_plugins", {"file": "vcycle.demand.file"})
+    for _ in range(3):
+        assert registry.names() == ["elsewhere", "file"]
+    assert isinstance(registry.load("elsewhere"), DemandPlugin)
+    with pytest.raises(KeyError):
+        registry.load("nowhere")
+    assert looks == ["vcycle.test_plugins"]
