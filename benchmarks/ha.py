@@ -109,9 +109,13 @@ def main() -> None:
             assert leaving.process is not None
             name_end = f":{leaving.process.pid}"
             held = [s for s, who in site.holders().items() if who.endswith(name_end)]
+            signalled = time.time()
             leaving.signal(signal.SIGTERM)
             handoffs.append(site.wait_for(lambda end=name_end, held=held: all(
                 s in h and not h[s].endswith(end) for h in [site.holders()] for s in held), 30, 0.02))
+            taken = {c[0]: round(c[5] - signalled, 2) for c in site.claims() if c[0] in held and c[5] >= signalled}
+            print(f"handoff {handoffs[-1]:.2f}s by {leaving.label}: each space claimed after (s) "
+                  f"{dict(sorted(taken.items(), key=lambda i: i[1]))}", flush=True)
             leaving.wait(60)
             leaving.start()
         site.wait_for(site.settled, 4 * args.lease)
