@@ -269,3 +269,32 @@ def test_vacmon_messages_carry_the_old_vcycles_fields(tmp_path: Path, store: Sto
     (mt,) = {m["machinetype"] for m in received if m["message_type"] == "machinetype_status"}
     assert mt == "mt"
     assert os.path.isdir(tmp_path / "apel-archive")
+
+
+def test_a_manager_handing_its_space_on_leaves_accounting_to_the_next_holder(tmp_path: Path, store: Store) -> None:
+    """A cycle that ends while its manager is stopping (several managers share the store) writes its outcomes and
+    no more: the machine that ended is accounted by the next holder's cycle, once, not before the handoff."""
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock)
+    config = accounting_config(tmp_path, space={"processors_limit": 2})
+    leaving = [False]
+    ctx = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock,
+                       handing_on=lambda: leaving[0])
+    run_cycle(ctx)
+    clock.advance(60)
+    run_cycle(ctx)
+    (name,) = [m.name for m in cloud.ours()]
+    clock.advance(3600)
+    cloud.set_status(name, CloudStatus.STOPPED, "SHUTOFF")
+    leaving[0] = True
+    for _ in range(3):  # stopped, deleted, gone: while handing on, nothing is accounted
+        clock.advance(60)
+        run_cycle(ctx)
+    assert [r.name for r in Ledger(store).unaccounted("sp")] == [name]
+    assert queue_messages(tmp_path / "outgoing") == []
+    successor = SpaceContext(config, config.spaces["sp"], cloud, store, {}, plain_render, clock)
+    clock.advance(60)
+    assert run_cycle(successor).ok
+    assert Ledger(store).unaccounted("sp") == []
+    jobs = [r for h, records in map(parse, queue_messages(tmp_path / "outgoing")) if h == JOB for r in records]
+    assert [j["MachineName"] for j in jobs] == [name]

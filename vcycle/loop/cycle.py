@@ -94,6 +94,8 @@ class SpaceContext:
     named: dict[str, NamedMachines] | None = None  # named_machines(), once found
     batch: tuple[tuple[str, BatchSystem] | None] | None = None  # batch_system(), once found
     standing: spend.Standing | None = None  # what the records not accounted yet cost this month, carried forward
+    handing_on: Callable[[], bool] | None = None  # whether this manager is stopping and hands the space on: the
+    # cycle then ends after its calls' outcomes, leaving accounting and housekeeping to the next holder
 
     def calls(self) -> futures.Executor:
         if self.pool is None:
@@ -376,8 +378,10 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
                        now, ctx.config.settings.cycle_seconds)
         changed = {r.name: final[r.name] for r in seen.synced.updated if r.name in final}
         changed.update(applied.records)
-        accounting = _accounting(ctx, now, final, changed)
-        _housekeeping(ctx, now)
+        accounting: list[ReportError] = []
+        if ctx.handing_on is None or not ctx.handing_on():
+            accounting = _accounting(ctx, now, final, changed)
+            _housekeeping(ctx, now)
     except (CloudUnavailable, StoreError, StaleState) as exc:
         ctx.seen = None  # the next sync is a full one
         ctx.kept.after(exc if isinstance(exc, Throttled) else None, None, lambda: 0, now,

@@ -172,7 +172,8 @@ class Manager:
             render = renderer(self.config.settings.manager_name, self.fetcher)
             guard = functools.partial(self.holder.guard, space.name) if self.holder is not None else None
             found = SpaceContext(self.config, space, Timed(self.connector_factory(space, self.config), guard),
-                                 self.store, self.sources, render, self.clock)
+                                 self.store, self.sources, render, self.clock,
+                                 handing_on=self.holder.handing_on if self.holder is not None else None)
             self.contexts[space.name] = found
         return found
 

@@ -191,9 +191,13 @@ class Holder:
                     del releases[space]
                     continue
                 self.held.pop(space, None)  # no act for it from now on, even before the store hears
+        said: dict[str, list[str]] = {}
         for space, why in releases.items():
-            self.table.release([space], why)
-            log.info("space=%s lease released by %s: %s", space, self.name, why)
+            said.setdefault(why, []).append(space)
+        for why, spaces in said.items():  # one transaction for the spaces given up for one reason
+            self.table.release(spaces, why)
+            for space in spaces:
+                log.info("space=%s lease released by %s: %s", space, self.name, why)
 
     def _drop_lapsed(self) -> None:
         now = self.monotonic()
@@ -255,8 +259,20 @@ class Holder:
         finally:
             with self._lock:
                 self.busy -= spaces
+                handing = self.leaving and self.member
+                mine = [s for s in spaces if s in self.held] if handing else []
+            if mine:  # stopping: handed on from this thread as the cycle ends, not at the holder's next round
+                try:
+                    self._release(dict.fromkeys(mine, "stopping: handed on"))
+                except StoreError as exc:
+                    log.error("leases not released (they lapse in %gs): %s", self.seconds, exc)
             if self.leaving:
                 self._nudge.set()
+
+    def handing_on(self) -> bool:
+        """Whether this manager is stopping and hands its spaces on: a cycle in progress leaves what can wait
+        (accounting, housekeeping) to the next holder."""
+        return self.leaving and self.member
 
     def guard(self, space: str) -> None:
         """Before each cloud call for ``space``: LeaseLost unless it is held here, by the local deadline;
