@@ -119,7 +119,8 @@ def test_a_manager_leaving_hands_its_spaces_on(store: Store) -> None:
             a.guard("sp")  # the cycle in progress ends at its next cloud call
         store.write("sp", 0, [rec("m1", MachineState.REQUESTED)])  # the outcome of a call already made: written
     store.fence = None
-    assert a.holding() == []  # released as its cycle ended, before the holder's next round
+    a.round()
+    assert a.holding() == []  # released at the round after its cycle ended
     b.round()
     assert b.holding() == ["sp"]
     assert status(store)[1][0].reason == "released by a (stopping: handed on)"

@@ -259,14 +259,7 @@ class Holder:
         finally:
             with self._lock:
                 self.busy -= spaces
-                handing = self.leaving and self.member
-                mine = [s for s in spaces if s in self.held] if handing else []
-            if mine:  # stopping: handed on from this thread as the cycle ends, not at the holder's next round
-                try:
-                    self._release(dict.fromkeys(mine, "stopping: handed on"))
-                except StoreError as exc:
-                    log.error("leases not released (they lapse in %gs): %s", self.seconds, exc)
-            if self.leaving:
+            if self.leaving:  # stopping: the holder's round hands the space on now
                 self._nudge.set()
 
     def handing_on(self) -> bool:
