@@ -126,14 +126,11 @@ class Holder:
         (the leases lapse on their own, and this manager stops acting for them at its local deadlines)."""
         started = self.monotonic()
         try:
-            if started - self._renewed >= self.renew_seconds:
-                self._renew(started)
             with self._lock:
                 leaving = self.leaving
+            if started - self._renewed >= self.renew_seconds:
+                self._renew(started, beat=self.member and not leaving)
             now, found, live = self.table.look(beat=self.member and not leaving)
-            if leaving and self.member and not self._left:  # out of the spread at once: the others take its
-                self.table.leave()                          # spaces as it gives them up, not when it exits
-                self._left = True
             with self._lock:
                 busy = set(self.busy)
             if self.member:
@@ -144,7 +141,11 @@ class Holder:
                 claims = {s: "free, for one cron run" for s in self.spaces
                           if not leaving and (s not in found or not found[s].live(now))}
                 releases = {s: "the cron run is over" for s in self.held if leaving and s not in busy}
-            self._release(releases)
+            # a stopping manager leaves the spread at once, with the spaces it gives up now: the others take its
+            # spaces as it gives them up, not when it exits
+            leave = leaving and self.member and not self._left
+            self._release(releases, leave=leave)
+            self._left = self._left or leave
             self._claim(claims, started)
             if self._store_down:
                 log.info("leases: the store answers again")
@@ -156,8 +157,8 @@ class Holder:
                 self._store_down = True
         self._drop_lapsed()
 
-    def _renew(self, started: float) -> None:
-        _, held = self.table.renew()
+    def _renew(self, started: float, beat: bool) -> None:
+        _, held = self.table.renew(beat=beat)
         self._renewed = started
         deadline = started + self.seconds - self.margin
         with self._lock:
@@ -171,19 +172,22 @@ class Holder:
                     self.held[space] = (lease.epoch, deadline)
 
     def _claim(self, claims: dict[str, str], started: float) -> None:
-        for space, why in claims.items():
-            got = self.table.claim(space, why)
-            if got is None:
-                continue
-            with self._lock:
-                self.held[space] = (got.epoch, started + self.seconds - self.margin)
-            self.claimed += 1
-            log.info("space=%s lease claimed by %s (epoch %d): %s", space, self.name, got.epoch, why)
-            if self.wake is not None:
-                self.wake()
+        got = self.table.claim(claims)  # one transaction, however many spaces a round claims
+        if not got:
+            return
+        with self._lock:
+            for space, lease in got.items():
+                self.held[space] = (lease.epoch, started + self.seconds - self.margin)
+        self.claimed += len(got)
+        for space, lease in got.items():
+            log.info("space=%s lease claimed by %s (epoch %d): %s", space, self.name, lease.epoch, claims[space])
+        if self.wake is not None:
+            self.wake()
 
-    def _release(self, releases: dict[str, str]) -> None:
-        if not releases:
+    def _release(self, releases: dict[str, str], *, leave: bool = False) -> None:
+        """Give up ``releases`` (space -> why), one transaction for all: the store hears once, and the others at
+        once; ``leave``: this manager leaves the managers alive in the same transaction."""
+        if not releases and not leave:
             return
         with self._lock:
             for space in list(releases):
@@ -191,13 +195,9 @@ class Holder:
                     del releases[space]
                     continue
                 self.held.pop(space, None)  # no act for it from now on, even before the store hears
-        said: dict[str, list[str]] = {}
+        self.table.release(releases, leave=leave)
         for space, why in releases.items():
-            said.setdefault(why, []).append(space)
-        for why, spaces in said.items():  # one transaction for the spaces given up for one reason
-            self.table.release(spaces, why)
-            for space in spaces:
-                log.info("space=%s lease released by %s: %s", space, self.name, why)
+            log.info("space=%s lease released by %s: %s", space, self.name, why)
 
     def _drop_lapsed(self) -> None:
         now = self.monotonic()
@@ -224,11 +224,10 @@ class Holder:
             self.leaving = True
             held, self.held = list(self.held), {}
         try:
-            self.table.release(held, "stopping: handed on" if self.member else "the cron run is over")
+            why = "stopping: handed on" if self.member else "the cron run is over"
+            self.table.release(dict.fromkeys(held, why), leave=self.member)
             for space in held:
-                log.info("space=%s lease released by %s: stopping", space, self.name)
-            if self.member:
-                self.table.leave()
+                log.info("space=%s lease released by %s: %s", space, self.name, why)
         except StoreError as exc:
             log.error("leases not released (they lapse in %gs): %s", self.seconds, exc)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import URL, Connection, Float, cast, delete, func, insert, literal, select, update
@@ -79,55 +79,76 @@ class LeaseTable:
             c.execute(insert(table).values(holder=self.holder, started=now, expires=now + self.alive_seconds))
 
     def leave(self) -> None:
-        with self.store._begin(write=True) as c:
-            c.execute(delete(schema.managers).where(schema.managers.c.holder == self.holder))
-            _notify(c, self.holder)
+        """Leave the managers alive (a stopping one): the others spread the spaces among themselves."""
+        self.release({}, leave=True)
 
-    def claim(self, space: str, why: str) -> Lease | None:
-        """The space's lease for this manager under a new epoch, if it is free; None if another holds it."""
+    def claim(self, wanted: Mapping[str, str]) -> dict[str, Lease]:
+        """The leases of the spaces in ``wanted`` (space -> why) that are free, for this manager under new epochs,
+        in one transaction; a space another holds is left out. Each claim is a conditional INSERT or UPDATE, so
+        two managers claiming one space at once cannot both get it."""
+        if not wanted:
+            return {}
+        got: dict[str, Lease] = {}
         with self.store._begin(write=True) as c:
             now = self._now(c)
-            found = c.execute(select(L).where(L.c.space == space)).one_or_none()
-            values = {"holder": self.holder, "since": now, "expires": now + self.seconds, "reason": why}
-            if found is None:
-                inserted = c.execute(_dialect_insert(c, L).on_conflict_do_nothing(index_elements=["space"])
-                                     .returning(L.c.epoch), {"space": space, "epoch": 1, **values})
-                if inserted.first() is None:  # another manager's claim got there first
-                    return None
-                epoch, previous, lapsed = 1, "", False
-            else:
-                if found.expires > now:
-                    return None
-                done = c.execute(update(L).where(L.c.space == space, L.c.epoch == found.epoch, L.c.expires <= now)
-                                 .values(epoch=found.epoch + 1, **values))
-                if done.rowcount != 1:
-                    return None
-                epoch, previous = found.epoch + 1, found.holder
-                lapsed = not found.reason.startswith(RELEASED) and found.holder != self.holder
-            c.execute(insert(schema.lease_changes).values(space=space, epoch=epoch, holder=self.holder,
-                                                          previous=previous, taken_over=lapsed, at=now))
-        return Lease(space, self.holder, epoch, now, now + self.seconds, why)
+            found = {r.space: r for r in c.execute(select(L).where(L.c.space.in_(list(wanted))))}
+            noted: list[dict[str, Any]] = []
+            for space, why in wanted.items():
+                values = {"holder": self.holder, "since": now, "expires": now + self.seconds, "reason": why}
+                row = found.get(space)
+                if row is None:
+                    inserted = c.execute(_dialect_insert(c, L).on_conflict_do_nothing(index_elements=["space"])
+                                         .returning(L.c.epoch), {"space": space, "epoch": 1, **values})
+                    if inserted.first() is None:  # another manager's claim got there first
+                        continue
+                    epoch, previous, lapsed = 1, "", False
+                else:
+                    if row.expires > now:
+                        continue
+                    done = c.execute(update(L).where(L.c.space == space, L.c.epoch == row.epoch, L.c.expires <= now)
+                                     .values(epoch=row.epoch + 1, **values))
+                    if done.rowcount != 1:
+                        continue
+                    epoch, previous = row.epoch + 1, row.holder
+                    lapsed = not row.reason.startswith(RELEASED) and row.holder != self.holder
+                noted.append({"space": space, "epoch": epoch, "holder": self.holder, "previous": previous,
+                              "taken_over": lapsed, "at": now})
+                got[space] = Lease(space, self.holder, epoch, now, now + self.seconds, why)
+            if noted:
+                c.execute(insert(schema.lease_changes), noted)
+        return got
 
-    def renew(self) -> tuple[float, dict[str, Lease]]:
-        """Renew every live lease this manager holds, and say it is alive: (the database's time, the leases held).
-        A lease that has expired is not renewed (it may be claimed again, under a new epoch)."""
+    def renew(self, beat: bool = True) -> tuple[float, dict[str, Lease]]:
+        """Renew every live lease this manager holds, and say it is alive unless told not to (``beat``: a manager
+        that is leaving renews the spaces it still cycles, but must not come back among the managers alive, or the
+        others would hand it spaces it will never claim): (the database's time, the leases held). A lease that has
+        expired is not renewed (it may be claimed again, under a new epoch)."""
         with self.store._begin(write=True) as c:
             now = self._now(c)
             c.execute(update(L).where(L.c.holder == self.holder, L.c.expires > now).values(expires=now + self.seconds))
-            self._beat(c, now)
+            if beat:
+                self._beat(c, now)
             held = {r.space: _lease(r) for r in c.execute(select(L).where(L.c.holder == self.holder,
                                                                           L.c.expires > now))}
         return now, held
 
-    def release(self, spaces: Iterable[str], why: str) -> None:
-        """Give the spaces' leases up now (their epochs stay, for the next holder to raise)."""
-        spaces = list(spaces)
-        if not spaces:
+    def release(self, given: Mapping[str, str], *, leave: bool = False) -> None:
+        """Give the leases of ``given`` (space -> why) up now, in one transaction (their epochs stay, for the next
+        holder to raise); ``leave``: leave the managers alive too, so that the others hear once and spread the
+        spaces without this one."""
+        if not given and not leave:
             return
+        said: dict[str, list[str]] = {}
+        for space, why in given.items():
+            said.setdefault(why, []).append(space)
         with self.store._begin(write=True) as c:
-            now = self._now(c)
-            c.execute(update(L).where(L.c.holder == self.holder, L.c.space.in_(spaces), L.c.expires > now)
-                      .values(expires=now, reason=f"{RELEASED} {why}"))
+            if said:
+                now = self._now(c)
+            for why, spaces in said.items():  # one statement for the spaces given up for one reason
+                c.execute(update(L).where(L.c.holder == self.holder, L.c.space.in_(spaces), L.c.expires > now)
+                          .values(expires=now, reason=f"{RELEASED} {why}"))
+            if leave:
+                c.execute(delete(schema.managers).where(schema.managers.c.holder == self.holder))
             _notify(c, self.holder)
 
     def verify(self, c: Connection, space: str, epoch: int) -> bool:
