@@ -272,8 +272,7 @@ class Holder:
         on then, not when the whole cycle would have ended)."""
         with self._lock:
             found = self.held.get(space)
-            leaving = self.leaving and self.member
-        if leaving:
+        if self.handing_on():
             raise HandedOn(f"space {space}: this manager ({self.name}) is stopping and hands the space on; no cloud "
                            "call made")
         if found is None or self.monotonic() >= found[1]:

@@ -39,10 +39,10 @@ def observe(config: Config, space: SpaceConfig, store: Store, records: Sequence[
     names no price) and the standing of its records not accounted yet, which the next cycle's ``last`` carries
     forward while the records stay the very same. ``spent``: the month's accounted cost per space, as read with
     the records (month_spent), else read here. Raises StoreError."""
+    if not wanted(config, space):
+        return None, None, None
     settings = config.settings
     capped = spend.priced(space, settings)
-    if not capped and not spend.known(space):
-        return None, None, None
     ledger = Ledger(store)
     if spent is None:
         start, _ = spend.month(now)
