@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from itertools import compress
 from operator import attrgetter, is_
 from typing import TypeVar
@@ -91,8 +91,6 @@ class SpaceContext:
     mine: tuple[tuple[MachineRecord, ...], Sequence[MachineRecord], bool] | None = None  # the store's records,
     # this manager's of them and whether one of those was interrupted: looked for again only when the store hands
     # out other records
-    named: dict[str, NamedMachines] | None = None  # named_machines(), once found
-    batch: tuple[tuple[str, BatchSystem] | None] | None = None  # batch_system(), once found
     standing: spend.Standing | None = None  # what the records not accounted yet cost this month, carried forward
     handing_on: Callable[[], bool] | None = None  # whether this manager is stopping and hands the space on: the
     # cycle then ends after its calls' outcomes, leaving accounting and housekeeping to the next holder
@@ -112,6 +110,29 @@ class SpaceContext:
         if self.holds is None:
             self.holds = Holds(self.space.name)
         return self.holds
+
+    @cached_property
+    def named(self) -> dict[str, NamedMachines]:
+        """The machinetypes whose demand source hands out named machines (the pilots DIRAC's SiteDirector
+        submits), and that source: the configuration says, so it is found once (a protocol's isinstance is
+        slow)."""
+        found: dict[str, NamedMachines] = {}
+        for name, mt in self.space.machinetypes.items():
+            source = self.demand_sources.get(mt.demand) if mt.demand is not None else None
+            if isinstance(source, NamedMachines):
+                found[name] = source
+        return found
+
+    @cached_property
+    def batch(self) -> tuple[str, BatchSystem] | None:
+        """The batch system the space's machines run daemons of, and its demand section's name: the first demand
+        source of its machinetypes that says which machines are registered and drains them (HTCondor's), or
+        None."""
+        for name in sorted({mt.demand for mt in self.space.machinetypes.values() if mt.demand is not None}):
+            source = self.demand_sources.get(name)
+            if isinstance(source, BatchSystem):
+                return name, source
+        return None
 
 
 @dataclass(frozen=True)
@@ -148,46 +169,12 @@ def gather_demand(ctx: SpaceContext) -> dict[str, Demand]:
     return result
 
 
-def named_machines(ctx: SpaceContext) -> dict[str, NamedMachines]:
-    """The machinetypes whose demand source hands out named machines (the pilots DIRAC's SiteDirector submits),
-    and that source: the context's configuration says, so it is found once (a protocol's isinstance is slow)."""
-    if ctx.named is None:
-        ctx.named = _named_machines(ctx)
-    return ctx.named
-
-
-def _named_machines(ctx: SpaceContext) -> dict[str, NamedMachines]:
-    found: dict[str, NamedMachines] = {}
-    for name, mt in ctx.space.machinetypes.items():
-        source = ctx.demand_sources.get(mt.demand) if mt.demand is not None else None
-        if isinstance(source, NamedMachines):
-            found[name] = source
-    return found
-
-
-def batch_system(ctx: SpaceContext) -> tuple[str, BatchSystem] | None:
-    """The batch system the space's machines run daemons of, and its demand section's name: the first demand
-    source of its machinetypes that says which machines are registered and drains them (HTCondor's), or None;
-    found once for the context."""
-    if ctx.batch is None:
-        ctx.batch = (_batch_system(ctx),)
-    return ctx.batch[0]
-
-
-def _batch_system(ctx: SpaceContext) -> tuple[str, BatchSystem] | None:
-    for name in sorted({mt.demand for mt in ctx.space.machinetypes.values() if mt.demand is not None}):
-        source = ctx.demand_sources.get(name)
-        if isinstance(source, BatchSystem):
-            return name, source
-    return None
-
-
 def _registered(ctx: SpaceContext, draining: frozenset[str]) -> Mapping[str, bool] | None:
     """The batch system's word on the machines' daemons, asked only when a decision needs it: a machinetype
     with retire_idle_seconds or register_timeout_seconds, or an operator's drain."""
     wanted = draining or any(mt.retire_idle_seconds or mt.register_timeout_seconds
                              for mt in ctx.space.machinetypes.values())
-    found = batch_system(ctx) if wanted else None
+    found = ctx.batch if wanted else None
     if found is None:
         return None
     name, batch = found
@@ -361,11 +348,11 @@ def run_cycle(ctx: SpaceContext, *, save_report: bool = True) -> CycleReport:
                 log.warning("space=%s machinetype=%s %s", ctx.name, decision.machinetype, decision.reason)
         first = Batch(records={r.name: r for r in seen.synced.updated}, history=list(seen.synced.changes),
                       cooldowns=list(seen.synced.cooldowns))
-        batch = batch_system(ctx)
+        batch = ctx.batch
         executor = Executor(ctx.space, ctx.connector, ctx.store, manager=ctx.config.settings.manager_name,
                             render=ctx.render, workers=ctx.config.settings.create_workers, clock=ctx.clock,
                             pool=ctx.calls(), drain=batch[1].drain if batch is not None else None,
-                            named=named_machines(ctx), retry=ctx.retry, randomness=ctx.randomness or entropy)
+                            named=ctx.named, retry=ctx.retry, randomness=ctx.randomness or entropy)
         by_name = _by_name(ctx, seen.synced.records)
         doomed = {o.machine for o in seen.plan.deletes} | {o.machine for o in seen.plan.drains}
         records = {n: by_name[n] for n in doomed if n in by_name}
