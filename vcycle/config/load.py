@@ -17,7 +17,8 @@ import dataclasses
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from vcycle import connectors, demand
@@ -129,9 +130,9 @@ class _Loader:
         return parse_section(keys, self.raw[section], section, self.origin[section], self.problems)
 
     def _unknown(self, section: str, known: set[str], *, user_data: bool = False,
-                 elsewhere: Mapping[str, str] | None = None) -> None:
-        """Every key of ``section`` not in ``known`` is an error (``elsewhere``: keys of other plugins, and
-        where they belong)."""
+                 elsewhere: Callable[[], Mapping[str, str]] | None = None) -> None:
+        """Every key of ``section`` not in ``known`` is an error (``elsewhere``: the keys of other plugins and
+        where they belong, asked for only when a key is unknown)."""
         for key, item in self.raw[section].items():
             if key in known:
                 continue
@@ -141,8 +142,9 @@ class _Loader:
                 self.warn(item.file, section, key, "is not an option (the old vcycle ignored it too); ignored"
                           + did_you_mean(key, known))
                 continue
-            if elsewhere and key in elsewhere:
-                self.problem(item.file, section, key, f"is a key of {elsewhere[key]}")
+            belongs = elsewhere().get(key) if elsewhere is not None else None
+            if belongs is not None:
+                self.problem(item.file, section, key, f"is a key of {belongs}")
                 continue
             self.problem(item.file, section, key, "unknown key" + did_you_mean(key, known))
 
@@ -291,7 +293,7 @@ class _Loader:
         cloud, mine = self._parse(section, cloud_keys), self._parse(section, source_keys)
         known = set(core) | set(cloud_keys) | set(source_keys)
         self._unknown(section, known if plugin else known | set(self.raw[section]), user_data=True,
-                      elsewhere=_source_keys(values["demand"]))
+                      elsewhere=partial(_source_keys, values["demand"]))
         raw = self.raw[section]
         values.update(
             user_data_options={k: v.value for k, v in raw.items() if k.startswith("user_data_option_")},

@@ -20,11 +20,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from vcycle.errors import ConfigProblem
@@ -75,10 +77,16 @@ def key(parse: Parser, default: Any = None, doc: str = "", *, secret: bool = Fal
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def table(cls: type) -> dict[str, Option]:
-    """The keys a section dataclass declares, by name."""
-    return {f.name: dataclasses.replace(f.metadata[_OPTION], name=f.name) for f in dataclasses.fields(cls)
-            if _OPTION in f.metadata}
+def table(cls: type) -> Mapping[str, Option]:
+    """The keys a section dataclass declares, by name (read-only: found once per class, a configuration of many
+    sections asks for each class's keys once per section)."""
+    return _table(cls)
+
+
+@functools.cache
+def _table(cls: type) -> Mapping[str, Option]:
+    return MappingProxyType({f.name: dataclasses.replace(f.metadata[_OPTION], name=f.name)
+                             for f in dataclasses.fields(cls) if _OPTION in f.metadata})
 
 
 def default_of(cls: type, name: str) -> Any:
