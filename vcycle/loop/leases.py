@@ -122,14 +122,13 @@ class Holder:
                 self.round()
 
     def round(self) -> None:
-        """One look: renew when due, then claim and hand on; a store that cannot be reached changes nothing here
-        (the leases lapse on their own, and this manager stops acting for them at its local deadlines)."""
+        """One look: hand on and claim, then renew when due (a space handed on is claimed without waiting for a
+        renewal first); a store that cannot be reached changes nothing here (the leases lapse on their own, and this
+        manager stops acting for them at its local deadlines)."""
         started = self.monotonic()
         try:
             with self._lock:
                 leaving = self.leaving
-            if started - self._renewed >= self.renew_seconds:
-                self._renew(started, beat=self.member and not leaving)
             now, found, live = self.table.look(beat=self.member and not leaving)
             with self._lock:
                 busy = set(self.busy)
@@ -147,6 +146,8 @@ class Holder:
             self._release(releases, leave=leave)
             self._left = self._left or leave
             self._claim(claims, started)
+            if started - self._renewed >= self.renew_seconds:
+                self._renew(started, beat=self.member and not leaving)
             if self._store_down:
                 log.info("leases: the store answers again")
                 self._store_down = False
