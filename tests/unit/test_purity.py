@@ -19,7 +19,7 @@ PURE = sorted(p.stem for p in CORE.glob("*.py") if p.stem != "__init__")
 # The standard library a pure module may use: values, text and arithmetic, nothing that reaches out.
 STDLIB = {"__future__", "base64", "bisect", "collections", "collections.abc", "copy", "dataclasses", "datetime",
           "difflib", "enum", "functools", "hashlib", "heapq", "itertools", "math", "operator", "re", "string",
-          "typing"}
+          "types", "typing"}
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "monotonic", "perf_counter", "random", "uuid4", "urandom",
                    "token_bytes", "open", "getenv", "system"}
 
