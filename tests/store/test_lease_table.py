@@ -78,7 +78,7 @@ def test_managers_alive_are_those_that_beat(store: Store) -> None:
     assert sorted(a.look()[2]) == ["a", "b"]
     clock.at = 1016.0
     assert a.look()[2] == ["b"]
-    b.leave()
+    b.release({}, leave=True)
     assert a.look()[2] == []
 
 

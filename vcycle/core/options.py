@@ -83,7 +83,7 @@ def table(cls: type) -> Mapping[str, Option]:
     return _table(cls)
 
 
-@functools.cache
+@functools.cache  # behind table(): the cache's own signature would take any hashable, not a class
 def _table(cls: type) -> Mapping[str, Option]:
     return MappingProxyType({f.name: dataclasses.replace(f.metadata[_OPTION], name=f.name)
                              for f in dataclasses.fields(cls) if _OPTION in f.metadata})

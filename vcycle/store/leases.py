@@ -78,10 +78,6 @@ class LeaseTable:
         if done.rowcount == 0:
             c.execute(insert(table).values(holder=self.holder, started=now, expires=now + self.alive_seconds))
 
-    def leave(self) -> None:
-        """Leave the managers alive (a stopping one): the others spread the spaces among themselves."""
-        self.release({}, leave=True)
-
     def claim(self, wanted: Mapping[str, str]) -> dict[str, Lease]:
         """The leases of the spaces in ``wanted`` (space -> why) that are free, for this manager under new epochs,
         in one transaction; a space another holds is left out. Each claim is a conditional INSERT or UPDATE, so
