@@ -98,8 +98,15 @@ def _watched(browser: Any) -> Watched:
     page.on("console", lambda m: watched.problems.append(f"console {m.type}: {m.text}") if m.type == "error"
             else None)
     page.on("pageerror", lambda e: watched.problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: watched.problems.append(f"request failed: {r.url} {r.failure}"))
+    page.on("requestfailed", lambda r: watched.problems.append(f"request failed: {r.url} {r.failure}")
+            if not _cancelled(r.failure) else None)
     return watched
+
+
+def _cancelled(failure: str | None) -> bool:
+    """A load the browser gave up because the test moved the page on (a favicon still loading when a form is
+    sent): Chromium's net::ERR_ABORTED. A server that fails a load shows as another error or a bad status."""
+    return failure == "net::ERR_ABORTED"
 
 
 @pytest.fixture

@@ -114,7 +114,12 @@ MIGRATION_LOCK = 0x76637963  # PostgreSQL advisory lock key ("vcyc") held while 
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (quietly: alembic's INFO lines are not vcycle's)."""
+    """Bring the schema to the newest migration, all or nothing (quietly: alembic's INFO lines are not vcycle's).
+
+    On SQLite the migration runs in one ``BEGIN IMMEDIATE`` transaction: Python's sqlite3 starts transactions
+    only before data changes, so each CREATE TABLE would otherwise commit at once, and a run killed part way
+    would leave tables that the next run's migration fails on. It also keeps two first runs from migrating
+    together, as PostgreSQL's advisory lock does."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
@@ -127,6 +132,8 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":  # managers starting together migrate one after another
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            elif connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     finally:
