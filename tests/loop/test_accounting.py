@@ -26,7 +26,7 @@ from vctest import config_text, load_text, plain_render
 from vcycle.core.model import CloudStatus, CycleReport
 from vcycle.core.sections import Config
 from vcycle.errors import StoreError
-from vcycle.loop.cycle import SpaceContext, run_cycle
+from vcycle.loop.cycle import HOUSEKEEPING_SECONDS, SpaceContext, run_cycle
 from vcycle.store import Store
 from vcycle.store.accounts import Ledger
 from vcycle.testing import FakeClock, FakeConnector
@@ -150,6 +150,38 @@ def test_machines_that_ran_are_accounted_once_in_apel_messages_apel_accepts(tmp_
         "EarliestStartTime": str(int(machine.started_at.timestamp())),
         "LatestStartTime": str(int(machine.started_at.timestamp())), "WallDuration": job["WallDuration"],
         "CpuDuration": job["CpuDuration"], "BenchmarkType": "HEPSPEC", "Benchmark": "12.5", "NumberOfVMs": "1"}
+
+
+def test_machines_ending_between_housekeeping_passes_are_accounted_from_the_cycle_s_own_records(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a housekeeping pass (every HOUSEKEEPING_SECONDS, and at start) reads the store's unaccounted
+    machines; a cycle in which machines end accounts those it ended, and their records are the store's."""
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock)
+    real = Ledger.unaccounted
+    read_at: list[datetime] = []
+
+    def unaccounted(self: Ledger, space: str) -> Any:
+        read_at.append(clock())
+        return real(self, space)
+
+    monkeypatch.setattr(Ledger, "unaccounted", unaccounted)
+    start = clock()
+    lifetime(accounting_config(tmp_path), store, clock, cloud, {0: 900, 1: 1500})
+    gone = [r for r in store.records("sp") if r.state.value == "gone"]
+    assert len(gone) == 2 and all(r.accounted_at is not None for r in gone)
+    passes = {(t - start).total_seconds() for t in read_at}
+    assert passes and all(s % HOUSEKEEPING_SECONDS == 0 for s in passes), passes
+    between = [r for r in gone if r.accounted_at is not None
+               and (r.accounted_at - start).total_seconds() % HOUSEKEEPING_SECONDS]
+    assert between  # accounted in a cycle that read nothing back
+    jobs = [r for h, records in map(parse, queue_messages(tmp_path / "outgoing")) if h == JOB for r in records]
+    assert sorted(j["MachineName"] for j in jobs) == sorted(r.name for r in gone)
+    for job in jobs:
+        record = next(r for r in gone if r.name == job["MachineName"])
+        assert record.started_at is not None and record.stopped_at is not None
+        assert (job["StartTime"], job["EndTime"], job["LocalJobId"]) == (
+            str(int(record.started_at.timestamp())), str(int(record.stopped_at.timestamp())), record.cloud_id)
 
 
 def test_a_space_without_gocdb_sitename_is_archived_but_not_sent(tmp_path: Path, store: Store) -> None:

@@ -99,6 +99,23 @@ def test_the_same_seed_gives_the_same_report_byte_for_byte(tmp_path: Path) -> No
     assert report.page([json.loads(first)]) == report.page([json.loads(again)])
 
 
+def test_a_run_of_known_length_samples_only_the_steps_its_report_plots(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``until`` given, the run samples every n-th step itself (at most MAX_SAMPLES, here 10 of 481): the
+    report is byte for byte the one of a run that sampled every step and left the report to thin them out."""
+    config = load_text(SITE)
+    chance = spec(tmp_path, "[defaults]\nboot_seconds = uniform 30 300\nfailure_rate = 0.2\n"
+                            "interruption_rate_per_hour = 0.3\nprices = *=0.1\n", ["one"])
+    jobs = trace.read(ROOT / "etc" / "simulate" / "trace.csv")[:60]
+    monkeypatch.setattr(report, "MAX_SAMPLES", 10)
+    monkeypatch.setattr(run, "MAX_SAMPLES", 10)
+    thinned = run.simulate(config, chance, jobs, seed=5, until=8 * 3600)
+    monkeypatch.setattr(run, "MAX_SAMPLES", 10**9)  # every step sampled, as a run of unknown length does
+    every = run.simulate(config, chance, jobs, seed=5, until=8 * 3600)
+    assert (thinned.steps, len(thinned.samples), len(every.samples)) == (481, 10, 481)
+    assert report.to_json(report.summary(thinned)) == report.to_json(report.summary(every))
+
+
 def test_condor_history_and_sacct_traces_read_as_jobs(tmp_path: Path) -> None:
     condor = trace.read(ROOT / "etc" / "simulate" / "condor-history.json")
     assert condor[0].arrival == 0 and all(j.cores >= 1 and j.duration > 0 for j in condor)

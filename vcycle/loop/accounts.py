@@ -32,12 +32,15 @@ def cloud_type(space: SpaceConfig) -> str:
     return f"vcycle ({space.api})"
 
 
-def account(config: Config, space: SpaceConfig, store: Store, now: datetime) -> list[ReportError]:
-    """Account the space's GONE machines not yet accounted, then send the month summaries that are due; the
-    errors met (the machines stay unaccounted and are tried again)."""
+def account(config: Config, space: SpaceConfig, store: Store, now: datetime,
+            ended: Sequence[MachineRecord] | None = None) -> list[ReportError]:
+    """Account the space's GONE machines not yet accounted (``ended``: only these, which the caller knows to be
+    committed GONE; by default all the store holds), then send the month summaries that are due; the errors
+    met (the machines stay unaccounted and are tried again)."""
     ledger = Ledger(store)
     settings = config.settings
-    gone = ledger.unaccounted(space.name)
+    gone = ledger.unaccounted(space.name) if ended is None else sorted(
+        ended, key=lambda r: (r.state_since, r.name))  # as the store hands them out: oldest first
     errors: list[ReportError] = []
     if gone:
         usages = [u for u in (usage(r, space.machinetypes.get(r.machinetype)) for r in gone) if u is not None]

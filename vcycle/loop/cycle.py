@@ -470,13 +470,16 @@ def _accounting(ctx: SpaceContext, now: datetime, final: Mapping[str, MachineRec
                 changed: Mapping[str, MachineRecord]) -> list[ReportError]:
     """APEL and VacMon for the machines that ended (when some did this cycle, at start, and at every
     housekeeping pass for any left over), and the space's VacMon status; the errors met. ``changed``: the records
-    this cycle changed (a machine that ended did so this cycle: the store gives no GONE records to a cycle)."""
+    this cycle changed (a machine that ended did so this cycle: the store gives no GONE records to a cycle).
+    Only the sync ends a machine, and the executor writes the sync's changes before anything else (a cycle
+    whose write failed never gets here), so the ones that ended are accounted as they are, not read back; a
+    housekeeping pass reads every one the store holds unaccounted."""
     due = ctx.last_accounting is None or now - ctx.last_accounting >= timedelta(seconds=HOUSEKEEPING_SECONDS)
-    ended = any(r.state is MachineState.GONE and r.accounted_at is None for r in changed.values())
+    ended = [r for r in changed.values() if r.state is MachineState.GONE and r.accounted_at is None]
     errors: list[ReportError] = []
     if due or ended:
         try:
-            errors = accounts.account(ctx.config, ctx.space, ctx.store, now)
+            errors = accounts.account(ctx.config, ctx.space, ctx.store, now, None if due else ended)
         except StoreError as exc:
             log.error("space=%s accounting not done this cycle: %s", ctx.name, exc)
             errors = [ReportError("accounting", ctx.name, f"accounting not done: {exc}")]
@@ -520,6 +523,7 @@ def run_all(contexts: Sequence[SpaceContext], workers: int, *, save_reports: boo
     """
     if not contexts:
         return []
+    glance(contexts, contexts[0].clock())
     own = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=max(1, min(workers, len(contexts))))
 
@@ -540,6 +544,19 @@ def run_all(contexts: Sequence[SpaceContext], workers: int, *, save_reports: boo
     if save_reports:
         _save_reports(contexts[0].store, reports)  # one transaction for all spaces
     return reports
+
+
+def glance(contexts: Sequence[SpaceContext], now: datetime) -> None:
+    """Read ahead, in one transaction, what the round's cycles first read of the store (Store.glance: the
+    spaces' versions and new heartbeats, the month's spending where a space counts money). Where that read
+    fails, each space reads for itself, and meets and reports the failure there."""
+    if not contexts:
+        return
+    money = any(spending.wanted(ctx.config, ctx.space) for ctx in contexts)
+    try:
+        contexts[0].store.glance([ctx.name for ctx in contexts], spending.month_spent(now) if money else None)
+    except StoreError as exc:
+        log.debug("the round's read ahead of the store failed, each space reads for itself: %s", exc)
 
 
 def save_reports(store: Store, reports: Sequence[CycleReport]) -> None:

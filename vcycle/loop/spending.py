@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 
 from sqlalchemy import Connection
 
@@ -26,9 +26,15 @@ def wanted(config: Config, space: SpaceConfig) -> bool:
 
 
 def month_spent(now: datetime) -> Callable[[Connection], dict[str, float]]:
-    """The read of the month's accounted cost per space, for the cycle's own read of the store (Store.look)."""
+    """The read of the month's accounted cost per space, for the cycle's own read of the store (Store.look): the
+    very same read for every ``now`` of one month, so that a round's read ahead (Store.glance) stands for it."""
     start, _ = spend.month(now)
-    return partial(spent_in, month=f"{start:%Y-%m}")
+    return _spent_in(f"{start:%Y-%m}")
+
+
+@lru_cache(maxsize=4)
+def _spent_in(month: str) -> Callable[[Connection], dict[str, float]]:
+    return partial(spent_in, month=month)
 
 
 def observe(config: Config, space: SpaceConfig, store: Store, records: Sequence[MachineRecord],

@@ -253,7 +253,9 @@ class SimulatedCloud:
 
     def interrupt(self, now: datetime, seconds: float) -> list[str]:
         """Take back, at random as the rates say, running machines over the last ``seconds``: their names."""
-        gone = []
+        gone: list[str] = []
+        if self.spec.interruption_rate_per_hour <= 0 and all(r <= 0 for _, r in self.spec.interruption_rates):
+            return gone  # no offering is ever interrupted: no machine to look at, no random number drawn
         for name, machine in list(self.machines.items()):
             rate = max(self.spec.interruption_rate_per_hour, most_specific(self.spec.interruption_rates,
                                                                     machine.offering) or 0.0)

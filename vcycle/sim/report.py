@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vcycle.sim import png
-from vcycle.sim.run import Result
+from vcycle.sim.run import MAX_SAMPLES, Result
 
 LIMIT_RULES = ("space_limit", "machinetype_limit", "starting_limit", "creation_cap", "quota", "no_limit",
                "ramp_up", "cost_cap", "budget_pace", "site_budget_pace", "no_price")
@@ -77,9 +77,9 @@ def _r(value: float) -> float:
 
 
 def _series(result: Result) -> dict[str, Any]:
-    """Machines by state and jobs over time, one point per step (at most 2,000: every n-th step)."""
+    """Machines by state and jobs over time, one point per sampled step (at most MAX_SAMPLES: every n-th step)."""
     samples = result.samples
-    every = max(1, math.ceil(len(samples) / 2000))
+    every = max(1, math.ceil(len(samples) / MAX_SAMPLES))
     kept = samples[::every]
     spaces = sorted({s for sample in kept for s in sample.machines})
     types = sorted({t for sample in kept for t in sample.idle})

@@ -12,6 +12,7 @@ seeded identities keep the run reproducible.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import tempfile
 import zlib
@@ -26,7 +27,7 @@ from vcycle.core.model import CloudStatus, CreateOrder, Decision, Demand, Heartb
 from vcycle.core.sections import Config, MachinetypeConfig, SpaceConfig
 from vcycle.errors import VcycleError
 from vcycle.loop.calls import Inline
-from vcycle.loop.cycle import SpaceContext, run_cycle
+from vcycle.loop.cycle import SpaceContext, glance, run_cycle
 from vcycle.sim.batch import Batch
 from vcycle.sim.clouds import CloudSpec, SimulatedCloud
 from vcycle.sim.trace import Job
@@ -34,6 +35,7 @@ from vcycle.store import Store
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: every run starts at the same moment
 NO_MORE_WORK = "200 No more work"
+MAX_SAMPLES = 2000  # points of the report's plots over time
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,9 @@ def _run(config: Config, store: Store, clouds: Mapping[str, CloudSpec], jobs: Se
     last = max((j.arrival for j in jobs), default=0.0)
     limit = until if until is not None else last + 7 * 86400
     steps = int(limit // cycle) + 1
+    # the report plots at most MAX_SAMPLES points: a run of known length samples no more (one that ends when its
+    # work is done samples every step, and the report takes every n-th)
+    stride = max(1, math.ceil(steps / MAX_SAMPLES)) if until is not None else 1
     result = Result(batch, [], Counter(), dict.fromkeys(sim_clouds, 0.0), 0.0, 0.0, dict.fromkeys(sim_clouds, 0),
                     dict.fromkeys(sim_clouds, 0), dict.fromkeys(sim_clouds, 0), cycle, 0)
     heartbeating = {(s.name, mt.name) for s in config.spaces.values() for mt in s.machinetypes.values()
@@ -144,7 +149,8 @@ def _run(config: Config, store: Store, clouds: Mapping[str, CloudSpec], jobs: Se
     try:
         for step in range(steps):
             now[0] = START + timedelta(seconds=step * cycle)
-            _step(config, store, batch, sim_clouds, contexts, result, heartbeating, now[0], cycle if step else 0)
+            _step(config, store, batch, sim_clouds, contexts, result, heartbeating, now[0], cycle if step else 0,
+                  sample=step % stride == 0)
             result.steps = step + 1
             if progress is not None:
                 progress(step + 1, steps)
@@ -167,7 +173,7 @@ def _run(config: Config, store: Store, clouds: Mapping[str, CloudSpec], jobs: Se
 
 def _step(config: Config, store: Store, batch: Batch, clouds: Mapping[str, SimulatedCloud],
           contexts: Sequence[SpaceContext], result: Result, heartbeating: set[tuple[str, str]], now: datetime,
-          seconds: int) -> None:
+          seconds: int, *, sample: bool = True) -> None:
     for cloud in clouds.values():
         cloud.interrupt(now, seconds)
     running = {name: [(m.owner.machinetype, m.name, m.processors or 1) for m in cloud.running(now)
@@ -183,6 +189,7 @@ def _step(config: Config, store: Store, batch: Batch, clouds: Mapping[str, Simul
                   if (space, mt) in heartbeating and (space, name) not in ended]
     if beats:
         store.put_heartbeats(beats)
+    glance(contexts, now)
     for ctx in contexts:
         report = run_cycle(ctx, save_report=False)
         result.first.setdefault(ctx.name, report.decisions)
@@ -190,6 +197,8 @@ def _step(config: Config, store: Store, batch: Batch, clouds: Mapping[str, Simul
             result.rules[decision.rule or decision.action.value] += 1
         for error in report.errors:
             result.errors[error.kind] += 1
+    if not sample:
+        return
     types = sorted({mt for space in config.spaces.values() for mt in space.machinetypes} | set(batch.idle))
     counts = {mt: batch.counts(mt) for mt in types}
     machines: dict[str, dict[str, int]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, bindparam, case, delete, func, insert, make_url, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.sql.expression import and_, or_
 
 from vcycle.clock import Clock, utc_now
 from vcycle.core.model import Backoff, Cooldown, CycleReport, Heartbeat, LaunchOutcome, MachineRecord, StatusChange
@@ -58,6 +60,20 @@ _BEATS_SINCE = _BEATS_OF.where(schema.heartbeats.c.written_at >= bindparam("sinc
 
 # Heartbeats written by other processes with clocks this far behind are still read.
 HEARTBEAT_SKEW = timedelta(seconds=30)
+# A round's read ahead (Store.glance): spaces' versions, and their heartbeats since each one's own time
+_VERSIONS_OF = select(schema.spaces.c.name, schema.spaces.c.version).where(
+    schema.spaces.c.name.in_(bindparam("spaces", expanding=True)))
+GLANCE_CHUNK = 200  # spaces per statement of heartbeats (two parameters each)
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # the "since" of a space whose machines never beat yet
+
+
+@functools.cache
+def _beats_of_spaces(count: int) -> Any:
+    """The heartbeats of ``count`` spaces, each written since its own time: (space s0, since t0), ..."""
+    hb = schema.heartbeats
+    return select(hb).where(or_(*(and_(hb.c.space == bindparam(f"s{i}"),
+                                       hb.c.written_at >= bindparam(f"t{i}", type_=schema.UTCDateTime))
+                                  for i in range(count))))
 T = TypeVar("T")
 STORE_PATIENCE_SECONDS = 120.0  # how long a daemon waits at start for a database server that does not answer
 
@@ -70,6 +86,17 @@ class Fence(Protocol):
 
     def check(self, connection: Connection, space: str) -> None:
         """Raise Fenced unless this manager holds ``space`` now, inside the write's transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Glance:
+    """What Store.glance read ahead for one space's next look."""
+
+    version: int
+    known: tuple[dict[str, Heartbeat], datetime | None]  # the heartbeats known when it was read
+    rows: Sequence[Row[Any]]  # the heartbeats written since
+    also: Callable[[Connection], Any] | None
+    found: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +234,7 @@ class Store:
         path = sqlite_path(engine.url) if not readonly else None
         self._write_lock = _WriteLock(path) if engine.dialect.name == "sqlite" else None
         self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
+        self._glanced: dict[str, _Glance] = {}  # read ahead for each space's next look (Store.glance)
         self.clock: Clock = utc_now  # when a heartbeat is written (a simulation sets its own)
         self.fence: Fence | None = None  # set where managers share the store: a space's writes need its lease
 
@@ -263,13 +291,43 @@ class Store:
              ) -> tuple[SpaceState, Mapping[str, Heartbeat], T | None]:
         """``load(space)``, ``heartbeats(space)`` and ``also`` (another read, where given) in one transaction:
         what a cycle reads before it lists the cloud (a steady space's few small queries, with one begin and one
-        commit)."""
+        commit), or nothing where a round's glance read it ahead (``glance``)."""
         known = self._beats.get(space)
+        glanced = self._glanced.pop(space, None)
+        cached = self._cache.get(space)
+        if glanced is not None and cached is not None and glanced.version == cached.version and \
+                glanced.known is known and (also is None or also is glanced.also):
+            return cached, self._heard(space, known, glanced.rows), glanced.found if also is not None else None
         with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
             state = self._load(c, space)
             rows = self._beat_rows(c, space, known)
             found = also(c) if also is not None else None
         return state, self._heard(space, known, rows), found
+
+    def glance(self, spaces: Iterable[str], also: Callable[[Connection], Any] | None = None) -> None:
+        """Read ahead, for a round of cycles about to start, what the next ``look`` of each of ``spaces`` reads:
+        its version and the heartbeats written since its last read, and ``also`` once for all, in one
+        transaction (a steady space then reads nothing of its own). A look uses it only while nothing changed
+        under it: the space's records as cached, its heartbeats as known then and the same ``also``; otherwise,
+        and for a space not read before, the look reads as ever. Each glance replaces the last."""
+        ready = [s for s in dict.fromkeys(spaces) if s in self._known_spaces and s in self._cache and s in self._beats]
+        self._glanced = {}
+        if not ready or self.readonly:
+            return
+        known = {s: self._beats[s] for s in ready}
+        rows: dict[str, list[Row[Any]]] = {s: [] for s in ready}
+        with self._begin() as c:
+            versions: dict[str, int] = {name: version for name, version in c.execute(_VERSIONS_OF, {"spaces": ready})}
+            for start in range(0, len(ready), GLANCE_CHUNK):
+                chunk = ready[start:start + GLANCE_CHUNK]
+                since: dict[str, object] = {}
+                for i, s in enumerate(chunk):
+                    at = known[s][1]
+                    since[f"s{i}"], since[f"t{i}"] = s, (at - HEARTBEAT_SKEW if at is not None else _NEVER)
+                for row in c.execute(_beats_of_spaces(len(chunk)), since):
+                    rows[row.space].append(row)
+            found = also(c) if also is not None else None
+        self._glanced = {s: _Glance(versions[s], known[s], rows[s], also, found) for s in ready if s in versions}
 
     def _load(self, c: Connection, space: str) -> SpaceState:
         if self.readonly:
