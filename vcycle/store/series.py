@@ -8,8 +8,9 @@ plots.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from vcycle.core.series import WEIGHT, merge
 from vcycle.store import schema
@@ -19,6 +20,11 @@ from vcycle.store.sql import Store
 T = schema.series
 COMPACT_SECONDS = 600  # points older than a day are kept one per ten minutes
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Statements of every housekeeping pass, built once (building them costs more than running them)
+_SPACE: Any = bindparam("w_space")
+_BEFORE, _FROM = (bindparam(name, type_=schema.UTCDateTime) for name in ("w_before", "w_from"))
+_TO_COMPACT = select(T.c.at, T.c.data).where(T.c.space == _SPACE, T.c.at < _BEFORE, T.c.at >= _FROM)
+_PRUNE = delete(T).where(T.c.space == _SPACE, T.c.at < _BEFORE)
 
 
 def _bucket(at: datetime, step_seconds: int) -> datetime:
@@ -58,8 +64,8 @@ class Series:
         columns wider than a step, so they show the same."""
         step = timedelta(seconds=step_seconds)
         with self.store._begin(write=True) as c:
-            rows = c.execute(select(T.c.at, T.c.data).where(T.c.space == space, T.c.at < before,
-                                                            T.c.at >= before - timedelta(days=2))).all()
+            rows = c.execute(_TO_COMPACT, {"w_space": space, "w_before": before,
+                                           "w_from": before - timedelta(days=2)}).all()
             buckets: dict[datetime, list[tuple[datetime, dict[str, dict[str, float]]]]] = {}
             for r in rows:
                 buckets.setdefault(_bucket(r.at, step_seconds), []).append((r.at, decode(r.data)))
@@ -75,4 +81,4 @@ class Series:
     def prune(self, space: str, before: datetime) -> int:
         """Forget the space's points older than ``before``; how many."""
         with self.store._begin(write=True) as c:
-            return int(c.execute(delete(T).where(T.c.space == space, T.c.at < before)).rowcount)
+            return int(c.execute(_PRUNE, {"w_space": space, "w_before": before}).rowcount)
