@@ -144,10 +144,11 @@ def hard_end_of(text: str) -> str:
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_a_vm_powers_itself_off_past_its_shutdown_time_with_no_manager(tmp_path: Path, name: str) -> None:
     """The VM form's own timer, run for real with poweroff replaced by a marker file: it returns at once, and the
-    machine powers off hard_end_seconds past its shutdown time, not before."""
+    machine powers off hard_end_seconds past its shutdown time, not before. The shutdown time is in whole
+    seconds, as the machine is told it (MJF's shutdowntime, the template's shutdown_time)."""
     config = site(tmp_path, name, OPTIONS[name] + "\nuser_data_option_hard_end_seconds = 1")
     space = config.spaces["sp.example.org"]
-    shutdown = datetime.now(UTC) + timedelta(seconds=2)
+    shutdown = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
     order = CreateOrder(space.name, "mt", 4, None, shutdown, None, "test")
     text = render_user_data(space, space.machinetypes["mt"], "vcycle-mt-golden0001", order, "req", "tok",
                             manager="factory.example.org").decode()

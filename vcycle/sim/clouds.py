@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import heapq
 import random
 import zlib
 from collections.abc import Mapping
@@ -175,12 +176,13 @@ class SimulatedCloud:
         self.failed = 0
         self.spent = 0.0  # what the machines gone cost, each from its creation until it was gone
         self.core_seconds = 0.0  # processors x seconds the machines gone ran
+        self._booting: list[tuple[datetime, int, str]] = []  # (running at, creation, name) while booting: a heap
 
     # --- the connector protocol ------------------------------------------------------------
 
     def list_machines(self) -> list[CloudMachine]:
-        now = self.clock()
-        return [self._view(m, now) for m in self.machines.values()]
+        self._advance(self.clock())
+        return [m.view for m in self.machines.values()]
 
     def create_machine(self, spec: LaunchSpec) -> CloudMachine:
         now = self.clock()
@@ -199,8 +201,10 @@ class SimulatedCloud:
         boot = self._boot() + self.spec.api_latency_seconds
         view = CloudMachine(f"sim-{self.counter:07d}", spec.name, CloudStatus.STARTING, spec.owner, spec.processors,
                             now, "BOOTING", zone=spec.zone, flavor=spec.flavor)
-        self.machines[spec.name] = _Machine(view, offering, now + timedelta(seconds=boot), fails,
+        running_at = now + timedelta(seconds=boot)
+        self.machines[spec.name] = _Machine(view, offering, running_at, fails,
                                             most_specific(self.spec.prices, offering) or 0.0)
+        heapq.heappush(self._booting, (running_at, self.counter, spec.name))
         return view
 
     def delete_machine(self, machine_id: str) -> None:
@@ -221,13 +225,15 @@ class SimulatedCloud:
 
     def running(self, now: datetime) -> list[CloudMachine]:
         """The machines running at ``now``, oldest first."""
-        return [m.view for m in self.machines.values() if self._state(m, now) == "running"]
+        self._advance(now)
+        return [m.view for m in self.machines.values() if m.state == "running"]
 
     def stop(self, name: str) -> None:
         """The machine's pilot ended: it powers off and is listed stopped."""
         machine = self.machines.get(name)
         if machine is not None:
             machine.state, machine.stopped_at = "stopped", self.clock()
+            self._show(machine)
 
     def figures(self, now: datetime) -> tuple[float, float]:
         """(what every machine cost until ``now``, processors x seconds they ran), the gone and the alive."""
@@ -274,17 +280,27 @@ class SimulatedCloud:
             return max(0.0, self.rng.gauss(a, b))
         return a
 
+    def _advance(self, now: datetime) -> None:
+        """The machines whose boot ended by ``now`` run, or failed (each looked at once, not every machine at
+        every listing)."""
+        booting = self._booting
+        while booting and booting[0][0] <= now:
+            machine = self.machines.get(heapq.heappop(booting)[2])
+            if machine is not None:
+                self._state(machine, now)
+
     def _state(self, machine: _Machine, now: datetime) -> str:
         if machine.state == "booting" and now >= machine.running_at:
             machine.state = "failed" if machine.fails else "running"
             self.failed += machine.fails
+            self._show(machine)
         return machine.state
 
-    def _view(self, machine: _Machine, now: datetime) -> CloudMachine:
-        state = self._state(machine, now)
-        status = _STATUS[state]
+    @staticmethod
+    def _show(machine: _Machine) -> None:
+        """The machine's view (what a listing gives) as its state is now."""
+        status = _STATUS[machine.state]
         if machine.view.status is not status:
             v = machine.view
-            machine.view = CloudMachine(v.id, v.name, status, v.owner, v.processors, v.created_at, state.upper(),
-                                        zone=v.zone, flavor=v.flavor)
-        return machine.view
+            machine.view = CloudMachine(v.id, v.name, status, v.owner, v.processors, v.created_at,
+                                        machine.state.upper(), zone=v.zone, flavor=v.flavor)
