@@ -67,6 +67,12 @@ GLANCE_CHUNK = 200  # spaces per statement of heartbeats (two parameters each)
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # the "since" of a space whose machines never beat yet
 
 
+def _read_from(known: tuple[dict[str, Heartbeat], datetime | None] | None) -> datetime | None:
+    """Where a space's next read of heartbeats starts: the newest it read, less the skew (None: all of them)."""
+    since = known[1] if known is not None else None
+    return since - HEARTBEAT_SKEW if since is not None else None
+
+
 @functools.cache
 def _beats_of_spaces(count: int) -> Any:
     """The heartbeats of ``count`` spaces, each written since its own time: (space s0, since t0), ..."""
@@ -322,8 +328,7 @@ class Store:
                 chunk = ready[start:start + GLANCE_CHUNK]
                 since: dict[str, object] = {}
                 for i, s in enumerate(chunk):
-                    at = known[s][1]
-                    since[f"s{i}"], since[f"t{i}"] = s, (at - HEARTBEAT_SKEW if at is not None else _NEVER)
+                    since[f"s{i}"], since[f"t{i}"] = s, _read_from(known[s]) or _NEVER
                 for row in c.execute(_beats_of_spaces(len(chunk)), since):
                     rows[row.space].append(row)
             found = also(c) if also is not None else None
@@ -450,10 +455,10 @@ class Store:
     @staticmethod
     def _beat_rows(c: Connection, space: str, known: tuple[dict[str, Heartbeat], datetime | None] | None
                    ) -> Sequence[Row[Any]]:
-        since = known[1] if known is not None else None
+        since = _read_from(known)
         if since is None:
             return c.execute(_BEATS_OF, {"space": space}).all()
-        return c.execute(_BEATS_SINCE, {"space": space, "since": since - HEARTBEAT_SKEW}).all()
+        return c.execute(_BEATS_SINCE, {"space": space, "since": since}).all()
 
     def _heard(self, space: str, known: tuple[dict[str, Heartbeat], datetime | None] | None,
                rows: Sequence[Row[Any]]) -> Mapping[str, Heartbeat]:
