@@ -253,3 +253,62 @@ def test_a_standing_is_not_carried_past_a_machine_made_after_it() -> None:
     later = now + timedelta(hours=2)
     assert standing.carried(records, later, None) is None
     assert spend.Standing.of(space, records, later).spent == pytest.approx(1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 11), st.sampled_from(["new", "gone", "accounted", "forgotten"]),
+                                   st.sampled_from([None, 0.05, 0.5])), max_size=4), min_size=1, max_size=40))
+def test_a_standing_moved_by_the_records_that_changed_costs_what_a_fresh_count_does(
+        steps: list[list[tuple[int, str, float | None]]]) -> None:
+    """A cycle's records change a few at a time (a machine made, gone, accounted, forgotten), the others are the
+    very objects of the last cycle: moved by the changed ones, the month's standing is the fresh count's (of the
+    records not accounted yet), whatever the prices; counted afresh at least every MOVES moves."""
+    _, space = space_with({"price_per_hour": 0.1})
+    space = dataclasses.replace(space, offering_prices=((Offering("f0.05"), 0.05), (Offering("f0.5"), 0.5)))
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    records: dict[str, MachineRecord] = {}
+    standing = None
+    for n, changes in enumerate(steps):
+        now = start + timedelta(hours=1 + n)
+        for slot, change, price in changes:
+            name, old = f"m{slot}", records.get(f"m{slot}")
+            if change == "new" or old is None:
+                made = rec(name, S.RUNNING, created=now - timedelta(minutes=30))
+                records[name] = made if price is None else dataclasses.replace(made, flavor=f"f{price}")
+            elif change == "gone" and old.state is S.RUNNING:
+                records[name] = dataclasses.replace(old, state=S.GONE, last=StatusChange(S.GONE, now, "gone"))
+            elif change == "accounted" and old.state is S.GONE:
+                records[name] = dataclasses.replace(old, accounted_at=now)
+            elif change == "forgotten":
+                del records[name]
+        given_ = tuple(records.values())
+        fresh = spend.Standing.of(space, given_, now, unaccounted=True)
+        found = None
+        if standing is not None:
+            found = standing.carried(given_, now, None) or standing.moved(space, given_, now, None)
+        assert found is None or found.moves <= spend.MOVES
+        standing = found or fresh
+        assert (standing.spent, standing.burn, standing.unpriced, standing.steady) == (
+            pytest.approx(fresh.spent, rel=1e-9, abs=1e-9), pytest.approx(fresh.burn, abs=1e-9), fresh.unpriced,
+            fresh.steady)
+
+
+def test_a_standing_moves_by_one_machine_and_is_counted_afresh_after_moves() -> None:
+    _, space = space_with({"price_per_hour": 1.0})
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    records = tuple(rec(f"m{i}", S.RUNNING, created=now - timedelta(hours=2)) for i in range(4))
+    standing = spend.Standing.of(space, records, now, unaccounted=True)
+    assert (standing.spent, standing.burn) == (pytest.approx(8.0), 4.0)
+    for n in range(1, spend.MOVES + 1):
+        now += timedelta(hours=1)
+        ended = dataclasses.replace(records[0], state=S.GONE, last=StatusChange(S.GONE, now, "gone"))
+        records = (*records[1:], ended, rec(f"n{n}", S.RUNNING, created=now))  # one gone, one made
+        found = standing.moved(space, records, now, None)
+        assert found is not None and found.moves == n
+        fresh = spend.Standing.of(space, records, now, unaccounted=True)
+        assert (found.spent, found.burn) == (pytest.approx(fresh.spent), fresh.burn)
+        standing = found
+    assert standing.moves == spend.MOVES
+    assert standing.moved(space, records, now, None) is None  # counted afresh now
+    again = tuple(dataclasses.replace(r) for r in records)  # every record a new object
+    assert spend.Standing.of(space, records, now).moved(space, again, now, None) is None

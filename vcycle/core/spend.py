@@ -36,6 +36,7 @@ from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
 from vcycle.core.states import MachineState
 
 HOUR = 3600.0
+MOVES = 32  # a Standing moved this many times is counted again one by one (its sums start afresh)
 
 
 def price(space: SpaceConfig, mt: MachinetypeConfig | None, offering: Offering,
@@ -152,6 +153,8 @@ class Standing:
     burn: float
     unpriced: int
     steady: bool  # every machine began costing, and every gone one stopped, by ``at``: it may be carried forward
+    unaccounted: bool = False  # only the records not accounted yet were counted
+    moves: int = 0  # how many changes of records it was moved through since it was counted one by one
 
     @classmethod
     def of(cls, space: SpaceConfig, records: Iterable[MachineRecord], now: datetime,
@@ -175,7 +178,7 @@ class Standing:
             steady = steady and record.created_at <= now and (until is None or until <= now)
             if until is None:
                 burn += per_hour
-        return cls(records, live, start, now, spent, burn, unpriced, steady)
+        return cls(records, live, start, now, spent, burn, unpriced, steady, unaccounted)
 
     def carried(self, records: object, now: datetime, live: Mapping[str, float] | None) -> Standing | None:
         """This standing at ``now``, or None when it cannot be carried there (other records or prices, another
@@ -184,7 +187,40 @@ class Standing:
                 or month(now)[0] != self.start:
             return None
         return Standing(records, live, self.start, now, self.spent + self.burn * (now - self.at).total_seconds() / HOUR,
-                        self.burn, self.unpriced, True)
+                        self.burn, self.unpriced, True, self.unaccounted, self.moves)
+
+    def moved(self, space: SpaceConfig, records: tuple[MachineRecord, ...], now: datetime,
+              live: Mapping[str, float] | None) -> Standing | None:
+        """This standing at ``now`` for ``records``, a tuple that shares most of its objects with the one it was
+        counted from (as a cycle's sync gives out the records it did not change): carried forward, less what the
+        objects no longer there cost at ``now``, plus what the new ones do. None where it cannot be moved: as
+        ``carried`` (other prices, another month, an earlier time, not steady), when most records are new, and
+        after MOVES moves."""
+        old = self.records
+        if not isinstance(old, tuple) or live != self.live or not self.steady or now < self.at \
+                or self.moves >= MOVES or month(now)[0] != self.start:
+            return None
+        kept = set(map(id, old)).intersection(map(id, records))  # both tuples are alive: their ids are unique
+        if 2 * len(kept) < len(records):
+            return None
+        spent = self.spent + self.burn * (now - self.at).total_seconds() / HOUR
+        burn, unpriced, steady = self.burn, self.unpriced, True
+        for sign, changed in ((-1, old), (1, records)):
+            for record in changed:
+                if id(record) in kept or (self.unaccounted and record.accounted_at is not None):
+                    continue
+                per_hour = record_price(space, record, live)
+                until = gone_at(record)
+                if per_hour is None:
+                    unpriced += sign * (until is None)
+                    continue
+                spent += sign * cost(record, per_hour, self.start, now)
+                if until is None:
+                    burn += sign * per_hour
+                if sign > 0:
+                    steady = steady and record.created_at <= now and (until is None or until <= now)
+        return Standing(records, live, self.start, now, spent, burn, unpriced, steady, self.unaccounted,
+                        self.moves + 1)
 
 
 def paced(budget: float, spent: float, now: datetime) -> float:

@@ -35,6 +35,8 @@ def settle(calls: Collection[Future[Any]], *, space: str, api: str, what: str | 
            bound: float) -> tuple[set[Future[Any]], set[Future[Any]]]:
     """(done, late) of ``calls`` after waiting for them at most ``bound`` seconds, said in the log once they
     run long (``what`` names the call, or says how many of them are late)."""
+    if all(call.done() for call in calls):  # answered already (a simulated cloud's calls run inline)
+        return set(calls), set()
     first = min(LONG_SECONDS, bound)
     done, late = wait(calls, timeout=first)
     if late and first < bound:

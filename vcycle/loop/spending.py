@@ -43,7 +43,8 @@ def observe(config: Config, space: SpaceConfig, store: Store, records: Sequence[
             ) -> tuple[Spend | None, spend.Figures | None, spend.Standing | None]:
     """What the planner's caps need (None when no cap is set), the figures status shows (None when the space
     names no price) and the standing of its records not accounted yet, which the next cycle's ``last`` carries
-    forward while the records stay the very same. ``spent``: the month's accounted cost per space, as read with
+    forward while the records stay the very same, and moves by the records that changed (Standing.moved).
+    ``spent``: the month's accounted cost per space, as read with
     the records (month_spent), else read here. Raises StoreError."""
     if not wanted(config, space):
         return None, None, None
@@ -53,8 +54,12 @@ def observe(config: Config, space: SpaceConfig, store: Store, records: Sequence[
     if spent is None:
         start, _ = spend.month(now)
         spent = ledger.spent(f"{start:%Y-%m}")
-    standing = (last.carried(records, now, live) if last is not None else None) or spend.Standing.of(
-        space, records, now, live, unaccounted=True)
+    standing = None
+    if last is not None:
+        standing = last.carried(records, now, live)
+        if standing is None and isinstance(records, tuple):
+            standing = last.moved(space, records, now, live)
+    standing = standing or spend.Standing.of(space, records, now, live, unaccounted=True)
     figures = spend.figures(space, spent.get(space.name, 0.0), standing, now, live)
     if not capped:
         return None, figures, standing

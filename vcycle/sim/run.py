@@ -5,7 +5,7 @@ they interrupt, the batch system runs its jobs on the machines running and
 ends the pilots that have nothing to do (their machines power off with
 "200 No more work"), running machines heartbeat, and then every space runs
 one real cycle (vcycle/loop/cycle.py: sync, planner, executor, store) in
-order. The store is a temporary SQLite file; one create at a time and
+order. The store is an SQLite database in memory; one create at a time and
 seeded identities keep the run reproducible.
 """
 
@@ -103,7 +103,7 @@ def simulate(config: Config, clouds: Mapping[str, CloudSpec], jobs: Sequence[Job
     cycle = config.settings.cycle_seconds
     with tempfile.TemporaryDirectory(prefix="vcycle-simulate-") as directory:
         settings = dataclasses.replace(config.settings, create_workers=1, state_dir=directory,
-                                       state_url=f"sqlite:///{Path(directory) / 'state.db'}", manager_name="simulate",
+                                       state_url="sqlite://", manager_name="simulate",
                                        apel_outgoing_dir=None, apel_archive_dir=str(Path(directory) / "apel"))
         spaces = {name: dataclasses.replace(space, vacmon_hostport=()) for name, space in config.spaces.items()}
         config = dataclasses.replace(config, settings=settings, spaces=spaces)
