@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +333,10 @@ class Hanging(FakeConnector):
         self._hold("list")
         return super().list_machines()
 
+    def capacity(self):  # type: ignore[no-untyped-def]
+        self._hold("capacity")
+        return super().capacity()
+
     def create_machine(self, spec):  # type: ignore[no-untyped-def]
         self._hold("create")
         return super().create_machine(spec)
@@ -417,6 +423,55 @@ def test_a_listing_that_does_not_answer_skips_its_space_only(store: Store, caplo
     assert not reports[0].ok and "fake list_machines did not answer within 1s" in reports[0].errors[0].message
     assert reports[1].ok and states(store, "other") == {"starting": 2}
     assert "space=sp api=fake list_machines has not answered for 0.2s" in caplog.text  # said while waiting
+
+
+def test_a_cloud_is_listed_and_asked_its_capacity_in_one_call_and_the_part_that_hangs_is_named(
+        store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing, the capacity and the flavors are one hand-off to the space's call threads (one thread of
+    them runs all three, in that order); when the capacity does not answer, the error and the log name it, not
+    the listing that did."""
+    from vcycle.loop import calls
+
+    monkeypatch.setattr(calls, "LONG_SECONDS", 0.2)
+    clock = FakeClock()
+    config = load_text(config_text(limit=2, space={"api_timeout_seconds": 1}))
+    threads: list[tuple[str, str]] = []
+
+    class Watched(Hanging):
+        def list_machines(self):  # type: ignore[no-untyped-def]
+            threads.append(("list", threading.current_thread().name))
+            return super().list_machines()
+
+        def capacity(self):  # type: ignore[no-untyped-def]
+            threads.append(("capacity", threading.current_thread().name))
+            return super().capacity()
+
+    class Counted(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            Counted.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    ctx = context(load_text(config_text(limit=0)), store, Watched(clock=clock), clock)
+    ctx.pool = Counted(max_workers=8)
+    for _ in range(3):  # a space with no room: nothing to create or delete
+        before = Counted.submitted
+        assert run_cycle(ctx).ok
+        assert Counted.submitted - before == 1  # one hand-off for the listing, capacity and flavors
+        clock.advance(60)
+    assert [what for what, _ in threads[-2:]] == ["list", "capacity"] and len({n for _, n in threads[-2:]}) == 1
+    assert threads[-1][1] != threading.current_thread().name
+    ctx.pool.shutdown()
+    silent = Hanging(clock=clock, hang=("capacity",))
+    try:
+        report = run_cycle(context(config, store, silent, clock))
+        assert silent.hung == 1
+    finally:
+        silent.release.set()
+    assert not report.ok and "fake capacity and flavors did not answer within 1s" in report.errors[0].message
+    assert "space=sp api=fake capacity and flavors has not answered for 0.2s" in caplog.text
+    assert "list_machines has not answered" not in caplog.text
 
 
 def test_a_drained_machine_without_a_batch_system_is_asked_through_its_connector(store: Store) -> None:

@@ -33,3 +33,13 @@ def test_an_error_reaches_whoever_waits_for_the_call() -> None:
 
 def _raise_unavailable() -> None:
     raise CloudUnavailable("down")
+
+
+def test_a_call_s_own_timeout_reaches_the_caller_as_itself() -> None:
+    """A call that failed with its own TimeoutError (a socket's) is answered with that error, not taken for a
+    call still running."""
+    def timed_out() -> None:
+        raise TimeoutError("read timed out")
+
+    with pytest.raises(TimeoutError, match="read timed out"):
+        answer(Inline().submit(timed_out), space="sp", api="fake", what="list", bound=1)

@@ -47,13 +47,29 @@ def settle(calls: Collection[Future[Any]], *, space: str, api: str, what: str | 
     return done, late
 
 
-def answer(call: Future[T], *, space: str, api: str, what: str, bound: float) -> T:
+def answer(call: Future[T], *, space: str, api: str, what: str | Callable[[], str], bound: float) -> T:
     """The answer of ``call``, waited for at most ``bound`` seconds (said in the log once it runs long);
-    CloudUnavailable when it does not come in time."""
-    _, late = settle([call], space=space, api=api, what=what, bound=bound)
-    if late:
-        raise CloudUnavailable(f"{api} {what} did not answer within {bound:g}s (api_timeout_seconds)")
-    return call.result()
+    CloudUnavailable when it does not come in time. ``what`` names the call, or tells which part of it runs.
+
+    One call is waited for on its own future (no waiter for a set of them is made)."""
+    def named() -> str:
+        return what if isinstance(what, str) else what()
+
+    first = min(LONG_SECONDS, bound)
+    try:
+        return call.result(timeout=first)
+    except TimeoutError:
+        if call.done():  # the call's own error (a socket's timeout), not the wait's
+            raise
+    if first < bound:
+        log.warning("space=%s api=%s %s has not answered for %gs; waiting up to %gs (api_timeout_seconds)",
+                    space, api, named(), first, bound)
+        try:
+            return call.result(timeout=bound - first)
+        except TimeoutError:
+            if call.done():
+                raise
+    raise CloudUnavailable(f"{api} {named()} did not answer within {bound:g}s (api_timeout_seconds)")
 
 
 class Inline(Executor):

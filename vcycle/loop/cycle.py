@@ -30,6 +30,7 @@ from vcycle.connectors.base import Connector
 from vcycle.core import delta, health, interruptions, planner, rules, series, spend
 from vcycle.core.model import (
     SPOT,
+    CloudMachine,
     CreateOrder,
     CycleReport,
     Demand,
@@ -189,29 +190,33 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     """Read the store and the cloud, sync and plan, changing nothing. Raises CloudUnavailable, StoreError.
 
     The store is read before the cloud is listed, so that the listing is never
-    older than the records it is compared with. While each cloud call is in
-    flight, the work that does not need its answer goes on.
+    older than the records it is compared with. The cloud is asked in one call
+    for its listing, then its capacity and flavors (one hand-off to the space's
+    call threads, not one per question); while it is in flight, the work that
+    does not need its answer goes on: the batch system's word and the demand.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     state, heartbeats, accounted = ctx.store.look(  # one transaction
         ctx.name, spending.month_spent(now) if spending.wanted(ctx.config, ctx.space) else None)
-    listing = ctx.calls().submit(ctx.connector.list_machines)  # begun after ``now``: listed_at for sync
+    asking = ["list_machines"]  # what the call is asking now, for the log and the error if it does not answer
+    view = ctx.calls().submit(_view, ctx, asking)  # begun after ``now``: listed_at for sync
     manager = ctx.config.settings.manager_name
     if ctx.mine is None or ctx.mine[0] is not state.records:  # the store hands out the same records while unchanged
         ours = _mine(state.records, manager)
         ctx.mine = (state.records, ours, not all(map(is_none, map(INTERRUPTION, ours))))
     _, mine, interrupting = ctx.mine
     timings["store_read_s"] = time.perf_counter() - started
-    waited = time.perf_counter()
-    machines = _answer(ctx, listing, "list_machines")
-    waiting = time.perf_counter() - waited
-    needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
-    limits = ctx.calls().submit(lambda: (ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else None))
     registered = _registered(ctx, state.draining)
     interrupted = None  # counted in the store (GONE machines too) only while an interrupted machine lives
     if interrupting:
         interrupted = ctx.store.interruptions(ctx.name, now - interruptions.STORM_WINDOW)
+    started = time.perf_counter()
+    demand = gather_demand(ctx)
+    timings["demand_s"] = time.perf_counter() - started
+    waited = time.perf_counter()
+    machines, quota, flavors = _answer(ctx, view, lambda: asking[0])
+    timings["cloud_wait_s"] = time.perf_counter() - waited  # beyond what ran meanwhile
     started = time.perf_counter()
     synced, ctx.seen, looked = delta.sync_since(
         ctx.seen, mine, machines, heartbeats, now, space=ctx.space, settings=ctx.config.settings,
@@ -220,12 +225,6 @@ def observe(ctx: SpaceContext, now: datetime) -> Observation:
     timings["sync_s"] = time.perf_counter() - started
     for warning in synced.warnings:
         log.warning("space=%s %s", ctx.name, warning)
-    started = time.perf_counter()
-    demand = gather_demand(ctx)
-    timings["demand_s"] = time.perf_counter() - started
-    waited = time.perf_counter()
-    quota, flavors = _answer(ctx, limits, "capacity and flavors")
-    timings["cloud_wait_s"] = waiting + time.perf_counter() - waited  # beyond what ran meanwhile
     recent = _recent_idle(ctx) if registered is not None else {}
     spent = ctx.kept.in_force(lambda: _held(synced.records, synced.foreign_processors))
     cooling = {**state.cooldowns, **{(c.machinetype, c.offering): c for c in synced.cooldowns}}
@@ -313,8 +312,17 @@ def _recent_idle(ctx: SpaceContext) -> dict[str, tuple[int, ...]]:
     return {name: tuple(int(p.get(name, {}).get("idle", 0)) for _, p in points) for name in ctx.space.machinetypes}
 
 
-def _answer(ctx: SpaceContext, call: Future[T], what: str) -> T:
+def _answer(ctx: SpaceContext, call: Future[T], what: str | Callable[[], str]) -> T:
     return answer(call, space=ctx.name, api=ctx.space.api, what=what, bound=ctx.space.api_timeout_seconds)
+
+
+def _view(ctx: SpaceContext, asking: list[str]) -> tuple[list[CloudMachine], int | None, Mapping[str, int] | None]:
+    """The cloud's listing, then its capacity and (where a machinetype names flavors) its flavors: one call in the
+    space's call threads. ``asking[0]`` says which of them it is asking."""
+    machines = ctx.connector.list_machines()
+    asking[0] = "capacity and flavors"
+    needs_flavors = any(mt.flavor_names for mt in ctx.space.machinetypes.values())
+    return machines, ctx.connector.capacity(), ctx.connector.flavors() if needs_flavors else None
 
 
 def _trials(ctx: SpaceContext, plan: Plan, now: datetime) -> tuple[dict[CreateOrder, Launch], dict[str, str]]:
