@@ -312,3 +312,24 @@ def test_a_standing_moves_by_one_machine_and_is_counted_afresh_after_moves() -> 
     assert standing.moved(space, records, now, None) is None  # counted afresh now
     again = tuple(dataclasses.replace(r) for r in records)  # every record a new object
     assert spend.Standing.of(space, records, now).moved(space, again, now, None) is None
+
+
+def test_a_standing_moved_past_its_last_burning_machine_burns_nothing() -> None:
+    """Prices whose sum is not exact in binary (0.1 + 0.2): once every machine that burned has gone, the moved
+    standing burns exactly nothing, not the sum's rounding (which status would show as a tiny or -0.0 burn)."""
+    _, space = space_with({"price_per_hour": 0.1})
+    space = dataclasses.replace(space, offering_prices=((Offering("f0.2"), 0.2),))
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    accounted = tuple(dataclasses.replace(gone(f"k{i}", now - timedelta(hours=3), now - timedelta(hours=2)),
+                                          accounted_at=now) for i in range(3))
+    alive = (rec("a", S.RUNNING, created=now - timedelta(hours=1)),
+             dataclasses.replace(rec("b", S.RUNNING, created=now - timedelta(hours=1)), flavor="f0.2"))
+    standing = spend.Standing.of(space, (*accounted, *alive), now, unaccounted=True)
+    assert standing.burn == 0.1 + 0.2 != 0.3  # the sum as counted
+    later = now + timedelta(hours=1)
+    ended = tuple(dataclasses.replace(r, state=S.GONE, last=StatusChange(S.GONE, later, "gone"), accounted_at=later)
+                  for r in alive)
+    moved = standing.moved(space, (*accounted, *ended), later, None)
+    assert moved is not None and moved.moves == 1
+    assert moved.burn == 0.0  # exactly
+    assert 0.0 <= moved.spent < 1e-9  # both gone and accounted: the ledger holds their cost now

@@ -219,7 +219,9 @@ class Standing:
                     burn += sign * per_hour
                 if sign > 0:
                     steady = steady and record.created_at <= now and (until is None or until <= now)
-        return Standing(records, live, self.start, now, spent, burn, unpriced, steady, self.unaccounted,
+        if burn < 1e-9:  # every machine that burned has left: no sum's rounding left over (no "-0.0" shown)
+            burn = 0.0
+        return Standing(records, live, self.start, now, max(spent, 0.0), burn, unpriced, steady, self.unaccounted,
                         self.moves + 1)
 
 
