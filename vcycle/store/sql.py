@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -239,6 +240,10 @@ class Store:
         self._known_spaces: set[str] = set()
         path = sqlite_path(engine.url) if not readonly else None
         self._write_lock = _WriteLock(path) if engine.dialect.name == "sqlite" else None
+        # An SQLite database in memory (a simulation's) is one connection: it is kept, and its transactions, the
+        # reads too, take turns on it under the write lock.
+        self._shared = engine.connect() if self._write_lock is not None and sqlite_path(engine.url) is None \
+            and not readonly else None
         self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
         self._glanced: dict[str, _Glance] = {}  # read ahead for each space's next look (Store.glance)
         self.clock: Clock = utc_now  # when a heartbeat is written (a simulation sets its own)
@@ -280,6 +285,8 @@ class Store:
                 pause = min(2 * pause, 15.0)
 
     def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
         self.engine.dispose()
 
     # --- one space, versioned -----------------------------------------------------------
@@ -602,6 +609,8 @@ class Store:
         """A transaction; on SQLite, writers queue here rather than in SQLite's sleeping busy handler."""
         if write and self.readonly:
             raise StoreError(f"the state store {shown(self.url)} was opened read-only")
+        if self._shared is not None:
+            return _Transaction(self.engine, self._write_lock, self.url, self._shared)
         return _Transaction(self.engine, self._write_lock if write else None, self.url)
 
     def _ensure_space(self, c: Connection, space: str) -> None:
@@ -640,10 +649,11 @@ class _WriteLock:
 class _Transaction:
     """engine.begin() that turns database failures into StoreError (StaleState passes through)."""
 
-    def __init__(self, engine: Engine, lock: _WriteLock | None, url: str) -> None:
+    def __init__(self, engine: Engine, lock: _WriteLock | None, url: str, shared: Connection | None = None) -> None:
         self.engine = engine
         self.lock = lock
         self.url = url
+        self.shared = shared  # the one connection of a database in memory, else a connection per transaction
 
     def __enter__(self) -> Connection:
         if self.lock is not None:
@@ -653,8 +663,14 @@ class _Transaction:
                 path, self.lock = self.lock.path, None
                 raise StoreError(f"cannot lock the state store with {path}: {exc.strerror}") from exc
         try:
+            self.context: AbstractContextManager[Any]
+            if self.shared is not None:
+                self.context = self.shared.begin()
+                self.context.__enter__()
+                return self.shared
             self.context = self.engine.begin()
-            return self.context.__enter__()
+            connection: Connection = self.context.__enter__()
+            return connection
         except SQLAlchemyError as exc:
             self._release()
             raise StoreError(f"state store unavailable: {reason(exc, self.url)}") from exc
