@@ -242,8 +242,7 @@ class Store:
         self._write_lock = _WriteLock(path) if engine.dialect.name == "sqlite" else None
         # An SQLite database in memory (a simulation's) is one connection: it is kept, and its transactions, the
         # reads too, take turns on it under the write lock.
-        self._shared = engine.connect() if self._write_lock is not None and sqlite_path(engine.url) is None \
-            and not readonly else None
+        self._shared = engine.connect() if self._write_lock is not None and path is None and not readonly else None
         self._beats: dict[str, tuple[dict[str, Heartbeat], datetime | None]] = {}
         self._glanced: dict[str, _Glance] = {}  # read ahead for each space's next look (Store.glance)
         self.clock: Clock = utc_now  # when a heartbeat is written (a simulation sets its own)
