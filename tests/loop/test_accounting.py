@@ -219,7 +219,7 @@ def test_a_crash_before_the_mark_sends_the_record_again_but_sums_it_once(tmp_pat
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     cloud = FakeConnector(clock=clock)
-    real = Ledger.account
+    real = Ledger.account_with_unsent
     calls = []
 
     def lost(self: Ledger, *args: Any, **kwargs: Any) -> Any:
@@ -228,7 +228,7 @@ def test_a_crash_before_the_mark_sends_the_record_again_but_sums_it_once(tmp_pat
             raise StoreError("the store went away")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Ledger, "account", lost)
+    monkeypatch.setattr(Ledger, "account_with_unsent", lost)
     ctx, _ = lifetime(accounting_config(tmp_path, space={"processors_limit": 2}), store, clock, cloud, {0: 900})
     clock.advance(600)
     run_cycle(ctx)
@@ -330,3 +330,21 @@ def test_a_manager_handing_its_space_on_leaves_accounting_to_the_next_holder(tmp
     assert Ledger(store).unaccounted("sp") == []
     jobs = [r for h, records in map(parse, queue_messages(tmp_path / "outgoing")) if h == JOB for r in records]
     assert [j["MachineName"] for j in jobs] == [name]
+
+
+def test_with_no_archive_and_no_queue_the_ledger_is_kept_and_no_message_is_written(tmp_path: Path,
+                                                                                     store: Store) -> None:
+    """A simulation's settings (vcycle/sim/run.py): no APEL queue and no archive. The machines are still
+    accounted into their months, and not one file but the store's is written under the state directory."""
+    import dataclasses
+
+    clock = FakeClock()
+    cloud = FakeConnector(clock=clock)
+    config = accounting_config(tmp_path)
+    config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, apel_outgoing_dir=None,
+                                                                      apel_archive_dir=None))
+    lifetime(config, store, clock, cloud, {0: 3600})
+    (month,) = Ledger(store).months("sp")
+    assert month.machines == 1 and month.wall_seconds >= 3600
+    assert Ledger(store).unaccounted("sp") == []
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("state.db")] == []

@@ -95,6 +95,31 @@ def test_a_changing_month_is_due_at_once_and_then_at_most_hourly(store: Store) -
     assert [m.machines for m in ledger.unsent("sp", T0 + timedelta(hours=1, minutes=1) - timedelta(hours=1))] == [2]
 
 
+def test_the_mark_and_the_months_due_come_from_one_transaction(store: Store) -> None:
+    """account_with_unsent: the months due include what its own mark just added; a repeat marks nothing and
+    still reads them; and the mark and the read are one transaction (one begin, one commit)."""
+    ledger = Ledger(store)
+    first = gone("first", timedelta(hours=1))
+    store.write("sp", 0, [first])
+    begun = []
+    real = store._begin
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        begun.append(kwargs.get("write", False))
+        return real(*args, **kwargs)
+
+    store._begin = counted  # type: ignore[method-assign]
+    marked, due = ledger.account_with_unsent("sp", ["first"], [used(first)], T0, None, T0 - timedelta(hours=1))
+    assert begun == [True]
+    assert marked == {"first"}
+    assert [(m.machinetype, m.machines) for m in due] == [("mt", 1)]
+    ledger.sent(due, T0)
+    again, due = ledger.account_with_unsent("sp", ["first"], [used(first)], T0 + timedelta(hours=2), None,
+                                            T0 + timedelta(hours=1))
+    assert again == set() and due == []  # marked before, and its month sent since it last changed
+    assert ledger.account_with_unsent("sp", [], [], T0, None, T0) == (set(), [])
+
+
 def test_machines_gone_before_the_upgrade_are_not_accounted_again(store_url: str) -> None:
     """Migration 0007 marks the machines already GONE accounted: no flood of old records on upgrade."""
     from alembic import command

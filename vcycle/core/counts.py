@@ -91,6 +91,9 @@ class ExactSum:
         self.shift = 0
 
     def add(self, value: float, sign: int = 1) -> None:
+        if type(value) is int:  # a machine's processors, where it names no hs06: a whole number
+            self.total += sign * (value << self.shift)
+            return
         numerator, denominator = value.as_integer_ratio()
         shift = denominator.bit_length() - 1
         if shift > self.shift:
@@ -163,11 +166,20 @@ class Counts:
         self.states = collections.Counter(zip(map(MACHINETYPE, records), map(STATE, records), strict=True))
         self.made = collections.Counter(zip(map(MACHINETYPE, records), map(MADE_BY, records), strict=True))
         self.noticed = {r.name for r in records if r.interruption is not None or r.interrupted_at is not None}
-        for record in records:
-            self._count_in(record, bulk=True)
-        for kind in self.kinds.values():
+        limits, kinds, running, due = self.limits, self.kinds, self.running, self.due
+        for record in records:  # _count_in of each, in bulk: the starts sorted and the heap made after the last
+            name = record.name
+            found = limits.get(record.machinetype)
+            if record.state is not RUNNING or found is None:
+                self.others.add(name)
+                continue
+            at = running[name] = found.due(record)
+            kinds[record.machinetype].count(record, +1, bulk=True)
+            if at is not None:
+                due.append((at, name))
+        for kind in kinds.values():
             kind.starts.sort()
-        heapq.heapify(self.due)
+        heapq.heapify(due)
 
     def replace(self, old: MachineRecord | None, new: MachineRecord | None) -> None:
         """``old`` (as counted before, or None) becomes ``new`` (None: no longer among the records)."""
@@ -188,21 +200,17 @@ class Counts:
             self.noticed.add(new.name)
         self._count_in(new)
 
-    def _count_in(self, record: MachineRecord, bulk: bool = False) -> None:
+    def _count_in(self, record: MachineRecord) -> None:
         """Count ``record`` in: a running machine of a known machinetype into its kind and the deadline index, any
-        other among those looked at every cycle. ``bulk``: many at once, the starts sorted and the heap made after
-        the last (``__init__``)."""
+        other among those looked at every cycle."""
         limits = self.limits.get(record.machinetype)
         if record.state is not RUNNING or limits is None:
             self.others.add(record.name)
             return
         at = limits.due(record)
         self.running[record.name] = at
-        self.kinds[record.machinetype].count(record, +1, bulk)
+        self.kinds[record.machinetype].count(record, +1)
         if at is None:
-            return
-        if bulk:
-            self.due.append((at, record.name))
             return
         heapq.heappush(self.due, (at, record.name))
         if len(self.due) > 4 * len(self.running) + 64:  # mostly entries of records changed since: made anew

@@ -171,7 +171,7 @@ class Settings:
     apel_outgoing_dir: str | None = key(
         text, None, "the APEL client's outgoing message queue (dirq) that ssmsend reads, e.g. "
         "/var/spool/apel/outgoing; records go there for spaces with gocdb_sitename; unset = none sent")
-    apel_archive_dir: str = key(text, None, "a dirq queue keeping a copy of every APEL message; default "
+    apel_archive_dir: str | None = key(text, None, "a dirq queue keeping a copy of every APEL message; default "
                                 "STATE_DIR/apel-archive")
     budget_per_month: float | None = key(
         number(0.0), None, "money every space's machines may cost in a calendar month (UTC), paced over the month "

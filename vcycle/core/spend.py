@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from vcycle.core.model import MachineRecord, Offering, Spend, most_specific
 from vcycle.core.sections import MachinetypeConfig, Settings, SpaceConfig
@@ -65,10 +66,17 @@ def record_price(space: SpaceConfig, record: MachineRecord, live: Mapping[str, f
 
 def month(now: datetime) -> tuple[datetime, datetime]:
     """The calendar month (UTC) ``now`` lies in: its first moment and the next month's."""
-    now = now.astimezone(UTC)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start, end
+    if now.tzinfo is not UTC:
+        now = now.astimezone(UTC)
+    return _month(now.year, now.month)
+
+
+@lru_cache(maxsize=16)
+def _month(year: int, number: int) -> tuple[datetime, datetime]:
+    """The month ``number`` of ``year`` (UTC): its first moment and the next month's (asked many times a cycle,
+    made once)."""
+    start = datetime(year, number, 1, tzinfo=UTC)
+    return start, datetime(year + 1, 1, 1, tzinfo=UTC) if number == 12 else datetime(year, number + 1, 1, tzinfo=UTC)
 
 
 def gone_at(record: MachineRecord) -> datetime | None:

@@ -19,7 +19,7 @@ from vcycle.accounting import apel, vacmon
 from vcycle.core import spend
 from vcycle.core.model import MachineRecord, ReportError
 from vcycle.core.sections import Config, SpaceConfig
-from vcycle.core.usage import usage
+from vcycle.core.usage import MonthUsage, usage
 from vcycle.errors import StoreError
 from vcycle.store import Store
 from vcycle.store.accounts import Ledger
@@ -58,15 +58,18 @@ def account(config: Config, space: SpaceConfig, store: Store, now: datetime,
         if host is not None:
             vacmon.send([vacmon.machine_message(space, r, by_name.get(r.name), host, now) for r in gone],
                         space.vacmon_hostport, space.name)
-        try:
-            marked = ledger.account(space.name, [r.name for r in gone], usages, now, costs=_costs(space, gone))
+        try:  # the mark, and the read of the months due a summary, in one transaction
+            marked, months = ledger.account_with_unsent(space.name, [r.name for r in gone], usages, now,
+                                                        _costs(space, gone), now - timedelta(seconds=SUMMARY_SECONDS))
         except StoreError as exc:
             log.error("space=%s accounted machines not marked (their records may be sent twice): %s", space.name,
                       exc)
             return [ReportError("accounting", space.name, f"accounted machines not marked: {exc}")]
         log.info("space=%s accounted %d machine(s), %d with an APEL record", space.name, len(marked),
                  sum(1 for u in usages if u.machine in marked))
-    errors.extend(_summaries(config, space, ledger, now))
+        errors.extend(_summaries(config, space, ledger, now, months))
+    else:
+        errors.extend(_summaries(config, space, ledger, now))
     return errors
 
 
@@ -80,8 +83,11 @@ def _costs(space: SpaceConfig, gone: Sequence[MachineRecord]) -> dict[str, dict[
     return found
 
 
-def _summaries(config: Config, space: SpaceConfig, ledger: Ledger, now: datetime) -> list[ReportError]:
-    months = ledger.unsent(space.name, now - timedelta(seconds=SUMMARY_SECONDS))
+def _summaries(config: Config, space: SpaceConfig, ledger: Ledger, now: datetime,
+               months: Sequence[MonthUsage] | None = None) -> list[ReportError]:
+    """Send the month summaries that are due (``months``, where read already with the accounting's mark)."""
+    if months is None:
+        months = ledger.unsent(space.name, now - timedelta(seconds=SUMMARY_SECONDS))
     if not months:
         return []
     records = [apel.summary_record(m, space, space.machinetypes.get(m.machinetype), cloud_type(space))
@@ -97,12 +103,14 @@ def _summaries(config: Config, space: SpaceConfig, ledger: Ledger, now: datetime
     return []
 
 
-def _deliver(archive: str, outgoing: str | None, messages: Sequence[str]) -> None:
-    """Every message to the archive and, if given, to the outgoing queue; OSError if one could not be."""
+def _deliver(archive: str | None, outgoing: str | None, messages: Sequence[str]) -> None:
+    """Every message to the archive and, if given, to the outgoing queue; OSError if one could not be. A
+    configuration always has an archive (config/load.py); only a simulation keeps none (nothing reads it)."""
     for message in messages:
         if outgoing:
             apel.Queue(outgoing).add(message)
-        apel.Queue(archive).add(message)
+        if archive:
+            apel.Queue(archive).add(message)
 
 
 def status(space: SpaceConfig, records: Sequence[MachineRecord], settings_name: str, state_dir: str,

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from vcycle.core import identity
 from vcycle.core.model import CloudStatus, CreateOrder, Decision, Demand, Heartbeat
@@ -102,9 +101,10 @@ def simulate(config: Config, clouds: Mapping[str, CloudSpec], jobs: Sequence[Job
     and every machine gone, or the last arrival and a week)."""
     cycle = config.settings.cycle_seconds
     with tempfile.TemporaryDirectory(prefix="vcycle-simulate-") as directory:
+        # the ledger (usage and spend by month) is kept as in production; no APEL message leaves, none is archived
         settings = dataclasses.replace(config.settings, create_workers=1, state_dir=directory,
                                        state_url="sqlite://", manager_name="simulate",
-                                       apel_outgoing_dir=None, apel_archive_dir=str(Path(directory) / "apel"))
+                                       apel_outgoing_dir=None, apel_archive_dir=None)
         spaces = {name: dataclasses.replace(space, vacmon_hostport=()) for name, space in config.spaces.items()}
         config = dataclasses.replace(config, settings=settings, spaces=spaces)
         store = Store.open(settings.state_url)

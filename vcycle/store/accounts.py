@@ -73,31 +73,45 @@ class Ledger:
         if not wanted:
             return set()
         with self.store._begin(write=True) as c:
-            # One accountant of a space at a time (on SQLite the store's write lock already does this), and
-            # a machine marked by one is not marked again by another: the UPDATE re-checks accounted_at.
-            if c.dialect.name != "sqlite":
-                c.execute(_LOCK_SPACE, {"w_space": space})
-            open_ = set(c.execute(_MARK, {"w_space": space, "w_names": wanted, "w_at": at}).scalars())
-            if not open_:
-                return set()
-            self._add_costs(c, space, {n: m for n, m in (costs or {}).items() if n in open_}, at)
-            counted = [u for u in usages if u.machine in open_ and u.space == space]
-            keys = sorted({(u.machinetype, u.month) for u in counted})
-            months: dict[tuple[str, str], MonthUsage | None] = dict.fromkeys(keys)
-            for mt in sorted({k[0] for k in keys}):
-                for row in c.execute(_MONTHS_OF, {"w_space": space, "w_machinetype": mt,
-                                                  "w_months": sorted(k[1] for k in keys if k[0] == mt)}):
-                    months[(row.machinetype, row.month)] = _month(row)
-            stored = {k for k, m in months.items() if m is not None}
-            for u in sorted(counted, key=lambda u: (u.ended_at, u.machine)):
-                months[(u.machinetype, u.month)] = add(months[(u.machinetype, u.month)], u)
-            for (mt, month), m in months.items():
-                assert m is not None  # every key has a usage
-                values = {**_columns(m), "changed_at": at}
-                if (mt, month) in stored:  # sent_at stays: a month changing all day is still summed hourly
-                    c.execute(_MONTH_UPDATE, {**values, "w_space": space, "w_machinetype": mt, "w_month": month})
-                else:
-                    c.execute(insert(U).values(**values))
+            return self._mark(c, space, wanted, usages, at, costs)
+
+    def account_with_unsent(self, space: str, names: Iterable[str], usages: Sequence[Usage], at: datetime,
+                            costs: Mapping[str, Mapping[str, float]] | None, before: datetime
+                            ) -> tuple[set[str], list[MonthUsage]]:
+        """``account``, and then ``unsent(space, before)``, in one transaction: the months whose summaries are
+        due, with what was just added."""
+        wanted = sorted(set(names))
+        with self.store._begin(write=True) as c:
+            marked = self._mark(c, space, wanted, usages, at, costs) if wanted else set()
+            return marked, _unsent(c, space, before)
+
+    def _mark(self, c: Connection, space: str, wanted: list[str], usages: Sequence[Usage], at: datetime,
+              costs: Mapping[str, Mapping[str, float]] | None) -> set[str]:
+        # One accountant of a space at a time (on SQLite the store's write lock already does this), and
+        # a machine marked by one is not marked again by another: the UPDATE re-checks accounted_at.
+        if c.dialect.name != "sqlite":
+            c.execute(_LOCK_SPACE, {"w_space": space})
+        open_ = set(c.execute(_MARK, {"w_space": space, "w_names": wanted, "w_at": at}).scalars())
+        if not open_:
+            return set()
+        self._add_costs(c, space, {n: m for n, m in (costs or {}).items() if n in open_}, at)
+        counted = [u for u in usages if u.machine in open_ and u.space == space]
+        keys = sorted({(u.machinetype, u.month) for u in counted})
+        months: dict[tuple[str, str], MonthUsage | None] = dict.fromkeys(keys)
+        for mt in sorted({k[0] for k in keys}):
+            for row in c.execute(_MONTHS_OF, {"w_space": space, "w_machinetype": mt,
+                                              "w_months": sorted(k[1] for k in keys if k[0] == mt)}):
+                months[(row.machinetype, row.month)] = _month(row)
+        stored = {k for k, m in months.items() if m is not None}
+        for u in sorted(counted, key=lambda u: (u.ended_at, u.machine)):
+            months[(u.machinetype, u.month)] = add(months[(u.machinetype, u.month)], u)
+        for (mt, month), m in months.items():
+            assert m is not None  # every key has a usage
+            values = {**_columns(m), "changed_at": at}
+            if (mt, month) in stored:  # sent_at stays: a month changing all day is still summed hourly
+                c.execute(_MONTH_UPDATE, {**values, "w_space": space, "w_machinetype": mt, "w_month": month})
+            else:
+                c.execute(insert(U).values(**values))
         return open_
 
     @staticmethod
@@ -135,8 +149,7 @@ class Ledger:
         """Months whose figures changed since their summary was last sent, if that was before ``before`` (or
         never)."""
         with self.store._begin() as c:
-            rows = c.execute(_UNSENT, {"w_space": space, "w_before": before}).all()
-        return [_month(r) for r in rows]
+            return _unsent(c, space, before)
 
     def months(self, space: str) -> list[MonthUsage]:
         """Every month kept for the space."""
@@ -150,6 +163,10 @@ class Ledger:
             for m in months:
                 c.execute(update(U).where(U.c.space == m.space, U.c.machinetype == m.machinetype,
                                           U.c.month == m.month).values(sent_at=at))
+
+
+def _unsent(c: Connection, space: str, before: datetime) -> list[MonthUsage]:
+    return [_month(r) for r in c.execute(_UNSENT, {"w_space": space, "w_before": before})]
 
 
 def _columns(m: MonthUsage) -> dict[str, object]:
