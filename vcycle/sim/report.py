@@ -124,10 +124,10 @@ def svg(title: str, at: Sequence[float], lines: Sequence[tuple[str, Sequence[flo
         y = top + h - h * i / 4
         parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{high * i / 4:.0f}'
                      '</text>')
-    for i in range(6):
+    for i in range(6):  # the last label ends at the plot's right edge, so that it is not cut off
         x = left + w * i / 5
-        parts.append(f'<text x="{x:.1f}" y="{top + h + 14}" font-size="10" text-anchor="middle">'
-                     f'{end * i / 5 / 3600:.1f} h</text>')
+        parts.append(f'<text x="{x:.1f}" y="{top + h + 14}" font-size="10" '
+                     f'text-anchor="{"end" if i == 5 else "middle"}">{end * i / 5 / 3600:.1f} h</text>')
     for n, (name, values) in enumerate(lines):
         colour = COLOURS[n % len(COLOURS)]
         points = " ".join(f"{left + w * t / end:.1f},{top + h - h * v / high:.1f}" for t, v in zip(at, values,
