@@ -1,22 +1,15 @@
-"""The simulator's HTML report in a real browser (Debian's headless Chromium, driven by Playwright): every label
-of every plot is drawn inside its plot, none cut off at an edge, and the page loads nothing from anywhere."""
+"""The simulator's HTML report in a real browser (Debian's headless Chromium, driven by Playwright; see
+conftest.py): every label of every plot is drawn inside its plot, none cut off at an edge, and the page loads
+nothing from anywhere."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from vctest import unavailable
-
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 # Each <text> of each plot: its box as the browser lays it out, against its <svg>'s.
 CUT_OFF = """() => {
@@ -34,20 +27,6 @@ CUT_OFF = """() => {
   }
   return cut;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        unavailable("Chromium", "no chromium on PATH (make tools installs Debian's)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        unavailable("Playwright", str(exc))
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
 
 
 def test_no_label_of_the_reports_plots_is_cut_off(tmp_path: Path, browser: Any) -> None:

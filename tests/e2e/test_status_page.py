@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from statusday import DAY_CONFIG, add_machines, simulate_day
-from vctest import load_text, unavailable
+from vctest import load_text
 
 from vcycle.store import Store
 from vcycle.store.browse import Browse
@@ -29,9 +28,6 @@ from vcycle.web.server import Background, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = Path(os.environ.get("VCYCLE_ARTEFACTS", ROOT / "artefacts")) / "status-page"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "operator-token-for-the-browser-test"
 BIG = 50_000
 
@@ -76,22 +72,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         store.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        unavailable("Chromium", "no chromium on PATH (make tools installs Debian's)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        unavailable("Playwright", str(exc))
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
-
-
 def _watched(browser: Any) -> Watched:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     watched = Watched(page)
