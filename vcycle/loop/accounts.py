@@ -41,7 +41,7 @@ def account(config: Config, space: SpaceConfig, store: Store, now: datetime,
     settings = config.settings
     gone = ledger.unaccounted(space.name) if ended is None else sorted(
         ended, key=lambda r: (r.state_since, r.name))  # as the store hands them out: oldest first
-    errors: list[ReportError] = []
+    months: list[MonthUsage] | None = None  # the months due a summary, where read with the mark
     if gone:
         usages = [u for u in (usage(r, space.machinetypes.get(r.machinetype)) for r in gone) if u is not None]
         records = [apel.job_record(u, space, space.machinetypes[u.machinetype], settings.manager_name)
@@ -67,10 +67,7 @@ def account(config: Config, space: SpaceConfig, store: Store, now: datetime,
             return [ReportError("accounting", space.name, f"accounted machines not marked: {exc}")]
         log.info("space=%s accounted %d machine(s), %d with an APEL record", space.name, len(marked),
                  sum(1 for u in usages if u.machine in marked))
-        errors.extend(_summaries(config, space, ledger, now, months))
-    else:
-        errors.extend(_summaries(config, space, ledger, now))
-    return errors
+    return _summaries(config, space, ledger, now, months)
 
 
 def _costs(space: SpaceConfig, gone: Sequence[MachineRecord]) -> dict[str, dict[str, float]]:
