@@ -5,6 +5,8 @@ SQLAlchemy Core over SQLite (WAL; the embedded default) or PostgreSQL
 Alembic when a store is opened. Writes for one space are atomic and
 versioned: ``write`` names the version it read and raises StaleState if
 another writer got there first, so nothing is ever overwritten blindly.
+Writes of several spaces made at the same moment share one transaction
+(group commit, vcycle/store/group.py), each still kept or refused on its own.
 
     Store.open(url)          -> Store (migrated)
     store.load(space)        -> SpaceState(version, records, backoffs, draining, cooldowns)

@@ -25,6 +25,7 @@ from vcycle.core.states import MachineState
 from vcycle.errors import StaleState, StoreError
 from vcycle.store import schema
 from vcycle.store.engine import check_current, make_engine, migrate, reason, shown, sqlite_path
+from vcycle.store.group import Entry, Group
 from vcycle.store.points import encode
 
 # Statements run every cycle, built once (building them costs more than running them).
@@ -226,6 +227,26 @@ def _record(row: Any) -> MachineRecord:
     )
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One write's arguments (Store.write), as it waits for its transaction."""
+
+    space: str
+    version: int  # the version its changes were read at
+    records: list[MachineRecord]
+    history: list[tuple[str, StatusChange]]
+    backoffs: Mapping[str, Backoff] | None
+    draining: frozenset[str] | None
+    steps: tuple[Step, ...]
+    cooldowns: list[Cooldown]
+    launches: Mapping[str, tuple[LaunchOutcome, ...]] | None
+
+
+def _rows(w: _Write) -> int:
+    """The rows a write adds or changes, roughly: a group's transaction is kept to Group.rows of them."""
+    return 1 + len(w.records) + len(w.history)
+
+
 class Store:
     """A migrated database holding vcycle's state; safe to share between threads.
 
@@ -247,6 +268,7 @@ class Store:
         self._glanced: dict[str, _Glance] = {}  # read ahead for each space's next look (Store.glance)
         self.clock: Clock = utc_now  # when a heartbeat is written (a simulation sets its own)
         self.fence: Fence | None = None  # set where managers share the store: a space's writes need its lease
+        self._writes: Group[_Write] = Group(size=_rows)  # writes made at the same moment share a transaction
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False) -> Store:
@@ -297,7 +319,9 @@ class Store:
         in the database is unchanged (no other writer), only the version is read.
         """
         with self._begin(write=space not in self._known_spaces and not self.readonly) as c:
-            return self._load(c, space)
+            state = self._load(c, space)
+        self._known(space)
+        return state
 
     def look(self, space: str, also: Callable[[Connection], T] | None = None
              ) -> tuple[SpaceState, Mapping[str, Heartbeat], T | None]:
@@ -314,6 +338,7 @@ class Store:
             state = self._load(c, space)
             rows = self._beat_rows(c, space, known)
             found = also(c) if also is not None else None
+        self._known(space)
         return state, self._heard(space, known, rows), found
 
     def glance(self, spaces: Iterable[str], also: Callable[[Connection], Any] | None = None) -> None:
@@ -372,44 +397,80 @@ class Store:
         """Commit changes read at ``version`` atomically; the new version. Raises StaleState.
 
         ``steps`` run in the same transaction (a source's claim of the requests these records fulfil), so
-        that the changes and the steps are kept together or not at all."""
-        records = list(records)
-        with self._begin(write=True) as c:
+        that the changes and the steps are kept together or not at all. Writes of other spaces made at the
+        same moment (other threads) may share the transaction (vcycle/store/group.py); each is still kept
+        or refused as a whole, and one refused leaves the others as they would be alone."""
+        request = _Write(space, version, list(records), list(history), backoffs, draining, tuple(steps),
+                         list(cooldowns), launches)
+        return self._writes.run(request, self._commit)
+
+    def _commit(self, take: Callable[[], list[Entry[_Write]]]) -> None:
+        """One transaction for the writes queued together (Group.run's ``commit``), their statements made once
+        for all of them. Should it fail (one of them stale, fenced or failing its step), nothing of it is kept,
+        and each write is made again on its own, so that each meets its own outcome."""
+        group: list[Entry[_Write]] = []
+        try:
+            with self._begin(write=True) as c:
+                group = take()
+                for entry, version in zip(group, self._apply(c, [e.request for e in group]), strict=True):
+                    entry.version = version
+        except Exception:
+            if len(group) < 2:
+                raise  # a write alone: its own error, as it always was
+            for entry in group:
+                entry.version = None
+                try:
+                    with self._begin(write=True) as c:
+                        entry.version = self._apply(c, [entry.request])[0]
+                except Exception as exc:  # noqa: BLE001 - each write's own outcome, raised in its own thread
+                    entry.error = exc
+                else:
+                    self._remember(entry.request)
+            return
+        for entry in group:
+            self._remember(entry.request)
+
+    def _apply(self, c: Connection, writes: Sequence[_Write]) -> list[int]:
+        """The writes' statements in transaction ``c``, each kind made once for all of them; their new versions.
+        StaleState (or Fenced) before any change, where one of them was read at a version that is gone."""
+        for w in writes:
             if self.fence is not None:
-                self.fence.check(c, space)
-            self._ensure_space(c, space)
-            values: dict[str, Any] = {"version": version + 1, "updated_at": datetime.now(UTC)}
-            if draining is not None:
-                values["draining"] = json.dumps(sorted(draining))
-            done = c.execute(_BUMP.values(**values) if draining is not None else _BUMP_VERSION,
-                             {"space": space, "expected": version, **({} if draining is not None else values)})
-            if done.rowcount != 1:
-                self._known_spaces.discard(space)  # its row may have been made in this very transaction
-                raise StaleState(f"space {space}: another writer committed after version {version}")
-            _upsert(c, schema.machines, [_row(space, r) for r in records], ("space", "name"))
-            entries = [{"space": space, "name": n, "state": h.state.value, "at": h.at, "reason": h.reason,
-                        "cause": h.cause} for n, h in history]
-            if entries:
-                c.execute(_ADD_HISTORY, entries)
-            for step in steps:
+                self.fence.check(c, w.space)
+            self._ensure_space(c, w.space)
+        now = datetime.now(UTC)
+        bumps = [{"space": w.space, "expected": w.version, "version": w.version + 1, "updated_at": now}
+                 for w in writes if w.draining is None]
+        if bumps:
+            done = c.execute(_BUMP_VERSION, bumps if len(bumps) > 1 else bumps[0])
+            if done.rowcount != len(bumps):
+                raise StaleState(f"space {writes[0].space}: another writer committed after version "
+                                 f"{writes[0].version}" if len(writes) == 1 else
+                                 "one of the spaces written together was written by another writer since")
+        for w in writes:
+            if w.draining is not None:
+                values = {"version": w.version + 1, "updated_at": now, "draining": json.dumps(sorted(w.draining))}
+                if c.execute(_BUMP.values(**values), {"space": w.space, "expected": w.version}).rowcount != 1:
+                    raise StaleState(f"space {w.space}: another writer committed after version {w.version}")
+        _upsert(c, schema.machines, [_row(w.space, r) for w in writes for r in w.records], ("space", "name"))
+        entries = [{"space": w.space, "name": n, "state": h.state.value, "at": h.at, "reason": h.reason,
+                    "cause": h.cause} for w in writes for n, h in w.history]
+        if entries:
+            c.execute(_ADD_HISTORY, entries)
+        for w in writes:
+            for step in w.steps:
                 step(c)
-            if backoffs:
-                _upsert(c, schema.backoffs, [{"space": space, "machinetype": b.machinetype,
-                                              "last_abort_at": b.last_abort_at, "reason": b.reason,
-                                              "failures": b.failures}
-                                             for b in backoffs.values()], ("space", "machinetype"))
-            cooldowns = list(cooldowns)
-            if cooldowns:
-                _upsert(c, schema.cooldowns, [{"space": space, "machinetype": d.machinetype, "offering": d.offering,
-                                               "since": d.since, "reason": d.reason, "failures": d.failures}
-                                              for d in cooldowns],
-                        ("space", "machinetype", "offering"))
-            if launches:
-                _upsert(c, schema.launches, [{"space": space, "machinetype": name, "outcomes": json.dumps(
-                    [[o.machine, o.at.isoformat(), o.ok, o.reason] for o in kept])} for name, kept in launches.items()],
-                        ("space", "machinetype"))
-        self._remember(space, version, records, backoffs, draining, cooldowns, launches)
-        return version + 1
+        _upsert(c, schema.backoffs, [{"space": w.space, "machinetype": b.machinetype,
+                                      "last_abort_at": b.last_abort_at, "reason": b.reason, "failures": b.failures}
+                                     for w in writes if w.backoffs for b in w.backoffs.values()],
+                ("space", "machinetype"))
+        _upsert(c, schema.cooldowns, [{"space": w.space, "machinetype": d.machinetype, "offering": d.offering,
+                                       "since": d.since, "reason": d.reason, "failures": d.failures}
+                                      for w in writes for d in w.cooldowns],
+                ("space", "machinetype", "offering"))
+        _upsert(c, schema.launches, [{"space": w.space, "machinetype": name, "outcomes": json.dumps(
+            [[o.machine, o.at.isoformat(), o.ok, o.reason] for o in kept])}
+            for w in writes if w.launches for name, kept in w.launches.items()], ("space", "machinetype"))
+        return [w.version + 1 for w in writes]
 
     def update(self, space: str, change: Callable[[SpaceState], dict[str, Any] | None], tries: int = 10) -> None:
         """A read-modify-write of one space: ``change(state)`` gives ``write``'s arguments (None: nothing to
@@ -427,11 +488,11 @@ class Store:
                     raise
                 time.sleep(0.2)
 
-    def _remember(self, space: str, version: int, records: Iterable[MachineRecord],
-                  backoffs: Mapping[str, Backoff] | None, draining: frozenset[str] | None,
-                  cooldowns: Iterable[Cooldown] = (),
-                  launches: Mapping[str, tuple[LaunchOutcome, ...]] | None = None) -> None:
+    def _remember(self, w: _Write) -> None:
         """Keep the cache true after our own write (or drop it if it was not current)."""
+        self._known(w.space)
+        space, version, records, backoffs, draining, cooldowns, launches = (
+            w.space, w.version, w.records, w.backoffs, w.draining, w.cooldowns, w.launches)
         cached = self._cache.pop(space, None)
         if cached is None or cached.version != version:
             return
@@ -613,11 +674,17 @@ class Store:
         return _Transaction(self.engine, self._write_lock if write else None, self.url)
 
     def _ensure_space(self, c: Connection, space: str) -> None:
+        """The space's row, made in transaction ``c`` unless known to be there (``_known``)."""
         if space in self._known_spaces:
             return
         row = {"name": space, "version": 0, "draining": "[]", "updated_at": datetime.now(UTC)}
         c.execute(_dialect_insert(c, schema.spaces).values(**row).on_conflict_do_nothing())
-        self._known_spaces.add(space)
+
+    def _known(self, space: str) -> None:
+        """The space's row is committed: it need not be made again. Said only once the transaction that read or
+        made it has committed, so that no other thread reads it as there before it is."""
+        if not self.readonly:
+            self._known_spaces.add(space)
 
 
 class _WriteLock:
