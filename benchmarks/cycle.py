@@ -14,8 +14,10 @@ kept busy by a spinning child of this script (``busy_floor_ratio``; ``--no-busy`
     .venv/bin/python benchmarks/cycle.py [--spaces 100] [--machines 500] [--cycles 5] [--no-busy] [--churn-every 3]
 
 ``--churn-every 0`` measures a space in which nothing changes. Ends with ``RESULT floor_ratio=... rss_mb=...
-cpu_ms_per_cycle=... cpu_us_per_machine=... records_looked=... busy_floor_ratio=...`` (records_looked: the
-median number of records the steady cycles' syncs looked at, over all spaces).
+cpu_ms_per_cycle=... cpu_us_per_machine=... records_looked=... busy_floor_ratio=... idle_cpu_ratio=...``
+(records_looked: the median number of records the steady cycles' syncs looked at, over all spaces;
+idle_cpu_ratio: how much more CPU this machine charges for a fixed piece of work done right after sleeping
+as long as a cloud call takes than for the same work done back to back; the cycle's CPU includes that charge).
 """
 
 from __future__ import annotations
@@ -104,6 +106,30 @@ def spin() -> None:
     """Keep one core busy (the --busy phase's other load)."""
     while True:
         pass
+
+
+def work() -> int:
+    """A fixed piece of pure Python (about a third of a millisecond here): dicts, strings and a sum."""
+    table = {i: str(i) for i in range(2000)}
+    return sum(map(len, table.values()))
+
+
+def idle_cpu_ratio(gap: float, rounds: int = 20) -> float:
+    """The CPU time ``work`` takes right after ``gap`` seconds asleep, over the CPU time it takes run back to
+    back (median of 3): what this machine charges for waking from idle, as a cycle's code does each time its
+    cloud calls come back. 1.0 on a machine that charges nothing; the cycle's CPU figures include it."""
+    def spent(pause: float) -> float:
+        total = 0.0
+        for _ in range(rounds):
+            if pause:
+                time.sleep(pause)
+            started = time.thread_time()
+            work()
+            total += time.thread_time() - started
+        return total
+
+    spent(0)  # warm
+    return statistics.median(spent(gap) / spent(0) for _ in range(3))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -204,16 +230,19 @@ def main() -> int:
         store.close()
     median = statistics.median(times)
     cpu = statistics.median(cpus)
+    idle = idle_cpu_ratio(LATENCY)
     print(f"spaces={args.spaces} machines={total} latency={LATENCY * 1000:.0f}ms space_workers={args.space_workers} "
           f"space_processes={args.space_processes} churn: one machine per space every {CHURN_EVERY} cycle(s)")
     print(f"steady cycle: median {median:.3f} s (min {min(times):.3f} s), {cpu * 1000:.0f} ms CPU; floor {floor:.3f} s"
           + (f"; with the other core busy: median {statistics.median(busy):.3f} s" if busy else ""))
     print(f"records looked at by the steady cycles' syncs: {looked} (full passes every full_sync_cycles look at all)")
+    print(f"this machine charges {idle:.2f}x the CPU for a piece of work done right after {LATENCY * 1000:.0f} ms "
+          "asleep, as a cycle's code is each time its calls return (idle_cpu_ratio; 1.00: no charge)")
     line = (f"RESULT floor_ratio={median / floor:.2f} rss_mb={memory:.0f} cpu_ms_per_cycle={cpu * 1000:.0f} "
             f"cpu_us_per_machine={cpu * 1e6 / max(1, total):.2f} records_looked={statistics.median(looked):.0f}")
     if busy:
         line += f" busy_floor_ratio={statistics.median(busy) / floor:.2f}"
-    print(line)
+    print(line + f" idle_cpu_ratio={idle:.2f}")
     return 0
 
 
