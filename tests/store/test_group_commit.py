@@ -19,7 +19,7 @@ from sqlalchemy import Connection, event
 
 from vcycle.core.model import MachineRecord, new_record
 from vcycle.core.states import MachineState
-from vcycle.errors import StaleState
+from vcycle.errors import Fenced, StaleState
 from vcycle.store import Store
 from vcycle.store.group import Group
 
@@ -43,18 +43,17 @@ def commits(store: Store) -> list[int]:
 def held_first_write(store: Store) -> Iterator[tuple[ThreadPoolExecutor, list[Future[int]]]]:
     """A write of space "first" held in its transaction until the block ends; the writes submitted to the pool
     meanwhile (the futures list) queue behind it. On leaving, they are let go and waited for."""
-    release = threading.Event()
+    holding, release = threading.Event(), threading.Event()
 
     def hold(c: Connection) -> None:
+        holding.set()  # its group is taken: every write from now on queues behind it
         assert release.wait(30)
 
     futures: list[Future[int]] = []
     with ThreadPoolExecutor(max_workers=QUEUED + 1) as pool:
         first = pool.submit(store.write, "first", 0, [record("first", "f")], steps=[hold])
         deadline = time.monotonic() + 30
-        while store._writes.queued < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert holding.wait(30)
         yield pool, futures
         while store._writes.queued < 1 + len(futures):
             assert time.monotonic() < deadline, "the writes did not queue behind the held one"
@@ -215,3 +214,31 @@ def test_a_group_takes_writes_up_to_its_rows_and_the_rest_go_in_the_next() -> No
         assert first.result(30) == 1
         assert [f.result(30) for f in rest] == [2, 2, 3, 3]
     assert committed == [["xxxxxxx"], ["aaa", "bb"], ["cccc", "d"]]
+
+
+class FenceOf:
+    """The store's fence where managers share it, with the lease of ``lost`` gone (vcycle/loop/leases.py)."""
+
+    def __init__(self, lost: str) -> None:
+        self.lost = lost
+
+    def check(self, connection: Connection, space: str) -> None:
+        if space == self.lost:
+            raise Fenced(f"space {space}: this manager no longer holds its lease; nothing written")
+
+
+def test_a_fenced_write_in_a_group_is_refused_alone_and_writes_nothing(store: Store) -> None:
+    """A manager that lost one space's lease: its write of that space, queued with writes of spaces it still
+    holds, is refused (Fenced) and leaves nothing, and the others land."""
+    store.fence = FenceOf("lost")
+    with held_first_write(store) as (pool, futures):
+        write(pool, futures, store, "a", 0)
+        write(pool, futures, store, "lost", 0)
+        write(pool, futures, store, "c", 0)
+    assert futures[0].result() == 1 and futures[2].result() == 1
+    with pytest.raises(Fenced, match="no longer holds its lease"):
+        futures[1].result()
+    store.fence = None
+    assert store.load("lost").records == ()
+    assert [r.name for r in store.load("a").records] == ["a-m"]
+    assert [r.name for r in store.load("c").records] == ["c-m"]
