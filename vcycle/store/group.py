@@ -6,10 +6,10 @@ same tenth of a second, a hundred writes queue for SQLite's one writer; made
 one after another, each pays its own transaction, lock and connection. Here
 the writer at the front of the queue leads: it opens one transaction, takes
 every write queued by then (up to ``limit`` writes, and ``rows`` rows as
-``size`` counts them), and commits them all, while the
-others sleep on an event of their own (not on a shared condition, which would
-wake them all). Then it wakes them, and the next write at the front, if any,
-leads the next group. A write that arrives when nothing is queued leads at once
+``size`` counts them), and commits them all, while the others sleep on an
+event of their own (not on a shared condition, which would wake them all).
+Then it wakes them, and the next write at the front, if any, leads the next
+group. A write that arrives when nothing is queued leads at once
 and commits alone, as before.
 
 What goes into the transaction, and what a write that fails in it does to the
@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -40,7 +40,7 @@ class Entry(Generic[R]):
     turn: threading.Event | None = None  # set when it is done, or at the front of the queue (then it leads)
     version: int | None = None  # the space's new version, once committed
     error: BaseException | None = None  # what refused it or failed it
-    done: bool = field(default=False)
+    done: bool = False
 
 
 class Group(Generic[R]):

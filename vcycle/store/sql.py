@@ -417,15 +417,12 @@ class Store:
         except Exception:
             if len(group) < 2:
                 raise  # a write alone: its own error, as it always was
-            for entry in group:
+            for entry in group:  # each alone, through this very path
                 entry.version = None
                 try:
-                    with self._begin(write=True) as c:
-                        entry.version = self._apply(c, [entry.request])[0]
+                    self._commit(functools.partial(list, (entry,)))
                 except Exception as exc:  # noqa: BLE001 - each write's own outcome, raised in its own thread
                     entry.error = exc
-                else:
-                    self._remember(entry.request)
             return
         for entry in group:
             self._remember(entry.request)
@@ -491,22 +488,21 @@ class Store:
     def _remember(self, w: _Write) -> None:
         """Keep the cache true after our own write (or drop it if it was not current)."""
         self._known(w.space)
-        space, version, records, backoffs, draining, cooldowns, launches = (
-            w.space, w.version, w.records, w.backoffs, w.draining, w.cooldowns, w.launches)
-        cached = self._cache.pop(space, None)
-        if cached is None or cached.version != version:
+        cached = self._cache.pop(w.space, None)
+        if cached is None or cached.version != w.version:
             return
         merged = dict(zip(map(_NAME, cached.records), cached.records, strict=True))  # built in C: the cycle's own
-        for record in records:
+        for record in w.records:
             if record.state is MachineState.GONE:
                 merged.pop(record.name, None)
             else:
                 merged[record.name] = record
-        self._cache[space] = SpaceState(space, version + 1, tuple(merged.values()),
-                                        {**cached.backoffs, **(backoffs or {})},
-                                        cached.draining if draining is None else frozenset(draining),
-                                        {**cached.cooldowns, **{(d.machinetype, d.offering): d for d in cooldowns}},
-                                        {**cached.launches, **(launches or {})})
+        self._cache[w.space] = SpaceState(w.space, w.version + 1, tuple(merged.values()),
+                                          {**cached.backoffs, **(w.backoffs or {})},
+                                          cached.draining if w.draining is None else frozenset(w.draining),
+                                          {**cached.cooldowns,
+                                           **{(d.machinetype, d.offering): d for d in w.cooldowns}},
+                                          {**cached.launches, **(w.launches or {})})
 
     # --- unversioned: machine signals and reports ----------------------------------------
 
